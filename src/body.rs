@@ -1,0 +1,171 @@
+//! The response body the proxy sends: the upstream's body streamed through (with an idle timeout)
+//! or a small body of the proxy's own; either way it writes the access line when it ends.
+
+use std::error::Error as StdError;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, StatusCode};
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use tokio::time::Sleep;
+
+/// Error type of [`ProxyBody`]: hyper's error or the idle timeout.
+pub type BoxError = Box<dyn StdError + Send + Sync>;
+
+/// The upstream stopped sending body data for longer than `upstream.timeout`.
+#[derive(Debug, thiserror::Error)]
+#[error("the upstream sent no response data for {0:?}")]
+pub struct BodyIdleTimeout(Duration);
+
+/// What the access line says about one request. Written once, when the response body ends or is
+/// dropped (a client that disconnects mid-stream is logged as `aborted`).
+#[derive(Debug)]
+pub struct AccessLog {
+    /// Request method.
+    pub method: Method,
+    /// Request path, without the query string (which may carry customer data).
+    pub path: String,
+    /// Prefix of the matched route, if any.
+    pub route: Option<Arc<str>>,
+    /// Response status.
+    pub status: StatusCode,
+    /// When the request arrived.
+    pub start: Instant,
+    /// Request id.
+    pub request_id: HeaderValue,
+    /// Body bytes sent so far.
+    pub bytes: u64,
+    /// The proxy's error code, if the proxy answered itself.
+    pub error: Option<&'static str>,
+}
+
+impl AccessLog {
+    fn finish(&mut self, outcome: &'static str) {
+        tracing::info!(
+            target: "access",
+            method = %self.method,
+            path = %self.path,
+            route = self.route.as_deref().unwrap_or("-"),
+            status = self.status.as_u16(),
+            duration_ms = (self.start.elapsed().as_secs_f64() * 1e6).round() / 1e3,
+            bytes = self.bytes,
+            request_id = self.request_id.to_str().unwrap_or("-"),
+            error = self.error.unwrap_or("-"),
+            outcome,
+        );
+    }
+}
+
+enum Kind {
+    Upstream {
+        inner: Incoming,
+        idle: Duration,
+        timer: Pin<Box<Sleep>>,
+    },
+    Full(Option<Bytes>),
+}
+
+/// A response body. Streams frame by frame; never buffers the upstream body.
+pub struct ProxyBody {
+    kind: Kind,
+    log: Option<AccessLog>,
+}
+
+impl ProxyBody {
+    /// Streams an upstream body; fails it if no frame arrives within `idle`.
+    pub fn upstream(inner: Incoming, idle: Duration, log: Option<AccessLog>) -> Self {
+        ProxyBody {
+            kind: Kind::Upstream {
+                inner,
+                idle,
+                timer: Box::pin(tokio::time::sleep(idle)),
+            },
+            log,
+        }
+    }
+
+    /// A body of the proxy's own (an error document, a probe answer).
+    pub fn full(bytes: impl Into<Bytes>, log: Option<AccessLog>) -> Self {
+        let bytes = bytes.into();
+        ProxyBody {
+            kind: Kind::Full((!bytes.is_empty()).then_some(bytes)),
+            log,
+        }
+    }
+
+    fn end(&mut self, outcome: &'static str) {
+        if let Some(mut log) = self.log.take() {
+            log.finish(outcome);
+        }
+    }
+}
+
+impl Drop for ProxyBody {
+    fn drop(&mut self) {
+        // A body that ended normally has logged already, except an empty one hyper never polled.
+        // Anything else means the client went away mid-response.
+        let outcome = if self.is_end_stream() {
+            "complete"
+        } else {
+            "aborted"
+        };
+        self.end(outcome);
+    }
+}
+
+impl Body for ProxyBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        let result = match &mut this.kind {
+            Kind::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+            Kind::Upstream { inner, idle, timer } => match Pin::new(inner).poll_frame(cx) {
+                Poll::Ready(frame) => {
+                    timer.as_mut().reset(tokio::time::Instant::now() + *idle);
+                    Poll::Ready(frame.map(|f| f.map_err(BoxError::from)))
+                }
+                Poll::Pending => {
+                    ready!(timer.as_mut().poll(cx));
+                    Poll::Ready(Some(Err(BodyIdleTimeout(*idle).into())))
+                }
+            },
+        };
+        match &result {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let (Some(log), Some(data)) = (this.log.as_mut(), frame.data_ref()) {
+                    log.bytes += data.len() as u64;
+                }
+            }
+            Poll::Ready(Some(Err(e))) => {
+                tracing::warn!(error = %e, "response body failed; the client sees it cut off");
+                this.end("upstream_error");
+            }
+            Poll::Ready(None) => this.end("complete"),
+            Poll::Pending => {}
+        }
+        result
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            Kind::Full(bytes) => bytes.is_none(),
+            Kind::Upstream { inner, .. } => inner.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            Kind::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
+            Kind::Upstream { inner, .. } => inner.size_hint(),
+        }
+    }
+}

@@ -1,0 +1,59 @@
+//! Command-line definitions (clap). Only the shape of the command line lives here.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// Lets BI tools (Power BI, Tableau, Qlik) read the Azure Costs API without holding its
+/// credentials: point them at this proxy on localhost; it adds the bearer token.
+#[derive(Debug, Parser)]
+#[command(name = "azure-costs-proxy", version, about, long_about = None)]
+#[command(after_help = "\
+Config file lookup: --config, else $AZURE_COSTS_PROXY_CONFIG, else ./proxy.toml, else
+/etc/azure-costs-proxy/proxy.toml, else the environment alone (AZURE_COSTS_CLIENT_ID,
+AZURE_COSTS_CLIENT_SECRET, optional AZURE_COSTS_PROXY_LISTEN, AZURE_COSTS_DELEGATE).
+
+Exit codes: 0 clean shutdown or valid config, 1 runtime failure, 2 config error.
+Log level: RUST_LOG (default info), e.g. RUST_LOG=azure_costs_proxy=debug.
+
+Try it without an account: azure-costs-proxy demo")]
+pub struct Cli {
+    /// Config file (TOML). See proxy.toml.example for every key.
+    #[arg(long, short = 'c', global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Log format on stderr: human-readable text, or one JSON object per line.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// What to do (default: run).
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve: forward BI requests to the Azure Costs API with a bearer token (the default).
+    Run,
+    /// Validate the config and its secrets, then print listeners, routes and credentials
+    /// (never a secret). Exit 0 if valid, 2 if not.
+    Check,
+    /// Start a built-in Azure Costs simulator and the proxy in front of it, on loopback; prints a
+    /// ready curl line. Needs no account. Runs until Ctrl-C.
+    Demo {
+        /// Address for the proxy (the simulator picks free ports of its own).
+        #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR")]
+        listen: SocketAddr,
+    },
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
+}

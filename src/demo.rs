@@ -1,0 +1,77 @@
+//! `azure-costs-proxy demo`: the simulator plus the proxy in front of it, on loopback.
+
+use std::net::SocketAddr;
+
+use anyhow::Context as _;
+use tokio::net::TcpListener;
+
+use crate::config::{self, Config, ConfigError};
+use crate::simulator::Simulator;
+
+/// Name of the (simulated) secret in the demo config; never a real secret.
+const DEMO_SECRET_VAR: &str = "AZURE_COSTS_DEMO_SECRET";
+
+/// The demo configuration: the proxy on `listen`, the API and STS of `sim`, a `/` route and a
+/// CSP route `/customers/contoso` acting for the Contoso team.
+pub fn demo_config(sim: &Simulator, listen: SocketAddr) -> Result<Config, ConfigError> {
+    let text = format!(
+        r#"
+[listen]
+address = "{listen}"
+
+[upstream]
+url = "{api}"
+
+[sts]
+token_url = "{sts}"
+
+[credentials.default]
+client_id = "{client_id}"
+client_secret = {{ env = "{DEMO_SECRET_VAR}" }}
+
+[[routes]]
+prefix = "/"
+
+[[routes]]
+prefix = "/customers/contoso"
+delegate = "TEAM-CONTOSO"
+"#,
+        api = sim.api_url(),
+        sts = sim.sts_url(),
+        client_id = sim.client_id(),
+    );
+    let secret = sim.client_secret().to_string();
+    config::from_toml(&text, "demo", &move |name: &str| {
+        (name == DEMO_SECRET_VAR).then(|| secret.clone())
+    })
+}
+
+/// Runs the demo until `shutdown` resolves.
+pub async fn run(
+    listen: SocketAddr,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let sim = Simulator::builder()
+        .spawn()
+        .await
+        .context("starting the simulator")?;
+    let listener = TcpListener::bind(listen).await.with_context(|| {
+        format!("cannot listen on {listen}; pick another address with --listen 127.0.0.1:PORT")
+    })?;
+    let local = listener.local_addr()?;
+    let config = demo_config(&sim, local)?;
+    let base = format!("http://{local}");
+    println!(
+        "\nazure-costs-proxy demo: the proxy on {base}, in front of a simulated Azure Costs API\n\
+         (STS {sts}, API {api}). No account needed; the BI side sends no credentials.\n\n\
+         Try:\n  \
+         curl -s '{base}/v1/costs/by-service?month=2026-10'\n  \
+         curl -s '{base}/v1/teams'\n  \
+         curl -s '{base}/customers/contoso/v1/costs/by-service?month=2026-10'   # CSP: acts for Contoso\n  \
+         curl -s '{base}/v1/costs/export?rows=100000' | head\n\n\
+         Press Ctrl-C to stop.\n",
+        sts = sim.sts_url(),
+        api = sim.api_url(),
+    );
+    crate::run(config, listener, shutdown).await
+}

@@ -1,0 +1,193 @@
+//! Pure header rules: hop-by-hop stripping, bearer injection, request ids.
+
+use std::collections::hash_map::RandomState;
+use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+/// The request id header, added when absent and echoed in the response.
+pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Hop-by-hop headers that are never forwarded, whatever `Connection` says (RFC 9110 section 7.6.1;
+/// `Proxy-Connection` and `Keep-Alive` are the legacy names RFC 9110 asks proxies to drop as well).
+const HOP_BY_HOP: [HeaderName; 7] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+/// Removes hop-by-hop headers: those listed above and every header that `Connection` names
+/// (RFC 9110 section 7.6.1). Applied to requests and to responses.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Fast path: most requests (and every HTTP/2 one) carry none of these.
+    if !HOP_BY_HOP.iter().any(|h| headers.contains_key(h)) {
+        return;
+    }
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named.iter().chain(HOP_BY_HOP.iter()) {
+        headers.remove(name);
+    }
+}
+
+/// Rewrites a client's request headers for the upstream: hop-by-hop headers, `Proxy-Authorization`,
+/// the client's own `Authorization` and `Host` go (the HTTP client sets `Host` from the upstream
+/// URI), the route's bearer token and the request id go in.
+pub fn rewrite_request(headers: &mut HeaderMap, bearer: &HeaderValue, request_id: &HeaderValue) {
+    strip_hop_by_hop(headers);
+    headers.remove(header::PROXY_AUTHORIZATION);
+    headers.remove(header::HOST);
+    headers.insert(header::AUTHORIZATION, bearer.clone());
+    headers.insert(X_REQUEST_ID.clone(), request_id.clone());
+}
+
+/// Rewrites the upstream's response headers for the client: hop-by-hop headers go, the request id
+/// is echoed.
+pub fn rewrite_response(headers: &mut HeaderMap, request_id: &HeaderValue) {
+    strip_hop_by_hop(headers);
+    headers.insert(X_REQUEST_ID.clone(), request_id.clone());
+}
+
+/// Builds the `Authorization` value for a token, marked sensitive so that HTTP/2 HPACK never
+/// indexes it and `Debug` output hides it. `None` if the token holds bytes a header cannot carry.
+pub fn bearer_value(token: &str) -> Option<HeaderValue> {
+    if token.is_empty() || !token.bytes().all(|b| b.is_ascii_graphic()) {
+        return None;
+    }
+    let mut value = HeaderValue::from_str(&format!("Bearer {token}")).ok()?;
+    value.set_sensitive(true);
+    Some(value)
+}
+
+/// Longest client-supplied request id we pass on; longer or odd ones are replaced.
+const MAX_REQUEST_ID: usize = 128;
+
+/// Whether a client-supplied request id is safe to forward and log: 1-128 characters of letters,
+/// digits and `-_.:`.
+pub fn valid_request_id(value: &HeaderValue) -> bool {
+    let bytes = value.as_bytes();
+    !bytes.is_empty()
+        && bytes.len() <= MAX_REQUEST_ID
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+}
+
+/// Generates request ids that are unique within a process and unlikely to repeat across restarts:
+/// a random 64-bit key mixed with a counter through a bijection, so no two ids of one process match.
+#[derive(Debug)]
+pub struct RequestIds {
+    key: u64,
+    counter: AtomicU64,
+}
+
+impl Default for RequestIds {
+    fn default() -> Self {
+        RequestIds {
+            key: RandomState::new().hash_one(0x5eed_u64),
+            counter: AtomicU64::new(0),
+        }
+    }
+}
+
+impl RequestIds {
+    /// The request id to use: the client's when valid, else a fresh one.
+    pub fn for_request(&self, headers: &HeaderMap) -> HeaderValue {
+        match headers.get(&X_REQUEST_ID) {
+            Some(v) if valid_request_id(v) => v.clone(),
+            _ => self.next(),
+        }
+    }
+
+    /// A fresh id: 16 lower-case hex digits.
+    pub fn next(&self) -> HeaderValue {
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        // Multiplying by an odd constant and xoring a key are both bijections on u64.
+        let id = n.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ self.key;
+        HeaderValue::from_str(&format!("{id:016x}")).unwrap_or(HeaderValue::from_static("0"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn strips_fixed_hop_by_hop_and_connection_named_headers() {
+        let mut h = map(&[
+            ("connection", "keep-alive, X-Secret-Hop"),
+            ("connection", "x-other"),
+            ("x-secret-hop", "1"),
+            ("x-other", "2"),
+            ("keep-alive", "timeout=5"),
+            ("proxy-connection", "keep-alive"),
+            ("te", "trailers"),
+            ("trailer", "x-sum"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "websocket"),
+            ("accept", "application/json"),
+        ]);
+        strip_hop_by_hop(&mut h);
+        let left: Vec<_> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(left, ["accept"]);
+    }
+
+    #[test]
+    fn rewrite_request_replaces_credentials_and_host() {
+        let mut h = map(&[
+            ("host", "localhost:8080"),
+            ("authorization", "Basic dXNlcjpwYXNz"),
+            ("proxy-authorization", "Basic eA=="),
+            ("accept", "*/*"),
+        ]);
+        let bearer = bearer_value("tok123").unwrap();
+        rewrite_request(&mut h, &bearer, &HeaderValue::from_static("rid"));
+        assert_eq!(h.get_all(header::AUTHORIZATION).iter().count(), 1);
+        assert_eq!(h[header::AUTHORIZATION], "Bearer tok123");
+        assert!(h[header::AUTHORIZATION].is_sensitive());
+        assert!(!h.contains_key(header::PROXY_AUTHORIZATION));
+        assert!(!h.contains_key(header::HOST));
+        assert_eq!(h[&X_REQUEST_ID], "rid");
+        assert_eq!(h["accept"], "*/*");
+    }
+
+    #[test]
+    fn bearer_value_refuses_header_breaking_tokens() {
+        assert!(bearer_value("a b").is_none());
+        assert!(bearer_value("a\r\nX: y").is_none());
+        assert!(bearer_value("").is_none());
+        assert!(format!("{:?}", bearer_value("abc").unwrap()).contains("Sensitive"));
+    }
+
+    #[test]
+    fn request_ids_are_kept_when_sane_and_unique_when_generated() {
+        let ids = RequestIds::default();
+        let kept = ids.for_request(&map(&[("x-request-id", "abc-123")]));
+        assert_eq!(kept, "abc-123");
+        let replaced = ids.for_request(&map(&[("x-request-id", "bad id with spaces")]));
+        assert_eq!(replaced.len(), 16);
+        let many: std::collections::HashSet<_> = (0..10_000).map(|_| ids.next()).collect();
+        assert_eq!(many.len(), 10_000);
+    }
+}

@@ -1,0 +1,105 @@
+//! azure-costs-proxy: a sidecar that holds the Azure Costs credentials so BI tools do not.
+//!
+//! BI servers send plain HTTP to the proxy on localhost. The proxy obtains an OAuth2
+//! client-credentials token from the Azure Costs STS (optionally updated to act for a CSP customer
+//! team), injects `Authorization: Bearer ...` and streams the request to the API and the answer
+//! back. [`run`] is the whole data plane; `main` only parses the command line around it.
+
+pub mod body;
+pub mod cli;
+pub mod config;
+pub mod demo;
+pub mod error;
+pub mod headers;
+pub mod logging;
+pub mod proxy;
+pub mod routes;
+pub mod server;
+pub mod simulator;
+pub mod tls;
+pub mod token;
+pub mod upstream;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use tokio::net::TcpListener;
+
+pub use config::Config;
+pub use error::ProxyError;
+
+use crate::config::TokenMode;
+use crate::proxy::{HostGuard, Proxy};
+use crate::routes::RouteTable;
+use crate::token::{TokenKey, TokenSource};
+use crate::upstream::Upstream;
+
+/// Serves the proxy on `listener` with `config` until `shutdown` resolves, then drains in-flight
+/// requests (bounded by [`server::SHUTDOWN_GRACE`]) and returns.
+///
+/// Tokens of interval-mode routes are fetched at once in the background, so the first requests do
+/// not wait for the STS (and join that fetch if they come before it ends).
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    for warning in &config.warnings {
+        tracing::warn!("{warning}");
+    }
+    let tls = tls::client_config(&config.upstream.ca_certs)
+        .map_err(anyhow::Error::msg)
+        .context("TLS client configuration")?;
+    let tokens = TokenSource::new(&config, tls.clone())
+        .map_err(anyhow::Error::msg)
+        .context("STS client")?;
+    let upstream = Upstream::new(&config.upstream, tls)
+        .map_err(anyhow::Error::msg)
+        .context("upstream client")?;
+    let local = listener.local_addr().context("listener address")?;
+    let hosts = HostGuard::new(local, &config.listen.allowed_hosts);
+    if !local.ip().is_loopback() && config.listen.allowed_hosts.is_empty() {
+        tracing::warn!(
+            "listening on {local} for remote clients, but listen.allowed_hosts is empty: only \
+             requests with Host localhost or {} are accepted",
+            local.ip()
+        );
+    }
+    let proxy = Arc::new(Proxy::new(
+        RouteTable::new(&config.routes),
+        tokens.clone(),
+        upstream,
+        hosts,
+    ));
+    warm_up(&proxy);
+    tracing::info!(
+        address = %local,
+        upstream = %config.upstream.url,
+        routes = config.routes.len(),
+        "listening on http://{local}"
+    );
+    server::serve(listener, proxy, shutdown, server::SHUTDOWN_GRACE).await;
+    Ok(())
+}
+
+/// Starts fetching the token of every interval-mode route (each cache key once).
+fn warm_up(proxy: &Proxy) {
+    let mut keys: Vec<TokenKey> = Vec::new();
+    for route in proxy.routes().routes() {
+        let key = TokenKey {
+            credential: route.credential.clone(),
+            delegate: route.delegate.clone(),
+        };
+        if route.token_mode == TokenMode::Interval && !keys.contains(&key) {
+            keys.push(key);
+        }
+    }
+    for key in keys {
+        let tokens = proxy.tokens().clone();
+        tokio::spawn(async move {
+            // Failures are logged (and backed off) by the token source.
+            let _ = tokens.get(&key, TokenMode::Interval).await;
+        });
+    }
+}

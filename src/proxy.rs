@@ -1,0 +1,238 @@
+//! One request, top to bottom: inbound checks -> route -> token -> rewrite -> forward -> response.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Version};
+use hyper::body::Incoming;
+
+use crate::body::{AccessLog, ProxyBody};
+use crate::error::ProxyError;
+use crate::headers::{self, RequestIds};
+use crate::routes::{self, RouteTable};
+use crate::token::{TokenKey, TokenSource};
+use crate::upstream::Upstream;
+
+/// Names the `Host` header may carry (DNS-rebinding guard): a web page that resolves its own name
+/// to 127.0.0.1 still sends its own name as `Host`, and is refused.
+#[derive(Debug)]
+pub struct HostGuard {
+    any: bool,
+    names: Vec<String>,
+}
+
+impl HostGuard {
+    /// localhost, 127.0.0.1, [::1], the listen address and the configured extra names.
+    pub fn new(listen: SocketAddr, allowed: &[String]) -> Self {
+        let mut names: Vec<String> = ["localhost", "127.0.0.1", "::1"]
+            .iter()
+            .map(|s| (*s).to_string())
+            .collect();
+        names.push(listen.ip().to_string());
+        names.extend(allowed.iter().map(|h| h.to_ascii_lowercase()));
+        HostGuard {
+            any: allowed.iter().any(|h| h == "*"),
+            names,
+        }
+    }
+
+    /// Whether an authority (`host[:port]`, `[v6]:port`) names this proxy.
+    pub fn accepts(&self, authority: &str) -> bool {
+        if self.any {
+            return true;
+        }
+        let host = host_of(authority).to_ascii_lowercase();
+        let host = host.strip_suffix('.').unwrap_or(&host);
+        self.names.iter().any(|n| n == host)
+    }
+}
+
+/// The host part of an authority, without port and IPv6 brackets.
+fn host_of(authority: &str) -> &str {
+    if let Some(rest) = authority.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or_default();
+    }
+    match authority.rsplit_once(':') {
+        Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => host,
+        _ => authority,
+    }
+}
+
+/// Everything one request needs, shared by all connections.
+#[derive(Debug)]
+pub struct Proxy {
+    routes: RouteTable,
+    tokens: TokenSource,
+    upstream: Upstream,
+    hosts: HostGuard,
+    ids: RequestIds,
+}
+
+impl Proxy {
+    /// Assembles the request path from its parts.
+    pub fn new(
+        routes: RouteTable,
+        tokens: TokenSource,
+        upstream: Upstream,
+        hosts: HostGuard,
+    ) -> Self {
+        Proxy {
+            routes,
+            tokens,
+            upstream,
+            hosts,
+            ids: RequestIds::default(),
+        }
+    }
+
+    /// The route table.
+    pub fn routes(&self) -> &RouteTable {
+        &self.routes
+    }
+
+    /// The token source.
+    pub fn tokens(&self) -> &TokenSource {
+        &self.tokens
+    }
+
+    /// Handles one request. Never fails: errors become JSON answers.
+    pub async fn handle(&self, request: Request<Incoming>) -> Response<ProxyBody> {
+        let request_id = self.ids.for_request(request.headers());
+        let mut log = AccessLog {
+            method: request.method().clone(),
+            path: request.uri().path().to_string(),
+            route: None,
+            status: StatusCode::OK,
+            start: Instant::now(),
+            request_id: request_id.clone(),
+            bytes: 0,
+            error: None,
+        };
+        match self.forward(request, &request_id, &mut log).await {
+            Ok(response) => {
+                let (mut parts, body) = response.into_parts();
+                headers::rewrite_response(&mut parts.headers, &request_id);
+                // hyper writes the version of the client's connection, whatever the upstream spoke.
+                parts.version = Version::default();
+                log.status = parts.status;
+                let body = ProxyBody::upstream(body, self.upstream.timeout(), Some(log));
+                Response::from_parts(parts, body)
+            }
+            Err(e) => {
+                let (status, code) = e.status_and_code();
+                if status.is_server_error() && !matches!(e, ProxyError::Token(_)) {
+                    // Token failures are logged once per STS call by the token source.
+                    tracing::warn!(request_id = request_id.to_str().unwrap_or("-"), code, "{e}");
+                }
+                e.into_response(&request_id, Some(log))
+            }
+        }
+    }
+
+    async fn forward(
+        &self,
+        request: Request<Incoming>,
+        request_id: &HeaderValue,
+        log: &mut AccessLog,
+    ) -> Result<Response<Incoming>, ProxyError> {
+        if request.method() == Method::CONNECT {
+            return Err(ProxyError::MethodNotAllowed);
+        }
+        self.check_target(&request)?;
+        let uri = request.uri();
+        let path = uri.path();
+        if routes::has_dot_segment(path) {
+            return Err(ProxyError::BadRequest(
+                "the path holds a `.` or `..` segment; send a normalised path",
+            ));
+        }
+        let (route, rest) = self.routes.find(path).ok_or(ProxyError::NoRoute)?;
+        log.route = Some(route.prefix.clone());
+        let upstream_pq = routes::upstream_path_and_query(
+            self.upstream.base_path(),
+            &route.upstream_path,
+            rest,
+            uri.query(),
+        );
+        let upstream_uri = self.upstream.uri(&upstream_pq)?;
+
+        let key = TokenKey {
+            credential: route.credential.clone(),
+            delegate: route.delegate.clone(),
+        };
+        let token = self.tokens.get(&key, route.token_mode).await?;
+
+        let (mut parts, body) = request.into_parts();
+        parts.uri = upstream_uri;
+        // The pooled client speaks HTTP/2 by itself where ALPN chose it.
+        parts.version = Version::HTTP_11;
+        headers::rewrite_request(&mut parts.headers, token.bearer(), request_id);
+        self.upstream.send(Request::from_parts(parts, body)).await
+    }
+
+    /// The DNS-rebinding guard and the absolute-form rule: the token goes only to the configured
+    /// upstream, whatever the request names.
+    fn check_target(&self, request: &Request<Incoming>) -> Result<(), ProxyError> {
+        let uri_authority = request.uri().authority().map(|a| a.as_str());
+        if request.version() < Version::HTTP_2
+            && let Some(authority) = uri_authority
+            && !self.hosts.accepts(authority)
+        {
+            return Err(ProxyError::ForbiddenTarget);
+        }
+        // HTTP/2 carries the host in :authority; HTTP/1 in Host.
+        let host = match uri_authority {
+            Some(a) if request.version() >= Version::HTTP_2 => Some(a.to_string()),
+            _ => request
+                .headers()
+                .get(header::HOST)
+                .map(|h| String::from_utf8_lossy(h.as_bytes()).into_owned()),
+        };
+        match host {
+            Some(h) if !self.hosts.accepts(&h) => {
+                let shown: String = h.chars().take(100).collect();
+                Err(ProxyError::ForbiddenHost(shown))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_guard_accepts_loopback_names_and_configured_ones() {
+        let g = HostGuard::new("127.0.0.1:8080".parse().unwrap(), &["bi.internal".into()]);
+        for ok in [
+            "localhost",
+            "localhost:8080",
+            "LOCALHOST:1",
+            "127.0.0.1:8080",
+            "[::1]:8080",
+            "bi.internal",
+            "bi.internal.:80",
+        ] {
+            assert!(g.accepts(ok), "{ok}");
+        }
+        for bad in [
+            "evil.example",
+            "evil.example:8080",
+            "localhost.evil.example",
+            "127.0.0.2",
+        ] {
+            assert!(!g.accepts(bad), "{bad}");
+        }
+        let any = HostGuard::new("127.0.0.1:8080".parse().unwrap(), &["*".into()]);
+        assert!(any.accepts("evil.example"));
+    }
+
+    #[test]
+    fn host_of_splits_ports_and_brackets() {
+        assert_eq!(host_of("a:80"), "a");
+        assert_eq!(host_of("[::1]:80"), "::1");
+        assert_eq!(host_of("a"), "a");
+    }
+}

@@ -1,0 +1,303 @@
+//! The simulated Azure Costs API: JSON cost reports per team, a large streamed CSV export and an
+//! echo endpoint for uploads; every request needs a valid Bearer token from the simulated STS.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::task::{Context, Poll};
+
+use bytes::{BufMut, Bytes, BytesMut};
+use http::{HeaderValue, Method, Request, Response, header};
+use http_body::{Body, Frame};
+use http_body_util::BodyExt as _;
+use http_body_util::combinators::BoxBody;
+use hyper::body::Incoming;
+use serde_json::json;
+use tokio::sync::watch;
+
+use super::data::{self, PARTNER, Team};
+use super::{RecordedRequest, SimBody, State, json, lock};
+
+/// Size of one export chunk.
+const CHUNK: usize = 64 * 1024;
+/// Default month of the reports.
+const DEFAULT_MONTH: &str = "2026-10";
+
+pub(super) async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<SimBody> {
+    state.api_requests.fetch_add(1, Ordering::SeqCst);
+    if state.record_limit > 0 {
+        let mut recorded = lock(&state.recorded);
+        if recorded.len() >= state.record_limit {
+            recorded.pop_front();
+        }
+        recorded.push_back(RecordedRequest {
+            method: req.method().clone(),
+            path_and_query: req
+                .uri()
+                .path_and_query()
+                .map_or_else(String::new, |pq| pq.as_str().to_string()),
+            headers: req.headers().clone(),
+            version: req.version(),
+        });
+    }
+    let delay = *lock(&state.api_delay);
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+
+    let Some(token) = state.valid_token(req.headers()) else {
+        state.bad_tokens.fetch_add(1, Ordering::SeqCst);
+        let mut r = json(
+            401,
+            &json!({"error": "invalid_token", "message": "missing, unknown or expired bearer token"}),
+        );
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer error=\"invalid_token\""),
+        );
+        return r;
+    };
+    let team = token
+        .delegate
+        .as_deref()
+        .and_then(data::team)
+        .unwrap_or(PARTNER);
+    let query = Query(req.uri().query().unwrap_or_default().to_string());
+
+    match (req.method(), req.uri().path()) {
+        (&Method::GET, "/v1/teams") => teams(&team, token.delegate.is_some()),
+        (&Method::GET, "/v1/costs/by-service") => by_service(&team, &query),
+        (&Method::GET, "/v1/costs/by-month") => by_month(&team, &query),
+        (&Method::GET, "/v1/costs/export") => export(&state, &team, &query),
+        (&Method::POST | &Method::PUT, "/v1/echo") => echo(req.into_body()).await,
+        (_, "/v1/echo") => {
+            let q = req.uri().query().unwrap_or_default();
+            json(200, &json!({"method": req.method().as_str(), "query": q}))
+        }
+        _ => json(
+            404,
+            &json!({"error": "not_found", "message": "no such API endpoint"}),
+        ),
+    }
+}
+
+/// Query string access by key (first value wins).
+struct Query(String);
+
+impl Query {
+    fn get(&self, key: &str) -> Option<String> {
+        form_urlencoded::parse(self.0.as_bytes())
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.into_owned())
+    }
+}
+
+fn teams(team: &Team, delegated: bool) -> Response<SimBody> {
+    let list: Vec<_> = if delegated {
+        vec![json!({"id": team.id, "name": team.name})]
+    } else {
+        std::iter::once(&PARTNER)
+            .chain(data::CUSTOMERS.iter())
+            .map(|t| json!({"id": t.id, "name": t.name, "customer": t.id != PARTNER.id}))
+            .collect()
+    };
+    json(200, &json!({ "teams": list }))
+}
+
+fn by_service(team: &Team, query: &Query) -> Response<SimBody> {
+    let month = query.get("month").unwrap_or_else(|| DEFAULT_MONTH.into());
+    if data::months(&month, &month).is_none() {
+        return json(
+            400,
+            &json!({"error": "invalid_month", "message": "month must be YYYY-MM"}),
+        );
+    }
+    let items: Vec<_> = data::SERVICES
+        .iter()
+        .map(|s| json!({"service": s, "cost": data::cost(team, s, &month)}))
+        .collect();
+    let total: f64 = data::SERVICES
+        .iter()
+        .map(|s| data::cost(team, s, &month))
+        .sum();
+    json(
+        200,
+        &json!({
+            "team": {"id": team.id, "name": team.name},
+            "month": month,
+            "currency": "USD",
+            "items": items,
+            "total": (total * 100.0).round() / 100.0,
+        }),
+    )
+}
+
+fn by_month(team: &Team, query: &Query) -> Response<SimBody> {
+    let from = query.get("from").unwrap_or_else(|| "2026-01".into());
+    let to = query.get("to").unwrap_or_else(|| DEFAULT_MONTH.into());
+    let Some(months) = data::months(&from, &to) else {
+        return json(
+            400,
+            &json!({"error": "invalid_month", "message": "from and to must be YYYY-MM"}),
+        );
+    };
+    let rows: Vec<_> = months
+        .iter()
+        .map(|m| {
+            let total: f64 = data::SERVICES.iter().map(|s| data::cost(team, s, m)).sum();
+            json!({"month": m, "cost": (total * 100.0).round() / 100.0})
+        })
+        .collect();
+    json(
+        200,
+        &json!({"team": {"id": team.id, "name": team.name}, "currency": "USD", "months": rows}),
+    )
+}
+
+/// `GET /v1/costs/export?bytes=N` (exactly N bytes) or `?rows=N` (default 1000): a CSV of daily
+/// cost lines, generated chunk by chunk as the reader consumes it.
+fn export(state: &Arc<State>, team: &Team, query: &Query) -> Response<SimBody> {
+    let bytes = query.get("bytes").and_then(|b| b.parse::<u64>().ok());
+    let rows = query.get("rows").and_then(|r| r.parse::<u64>().ok());
+    let limit = match (bytes, rows) {
+        (Some(b), _) => Limit::Bytes(b),
+        (None, Some(r)) => Limit::Rows(r),
+        (None, None) => Limit::Rows(1000),
+    };
+    let body = ExportBody {
+        team: *team,
+        limit,
+        row: 0,
+        sent: 0,
+        header_sent: false,
+        gate: None,
+        gate_rx: state.exports_open.subscribe(),
+        state: state.clone(),
+        done: false,
+    };
+    let mut r = Response::new(BoxBody::new(body));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/csv; charset=utf-8"),
+    );
+    r
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Limit {
+    Bytes(u64),
+    Rows(u64),
+}
+
+type Gate = Pin<Box<dyn Future<Output = ()> + Send + Sync>>;
+
+struct ExportBody {
+    team: Team,
+    limit: Limit,
+    row: u64,
+    sent: u64,
+    header_sent: bool,
+    gate: Option<Gate>,
+    gate_rx: watch::Receiver<bool>,
+    state: Arc<State>,
+    done: bool,
+}
+
+impl ExportBody {
+    fn next_chunk(&mut self) -> Bytes {
+        let mut buf = BytesMut::with_capacity(CHUNK + 256);
+        if !self.header_sent {
+            buf.put_slice(b"date,team,service,meter,quantity,cost_usd\n");
+            self.header_sent = true;
+        }
+        while buf.len() < CHUNK {
+            if let Limit::Rows(n) = self.limit
+                && self.row >= n
+            {
+                break;
+            }
+            let day = self.row % 28 + 1;
+            let month = (self.row / 28) % 12 + 1;
+            let service = data::SERVICES[(self.row % data::SERVICES.len() as u64) as usize];
+            let month_s = format!("2026-{month:02}");
+            let cost = data::cost(&self.team, service, &month_s) / 28.0;
+            let line = format!(
+                "{month_s}-{day:02},{},{service},standard,{},{cost:.4}\n",
+                self.team.id,
+                self.row % 97 + 1
+            );
+            buf.put_slice(line.as_bytes());
+            self.row += 1;
+        }
+        let mut chunk = buf.freeze();
+        if let Limit::Bytes(n) = self.limit {
+            let left = n.saturating_sub(self.sent);
+            if (chunk.len() as u64) > left {
+                chunk.truncate(left as usize);
+            }
+        }
+        self.sent += chunk.len() as u64;
+        chunk
+    }
+
+    fn finished(&self) -> bool {
+        match self.limit {
+            Limit::Bytes(n) => self.sent >= n,
+            Limit::Rows(n) => self.header_sent && self.row >= n,
+        }
+    }
+}
+
+impl Body for ExportBody {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+        let this = &mut *self;
+        if this.done {
+            return Poll::Ready(None);
+        }
+        // After the first chunk, a held export waits until the test releases it.
+        if this.sent > 0 && this.gate.is_none() && !*this.gate_rx.borrow() {
+            let mut rx = this.gate_rx.clone();
+            this.gate = Some(Box::pin(async move {
+                let _ = rx.wait_for(|open| *open).await;
+            }));
+        }
+        if let Some(gate) = this.gate.as_mut() {
+            if gate.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            this.gate = None;
+        }
+        if this.finished() {
+            this.done = true;
+            this.state.exports_finished.fetch_add(1, Ordering::SeqCst);
+            return Poll::Ready(None);
+        }
+        let chunk = this.next_chunk();
+        Poll::Ready(Some(Ok(Frame::data(chunk))))
+    }
+}
+
+/// Reads an upload chunk by chunk and answers its length and FNV-1a hash.
+async fn echo(mut body: Incoming) -> Response<SimBody> {
+    let mut len = 0u64;
+    let mut hash = 0xcbf2_9ce4_8422_2325u64;
+    while let Some(frame) = body.frame().await {
+        let Ok(frame) = frame else {
+            return json(400, &json!({"error": "body_error"}));
+        };
+        if let Some(data) = frame.data_ref() {
+            len += data.len() as u64;
+            hash = data.iter().fold(hash, |h, b| {
+                (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+            });
+        }
+    }
+    json(200, &json!({"bytes": len, "fnv1a": format!("{hash:016x}")}))
+}

@@ -1,0 +1,383 @@
+//! A built-in Azure Costs simulator: an STS that issues and updates tokens like the vendor's, and an
+//! API with sample cost data that checks them. It serves `azure-costs-proxy demo`, the integration
+//! tests and the benchmarks: one fake, not three.
+//!
+//! Both servers bind 127.0.0.1:0, report their URLs, count what they see, can be told to misbehave
+//! (STS down, slow, rejecting, answering garbage; API slow) and stop when the [`Simulator`] drops.
+//!
+//! ```no_run
+//! # async fn f() -> std::io::Result<()> {
+//! use azure_costs_proxy::simulator::Simulator;
+//! let sim = Simulator::builder().token_ttl(std::time::Duration::from_secs(4)).spawn().await?;
+//! println!("STS at {}, API at {}", sim.sts_url(), sim.api_url());
+//! assert_eq!(sim.sts_calls(), 0);
+//! # Ok(()) }
+//! ```
+
+mod api;
+pub mod data;
+mod sts;
+
+use std::collections::hash_map::RandomState;
+use std::collections::{HashMap, VecDeque};
+use std::convert::Infallible;
+use std::future::Future;
+use std::hash::BuildHasher;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request, Response, Version};
+use http_body_util::BodyExt as _;
+use http_body_util::combinators::BoxBody;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+/// Client id the simulator accepts unless the builder sets another.
+pub const DEMO_CLIENT_ID: &str = "3f1c0d2e-demo-4c7a-9a51-azurecosts01";
+/// Client secret the simulator accepts unless the builder sets another.
+pub const DEMO_CLIENT_SECRET: &str = "demo-secret-not-for-production";
+/// Path of the token endpoint, as the vendor's.
+pub const TOKEN_PATH: &str = "/sts/issue/oauth/token";
+
+/// Body type of the simulator's answers.
+type SimBody = BoxBody<Bytes, std::io::Error>;
+
+/// A way for the STS to misbehave.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StsFault {
+    /// Answer 503 with an HTML page, like a load balancer with no healthy backend.
+    Unavailable,
+    /// Wait this long before answering normally.
+    Slow(Duration),
+    /// Refuse every client: 401 `invalid_client`.
+    Reject,
+    /// Answer 200 with something that is not JSON.
+    NotJson,
+}
+
+/// A token the STS issued.
+#[derive(Debug, Clone)]
+pub struct IssuedToken {
+    /// The token text (tests scan logs for it).
+    pub token: String,
+    /// The customer team it acts for (`None` for a client-credentials token).
+    pub delegate: Option<String>,
+    /// For an updated token: the token that was sent as Bearer to update it.
+    pub updated_from: Option<String>,
+    /// When it was issued.
+    pub issued_at: Instant,
+    /// When the API stops accepting it.
+    pub expires_at: Instant,
+}
+
+/// A request the API received.
+#[derive(Debug, Clone)]
+pub struct RecordedRequest {
+    /// Method.
+    pub method: Method,
+    /// Path and query exactly as received.
+    pub path_and_query: String,
+    /// Headers as received.
+    pub headers: HeaderMap,
+    /// HTTP version of the proxy's connection.
+    pub version: Version,
+}
+
+/// Shared state of both servers.
+#[derive(Debug)]
+struct State {
+    client_id: String,
+    client_secret: String,
+    token_ttl: Mutex<Duration>,
+    tokens: Mutex<HashMap<String, IssuedToken>>,
+    issued: Mutex<Vec<IssuedToken>>,
+    issue_calls: AtomicUsize,
+    update_calls: AtomicUsize,
+    sts_fault: Mutex<Option<StsFault>>,
+    api_delay: Mutex<Duration>,
+    api_requests: AtomicUsize,
+    recorded: Mutex<VecDeque<RecordedRequest>>,
+    record_limit: usize,
+    bad_tokens: AtomicUsize,
+    exports_open: watch::Sender<bool>,
+    exports_finished: AtomicUsize,
+    random: (RandomState, AtomicU64),
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl State {
+    fn random_hex(&self) -> String {
+        let (state, counter) = &self.random;
+        let a = state.hash_one(counter.fetch_add(1, Ordering::Relaxed));
+        let b = state.hash_one(counter.fetch_add(1, Ordering::Relaxed));
+        format!("{a:016x}{b:016x}")
+    }
+
+    fn issue(&self, delegate: Option<String>, updated_from: Option<String>) -> IssuedToken {
+        let ttl = *lock(&self.token_ttl);
+        let now = Instant::now();
+        let token = IssuedToken {
+            token: format!("sim_{}", self.random_hex()),
+            delegate,
+            updated_from,
+            issued_at: now,
+            expires_at: now + ttl,
+        };
+        lock(&self.tokens).insert(token.token.clone(), token.clone());
+        lock(&self.issued).push(token.clone());
+        token
+    }
+
+    /// The token behind an `Authorization: Bearer` header, if known and unexpired.
+    fn valid_token(&self, headers: &HeaderMap) -> Option<IssuedToken> {
+        let value = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
+        let token = value.strip_prefix("Bearer ")?;
+        let found = lock(&self.tokens).get(token).cloned()?;
+        (Instant::now() < found.expires_at).then_some(found)
+    }
+}
+
+/// Configures a [`Simulator`].
+#[derive(Debug, Clone)]
+pub struct SimulatorBuilder {
+    token_ttl: Duration,
+    client_id: String,
+    client_secret: String,
+    record_limit: usize,
+}
+
+impl SimulatorBuilder {
+    /// Lifetime of issued tokens (`expires_in`); default 3600 s as the vendor's.
+    pub fn token_ttl(mut self, ttl: Duration) -> Self {
+        self.token_ttl = ttl;
+        self
+    }
+
+    /// The one client id and secret the STS accepts.
+    pub fn credentials(mut self, client_id: &str, client_secret: &str) -> Self {
+        self.client_id = client_id.into();
+        self.client_secret = client_secret.into();
+        self
+    }
+
+    /// How many API requests are kept for [`Simulator::requests`] (oldest dropped first); 0 for
+    /// none (benchmarks).
+    pub fn record_limit(mut self, limit: usize) -> Self {
+        self.record_limit = limit;
+        self
+    }
+
+    /// Binds the STS and the API on 127.0.0.1:0 and starts serving.
+    pub async fn spawn(self) -> std::io::Result<Simulator> {
+        let (exports_open, _) = watch::channel(true);
+        let state = Arc::new(State {
+            client_id: self.client_id,
+            client_secret: self.client_secret,
+            token_ttl: Mutex::new(self.token_ttl),
+            tokens: Mutex::new(HashMap::new()),
+            issued: Mutex::new(Vec::new()),
+            issue_calls: AtomicUsize::new(0),
+            update_calls: AtomicUsize::new(0),
+            sts_fault: Mutex::new(None),
+            api_delay: Mutex::new(Duration::ZERO),
+            api_requests: AtomicUsize::new(0),
+            recorded: Mutex::new(VecDeque::new()),
+            record_limit: self.record_limit,
+            bad_tokens: AtomicUsize::new(0),
+            exports_open,
+            exports_finished: AtomicUsize::new(0),
+            random: (RandomState::new(), AtomicU64::new(0)),
+        });
+        let (stop, stopped) = watch::channel(false);
+        let sts_listener = TcpListener::bind("127.0.0.1:0").await?;
+        let api_listener = TcpListener::bind("127.0.0.1:0").await?;
+        let sts_addr = sts_listener.local_addr()?;
+        let api_addr = api_listener.local_addr()?;
+        let s = state.clone();
+        tokio::spawn(serve(sts_listener, stopped.clone(), move |req| {
+            sts::handle(s.clone(), req)
+        }));
+        let s = state.clone();
+        tokio::spawn(serve(api_listener, stopped, move |req| {
+            api::handle(s.clone(), req)
+        }));
+        Ok(Simulator {
+            sts_addr,
+            api_addr,
+            state,
+            stop,
+        })
+    }
+}
+
+/// A running simulator. Dropping it stops both servers and closes their connections.
+#[derive(Debug)]
+pub struct Simulator {
+    sts_addr: SocketAddr,
+    api_addr: SocketAddr,
+    state: Arc<State>,
+    stop: watch::Sender<bool>,
+}
+
+impl Drop for Simulator {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+impl Simulator {
+    /// A builder with the vendor's defaults and the demo credentials.
+    pub fn builder() -> SimulatorBuilder {
+        SimulatorBuilder {
+            token_ttl: Duration::from_secs(3600),
+            client_id: DEMO_CLIENT_ID.into(),
+            client_secret: DEMO_CLIENT_SECRET.into(),
+            record_limit: 10_000,
+        }
+    }
+
+    /// The token endpoint URL.
+    pub fn sts_url(&self) -> String {
+        format!("http://{}{TOKEN_PATH}", self.sts_addr)
+    }
+
+    /// The API base URL.
+    pub fn api_url(&self) -> String {
+        format!("http://{}", self.api_addr)
+    }
+
+    /// The API's address.
+    pub fn api_addr(&self) -> SocketAddr {
+        self.api_addr
+    }
+
+    /// The accepted client id.
+    pub fn client_id(&self) -> &str {
+        &self.state.client_id
+    }
+
+    /// The accepted client secret.
+    pub fn client_secret(&self) -> &str {
+        &self.state.client_secret
+    }
+
+    /// STS calls of both kinds (issue and update), answered or not.
+    pub fn sts_calls(&self) -> usize {
+        self.issue_calls() + self.update_calls()
+    }
+
+    /// Client-credentials calls.
+    pub fn issue_calls(&self) -> usize {
+        self.state.issue_calls.load(Ordering::SeqCst)
+    }
+
+    /// `update_token` calls.
+    pub fn update_calls(&self) -> usize {
+        self.state.update_calls.load(Ordering::SeqCst)
+    }
+
+    /// Every token issued so far, in order.
+    pub fn issued_tokens(&self) -> Vec<IssuedToken> {
+        lock(&self.state.issued).clone()
+    }
+
+    /// API requests received (whether or not their token was good).
+    pub fn api_requests(&self) -> usize {
+        self.state.api_requests.load(Ordering::SeqCst)
+    }
+
+    /// The most recent API requests, oldest first.
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        lock(&self.state.recorded).iter().cloned().collect()
+    }
+
+    /// API requests refused for a missing, unknown or expired token.
+    pub fn bad_token_requests(&self) -> usize {
+        self.state.bad_tokens.load(Ordering::SeqCst)
+    }
+
+    /// Makes the STS misbehave (`None`: behave).
+    pub fn set_sts_fault(&self, fault: Option<StsFault>) {
+        *lock(&self.state.sts_fault) = fault;
+    }
+
+    /// Lifetime of tokens issued from now on.
+    pub fn set_token_ttl(&self, ttl: Duration) {
+        *lock(&self.state.token_ttl) = ttl;
+    }
+
+    /// Delays every API answer by this long.
+    pub fn set_api_delay(&self, delay: Duration) {
+        *lock(&self.state.api_delay) = delay;
+    }
+
+    /// Makes exports stop after their first chunk until [`Simulator::release_exports`].
+    pub fn hold_exports(&self) {
+        self.state.exports_open.send_replace(false);
+    }
+
+    /// Lets held exports continue.
+    pub fn release_exports(&self) {
+        self.state.exports_open.send_replace(true);
+    }
+
+    /// Exports whose last byte has been produced.
+    pub fn exports_finished(&self) -> usize {
+        self.state.exports_finished.load(Ordering::SeqCst)
+    }
+}
+
+/// Serves one listener until `stopped` turns true; connections end with it.
+async fn serve<F, Fut>(listener: TcpListener, mut stopped: watch::Receiver<bool>, handler: F)
+where
+    F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Response<SimBody>> + Send + 'static,
+{
+    let builder = auto::Builder::new(TokioExecutor::new());
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = stopped.wait_for(|s| *s) => return,
+        };
+        let Ok((stream, _)) = accepted else { continue };
+        let _ = stream.set_nodelay(true);
+        let handler = handler.clone();
+        let service = service_fn(move |req| {
+            let handler = handler.clone();
+            async move { Ok::<_, Infallible>(handler(req).await) }
+        });
+        let connection = builder
+            .serve_connection(TokioIo::new(stream), service)
+            .into_owned();
+        let mut stopped = stopped.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = connection => {}
+                _ = stopped.wait_for(|s| *s) => {}
+            }
+        });
+    }
+}
+
+/// A JSON answer.
+fn json(status: u16, value: &serde_json::Value) -> Response<SimBody> {
+    let body =
+        http_body_util::Full::new(Bytes::from(value.to_string())).map_err(|never| match never {});
+    let mut response = Response::new(BoxBody::new(body));
+    *response.status_mut() = http::StatusCode::from_u16(status).unwrap_or_default();
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    response
+}

@@ -1,0 +1,157 @@
+//! The simulated STS: `POST /sts/issue/oauth/token` with a client-credentials form, or with a JSON
+//! `update_token` body and a Bearer token to act for a customer team.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use bytes::Bytes;
+use http::{Method, Request, Response, header};
+use http_body_util::BodyExt as _;
+use http_body_util::combinators::BoxBody;
+use hyper::body::Incoming;
+use serde_json::json;
+
+use super::{IssuedToken, SimBody, State, StsFault, TOKEN_PATH, data, json, lock};
+
+/// Largest request body the simulated STS reads.
+const MAX_BODY: usize = 16 * 1024;
+
+pub(super) async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<SimBody> {
+    if req.uri().path() != TOKEN_PATH {
+        return json(404, &json!({"error": "not_found"}));
+    }
+    if req.method() != Method::POST {
+        return json(405, &json!({"error": "method_not_allowed"}));
+    }
+    let is_json = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if is_json {
+        state.update_calls.fetch_add(1, Ordering::SeqCst);
+    } else {
+        state.issue_calls.fetch_add(1, Ordering::SeqCst);
+    }
+
+    let fault = lock(&state.sts_fault).clone();
+    match fault {
+        Some(StsFault::Unavailable) => {
+            let body = http_body_util::Full::new(Bytes::from_static(
+                b"<html><body><h1>503 Service Unavailable</h1></body></html>",
+            ))
+            .map_err(|never| match never {});
+            let mut r = Response::new(BoxBody::new(body));
+            *r.status_mut() = http::StatusCode::SERVICE_UNAVAILABLE;
+            return r;
+        }
+        Some(StsFault::Slow(delay)) => tokio::time::sleep(delay).await,
+        Some(StsFault::Reject) => {
+            return json(
+                401,
+                &json!({"error": "invalid_client", "error_description": "client authentication failed"}),
+            );
+        }
+        Some(StsFault::NotJson) => {
+            let body = http_body_util::Full::new(Bytes::from_static(b"<html>maintenance</html>"))
+                .map_err(|never| match never {});
+            return Response::new(BoxBody::new(body));
+        }
+        None => {}
+    }
+
+    let bearer = state.valid_token(req.headers());
+    let Ok(body) = http_body_util::Limited::new(req.into_body(), MAX_BODY)
+        .collect()
+        .await
+    else {
+        return json(
+            400,
+            &json!({"error": "invalid_request", "error_description": "body too large or cut off"}),
+        );
+    };
+    let body = body.to_bytes();
+    if is_json {
+        update(&state, bearer, &body)
+    } else {
+        issue(&state, &body)
+    }
+}
+
+fn token_answer(token: &IssuedToken) -> Response<SimBody> {
+    let ttl = token.expires_at.saturating_duration_since(token.issued_at);
+    json(
+        200,
+        &json!({
+            "access_token": token.token,
+            "token_type": "Bearer",
+            "expires_in": ttl.as_secs(),
+        }),
+    )
+}
+
+fn issue(state: &State, body: &[u8]) -> Response<SimBody> {
+    let mut client_id = None;
+    let mut client_secret = None;
+    let mut grant_type = None;
+    for (k, v) in form_urlencoded::parse(body) {
+        match &*k {
+            "client_id" => client_id = Some(v.into_owned()),
+            "client_secret" => client_secret = Some(v.into_owned()),
+            "grant_type" => grant_type = Some(v.into_owned()),
+            _ => {}
+        }
+    }
+    if grant_type.as_deref() != Some("client_credentials") {
+        return json(
+            400,
+            &json!({"error": "unsupported_grant_type", "error_description": "grant_type must be client_credentials"}),
+        );
+    }
+    if client_id.as_deref() != Some(state.client_id.as_str())
+        || client_secret.as_deref() != Some(state.client_secret.as_str())
+    {
+        return json(
+            401,
+            &json!({"error": "invalid_client", "error_description": "client authentication failed"}),
+        );
+    }
+    let token = state.issue(None, None);
+    token_answer(&token)
+}
+
+fn update(state: &State, bearer: Option<IssuedToken>, body: &[u8]) -> Response<SimBody> {
+    let Some(base) = bearer else {
+        return json(
+            401,
+            &json!({"error": "invalid_token", "error_description": "update_token needs a valid Bearer token"}),
+        );
+    };
+    let request: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+    if request["grant_type"] != "update_token" {
+        return json(
+            400,
+            &json!({"error": "unsupported_grant_type", "error_description": "grant_type must be update_token"}),
+        );
+    }
+    if base.delegate.is_some() {
+        return json(
+            400,
+            &json!({"error": "invalid_grant", "error_description": "an updated token cannot be updated again"}),
+        );
+    }
+    let Some(delegate) = request["delegate"].as_str() else {
+        return json(
+            400,
+            &json!({"error": "invalid_request", "error_description": "delegate is missing"}),
+        );
+    };
+    if data::team(delegate).is_none() {
+        return json(
+            403,
+            &json!({"error": "invalid_delegate", "error_description": "unknown customer team"}),
+        );
+    }
+    let token = state.issue(Some(delegate.to_string()), Some(base.token));
+    token_answer(&token)
+}

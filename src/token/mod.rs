@@ -1,0 +1,461 @@
+//! Where bearer tokens come from: [`TokenSource`] applies the route's token mode on top of the STS
+//! client, with a moka cache keyed by (credential, delegate), single flight, refresh ahead of
+//! expiry, and per-key backoff after STS failures.
+//!
+//! Policies: `interval` goes through the cache; `per_request` fetches a token for one request
+//! alone. Both share the fetch path (issue, then update for a delegate), the error type and the
+//! backoff, so further policies plug into [`TokenSource::get`] without touching the rest.
+
+pub mod schedule;
+pub mod sts;
+
+use std::collections::HashMap;
+use std::collections::hash_map::RandomState;
+use std::fmt;
+use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use http::HeaderValue;
+use moka::Expiry;
+use moka::future::Cache;
+use moka::ops::compute::Op;
+
+use crate::config::{Config, Credential, Secret, TokenMode};
+use schedule::Schedule;
+use sts::{Issued, StsClient, StsFailure};
+
+/// Cache key: tokens are shared per credential and delegate.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct TokenKey {
+    /// Credential name.
+    pub credential: Arc<str>,
+    /// CSP delegate team, if the token acts for one.
+    pub delegate: Option<Arc<str>>,
+}
+
+/// A token ready to send: the precomputed `Authorization` value and its timing.
+pub struct Token {
+    bearer: HeaderValue,
+    access_token: Secret,
+    sent_at: Instant,
+    sent_wall: SystemTime,
+    schedule: Schedule,
+    refreshing: AtomicBool,
+}
+
+impl fmt::Debug for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Token")
+            .field("token", &"[redacted]")
+            .field("schedule", &self.schedule)
+            .finish()
+    }
+}
+
+impl Token {
+    fn new(
+        issued: Issued,
+        sent_at: Instant,
+        sent_wall: SystemTime,
+        source: &Inner,
+    ) -> Option<Self> {
+        let bearer = crate::headers::bearer_value(issued.access_token.expose())?;
+        Some(Token {
+            bearer,
+            access_token: issued.access_token,
+            sent_at,
+            sent_wall,
+            schedule: schedule::schedule(issued.expires_in, source.max_age, source.refresh_before),
+            refreshing: AtomicBool::new(false),
+        })
+    }
+
+    /// The `Authorization: Bearer ...` value (marked sensitive).
+    pub fn bearer(&self) -> &HeaderValue {
+        &self.bearer
+    }
+
+    /// Age by both clocks: the monotonic one, and the wall clock, which also counts time the
+    /// machine slept (a suspended VM's monotonic clock stands still).
+    fn age(&self) -> Duration {
+        let mono = self.sent_at.elapsed();
+        let wall = SystemTime::now()
+            .duration_since(self.sent_wall)
+            .unwrap_or(Duration::ZERO);
+        mono.max(wall)
+    }
+
+    /// Whether the token may still be sent.
+    pub fn is_usable(&self) -> bool {
+        self.age() < self.schedule.usable_for
+    }
+
+    /// Whether interval mode should fetch the next token now.
+    pub fn refresh_due(&self) -> bool {
+        self.age() >= self.schedule.refresh_after
+    }
+
+    /// Wall-clock time after which the token is no longer sent.
+    pub fn expires_at(&self) -> SystemTime {
+        self.sent_wall + self.schedule.usable_for
+    }
+}
+
+/// Which STS call failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// The client-credentials grant.
+    Issue,
+    /// The CSP `update_token` call.
+    Update,
+}
+
+/// A token could not be obtained. Names the credential and delegate, never a secret.
+#[derive(Debug, Clone, thiserror::Error)]
+pub struct TokenError {
+    /// Credential name.
+    pub credential: Arc<str>,
+    /// Delegate, when the failing call was for one.
+    pub delegate: Option<Arc<str>>,
+    /// Which call failed.
+    pub step: Step,
+    /// What went wrong.
+    pub failure: StsFailure,
+    /// How long until the next STS attempt for this key.
+    pub retry_after: Option<Duration>,
+}
+
+impl fmt::Display for TokenError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let who = match (&self.delegate, self.step) {
+            (Some(d), Step::Update) => {
+                format!("credential `{}` acting for delegate `{d}`", self.credential)
+            }
+            _ => format!("credential `{}`", self.credential),
+        };
+        match &self.failure {
+            StsFailure::Rejected { status, code } => {
+                let code = code
+                    .as_deref()
+                    .map(|c| format!("{c}, "))
+                    .unwrap_or_default();
+                let fix = match self.step {
+                    Step::Issue => "check its client_id and client_secret",
+                    Step::Update => "check the delegate team id and the credential's CSP rights",
+                };
+                write!(
+                    f,
+                    "the token service rejected {who} ({code}HTTP {status}): {fix}"
+                )
+            }
+            StsFailure::Unavailable { reason } => {
+                write!(f, "the token service is unavailable for {who}: {reason}")
+            }
+        }
+    }
+}
+
+/// Remembered STS failures of one cache key, for backoff.
+#[derive(Debug)]
+struct Failures {
+    count: u32,
+    retry_at: Instant,
+    error: TokenError,
+}
+
+/// Entries live in the cache until their token stops being usable (by the monotonic clock; the
+/// wall clock is checked on every read).
+struct TokenExpiry;
+
+impl Expiry<TokenKey, Arc<Token>> for TokenExpiry {
+    fn expire_after_create(
+        &self,
+        _key: &TokenKey,
+        token: &Arc<Token>,
+        _created_at: std::time::Instant,
+    ) -> Option<Duration> {
+        Some(
+            token
+                .schedule
+                .usable_for
+                .saturating_sub(token.sent_at.elapsed()),
+        )
+    }
+
+    fn expire_after_update(
+        &self,
+        key: &TokenKey,
+        token: &Arc<Token>,
+        updated_at: std::time::Instant,
+        _duration_until_expiry: Option<Duration>,
+    ) -> Option<Duration> {
+        self.expire_after_create(key, token, updated_at)
+    }
+}
+
+struct Inner {
+    sts: StsClient,
+    credentials: HashMap<Arc<str>, Credential>,
+    max_age: Duration,
+    refresh_before: Duration,
+    cache: Cache<TokenKey, Arc<Token>>,
+    failures: Mutex<HashMap<TokenKey, Failures>>,
+    jitter: (RandomState, AtomicU64),
+}
+
+/// Hands out tokens by route policy. Cheap to clone; clones share the cache.
+#[derive(Clone)]
+pub struct TokenSource {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for TokenSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenSource")
+            .field("cached", &self.inner.cache.entry_count())
+            .finish()
+    }
+}
+
+impl TokenSource {
+    /// A token source for the config's credentials and token policy.
+    pub fn new(config: &Config, tls: rustls::ClientConfig) -> Result<Self, String> {
+        let sts = StsClient::new(
+            &config.sts.token_url,
+            config.sts.timeout,
+            config.upstream.connect_timeout,
+            tls,
+        )?;
+        let credentials = config
+            .credentials
+            .iter()
+            .map(|(name, c)| (Arc::from(name.as_str()), c.clone()))
+            .collect();
+        let cache = Cache::builder()
+            .max_capacity(100_000)
+            .expire_after(TokenExpiry)
+            .build();
+        Ok(TokenSource {
+            inner: Arc::new(Inner {
+                sts,
+                credentials,
+                max_age: config.token.max_age,
+                refresh_before: config.token.refresh_before_expiry,
+                cache,
+                failures: Mutex::new(HashMap::new()),
+                jitter: (RandomState::new(), AtomicU64::new(0)),
+            }),
+        })
+    }
+
+    /// A token for `key` under `mode`.
+    pub async fn get(&self, key: &TokenKey, mode: TokenMode) -> Result<Arc<Token>, TokenError> {
+        match mode {
+            TokenMode::Interval => self.cached(key).await,
+            // Config validation refuses per_transaction until its policy lands; until then it
+            // is at least as strict as per_request.
+            TokenMode::PerRequest | TokenMode::PerTransaction => {
+                self.check_backoff(key)?;
+                self.fetch(key, false).await
+            }
+        }
+    }
+
+    /// Interval mode: the cached token while usable (refreshing it in the background once due),
+    /// else one fetch shared by every concurrent caller.
+    async fn cached(&self, key: &TokenKey) -> Result<Arc<Token>, TokenError> {
+        if let Some(token) = self.inner.cache.get(key).await {
+            if token.is_usable() {
+                if token.refresh_due() {
+                    self.refresh_in_background(key, &token);
+                }
+                return Ok(token);
+            }
+            // Past its end by the wall clock (the machine slept): drop exactly this entry, not a
+            // fresher one another caller may have put in meanwhile.
+            self.evict(key, &token).await;
+        }
+        self.check_backoff(key)?;
+        self.inner
+            .cache
+            .try_get_with_by_ref(key, self.fetch(key, true))
+            .await
+            .map_err(|e| (*e).clone())
+    }
+
+    /// Drops `token` from the cache if it is still the one cached for `key` (after the upstream
+    /// refused it, or when it outlived its use).
+    pub async fn evict(&self, key: &TokenKey, token: &Arc<Token>) {
+        self.inner
+            .cache
+            .entry_by_ref(key)
+            .and_compute_with(|entry| async move {
+                match entry {
+                    Some(e) if Arc::ptr_eq(e.value(), token) => Op::Remove,
+                    _ => Op::Nop,
+                }
+            })
+            .await;
+    }
+
+    fn refresh_in_background(&self, key: &TokenKey, token: &Arc<Token>) {
+        if token.refreshing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        if self.check_backoff(key).is_err() {
+            token.refreshing.store(false, Ordering::Release);
+            return;
+        }
+        let this = self.clone();
+        let key = key.clone();
+        let old = token.clone();
+        tokio::spawn(async move {
+            match this.fetch(&key, true).await {
+                Ok(new) => this.inner.cache.insert(key, new).await,
+                // The old token keeps serving until its end; the next request after the backoff
+                // tries again.
+                Err(_) => old.refreshing.store(false, Ordering::Release),
+            }
+        });
+    }
+
+    /// Fetches a new token for `key` (for a delegate: the base token, cached or fresh, then its
+    /// update) and keeps the backoff state of the key.
+    async fn fetch(&self, key: &TokenKey, cached_base: bool) -> Result<Arc<Token>, TokenError> {
+        match self.fetch_uncounted(key, cached_base).await {
+            Ok(token) => {
+                self.clear_failures(key);
+                tracing::info!(
+                    credential = %key.credential,
+                    delegate = key.delegate.as_deref().unwrap_or("-"),
+                    valid_for_s = token.schedule.usable_for.as_secs(),
+                    "token issued"
+                );
+                Ok(Arc::new(token))
+            }
+            Err(mut e) => {
+                e.retry_after = Some(self.record_failure(key, &e));
+                Err(e)
+            }
+        }
+    }
+
+    async fn fetch_uncounted(
+        &self,
+        key: &TokenKey,
+        cached_base: bool,
+    ) -> Result<Token, TokenError> {
+        let error = |step, failure| TokenError {
+            credential: key.credential.clone(),
+            delegate: key.delegate.clone(),
+            step,
+            failure,
+            retry_after: None,
+        };
+        let inner = &*self.inner;
+        let Some(credential) = inner.credentials.get(&key.credential) else {
+            let reason = "no such credential in the configuration".to_string();
+            return Err(error(Step::Issue, StsFailure::Unavailable { reason }));
+        };
+        let issued = match &key.delegate {
+            None => {
+                let sent = (Instant::now(), SystemTime::now());
+                let issued = inner
+                    .sts
+                    .issue(credential)
+                    .await
+                    .map_err(|f| error(Step::Issue, f))?;
+                (issued, sent, Step::Issue)
+            }
+            Some(delegate) => {
+                let base_key = TokenKey {
+                    credential: key.credential.clone(),
+                    delegate: None,
+                };
+                let base = if cached_base {
+                    Box::pin(self.cached(&base_key)).await?
+                } else {
+                    Box::pin(self.fetch(&base_key, false)).await?
+                };
+                let sent = (Instant::now(), SystemTime::now());
+                let issued = inner
+                    .sts
+                    .update(&base.access_token, delegate)
+                    .await
+                    .map_err(|f| error(Step::Update, f))?;
+                (issued, sent, Step::Update)
+            }
+        };
+        let (issued, (sent_at, sent_wall), step) = issued;
+        Token::new(issued, sent_at, sent_wall, inner).ok_or_else(|| {
+            let reason = "the token cannot be sent in a header".to_string();
+            error(step, StsFailure::Unavailable { reason })
+        })
+    }
+
+    /// Fails fast while `key` is backing off after STS failures.
+    fn check_backoff(&self, key: &TokenKey) -> Result<(), TokenError> {
+        let failures = self.lock_failures();
+        match failures.get(key) {
+            Some(f) => {
+                let now = Instant::now();
+                if now < f.retry_at {
+                    let mut e = f.error.clone();
+                    e.retry_after = Some(f.retry_at - now);
+                    Err(e)
+                } else {
+                    Ok(())
+                }
+            }
+            None => Ok(()),
+        }
+    }
+
+    fn record_failure(&self, key: &TokenKey, error: &TokenError) -> Duration {
+        let (state, counter) = &self.inner.jitter;
+        let random = state.hash_one(counter.fetch_add(1, Ordering::Relaxed));
+        let jitter = (random >> 11) as f64 / (1u64 << 53) as f64;
+        let mut failures = self.lock_failures();
+        let count = failures.get(key).map_or(0, |f| f.count).saturating_add(1);
+        let delay = schedule::backoff(count, jitter);
+        failures.insert(
+            key.clone(),
+            Failures {
+                count,
+                retry_at: Instant::now() + delay,
+                error: error.clone(),
+            },
+        );
+        drop(failures);
+        match &error.failure {
+            StsFailure::Rejected { .. } => tracing::error!(
+                credential = %key.credential,
+                delegate = key.delegate.as_deref().unwrap_or("-"),
+                retry_in_s = delay.as_secs_f64(),
+                "{error}"
+            ),
+            StsFailure::Unavailable { .. } => tracing::warn!(
+                credential = %key.credential,
+                delegate = key.delegate.as_deref().unwrap_or("-"),
+                retry_in_s = delay.as_secs_f64(),
+                failures = count,
+                "{error}"
+            ),
+        }
+        delay
+    }
+
+    fn clear_failures(&self, key: &TokenKey) {
+        self.lock_failures().remove(key);
+    }
+
+    fn lock_failures(&self) -> std::sync::MutexGuard<'_, HashMap<TokenKey, Failures>> {
+        // The map holds plain data; a panic elsewhere cannot leave it half-updated.
+        self.inner
+            .failures
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}

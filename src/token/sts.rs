@@ -1,0 +1,238 @@
+//! The Azure Costs STS calls, exactly as the vendor documents them: client credentials as a form
+//! body, `update_token` as JSON with the issued token as Bearer; both answer with a JSON token.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::schedule::DEFAULT_EXPIRES_IN;
+use crate::config::{Credential, Secret};
+
+/// Largest STS answer read; a bigger one is an error, not an allocation.
+pub const MAX_STS_ANSWER: usize = 64 * 1024;
+
+/// A token as the STS issued it.
+#[derive(Debug)]
+pub struct Issued {
+    /// The access token (redacted in `Debug`).
+    pub access_token: Secret,
+    /// Lifetime the STS announced (`expires_in`, default 3600 s).
+    pub expires_in: Duration,
+}
+
+/// Why an STS call failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StsFailure {
+    /// The STS answered 4xx: the request itself is wrong (credential, delegate, rights).
+    Rejected {
+        /// HTTP status.
+        status: u16,
+        /// The OAuth2 `error` code, when the answer had a sane one (`invalid_client`, ...).
+        code: Option<String>,
+    },
+    /// The STS could not be reached, timed out, answered 5xx or something that is not a token.
+    Unavailable {
+        /// What happened, for logs and the error message (never holds the secret).
+        reason: String,
+    },
+}
+
+/// Talks to one STS token endpoint.
+#[derive(Debug, Clone)]
+pub struct StsClient {
+    http: reqwest::Client,
+    url: reqwest::Url,
+}
+
+#[derive(Deserialize)]
+struct TokenAnswer {
+    access_token: String,
+    #[serde(default)]
+    expires_in: Option<serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+struct ErrorAnswer {
+    error: Option<String>,
+    error_description: Option<String>,
+}
+
+impl StsClient {
+    /// A client for `token_url` with the given TLS settings and per-call timeout. Redirects are
+    /// not followed: the form body carries the client secret.
+    pub fn new(
+        token_url: &http::Uri,
+        timeout: Duration,
+        connect_timeout: Duration,
+        tls: rustls::ClientConfig,
+    ) -> Result<Self, String> {
+        let url = reqwest::Url::parse(&token_url.to_string()).map_err(|e| e.to_string())?;
+        let http = reqwest::Client::builder()
+            .tls_backend_preconfigured(tls)
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(timeout)
+            .connect_timeout(connect_timeout.min(timeout))
+            .no_proxy()
+            .user_agent(concat!("azure-costs-proxy/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| e.to_string())?;
+        Ok(StsClient { http, url })
+    }
+
+    /// The client-credentials grant.
+    pub async fn issue(&self, credential: &Credential) -> Result<Issued, StsFailure> {
+        let form = [
+            ("client_id", credential.client_id.as_str()),
+            ("client_secret", credential.client_secret.expose()),
+            ("grant_type", "client_credentials"),
+        ];
+        let request = self.http.post(self.url.clone()).form(&form);
+        let result = self.send(request).await;
+        // An STS that echoes what it was sent must not put the secret into our logs.
+        scrub(result, credential.client_secret.expose())
+    }
+
+    /// The CSP `update_token` call: the issued token as Bearer, the customer team as delegate.
+    pub async fn update(&self, base: &Secret, delegate: &str) -> Result<Issued, StsFailure> {
+        let body = serde_json::json!({ "grant_type": "update_token", "delegate": delegate });
+        let request = self
+            .http
+            .post(self.url.clone())
+            .bearer_auth(base.expose())
+            .json(&body);
+        scrub(self.send(request).await, base.expose())
+    }
+
+    async fn send(&self, request: reqwest::RequestBuilder) -> Result<Issued, StsFailure> {
+        let unavailable = |reason: String| StsFailure::Unavailable { reason };
+        let mut response = request.send().await.map_err(|e| {
+            unavailable(if e.is_timeout() {
+                "the STS did not answer in time".to_string()
+            } else if e.is_connect() {
+                format!("cannot connect to the STS ({})", root_cause(&e))
+            } else {
+                format!("STS request failed ({})", root_cause(&e))
+            })
+        })?;
+        let status = response.status();
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(|e| {
+            unavailable(if e.is_timeout() {
+                "the STS did not finish its answer in time".to_string()
+            } else {
+                format!("the STS answer was cut off ({})", root_cause(&e))
+            })
+        })? {
+            if body.len() + chunk.len() > MAX_STS_ANSWER {
+                return Err(unavailable(format!(
+                    "the STS answer is larger than {} KiB",
+                    MAX_STS_ANSWER / 1024
+                )));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        if status.is_client_error() {
+            let answer: Option<ErrorAnswer> = serde_json::from_slice(&body).ok();
+            let code = answer
+                .as_ref()
+                .and_then(|a| a.error.as_deref())
+                .filter(|c| {
+                    !c.is_empty() && c.len() <= 64 && c.bytes().all(|b| b.is_ascii_graphic())
+                })
+                .map(str::to_string);
+            if let Some(description) = answer.and_then(|a| a.error_description) {
+                tracing::debug!(%status, description = %description.chars().take(200).collect::<String>(), "STS error description");
+            }
+            return Err(StsFailure::Rejected {
+                status: status.as_u16(),
+                code,
+            });
+        }
+        if !status.is_success() {
+            return Err(unavailable(format!("the STS answered HTTP {status}")));
+        }
+        let answer: TokenAnswer = serde_json::from_slice(&body)
+            .map_err(|_| unavailable("the STS answer is not a JSON token".to_string()))?;
+        let expires_in = match answer.expires_in {
+            None | Some(serde_json::Value::Null) => DEFAULT_EXPIRES_IN,
+            Some(v) => parse_expires_in(&v).ok_or_else(|| {
+                unavailable("the STS answer has an unusable expires_in".to_string())
+            })?,
+        };
+        if crate::headers::bearer_value(&answer.access_token).is_none() {
+            return Err(unavailable(
+                "the STS issued a token that cannot be sent in a header".to_string(),
+            ));
+        }
+        Ok(Issued {
+            access_token: Secret::new(answer.access_token),
+            expires_in,
+        })
+    }
+}
+
+/// `expires_in` as a number of seconds, or a string holding one (some servers quote it).
+fn parse_expires_in(v: &serde_json::Value) -> Option<Duration> {
+    let secs = match v {
+        serde_json::Value::Number(n) => n.as_u64(),
+        serde_json::Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }?;
+    Some(Duration::from_secs(secs))
+}
+
+/// The innermost error message, which says what actually happened (refused, reset, DNS).
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cur = e;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    cur.to_string()
+}
+
+/// Removes a secret from a failure's text, whatever path it took to get there.
+fn scrub(result: Result<Issued, StsFailure>, secret: &str) -> Result<Issued, StsFailure> {
+    result.map_err(|f| match f {
+        StsFailure::Unavailable { reason } if !secret.is_empty() && reason.contains(secret) => {
+            StsFailure::Unavailable {
+                reason: reason.replace(secret, "[redacted]"),
+            }
+        }
+        other => other,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expires_in_accepts_numbers_and_numeric_strings() {
+        assert_eq!(
+            parse_expires_in(&serde_json::json!(120)),
+            Some(Duration::from_secs(120))
+        );
+        assert_eq!(
+            parse_expires_in(&serde_json::json!("300")),
+            Some(Duration::from_secs(300))
+        );
+        assert_eq!(parse_expires_in(&serde_json::json!(-5)), None);
+        assert_eq!(parse_expires_in(&serde_json::json!("soon")), None);
+    }
+
+    #[test]
+    fn scrub_removes_the_secret() {
+        let f = scrub(
+            Err(StsFailure::Unavailable {
+                reason: "bad s3cr3t here".into(),
+            }),
+            "s3cr3t",
+        );
+        assert_eq!(
+            f.unwrap_err(),
+            StsFailure::Unavailable {
+                reason: "bad [redacted] here".into()
+            }
+        );
+    }
+}
