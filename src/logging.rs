@@ -1,5 +1,7 @@
 //! Log set-up: tracing to stderr as text or JSON lines, level from `RUST_LOG` (default info).
 
+use std::io::IsTerminal as _;
+
 use tracing_subscriber::EnvFilter;
 
 use crate::cli::LogFormat;
@@ -10,7 +12,8 @@ pub fn init(format: LogFormat) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_target(true);
+        .with_target(true)
+        .with_ansi(std::io::stderr().is_terminal());
     // A second init (tests) leaves the first subscriber in place.
     let _ = match format {
         LogFormat::Text => builder.try_init(),

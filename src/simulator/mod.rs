@@ -107,6 +107,7 @@ struct State {
     record_limit: usize,
     bad_tokens: AtomicUsize,
     exports_open: watch::Sender<bool>,
+    sts_seen: watch::Sender<usize>,
     exports_finished: AtomicUsize,
     random: (RandomState, AtomicU64),
 }
@@ -195,6 +196,7 @@ impl SimulatorBuilder {
             record_limit: self.record_limit,
             bad_tokens: AtomicUsize::new(0),
             exports_open,
+            sts_seen: watch::channel(0).0,
             exports_finished: AtomicUsize::new(0),
             random: (RandomState::new(), AtomicU64::new(0)),
         });
@@ -284,6 +286,12 @@ impl Simulator {
     /// `update_token` calls.
     pub fn update_calls(&self) -> usize {
         self.state.update_calls.load(Ordering::SeqCst)
+    }
+
+    /// Waits until the STS has received at least `n` calls (of either kind).
+    pub async fn wait_for_sts_calls(&self, n: usize) {
+        let mut seen = self.state.sts_seen.subscribe();
+        let _ = seen.wait_for(|calls| *calls >= n).await;
     }
 
     /// Every token issued so far, in order.

@@ -33,6 +33,7 @@ pub(super) async fn handle(state: Arc<State>, req: Request<Incoming>) -> Respons
     } else {
         state.issue_calls.fetch_add(1, Ordering::SeqCst);
     }
+    state.sts_seen.send_modify(|calls| *calls += 1);
 
     let fault = lock(&state.sts_fault).clone();
     match fault {

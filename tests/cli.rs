@@ -1,0 +1,321 @@
+//! The binary as an operator meets it: config errors and exit codes, `check`, `demo`, logs that
+//! never hold a secret or a token, and a clean exit on SIGTERM.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use azure_costs_proxy::simulator::StsFault;
+use support::{Setup, bounded, client, config_text, simulator};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio::sync::mpsc;
+
+const BIN: &str = env!("CARGO_BIN_EXE_azure-costs-proxy");
+
+/// A scratch directory for config files, removed when dropped.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(name: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("acp-test-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        Scratch(dir)
+    }
+
+    fn write(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.0.join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn command() -> Command {
+    let mut c = Command::new(BIN);
+    c.env_remove("RUST_LOG")
+        .env_remove("AZURE_COSTS_PROXY_CONFIG")
+        .env_remove("AZURE_COSTS_CLIENT_ID")
+        .env_remove("AZURE_COSTS_CLIENT_SECRET")
+        .kill_on_drop(true);
+    c
+}
+
+#[tokio::test]
+async fn unknown_config_key_exits_2_naming_key_and_line() {
+    bounded(async {
+        let dir = Scratch::new("unknown-key");
+        let path = dir.write(
+            "proxy.toml",
+            "[credentials.default]\nclient_id = \"a\"\nclient_secret = { env = \"S\" }\n\n\
+             [upstream]\nurl = \"https://api.azure-costs.com\"\ntimout = \"5s\"\n",
+        );
+        let out = command()
+            .args(["check", "--config"])
+            .arg(&path)
+            .env("S", "x")
+            .output()
+            .await
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("line 7"), "{err}");
+        assert!(err.contains("upstream.timout"), "{err}");
+        assert!(err.contains(path.to_str().unwrap()), "{err}");
+        assert!(err.contains("hint:"), "{err}");
+
+        // `run` refuses the same file the same way, before binding anything.
+        let out = command()
+            .arg("--config")
+            .arg(&path)
+            .env("S", "x")
+            .output()
+            .await
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn non_loopback_listen_is_refused_with_a_pointer_to_allow_remote() {
+    bounded(async {
+        let dir = Scratch::new("remote");
+        let path = dir.write(
+            "proxy.toml",
+            "[listen]\naddress = \"0.0.0.0:8080\"\n\n\
+             [credentials.default]\nclient_id = \"a\"\nclient_secret = { env = \"S\" }\n",
+        );
+        let out = command()
+            .arg("--config")
+            .arg(&path)
+            .env("S", "x")
+            .output()
+            .await
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("allow_remote"), "{err}");
+        assert!(err.contains("line 2"), "{err}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn environment_only_config_without_secret_exits_2() {
+    bounded(async {
+        let dir = Scratch::new("env-only");
+        let out = command()
+            .arg("check")
+            .current_dir(&dir.0)
+            .env("AZURE_COSTS_CLIENT_ID", "abc")
+            .output()
+            .await
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2));
+        assert!(String::from_utf8_lossy(&out.stderr).contains("AZURE_COSTS_CLIENT_SECRET"));
+
+        let out = command()
+            .arg("check")
+            .current_dir(&dir.0)
+            .env("AZURE_COSTS_CLIENT_ID", "abc")
+            .env("AZURE_COSTS_CLIENT_SECRET", "env-secret-value")
+            .output()
+            .await
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0));
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("config:      environment"), "{text}");
+        assert!(!text.contains("env-secret-value"));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn check_prints_the_summary_without_secrets() {
+    bounded(async {
+        let dir = Scratch::new("check");
+        let secret_file = dir.write("secret", "file-secret-value\n");
+        let path = dir.write(
+            "proxy.toml",
+            &format!(
+                "[credentials.default]\nclient_id = \"id-default\"\nclient_secret = {{ env = \"S\" }}\n\n\
+                 [credentials.csp]\nclient_id = \"id-csp\"\nclient_secret = {{ file = \"{}\" }}\n\n\
+                 [[routes]]\nprefix = \"/\"\n\n\
+                 [[routes]]\nprefix = \"/customers/contoso\"\ncredential = \"csp\"\ndelegate = \"TEAM-CONTOSO\"\n",
+                secret_file.display()
+            ),
+        );
+        let out = command()
+            .args(["check", "--config"])
+            .arg(&path)
+            .env("S", "env-secret-value")
+            .output()
+            .await
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+        let text = String::from_utf8_lossy(&out.stdout);
+        for expected in [
+            "127.0.0.1:8080",
+            "https://api.azure-costs.com",
+            "id-default",
+            "secret from env S",
+            "/customers/contoso",
+            "TEAM-CONTOSO",
+            "config OK",
+        ] {
+            assert!(text.contains(expected), "missing {expected}: {text}");
+        }
+        let all = format!("{text}{}", String::from_utf8_lossy(&out.stderr));
+        assert!(!all.contains("env-secret-value"));
+        assert!(!all.contains("file-secret-value"));
+    })
+    .await;
+}
+
+/// Reads a child's stderr line by line into a channel and a transcript.
+fn collect_lines(child: &mut Child) -> mpsc::UnboundedReceiver<String> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let stderr = child.stderr.take().unwrap();
+    tokio::spawn(async move {
+        let mut lines = BufReader::new(stderr).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+async fn wait_for_line(
+    rx: &mut mpsc::UnboundedReceiver<String>,
+    transcript: &mut Vec<String>,
+    needle: &str,
+) -> String {
+    loop {
+        let line = tokio::time::timeout(Duration::from_secs(20), rx.recv())
+            .await
+            .expect("log line in time")
+            .unwrap_or_else(|| panic!("process ended before logging {needle:?}: {transcript:#?}"));
+        transcript.push(line.clone());
+        if line.contains(needle) {
+            return line;
+        }
+    }
+}
+
+#[tokio::test]
+async fn trace_logs_never_hold_the_secret_or_a_token_and_sigterm_exits_0() {
+    bounded(async {
+        let sim = simulator().await;
+        let secret = sim.client_secret().to_string();
+        let dir = Scratch::new("trace");
+        let setup = Setup {
+            extra: "[[routes]]\nprefix = \"/\"\n\n\
+                    [[routes]]\nprefix = \"/customers/contoso\"\ndelegate = \"TEAM-CONTOSO\"\n\n\
+                    [[routes]]\nprefix = \"/fresh\"\ntoken_mode = \"per_request\"\n"
+                .into(),
+            ..Setup::default()
+        };
+        let path = dir.write("proxy.toml", &config_text(&sim, &setup));
+        let mut child = command()
+            .arg("--config")
+            .arg(&path)
+            .env("SIM_SECRET", &secret)
+            .env("RUST_LOG", "trace")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut rx = collect_lines(&mut child);
+        let mut transcript = Vec::new();
+        let line = wait_for_line(&mut rx, &mut transcript, "listening on http://").await;
+        let addr = line
+            .split("listening on http://")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap()
+            .to_string();
+
+        let c = client();
+        let get = |path: &str| c.get(format!("http://{addr}{path}")).send();
+        assert_eq!(get("/v1/teams").await.unwrap().status(), 200);
+        assert_eq!(
+            get("/customers/contoso/v1/teams").await.unwrap().status(),
+            200
+        );
+        assert_eq!(get("/fresh/v1/teams").await.unwrap().status(), 200);
+        sim.set_sts_fault(Some(StsFault::Reject));
+        assert_eq!(get("/fresh/v1/teams").await.unwrap().status(), 502);
+        // The access line of that last request marks the end of what we need to scan.
+        wait_for_line(&mut rx, &mut transcript, "sts_rejected").await;
+
+        let pid = child.id().unwrap().to_string();
+        let killed = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .await
+            .unwrap();
+        assert!(killed.success());
+        let status = tokio::time::timeout(Duration::from_secs(20), child.wait())
+            .await
+            .expect("exit after SIGTERM")
+            .unwrap();
+        assert_eq!(status.code(), Some(0));
+        while let Some(line) = rx.recv().await {
+            transcript.push(line);
+        }
+
+        let log = transcript.join("\n");
+        let tokens = sim.issued_tokens();
+        assert!(tokens.len() >= 3, "{tokens:?}");
+        assert!(!log.contains(&secret), "the client secret is in the logs");
+        for t in &tokens {
+            assert!(!log.contains(&t.token), "token {} is in the logs", t.token);
+        }
+        assert!(!log.contains("Bearer sim_"));
+        assert!(log.contains("token issued"));
+        assert!(log.contains("status=200"));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn demo_prints_a_curl_line_that_returns_cost_data() {
+    bounded(async {
+        let mut child = command()
+            .args(["demo", "--listen", "127.0.0.1:0"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(stdout).lines();
+        let url = loop {
+            let line = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
+                .await
+                .expect("demo output in time")
+                .unwrap()
+                .expect("demo printed a curl line");
+            if let Some(rest) = line.trim().strip_prefix("curl -s '") {
+                break rest.split('\'').next().unwrap().to_string();
+            }
+        };
+        assert!(url.contains("/v1/costs/by-service"), "{url}");
+        let r = client().get(&url).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        let body: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(body["currency"], "USD");
+        assert_eq!(body["items"].as_array().unwrap().len(), 8);
+    })
+    .await;
+}

@@ -1,0 +1,197 @@
+//! Failing peers: the STS rejecting, down, unreachable or answering garbage; the upstream down,
+//! slow, or stalling mid-body. Each gets the SPEC's status and a JSON error body.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use azure_costs_proxy::simulator::StsFault;
+use support::{Setup, bounded, client, closed_port, simulator, start};
+
+async fn error_body(r: reqwest::Response) -> serde_json::Value {
+    assert_eq!(r.headers()["content-type"], "application/json");
+    r.json().await.expect("JSON error body")
+}
+
+#[tokio::test]
+async fn sts_rejection_is_502_naming_the_credential_never_the_secret() {
+    bounded(async {
+        let sim = simulator().await;
+        sim.set_sts_fault(Some(StsFault::Reject));
+        let secret = sim.client_secret().to_string();
+        let proxy = start(sim, Setup::default()).await;
+        let r = client().get(proxy.url("/v1/teams")).send().await.unwrap();
+        assert_eq!(r.status(), 502);
+        let text = r.text().await.unwrap();
+        assert!(!text.contains(&secret), "secret in the error body: {text}");
+        let body: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(body["error"], "sts_rejected");
+        let message = body["message"].as_str().unwrap();
+        assert!(message.contains("`default`"), "{message}");
+        assert!(message.contains("invalid_client"), "{message}");
+        assert_eq!(proxy.sim.api_requests(), 0);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn sts_down_is_503_with_retry_after_and_service_resumes() {
+    bounded(async {
+        let sim = simulator().await;
+        sim.set_sts_fault(Some(StsFault::Unavailable));
+        let proxy = start(sim, Setup::default()).await;
+        let r = client().get(proxy.url("/v1/teams")).send().await.unwrap();
+        assert_eq!(r.status(), 503);
+        let retry: u64 = r.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((1..=60).contains(&retry), "Retry-After {retry}");
+        assert_eq!(error_body(r).await["error"], "sts_unavailable");
+
+        // Backing off: more requests do not each hit the STS.
+        let calls = proxy.sim.issue_calls();
+        for _ in 0..20 {
+            let r = client().get(proxy.url("/v1/teams")).send().await.unwrap();
+            assert_eq!(r.status(), 503);
+        }
+        assert!(proxy.sim.issue_calls() <= calls + 1);
+
+        // The STS comes back: after Retry-After, requests succeed again by themselves.
+        proxy.sim.set_sts_fault(None);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let r = client().get(proxy.url("/v1/teams")).send().await.unwrap();
+            if r.status() == 200 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "no recovery");
+            let wait: u64 = r.headers()["retry-after"]
+                .to_str()
+                .unwrap()
+                .parse()
+                .unwrap();
+            tokio::time::sleep(Duration::from_secs(wait)).await;
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn sts_unreachable_is_503() {
+    bounded(async {
+        let setup = Setup {
+            sts_url: Some(format!(
+                "http://{}/sts/issue/oauth/token",
+                closed_port().await
+            )),
+            ..Setup::default()
+        };
+        let proxy = start(simulator().await, setup).await;
+        let r = client().get(proxy.url("/v1/teams")).send().await.unwrap();
+        assert_eq!(r.status(), 503);
+        assert!(r.headers().contains_key("retry-after"));
+        assert_eq!(error_body(r).await["error"], "sts_unavailable");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn sts_answer_that_is_not_json_is_503() {
+    bounded(async {
+        let sim = simulator().await;
+        sim.set_sts_fault(Some(StsFault::NotJson));
+        let proxy = start(sim, Setup::default()).await;
+        let r = client().get(proxy.url("/v1/teams")).send().await.unwrap();
+        assert_eq!(r.status(), 503);
+        let body = error_body(r).await;
+        assert_eq!(body["error"], "sts_unavailable");
+        assert!(
+            body["message"]
+                .as_str()
+                .unwrap()
+                .contains("not a JSON token")
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn sts_slower_than_its_timeout_is_503() {
+    bounded(async {
+        let sim = simulator().await;
+        sim.set_sts_fault(Some(StsFault::Slow(Duration::from_secs(5))));
+        let setup = Setup {
+            sts: "timeout = \"300ms\"".into(),
+            ..Setup::default()
+        };
+        let proxy = start(sim, setup).await;
+        let started = Instant::now();
+        let r = client().get(proxy.url("/v1/teams")).send().await.unwrap();
+        assert_eq!(r.status(), 503);
+        assert!(started.elapsed() < Duration::from_secs(4));
+        assert_eq!(error_body(r).await["error"], "sts_unavailable");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn upstream_down_is_502() {
+    bounded(async {
+        let setup = Setup {
+            upstream_url: Some(format!("http://{}", closed_port().await)),
+            ..Setup::default()
+        };
+        let proxy = start(simulator().await, setup).await;
+        let r = client().get(proxy.url("/v1/teams")).send().await.unwrap();
+        assert_eq!(r.status(), 502);
+        assert_eq!(error_body(r).await["error"], "upstream_unavailable");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn upstream_slower_than_its_timeout_is_504() {
+    bounded(async {
+        let sim = simulator().await;
+        sim.set_api_delay(Duration::from_secs(5));
+        let setup = Setup {
+            upstream: "timeout = \"300ms\"".into(),
+            ..Setup::default()
+        };
+        let proxy = start(sim, setup).await;
+        let started = Instant::now();
+        let r = client().get(proxy.url("/v1/teams")).send().await.unwrap();
+        assert_eq!(r.status(), 504);
+        assert!(started.elapsed() < Duration::from_secs(4));
+        assert_eq!(error_body(r).await["error"], "upstream_timeout");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn upstream_stalling_mid_body_cuts_the_response_off() {
+    bounded(async {
+        let sim = simulator().await;
+        sim.hold_exports();
+        let setup = Setup {
+            upstream: "timeout = \"500ms\"".into(),
+            ..Setup::default()
+        };
+        let proxy = start(sim, setup).await;
+        let r = client()
+            .get(proxy.url("/v1/costs/export?bytes=10000000"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        // The first chunk arrives, then nothing: the proxy must end the response with an error
+        // rather than hang or pretend it is complete.
+        let result = r.bytes().await;
+        assert!(result.is_err(), "a stalled body was reported complete");
+        assert_eq!(proxy.sim.exports_finished(), 0);
+    })
+    .await;
+}

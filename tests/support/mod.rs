@@ -1,0 +1,162 @@
+//! Test support: spawn the proxy in-process on 127.0.0.1:0 in front of a simulator, bounded in
+//! time. Nothing more.
+#![allow(
+    dead_code,
+    unreachable_pub,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic
+)]
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use azure_costs_proxy::config;
+use azure_costs_proxy::simulator::Simulator;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// Upper bound for any single test.
+pub const TEST_LIMIT: Duration = Duration::from_secs(60);
+
+/// Runs a test body with a time limit, so a hang fails instead of blocking CI.
+pub async fn bounded<F: Future>(body: F) -> F::Output {
+    tokio::time::timeout(TEST_LIMIT, body)
+        .await
+        .expect("test exceeded its time limit")
+}
+
+/// What a test changes in the generated config.
+#[derive(Default, Clone)]
+pub struct Setup {
+    /// Replaces the simulator's API URL.
+    pub upstream_url: Option<String>,
+    /// Replaces the simulator's STS URL.
+    pub sts_url: Option<String>,
+    /// Extra lines inside `[upstream]`.
+    pub upstream: String,
+    /// Extra lines inside `[sts]`.
+    pub sts: String,
+    /// Whole extra sections (`[token]`, `[[routes]]`, ...).
+    pub extra: String,
+}
+
+/// The secret as tests configure it (read through `{ env = "SIM_SECRET" }`).
+pub fn config_text(sim: &Simulator, setup: &Setup) -> String {
+    format!(
+        "[listen]\naddress = \"127.0.0.1:0\"\n\n\
+         [upstream]\nurl = \"{}\"\n{}\n\n\
+         [sts]\ntoken_url = \"{}\"\n{}\n\n\
+         [credentials.default]\nclient_id = \"{}\"\nclient_secret = {{ env = \"SIM_SECRET\" }}\n\n{}\n",
+        setup.upstream_url.clone().unwrap_or_else(|| sim.api_url()),
+        setup.upstream,
+        setup.sts_url.clone().unwrap_or_else(|| sim.sts_url()),
+        setup.sts,
+        sim.client_id(),
+        setup.extra,
+    )
+}
+
+/// Parses the generated config with the simulator's secret in the (fake) environment.
+pub fn config(sim: &Simulator, setup: &Setup) -> config::Config {
+    let secret = sim.client_secret().to_string();
+    config::from_toml(&config_text(sim, setup), "test.toml", &move |name: &str| {
+        (name == "SIM_SECRET").then(|| secret.clone())
+    })
+    .expect("test config is valid")
+}
+
+/// A proxy running in this process.
+pub struct Running {
+    pub addr: SocketAddr,
+    pub sim: Simulator,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+impl Running {
+    /// `http://127.0.0.1:PORT{path}`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Signals shutdown and waits for `run` to return.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        (&mut self.task).await.expect("proxy task panicked")
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// A simulator with default settings.
+pub async fn simulator() -> Simulator {
+    Simulator::builder()
+        .spawn()
+        .await
+        .expect("simulator starts")
+}
+
+/// Starts the proxy in front of `sim`.
+pub async fn start(sim: Simulator, setup: Setup) -> Running {
+    let cfg = config(&sim, &setup);
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(azure_costs_proxy::run(cfg, listener, async {
+        let _ = stopped.await;
+    }));
+    Running {
+        addr,
+        sim,
+        stop: Some(stop),
+        task,
+    }
+}
+
+/// A plain HTTP client without connection pooling surprises.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client")
+}
+
+/// An address nothing listens on (bound, then released).
+pub async fn closed_port() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    l.local_addr().expect("addr")
+}
+
+/// Sends raw bytes and reads the whole answer (the request should say `Connection: close`).
+pub async fn raw(addr: SocketAddr, request: &str) -> String {
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .expect("write request");
+    let mut out = Vec::new();
+    stream.read_to_end(&mut out).await.expect("read answer");
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Status code of a raw HTTP/1.1 answer.
+pub fn raw_status(answer: &str) -> u16 {
+    answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}

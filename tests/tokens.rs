@@ -1,0 +1,177 @@
+//! Token engine in interval mode: one STS call for many requests, single flight at cold start,
+//! refresh ahead of expiry without ever sending an expired token, CSP delegation.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use std::time::Duration;
+
+use azure_costs_proxy::simulator::{Simulator, StsFault};
+use support::{Setup, bounded, client, simulator, start};
+
+#[tokio::test]
+async fn many_sequential_requests_cause_one_sts_call() {
+    bounded(async {
+        let proxy = start(simulator().await, Setup::default()).await;
+        let c = client();
+        for _ in 0..50 {
+            let r = c.get(proxy.url("/v1/teams")).send().await.unwrap();
+            assert_eq!(r.status(), 200);
+        }
+        assert_eq!(proxy.sim.issue_calls(), 1);
+        assert_eq!(proxy.sim.api_requests(), 50);
+        let tokens: std::collections::HashSet<_> = proxy
+            .sim
+            .requests()
+            .iter()
+            .map(|r| r.headers["authorization"].clone())
+            .collect();
+        assert_eq!(tokens.len(), 1);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn hundred_concurrent_requests_at_cold_start_cause_one_sts_call() {
+    bounded(async {
+        let sim = simulator().await;
+        // A slow STS keeps the first call in flight while all requests arrive.
+        sim.set_sts_fault(Some(StsFault::Slow(Duration::from_millis(300))));
+        let proxy = start(sim, Setup::default()).await;
+        let c = client();
+        let requests = (0..100).map(|_| {
+            let c = c.clone();
+            let url = proxy.url("/v1/costs/by-service");
+            tokio::spawn(async move { c.get(url).send().await.map(|r| r.status()) })
+        });
+        for r in futures_join(requests).await {
+            assert_eq!(r.unwrap().unwrap(), 200);
+        }
+        assert_eq!(proxy.sim.issue_calls(), 1);
+        assert_eq!(proxy.sim.api_requests(), 100);
+    })
+    .await;
+}
+
+async fn futures_join<T>(
+    handles: impl Iterator<Item = tokio::task::JoinHandle<T>>,
+) -> Vec<Result<T, tokio::task::JoinError>> {
+    let mut out = Vec::new();
+    for h in handles.collect::<Vec<_>>() {
+        out.push(h.await);
+    }
+    out
+}
+
+#[tokio::test]
+async fn short_lived_tokens_are_refreshed_ahead_and_never_sent_expired() {
+    bounded(async {
+        let sim = Simulator::builder()
+            .token_ttl(Duration::from_secs(2))
+            .spawn()
+            .await
+            .unwrap();
+        let setup = Setup {
+            extra: "[token]\nrefresh_before_expiry = \"1s\"\n".into(),
+            ..Setup::default()
+        };
+        let proxy = start(sim, setup).await;
+        let c = client();
+        let until = tokio::time::Instant::now() + Duration::from_millis(4500);
+        let mut sent = 0;
+        while tokio::time::Instant::now() < until {
+            let r = c.get(proxy.url("/v1/teams")).send().await.unwrap();
+            assert_eq!(r.status(), 200, "request {sent} failed");
+            sent += 1;
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        assert_eq!(
+            proxy.sim.bad_token_requests(),
+            0,
+            "an expired token reached the API"
+        );
+        let issued = proxy.sim.issued_tokens();
+        assert!(
+            issued.len() >= 3,
+            "only {} tokens in 4.5 s of 2 s tokens",
+            issued.len()
+        );
+        for pair in issued.windows(2) {
+            assert!(
+                pair[1].issued_at < pair[0].expires_at,
+                "the next token came only after the previous one expired"
+            );
+        }
+        // Refreshing ahead is not refreshing per request.
+        assert!(
+            issued.len() <= 8,
+            "{} tokens for {sent} requests",
+            issued.len()
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn token_is_warmed_at_start_up() {
+    bounded(async {
+        let proxy = start(simulator().await, Setup::default()).await;
+        // No request yet: the warm-up alone must reach the STS.
+        tokio::time::timeout(Duration::from_secs(5), proxy.sim.wait_for_sts_calls(1))
+            .await
+            .expect("no warm-up call within 5 s");
+        assert_eq!(proxy.sim.issue_calls(), 1);
+        assert_eq!(proxy.sim.api_requests(), 0);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn delegate_route_sends_the_updated_token_and_that_teams_data() {
+    bounded(async {
+        let setup = Setup {
+            extra: "[[routes]]\nprefix = \"/\"\n\n\
+                    [[routes]]\nprefix = \"/customers/contoso\"\ndelegate = \"TEAM-CONTOSO\"\n"
+                .into(),
+            ..Setup::default()
+        };
+        let proxy = start(simulator().await, setup).await;
+        let c = client();
+        let own: serde_json::Value = c
+            .get(proxy.url("/v1/costs/by-service"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let r = c
+            .get(proxy.url("/customers/contoso/v1/costs/by-service"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let contoso: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(own["team"]["id"], "TEAM-PARTNER");
+        assert_eq!(contoso["team"]["id"], "TEAM-CONTOSO");
+        assert_ne!(own["total"], contoso["total"]);
+
+        let issued = proxy.sim.issued_tokens();
+        let base = issued.iter().find(|t| t.delegate.is_none()).unwrap();
+        let delegated = issued
+            .iter()
+            .find(|t| t.delegate.as_deref() == Some("TEAM-CONTOSO"))
+            .unwrap();
+        assert_eq!(delegated.updated_from.as_deref(), Some(base.token.as_str()));
+        let seen = proxy.sim.requests();
+        assert_eq!(seen[1].path_and_query, "/v1/costs/by-service");
+        assert_eq!(
+            seen[1].headers["authorization"],
+            format!("Bearer {}", delegated.token).as_str()
+        );
+        // The base token is cached in its own right: one issue, one update.
+        assert_eq!(proxy.sim.issue_calls(), 1);
+        assert_eq!(proxy.sim.update_calls(), 1);
+    })
+    .await;
+}
