@@ -680,7 +680,7 @@ pub fn summary(c: &Config) -> String {
         out,
         "admin:       {}",
         if c.admin.enabled {
-            c.admin.address.to_string()
+            format!("{} (not served by this version yet)", c.admin.address)
         } else {
             "disabled".into()
         }

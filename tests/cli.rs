@@ -319,3 +319,24 @@ async fn demo_prints_a_curl_line_that_returns_cost_data() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn the_example_config_is_valid() {
+    bounded(async {
+        let example = concat!(env!("CARGO_MANIFEST_DIR"), "/proxy.toml.example");
+        let out = command()
+            .args(["check", "--config", example])
+            .env("AZURE_COSTS_CLIENT_SECRET", "example-secret")
+            .output()
+            .await
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(String::from_utf8_lossy(&out.stdout).contains("config OK"));
+    })
+    .await;
+}

@@ -155,9 +155,24 @@ pub struct SimulatorBuilder {
     client_id: String,
     client_secret: String,
     record_limit: usize,
+    api_tls: Option<Arc<rustls::ServerConfig>>,
+    sts_tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl SimulatorBuilder {
+    /// Serves the API over TLS with this configuration (its URL becomes `https://localhost:PORT`);
+    /// ALPN offers h2 and http/1.1 unless the configuration sets its own.
+    pub fn api_tls(mut self, config: rustls::ServerConfig) -> Self {
+        self.api_tls = Some(with_alpn(config));
+        self
+    }
+
+    /// Serves the STS over TLS with this configuration (`https://localhost:PORT/...`).
+    pub fn sts_tls(mut self, config: rustls::ServerConfig) -> Self {
+        self.sts_tls = Some(with_alpn(config));
+        self
+    }
+
     /// Lifetime of issued tokens (`expires_in`); default 3600 s as the vendor's.
     pub fn token_ttl(mut self, ttl: Duration) -> Self {
         self.token_ttl = ttl;
@@ -205,16 +220,30 @@ impl SimulatorBuilder {
         let api_listener = TcpListener::bind("127.0.0.1:0").await?;
         let sts_addr = sts_listener.local_addr()?;
         let api_addr = api_listener.local_addr()?;
+        let sts_scheme = if self.sts_tls.is_some() {
+            "https://localhost"
+        } else {
+            "http://127.0.0.1"
+        };
+        let api_scheme = if self.api_tls.is_some() {
+            "https://localhost"
+        } else {
+            "http://127.0.0.1"
+        };
         let s = state.clone();
-        tokio::spawn(serve(sts_listener, stopped.clone(), move |req| {
-            sts::handle(s.clone(), req)
-        }));
+        tokio::spawn(serve(
+            sts_listener,
+            self.sts_tls,
+            stopped.clone(),
+            move |req| sts::handle(s.clone(), req),
+        ));
         let s = state.clone();
-        tokio::spawn(serve(api_listener, stopped, move |req| {
+        tokio::spawn(serve(api_listener, self.api_tls, stopped, move |req| {
             api::handle(s.clone(), req)
         }));
         Ok(Simulator {
-            sts_addr,
+            sts_base: format!("{sts_scheme}:{}", sts_addr.port()),
+            api_base: format!("{api_scheme}:{}", api_addr.port()),
             api_addr,
             state,
             stop,
@@ -225,7 +254,8 @@ impl SimulatorBuilder {
 /// A running simulator. Dropping it stops both servers and closes their connections.
 #[derive(Debug)]
 pub struct Simulator {
-    sts_addr: SocketAddr,
+    sts_base: String,
+    api_base: String,
     api_addr: SocketAddr,
     state: Arc<State>,
     stop: watch::Sender<bool>,
@@ -245,17 +275,19 @@ impl Simulator {
             client_id: DEMO_CLIENT_ID.into(),
             client_secret: DEMO_CLIENT_SECRET.into(),
             record_limit: 10_000,
+            api_tls: None,
+            sts_tls: None,
         }
     }
 
     /// The token endpoint URL.
     pub fn sts_url(&self) -> String {
-        format!("http://{}{TOKEN_PATH}", self.sts_addr)
+        format!("{}{TOKEN_PATH}", self.sts_base)
     }
 
     /// The API base URL.
     pub fn api_url(&self) -> String {
-        format!("http://{}", self.api_addr)
+        self.api_base.clone()
     }
 
     /// The API's address.
@@ -345,13 +377,27 @@ impl Simulator {
     }
 }
 
-/// Serves one listener until `stopped` turns true; connections end with it.
-async fn serve<F, Fut>(listener: TcpListener, mut stopped: watch::Receiver<bool>, handler: F)
-where
+/// Offers h2 and http/1.1 by ALPN unless the configuration chose already.
+fn with_alpn(mut config: rustls::ServerConfig) -> Arc<rustls::ServerConfig> {
+    if config.alpn_protocols.is_empty() {
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    }
+    Arc::new(config)
+}
+
+/// Serves one listener (over TLS when configured) until `stopped` turns true; connections end
+/// with it.
+async fn serve<F, Fut>(
+    listener: TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    mut stopped: watch::Receiver<bool>,
+    handler: F,
+) where
     F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Response<SimBody>> + Send + 'static,
 {
     let builder = auto::Builder::new(TokioExecutor::new());
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -364,13 +410,27 @@ where
             let handler = handler.clone();
             async move { Ok::<_, Infallible>(handler(req).await) }
         });
-        let connection = builder
-            .serve_connection(TokioIo::new(stream), service)
-            .into_owned();
+        let builder = builder.clone();
+        let acceptor = acceptor.clone();
         let mut stopped = stopped.clone();
         tokio::spawn(async move {
+            let connection = async {
+                match acceptor {
+                    Some(acceptor) => match acceptor.accept(stream).await {
+                        Ok(tls) => {
+                            let _ = builder.serve_connection(TokioIo::new(tls), service).await;
+                        }
+                        Err(e) => tracing::debug!(error = %e, "simulator: TLS handshake failed"),
+                    },
+                    None => {
+                        let _ = builder
+                            .serve_connection(TokioIo::new(stream), service)
+                            .await;
+                    }
+                }
+            };
             tokio::select! {
-                _ = connection => {}
+                () = connection => {}
                 _ = stopped.wait_for(|s| *s) => {}
             }
         });

@@ -1,0 +1,134 @@
+//! TLS towards the STS and the API: `ca_file` adds trust roots, HTTP/2 is used where the upstream
+//! offers it by ALPN, and an unknown certificate is refused (verification cannot be turned off).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use std::sync::Arc;
+
+use azure_costs_proxy::simulator::Simulator;
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use support::{Setup, bounded, client, start};
+
+/// A throwaway CA and a server configuration for `localhost` signed by it.
+struct TestPki {
+    ca_pem: String,
+    server: rustls::ServerConfig,
+}
+
+fn pki() -> TestPki {
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+    let leaf_key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec!["localhost".to_string()])
+        .unwrap()
+        .signed_by(&leaf_key, &ca)
+        .unwrap();
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let server = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![CertificateDer::from(leaf.der().to_vec())],
+            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf_key.serialize_der())),
+        )
+        .unwrap();
+    TestPki {
+        ca_pem: ca.pem(),
+        server,
+    }
+}
+
+fn write_ca(pem: &str) -> std::path::PathBuf {
+    let path = std::env::temp_dir().join(format!(
+        "acp-test-ca-{}-{:?}.pem",
+        std::process::id(),
+        std::thread::current().id()
+    ));
+    std::fs::write(&path, pem).unwrap();
+    path
+}
+
+#[tokio::test]
+async fn https_upstream_and_sts_with_ca_file_speak_h2_where_offered() {
+    bounded(async {
+        let pki = pki();
+        let sim = Simulator::builder()
+            .api_tls(pki.server.clone())
+            .sts_tls(pki.server)
+            .spawn()
+            .await
+            .unwrap();
+        assert!(sim.api_url().starts_with("https://localhost:"));
+        let ca = write_ca(&pki.ca_pem);
+        let setup = Setup {
+            upstream: format!("ca_file = \"{}\"", ca.display()),
+            ..Setup::default()
+        };
+        let proxy = start(sim, setup).await;
+        let r = client()
+            .get(proxy.url("/v1/costs/by-service"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let seen = proxy.sim.requests();
+        assert_eq!(
+            seen[0].version,
+            http::Version::HTTP_2,
+            "ALPN did not pick h2"
+        );
+        assert_eq!(seen[0].path_and_query, "/v1/costs/by-service");
+        assert_eq!(proxy.sim.issue_calls(), 1);
+        let _ = std::fs::remove_file(ca);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn unknown_certificate_is_refused_without_ca_file() {
+    bounded(async {
+        let pki = pki();
+        // The STS is plain loopback HTTP; only the API presents the untrusted certificate.
+        let sim = Simulator::builder()
+            .api_tls(pki.server)
+            .spawn()
+            .await
+            .unwrap();
+        let proxy = start(sim, Setup::default()).await;
+        let r = client().get(proxy.url("/v1/teams")).send().await.unwrap();
+        assert_eq!(r.status(), 502);
+        let body: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(body["error"], "upstream_unavailable");
+        let message = body["message"].as_str().unwrap();
+        assert!(message.contains("certificate"), "{message}");
+        assert_eq!(proxy.sim.api_requests(), 0);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn sts_with_unknown_certificate_is_unavailable() {
+    bounded(async {
+        let pki = pki();
+        let sim = Simulator::builder()
+            .sts_tls(pki.server)
+            .spawn()
+            .await
+            .unwrap();
+        let proxy = start(sim, Setup::default()).await;
+        let r = client().get(proxy.url("/v1/teams")).send().await.unwrap();
+        assert_eq!(r.status(), 503);
+        let body: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(body["error"], "sts_unavailable");
+        assert_eq!(
+            proxy.sim.issue_calls(),
+            0,
+            "the STS answered without a trusted handshake"
+        );
+    })
+    .await;
+}
