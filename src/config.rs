@@ -1419,6 +1419,58 @@ mod tests {
     }
 
     #[test]
+    fn lookup_order_is_flag_then_environment_variable() {
+        let env = env_with(&[(CONFIG_ENV, "/from/env.toml")]);
+        assert_eq!(
+            locate(Some(Path::new("/from/flag.toml")), &env),
+            Some(PathBuf::from("/from/flag.toml"))
+        );
+        assert_eq!(locate(None, &env), Some(PathBuf::from("/from/env.toml")));
+    }
+
+    #[test]
+    fn secret_sources_file_and_credential_directory() {
+        let dir = std::env::temp_dir().join(format!("acp-secret-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("client_secret"), "from-file\n").unwrap();
+        std::fs::write(dir.join("empty"), "\n").unwrap();
+        let cred_dir = dir.to_str().unwrap().to_string();
+        let vars = [("CREDENTIALS_DIRECTORY", cred_dir.as_str())];
+        let env = env_with(&vars);
+        let parse = |secret: &str| {
+            from_toml(
+                &format!("[credentials.default]\nclient_id = \"a\"\nclient_secret = {secret}\n"),
+                "proxy.toml",
+                &env,
+            )
+        };
+        let file = format!("{{ file = \"{}/client_secret\" }}", cred_dir);
+        assert_eq!(
+            parse(&file).unwrap().credentials["default"]
+                .client_secret
+                .expose(),
+            "from-file"
+        );
+        let cred = parse("{ credential = \"client_secret\" }").unwrap();
+        assert_eq!(
+            cred.credentials["default"].client_secret.expose(),
+            "from-file"
+        );
+        assert_eq!(
+            cred.credentials["default"].secret_source,
+            "credential client_secret"
+        );
+        let empty = parse(&format!("{{ file = \"{}/empty\" }}", cred_dir)).unwrap_err();
+        assert!(empty.message.contains("empty"), "{empty}");
+        let unknown = parse("{ vault = \"x\" }").unwrap_err();
+        assert!(
+            unknown.message.contains("unknown secret source"),
+            "{unknown}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn secret_debug_is_redacted() {
         let s = Secret::new("top");
         assert_eq!(format!("{s:?} {s}"), "[redacted] [redacted]");

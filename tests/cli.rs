@@ -340,3 +340,51 @@ async fn the_example_config_is_valid() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn json_logs_are_one_object_per_line_with_the_access_fields() {
+    bounded(async {
+        let sim = simulator().await;
+        let dir = Scratch::new("json-logs");
+        let path = dir.write("proxy.toml", &config_text(&sim, &Setup::default()));
+        let mut child = command()
+            .args(["--log-format", "json", "--config"])
+            .arg(&path)
+            .env("SIM_SECRET", sim.client_secret())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut rx = collect_lines(&mut child);
+        let mut transcript = Vec::new();
+        let line = wait_for_line(&mut rx, &mut transcript, "listening on").await;
+        let start: serde_json::Value = serde_json::from_str(&line).unwrap();
+        let addr = start["address"].as_str().unwrap().to_string();
+
+        let r = client()
+            .get(format!("http://{addr}/v1/costs/by-service?month=2026-10"))
+            .header("x-request-id", "json-log-test")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let line = wait_for_line(&mut rx, &mut transcript, "json-log-test").await;
+        for l in &transcript {
+            serde_json::from_str::<serde_json::Value>(l)
+                .unwrap_or_else(|e| panic!("not JSON ({e}): {l}"));
+        }
+        let access: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(access["target"], "access");
+        assert_eq!(access["method"], "GET");
+        assert_eq!(
+            access["path"], "/v1/costs/by-service",
+            "the query string must not be logged"
+        );
+        assert_eq!(access["route"], "/");
+        assert_eq!(access["status"], 200);
+        assert_eq!(access["request_id"], "json-log-test");
+        assert!(access["bytes"].as_u64().unwrap() > 100);
+        assert!(access["duration_ms"].as_f64().is_some());
+        assert_eq!(access["outcome"], "complete");
+    })
+    .await;
+}

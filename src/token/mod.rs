@@ -459,3 +459,77 @@ impl TokenSource {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn token(sent_at: Instant, sent_wall: SystemTime) -> Token {
+        Token {
+            bearer: HeaderValue::from_static("Bearer t"),
+            access_token: Secret::new("t"),
+            sent_at,
+            sent_wall,
+            schedule: schedule::schedule(
+                Duration::from_secs(3600),
+                Duration::from_secs(55 * 60),
+                Duration::from_secs(5 * 60),
+            ),
+            refreshing: AtomicBool::new(false),
+        }
+    }
+
+    #[test]
+    fn fresh_token_is_usable_and_not_yet_due() {
+        let t = token(Instant::now(), SystemTime::now());
+        assert!(t.is_usable());
+        assert!(!t.refresh_due());
+    }
+
+    #[test]
+    fn wall_clock_expiry_counts_time_the_machine_slept() {
+        // The monotonic clock says "just issued"; the wall clock says two hours went by (a VM
+        // that was suspended). The token must not be sent.
+        let slept = SystemTime::now() - Duration::from_secs(2 * 3600);
+        let t = token(Instant::now(), slept);
+        assert!(!t.is_usable());
+        assert!(t.refresh_due());
+    }
+
+    #[test]
+    fn wall_clock_going_backwards_does_not_extend_a_token() {
+        // A wall clock set back makes the token look younger; the monotonic age still counts.
+        let Some(old) = Instant::now().checked_sub(Duration::from_secs(3600)) else {
+            return; // A machine up for less than an hour cannot express this case.
+        };
+        let t = token(old, SystemTime::now() + Duration::from_secs(600));
+        assert!(!t.is_usable());
+    }
+
+    #[test]
+    fn debug_output_redacts_the_token() {
+        let t = token(Instant::now(), SystemTime::now());
+        let shown = format!("{t:?}");
+        assert!(shown.contains("[redacted]"));
+        assert!(!shown.contains("Bearer t"));
+    }
+
+    #[test]
+    fn token_error_names_credential_and_delegate_for_updates() {
+        let e = TokenError {
+            credential: Arc::from("csp"),
+            delegate: Some(Arc::from("TEAM-X")),
+            step: Step::Update,
+            failure: StsFailure::Rejected {
+                status: 403,
+                code: Some("invalid_delegate".into()),
+            },
+            retry_after: None,
+        };
+        let m = e.to_string();
+        assert!(
+            m.contains("`csp`") && m.contains("`TEAM-X`") && m.contains("403"),
+            "{m}"
+        );
+    }
+}
