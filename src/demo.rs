@@ -51,7 +51,9 @@ pub async fn run(
     listen: SocketAddr,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
+    // The demo has no test reading recorded requests: keep none.
     let sim = Simulator::builder()
+        .record_limit(0)
         .spawn()
         .await
         .context("starting the simulator")?;
