@@ -49,6 +49,18 @@ fn command() -> Command {
     c
 }
 
+/// Runs the binary with `args` then `--config path`, the config's secret variable `S` set.
+async fn with_config(args: &[&str], path: &std::path::Path) -> std::process::Output {
+    command()
+        .args(args)
+        .arg("--config")
+        .arg(path)
+        .env("S", "x")
+        .output()
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
 async fn unknown_config_key_exits_2_naming_key_and_line() {
     bounded(async {
@@ -58,13 +70,7 @@ async fn unknown_config_key_exits_2_naming_key_and_line() {
             "[credentials.default]\nclient_id = \"a\"\nclient_secret = { env = \"S\" }\n\n\
              [upstream]\nurl = \"https://api.azure-costs.com\"\ntimout = \"5s\"\n",
         );
-        let out = command()
-            .args(["check", "--config"])
-            .arg(&path)
-            .env("S", "x")
-            .output()
-            .await
-            .unwrap();
+        let out = with_config(&["check"], &path).await;
         assert_eq!(out.status.code(), Some(2));
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains("line 7"), "{err}");
@@ -73,13 +79,7 @@ async fn unknown_config_key_exits_2_naming_key_and_line() {
         assert!(err.contains("hint:"), "{err}");
 
         // `run` refuses the same file the same way, before binding anything.
-        let out = command()
-            .arg("--config")
-            .arg(&path)
-            .env("S", "x")
-            .output()
-            .await
-            .unwrap();
+        let out = with_config(&[], &path).await;
         assert_eq!(out.status.code(), Some(2));
     })
     .await;
@@ -94,13 +94,7 @@ async fn non_loopback_listen_is_refused_with_a_pointer_to_allow_remote() {
             "[listen]\naddress = \"0.0.0.0:8080\"\n\n\
              [credentials.default]\nclient_id = \"a\"\nclient_secret = { env = \"S\" }\n",
         );
-        let out = command()
-            .arg("--config")
-            .arg(&path)
-            .env("S", "x")
-            .output()
-            .await
-            .unwrap();
+        let out = with_config(&[], &path).await;
         assert_eq!(out.status.code(), Some(2));
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains("allow_remote"), "{err}");

@@ -287,16 +287,14 @@ impl Body for ExportBody {
 /// Reads an upload chunk by chunk and answers its length and FNV-1a hash.
 async fn echo(mut body: Incoming) -> Response<SimBody> {
     let mut len = 0u64;
-    let mut hash = 0xcbf2_9ce4_8422_2325u64;
+    let mut hash = data::FNV1A_START;
     while let Some(frame) = body.frame().await {
         let Ok(frame) = frame else {
             return json(400, &json!({"error": "body_error"}));
         };
-        if let Some(data) = frame.data_ref() {
-            len += data.len() as u64;
-            hash = data.iter().fold(hash, |h, b| {
-                (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
-            });
+        if let Some(chunk) = frame.data_ref() {
+            len += chunk.len() as u64;
+            hash = data::fnv1a_extend(hash, chunk);
         }
     }
     json(200, &json!({"bytes": len, "fnv1a": format!("{hash:016x}")}))

@@ -54,9 +54,17 @@ pub fn team(id: &str) -> Option<Team> {
     CUSTOMERS.iter().copied().find(|t| t.id == id)
 }
 
-/// FNV-1a, for deterministic sample numbers (not for security).
+/// FNV-1a starting value.
+pub const FNV1A_START: u64 = 0xcbf2_9ce4_8422_2325;
+
+/// FNV-1a of `bytes` (not for security: deterministic sample numbers, upload checksums).
 pub fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+    fnv1a_extend(FNV1A_START, bytes)
+}
+
+/// Continues an FNV-1a hash over more bytes, for data that arrives in chunks.
+pub fn fnv1a_extend(hash: u64, bytes: &[u8]) -> u64 {
+    bytes.iter().fold(hash, |h, b| {
         (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
     })
 }
