@@ -65,6 +65,10 @@ enum Kind {
         inner: Incoming,
         idle: Duration,
         timer: Pin<Box<Sleep>>,
+        /// Whether the previous poll was left pending, i.e. the timer measures a wait on the
+        /// upstream. A client that stops reading is not the upstream's fault: its pause must not
+        /// count, so the timer restarts at the first poll after a frame.
+        waiting: bool,
     },
     Full(Option<Bytes>),
 }
@@ -83,6 +87,7 @@ impl ProxyBody {
                 inner,
                 idle,
                 timer: Box::pin(tokio::time::sleep(idle)),
+                waiting: false,
             },
             log,
         }
@@ -128,12 +133,21 @@ impl Body for ProxyBody {
         let this = &mut *self;
         let result = match &mut this.kind {
             Kind::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
-            Kind::Upstream { inner, idle, timer } => match Pin::new(inner).poll_frame(cx) {
+            Kind::Upstream {
+                inner,
+                idle,
+                timer,
+                waiting,
+            } => match Pin::new(inner).poll_frame(cx) {
                 Poll::Ready(frame) => {
-                    timer.as_mut().reset(tokio::time::Instant::now() + *idle);
+                    *waiting = false;
                     Poll::Ready(frame.map(|f| f.map_err(BoxError::from)))
                 }
                 Poll::Pending => {
+                    if !*waiting {
+                        *waiting = true;
+                        timer.as_mut().reset(tokio::time::Instant::now() + *idle);
+                    }
                     ready!(timer.as_mut().poll(cx));
                     Poll::Ready(Some(Err(BodyIdleTimeout(*idle).into())))
                 }

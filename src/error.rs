@@ -149,6 +149,7 @@ mod tests {
                 token_error(
                     StsFailure::Unavailable {
                         reason: "down".into(),
+                        retry_after: None,
                     },
                     None,
                 ),
@@ -175,7 +176,10 @@ mod tests {
     #[test]
     fn retry_after_rounds_up_and_only_for_unavailable() {
         let e = token_error(
-            StsFailure::Unavailable { reason: "x".into() },
+            StsFailure::Unavailable {
+                reason: "x".into(),
+                retry_after: None,
+            },
             Some(Duration::from_millis(2100)),
         );
         assert_eq!(e.retry_after(), Some(3));

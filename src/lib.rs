@@ -38,8 +38,8 @@ use crate::upstream::Upstream;
 /// Serves the proxy on `listener` with `config` until `shutdown` resolves, then drains in-flight
 /// requests (bounded by [`server::SHUTDOWN_GRACE`]) and returns.
 ///
-/// Tokens of interval-mode routes are fetched at once in the background, so the first requests do
-/// not wait for the STS (and join that fetch if they come before it ends).
+/// Tokens of interval-mode routes are fetched at once in the background and kept fresh, so
+/// requests do not wait for the STS (and join that fetch if they come before it ends).
 pub async fn run(
     config: Config,
     listener: TcpListener,
@@ -72,7 +72,7 @@ pub async fn run(
         upstream,
         hosts,
     ));
-    warm_up(&proxy);
+    let keepers = keep_tokens_warm(&proxy);
     tracing::info!(
         address = %local,
         upstream = %config.upstream.url,
@@ -80,11 +80,15 @@ pub async fn run(
         "listening on http://{local}"
     );
     server::serve(listener, proxy, shutdown, server::SHUTDOWN_GRACE).await;
+    for keeper in keepers {
+        keeper.abort();
+    }
     Ok(())
 }
 
-/// Starts fetching the token of every interval-mode route (each cache key once).
-fn warm_up(proxy: &Proxy) {
+/// Starts a keeper for the token of every interval-mode route (each cache key once): the token
+/// is fetched at start-up and kept fresh. Failures are logged and backed off by the token source.
+fn keep_tokens_warm(proxy: &Proxy) -> Vec<tokio::task::JoinHandle<()>> {
     let mut keys: Vec<TokenKey> = Vec::new();
     for route in proxy.routes().routes() {
         let key = TokenKey {
@@ -95,11 +99,10 @@ fn warm_up(proxy: &Proxy) {
             keys.push(key);
         }
     }
-    for key in keys {
-        let tokens = proxy.tokens().clone();
-        tokio::spawn(async move {
-            // Failures are logged (and backed off) by the token source.
-            let _ = tokens.get(&key, TokenMode::Interval).await;
-        });
-    }
+    keys.into_iter()
+        .map(|key| {
+            let tokens = proxy.tokens().clone();
+            tokio::spawn(async move { tokens.keep_warm(key).await })
+        })
+        .collect()
 }

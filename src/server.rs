@@ -1,25 +1,31 @@
 //! The accept loop: HTTP/1.1 and h2c on one port (hyper-util's auto builder), header limits and
-//! timeouts, a cap on concurrent connections, and a bounded graceful drain on shutdown.
+//! timeouts, a cap on concurrent connections, idle connections closed, and a bounded graceful
+//! drain on shutdown.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::time::Instant;
 
 use crate::proxy::Proxy;
 
 /// Largest request head accepted (SPEC: 64 KiB, 431 above).
 pub const MAX_HEADER_BYTES: usize = 64 * 1024;
-/// Time a client has to send a complete request head (slowloris guard).
+/// Time a client has to send a complete request head (slowloris guard). It also bounds the wait
+/// for the first request on a new connection, whatever protocol the client pretends to speak.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// A connection with no new request for this long is closed (requests in flight finish first).
+/// HTTP/1 keep-alive connections are closed sooner, by [`HEADER_READ_TIMEOUT`].
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Connections served at once; further clients wait in the listen backlog.
 pub const MAX_CONNECTIONS: usize = 1024;
 /// Time in-flight requests get to finish after a shutdown signal.
@@ -52,8 +58,8 @@ pub async fn serve(
     grace: Duration,
 ) {
     let builder = builder();
-    let graceful = GracefulShutdown::new();
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let (stop, stopping) = watch::channel(false);
     tokio::pin!(shutdown);
 
     loop {
@@ -80,28 +86,81 @@ pub async fn serve(
         if let Err(e) = stream.set_nodelay(true) {
             tracing::debug!(error = %e, "set_nodelay failed");
         }
-        let proxy = proxy.clone();
-        let service = service_fn(move |request: hyper::Request<Incoming>| {
-            let proxy = proxy.clone();
-            async move { Ok::<_, Infallible>(proxy.handle(request).await) }
-        });
-        let connection = builder.serve_connection(TokioIo::new(stream), service);
-        let connection = graceful.watch(connection.into_owned());
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
-            }
-            drop(permit);
-        });
+        tokio::spawn(serve_connection(
+            builder.clone(),
+            stream,
+            proxy.clone(),
+            stopping.clone(),
+            permit,
+        ));
+        tracing::trace!(%peer, "connection accepted");
     }
 
     drop(listener);
     tracing::info!("no longer accepting connections; draining");
-    match tokio::time::timeout(grace, graceful.shutdown()).await {
-        Ok(()) => tracing::info!("all connections closed"),
+    let _ = stop.send(true);
+    // Every connection holds a permit until it has closed: all permits back means all closed.
+    match tokio::time::timeout(grace, slots.acquire_many(MAX_CONNECTIONS as u32)).await {
+        Ok(_) => tracing::info!("all connections closed"),
         Err(_) => tracing::warn!(
             grace_s = grace.as_secs_f64(),
             "shutdown grace period over; closing the remaining connections"
         ),
+    }
+}
+
+/// Serves one connection until it ends, goes idle, or shutdown asks it to finish what is in
+/// flight and close. `_permit` is its connection slot.
+async fn serve_connection(
+    builder: auto::Builder<TokioExecutor>,
+    stream: TcpStream,
+    proxy: Arc<Proxy>,
+    mut stopping: watch::Receiver<bool>,
+    _permit: OwnedSemaphorePermit,
+) {
+    let opened = Instant::now();
+    // Milliseconds after `opened` at which the last request arrived; u64::MAX: none yet.
+    let last_request = Arc::new(AtomicU64::new(u64::MAX));
+    let seen = last_request.clone();
+    let service = service_fn(move |request: hyper::Request<Incoming>| {
+        seen.store(opened.elapsed().as_millis() as u64, Ordering::Relaxed);
+        let proxy = proxy.clone();
+        async move { Ok::<_, Infallible>(proxy.handle(request).await) }
+    });
+    let connection = builder.serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(connection);
+
+    // Until the first request: HEADER_READ_TIMEOUT from the connection's start; afterwards
+    // IDLE_TIMEOUT after the latest request.
+    let idle_deadline = |last: u64| match last {
+        u64::MAX => opened + HEADER_READ_TIMEOUT,
+        ms => opened + Duration::from_millis(ms) + IDLE_TIMEOUT,
+    };
+    let timer = tokio::time::sleep_until(idle_deadline(u64::MAX));
+    tokio::pin!(timer);
+    let mut closing = false;
+    loop {
+        tokio::select! {
+            result = connection.as_mut() => {
+                if let Err(e) = result {
+                    tracing::debug!(error = %e, "connection ended with an error");
+                }
+                return;
+            }
+            _ = stopping.wait_for(|s| *s), if !closing => {
+                connection.as_mut().graceful_shutdown();
+                closing = true;
+            }
+            () = &mut timer, if !closing => {
+                let deadline = idle_deadline(last_request.load(Ordering::Relaxed));
+                if Instant::now() >= deadline {
+                    tracing::debug!("closing an idle connection");
+                    connection.as_mut().graceful_shutdown();
+                    closing = true;
+                } else {
+                    timer.as_mut().reset(deadline);
+                }
+            }
+        }
     }
 }

@@ -12,7 +12,9 @@ pub mod sts;
 use std::collections::HashMap;
 use std::collections::hash_map::RandomState;
 use std::fmt;
+use std::future::Future;
 use std::hash::BuildHasher;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -97,6 +99,11 @@ impl Token {
         self.age() >= self.schedule.refresh_after
     }
 
+    /// Time until interval mode should fetch the next token (zero when due).
+    fn until_refresh(&self) -> Duration {
+        self.schedule.refresh_after.saturating_sub(self.age())
+    }
+
     /// Wall-clock time after which the token is no longer sent.
     pub fn expires_at(&self) -> SystemTime {
         self.sent_wall + self.schedule.usable_for
@@ -150,7 +157,7 @@ impl fmt::Display for TokenError {
                     "the token service rejected {who} ({code}HTTP {status}): {fix}"
                 )
             }
-            StsFailure::Unavailable { reason } => {
+            StsFailure::Unavailable { reason, .. } => {
                 write!(f, "the token service is unavailable for {who}: {reason}")
             }
         }
@@ -278,11 +285,60 @@ impl TokenSource {
             self.evict(key, &token).await;
         }
         self.check_backoff(key)?;
+        // The shared fetch runs in a task of its own: if the request that started it goes away
+        // (the client disconnected), the STS call still completes for everyone waiting on it.
+        let this = self.clone();
+        let owned = key.clone();
+        let fetch = async move {
+            match tokio::spawn(async move { this.fetch(&owned, true).await }).await {
+                Ok(result) => result,
+                Err(e) => Err(TokenError {
+                    credential: key.credential.clone(),
+                    delegate: key.delegate.clone(),
+                    step: Step::Issue,
+                    failure: StsFailure::Unavailable {
+                        reason: format!("the token fetch was interrupted ({e})"),
+                        retry_after: None,
+                    },
+                    retry_after: None,
+                }),
+            }
+        };
         self.inner
             .cache
-            .try_get_with_by_ref(key, self.fetch(key, true))
+            .try_get_with_by_ref(key, fetch)
             .await
             .map_err(|e| (*e).clone())
+    }
+
+    /// Keeps the interval-mode token of `key` warm for as long as the returned future runs: fetches
+    /// it now (retrying after the backoff when the STS fails), then fetches each next token when
+    /// it is due, so requests find a fresh token even after a quiet hour.
+    pub async fn keep_warm(&self, key: TokenKey) {
+        loop {
+            let wait = match self.cached(&key).await {
+                Ok(token) if token.until_refresh().is_zero() => {
+                    if token.refreshing.swap(true, Ordering::AcqRel) {
+                        // A request started this refresh already; look again shortly.
+                        schedule::BACKOFF_MIN
+                    } else {
+                        match self.fetch(&key, true).await {
+                            Ok(new) => {
+                                self.inner.cache.insert(key.clone(), new).await;
+                                Duration::ZERO
+                            }
+                            Err(e) => {
+                                token.refreshing.store(false, Ordering::Release);
+                                e.retry_after.unwrap_or(schedule::BACKOFF_MIN)
+                            }
+                        }
+                    }
+                }
+                Ok(token) => token.until_refresh(),
+                Err(e) => e.retry_after.unwrap_or(schedule::BACKOFF_MIN),
+            };
+            tokio::time::sleep(wait).await;
+        }
     }
 
     /// Drops `token` from the cache if it is still the one cached for `key` (after the upstream
@@ -335,6 +391,9 @@ impl TokenSource {
                 );
                 Ok(Arc::new(token))
             }
+            // A failure of the base token was counted (and backed off) under the base key
+            // already; counting it again here would double the delay and the log lines.
+            Err(e) if e.delegate != key.delegate => Err(e),
             Err(mut e) => {
                 e.retry_after = Some(self.record_failure(key, &e));
                 Err(e)
@@ -357,7 +416,11 @@ impl TokenSource {
         let inner = &*self.inner;
         let Some(credential) = inner.credentials.get(&key.credential) else {
             let reason = "no such credential in the configuration".to_string();
-            return Err(error(Step::Issue, StsFailure::Unavailable { reason }));
+            let failure = StsFailure::Unavailable {
+                reason,
+                retry_after: None,
+            };
+            return Err(error(Step::Issue, failure));
         };
         let issued = match &key.delegate {
             None => {
@@ -375,9 +438,10 @@ impl TokenSource {
                     delegate: None,
                 };
                 let base = if cached_base {
-                    Box::pin(self.cached(&base_key)).await?
+                    self.base_token(&base_key, true).await?
                 } else {
-                    Box::pin(self.fetch(&base_key, false)).await?
+                    self.check_backoff(&base_key)?;
+                    self.base_token(&base_key, false).await?
                 };
                 let sent = (Instant::now(), SystemTime::now());
                 let issued = inner
@@ -391,8 +455,27 @@ impl TokenSource {
         let (issued, (sent_at, sent_wall), step) = issued;
         Token::new(issued, sent_at, sent_wall, inner).ok_or_else(|| {
             let reason = "the token cannot be sent in a header".to_string();
-            error(step, StsFailure::Unavailable { reason })
+            let failure = StsFailure::Unavailable {
+                reason,
+                retry_after: None,
+            };
+            error(step, failure)
         })
+    }
+
+    /// The base token a delegate token is updated from: cached (interval mode) or fresh. Boxed
+    /// with an explicit `Send` because it recurses into [`TokenSource::cached`] /
+    /// [`TokenSource::fetch`].
+    fn base_token<'a>(
+        &'a self,
+        base_key: &'a TokenKey,
+        cached: bool,
+    ) -> Pin<Box<dyn Future<Output = Result<Arc<Token>, TokenError>> + Send + 'a>> {
+        if cached {
+            Box::pin(self.cached(base_key))
+        } else {
+            Box::pin(self.fetch(base_key, false))
+        }
     }
 
     /// Fails fast while `key` is backing off after STS failures.
@@ -419,7 +502,15 @@ impl TokenSource {
         let jitter = (random >> 11) as f64 / (1u64 << 53) as f64;
         let mut failures = self.lock_failures();
         let count = failures.get(key).map_or(0, |f| f.count).saturating_add(1);
-        let delay = schedule::backoff(count, jitter);
+        let mut delay = schedule::backoff(count, jitter);
+        if let StsFailure::Unavailable {
+            retry_after: Some(asked),
+            ..
+        } = &error.failure
+        {
+            // The STS said when to come back; believe it, within reason.
+            delay = delay.max((*asked).min(schedule::STS_RETRY_AFTER_MAX));
+        }
         failures.insert(
             key.clone(),
             Failures {

@@ -40,6 +40,9 @@ pub const BACKOFF_MIN: Duration = Duration::from_secs(1);
 /// Longest delay between STS attempts for one cache key.
 pub const BACKOFF_MAX: Duration = Duration::from_secs(60);
 
+/// Longest `Retry-After` of the STS that is honoured.
+pub const STS_RETRY_AFTER_MAX: Duration = Duration::from_secs(300);
+
 /// Delay before the next STS attempt after `failures` consecutive failures (1 or more):
 /// exponential from [`BACKOFF_MIN`] to [`BACKOFF_MAX`], with "equal jitter" (half fixed, half
 /// random, from `jitter` in 0.0..1.0) so that many proxies do not retry in lockstep.

@@ -10,6 +10,8 @@ use crate::config::{Credential, Secret};
 
 /// Largest STS answer read; a bigger one is an error, not an allocation.
 pub const MAX_STS_ANSWER: usize = 64 * 1024;
+/// Shortest token lifetime accepted: a token that ends before a request could use it is no token.
+pub const MIN_EXPIRES_IN: Duration = Duration::from_secs(2);
 
 /// A token as the STS issued it.
 #[derive(Debug)]
@@ -30,10 +32,13 @@ pub enum StsFailure {
         /// The OAuth2 `error` code, when the answer had a sane one (`invalid_client`, ...).
         code: Option<String>,
     },
-    /// The STS could not be reached, timed out, answered 5xx or something that is not a token.
+    /// The STS could not be reached, timed out, answered 5xx, 408 or 429, or something that is
+    /// not a usable token.
     Unavailable {
         /// What happened, for logs and the error message (never holds the secret).
         reason: String,
+        /// How long the STS asked us to wait (its `Retry-After`), if it said.
+        retry_after: Option<Duration>,
     },
 }
 
@@ -87,9 +92,7 @@ impl StsClient {
             ("grant_type", "client_credentials"),
         ];
         let request = self.http.post(self.url.clone()).form(&form);
-        let result = self.send(request).await;
-        // An STS that echoes what it was sent must not put the secret into our logs.
-        scrub(result, credential.client_secret.expose())
+        self.send(request, credential.client_secret.expose()).await
     }
 
     /// The CSP `update_token` call: the issued token as Bearer, the customer team as delegate.
@@ -100,11 +103,20 @@ impl StsClient {
             .post(self.url.clone())
             .bearer_auth(base.expose())
             .json(&body);
-        scrub(self.send(request).await, base.expose())
+        self.send(request, base.expose()).await
     }
 
-    async fn send(&self, request: reqwest::RequestBuilder) -> Result<Issued, StsFailure> {
-        let unavailable = |reason: String| StsFailure::Unavailable { reason };
+    /// Sends one STS request and reads its answer. `secret` (what the request carried) is
+    /// removed from every text that leaves this function: an STS may echo what it was sent.
+    async fn send(
+        &self,
+        request: reqwest::RequestBuilder,
+        secret: &str,
+    ) -> Result<Issued, StsFailure> {
+        let unavailable = |reason: String| StsFailure::Unavailable {
+            reason: scrub(&reason, secret),
+            retry_after: None,
+        };
         let mut response = request.send().await.map_err(|e| {
             unavailable(if e.is_timeout() {
                 "the STS did not answer in time".to_string()
@@ -115,6 +127,12 @@ impl StsClient {
             })
         })?;
         let status = response.status();
+        let retry_after = response
+            .headers()
+            .get(http::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
         let mut body = Vec::new();
         while let Some(chunk) = response.chunk().await.map_err(|e| {
             unavailable(if e.is_timeout() {
@@ -131,6 +149,15 @@ impl StsClient {
             }
             body.extend_from_slice(&chunk);
         }
+        // 408 and 429 say "not now", not "not you": retry later, as the STS asks.
+        if status == http::StatusCode::REQUEST_TIMEOUT
+            || status == http::StatusCode::TOO_MANY_REQUESTS
+        {
+            return Err(StsFailure::Unavailable {
+                reason: format!("the STS is busy (HTTP {status})"),
+                retry_after,
+            });
+        }
         if status.is_client_error() {
             let answer: Option<ErrorAnswer> = serde_json::from_slice(&body).ok();
             let code = answer
@@ -139,9 +166,10 @@ impl StsClient {
                 .filter(|c| {
                     !c.is_empty() && c.len() <= 64 && c.bytes().all(|b| b.is_ascii_graphic())
                 })
-                .map(str::to_string);
+                .map(|c| scrub(c, secret));
             if let Some(description) = answer.and_then(|a| a.error_description) {
-                tracing::debug!(%status, description = %description.chars().take(200).collect::<String>(), "STS error description");
+                let description: String = scrub(&description, secret).chars().take(200).collect();
+                tracing::debug!(%status, %description, "STS error description");
             }
             return Err(StsFailure::Rejected {
                 status: status.as_u16(),
@@ -149,7 +177,10 @@ impl StsClient {
             });
         }
         if !status.is_success() {
-            return Err(unavailable(format!("the STS answered HTTP {status}")));
+            return Err(StsFailure::Unavailable {
+                reason: format!("the STS answered HTTP {status}"),
+                retry_after,
+            });
         }
         let answer: TokenAnswer = serde_json::from_slice(&body)
             .map_err(|_| unavailable("the STS answer is not a JSON token".to_string()))?;
@@ -159,6 +190,12 @@ impl StsClient {
                 unavailable("the STS answer has an unusable expires_in".to_string())
             })?,
         };
+        if expires_in < MIN_EXPIRES_IN {
+            return Err(unavailable(format!(
+                "the STS issued a token that expires in {} s; too short to use",
+                expires_in.as_secs()
+            )));
+        }
         if crate::headers::bearer_value(&answer.access_token).is_none() {
             return Err(unavailable(
                 "the STS issued a token that cannot be sent in a header".to_string(),
@@ -190,16 +227,19 @@ fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
     cur.to_string()
 }
 
-/// Removes a secret from a failure's text, whatever path it took to get there.
-fn scrub(result: Result<Issued, StsFailure>, secret: &str) -> Result<Issued, StsFailure> {
-    result.map_err(|f| match f {
-        StsFailure::Unavailable { reason } if !secret.is_empty() && reason.contains(secret) => {
-            StsFailure::Unavailable {
-                reason: reason.replace(secret, "[redacted]"),
-            }
-        }
-        other => other,
-    })
+/// Removes a secret from a text, also in its form-encoded and JSON-escaped spellings (an STS that
+/// echoes its request shows it the way it was sent).
+fn scrub(text: &str, secret: &str) -> String {
+    if secret.is_empty() {
+        return text.to_string();
+    }
+    let form: String = form_urlencoded::byte_serialize(secret.as_bytes()).collect();
+    let json = serde_json::to_string(secret).unwrap_or_default();
+    let json = json.trim_matches('"');
+    [secret, form.as_str(), json]
+        .iter()
+        .filter(|s| !s.is_empty())
+        .fold(text.to_string(), |t, s| t.replace(s, "[redacted]"))
 }
 
 #[cfg(test)]
@@ -221,18 +261,17 @@ mod tests {
     }
 
     #[test]
-    fn scrub_removes_the_secret() {
-        let f = scrub(
-            Err(StsFailure::Unavailable {
-                reason: "bad s3cr3t here".into(),
-            }),
-            "s3cr3t",
+    fn scrub_removes_the_secret_in_every_spelling() {
+        let secret = "p@ss w0rd\"+/";
+        let form: String = form_urlencoded::byte_serialize(secret.as_bytes()).collect();
+        let text = format!(
+            "raw {secret} form {form} json {}",
+            serde_json::to_string(secret).unwrap()
         );
-        assert_eq!(
-            f.unwrap_err(),
-            StsFailure::Unavailable {
-                reason: "bad [redacted] here".into()
-            }
-        );
+        let clean = scrub(&text, secret);
+        assert!(!clean.contains(secret), "{clean}");
+        assert!(!clean.contains(&form), "{clean}");
+        assert!(!clean.contains("w0rd"), "{clean}");
+        assert_eq!(scrub("nothing here", secret), "nothing here");
     }
 }
