@@ -392,6 +392,7 @@ const ENV_KEYS: &[(&str, &str)] = &[
     ),
     ("listen.address", "AZURE_COSTS_PROXY_LISTEN"),
     ("listen.allow_remote", "AZURE_COSTS_PROXY_ALLOW_REMOTE"),
+    ("listen.allowed_hosts", "AZURE_COSTS_PROXY_ALLOWED_HOSTS"),
     ("routes.delegate", "AZURE_COSTS_DELEGATE"),
     ("upstream.url", "AZURE_COSTS_UPSTREAM_URL"),
     ("sts.token_url", "AZURE_COSTS_TOKEN_URL"),
@@ -448,6 +449,14 @@ pub fn from_env(env: EnvLookup<'_>) -> Result<Config, ConfigError> {
     let mut raw = RawConfig::default();
     raw.listen.address = var("AZURE_COSTS_PROXY_LISTEN").map(spanned);
     raw.listen.allow_remote = allow_remote;
+    raw.listen.allowed_hosts = var("AZURE_COSTS_PROXY_ALLOWED_HOSTS").map(|hosts| {
+        hosts
+            .split(',')
+            .map(str::trim)
+            .filter(|h| !h.is_empty())
+            .map(|h| spanned(h.to_string()))
+            .collect()
+    });
     raw.upstream.url = var("AZURE_COSTS_UPSTREAM_URL").map(spanned);
     raw.sts.token_url = var("AZURE_COSTS_TOKEN_URL").map(spanned);
     raw.credentials.insert(
@@ -526,7 +535,9 @@ impl Ctx<'_> {
             (Some(text), Some(span)) => key_at(text, span),
             _ => String::new(),
         };
-        let message = e.message().trim().to_string();
+        // serde quotes offending string values ("invalid type: string \"...\""): that string
+        // may be a secret written in the wrong place, so it is never repeated.
+        let message = redact_quoted(e.message().trim());
         let hint = if message.starts_with("unknown field") {
             "remove or correct the key; proxy.toml.example lists every key".to_string()
         } else if message.starts_with("missing field") {
@@ -765,6 +776,14 @@ fn key_at(text: &str, span: Range<usize>) -> String {
     let line_start = text[..start].rfind('\n').map_or(0, |i| i + 1);
     let line_end = text[start..].find('\n').map_or(text.len(), |i| start + i);
     let line = &text[line_start..line_end];
+    if line.trim_start().starts_with('[') {
+        // A missing key: the error points at the table that lacks it.
+        return line
+            .trim()
+            .trim_matches(|c| c == '[' || c == ']')
+            .trim()
+            .to_string();
+    }
     let key = line
         .split('=')
         .next()
@@ -783,6 +802,40 @@ fn key_at(text: &str, span: Range<usize>) -> String {
         (true, false) => key.to_string(),
         (false, false) => format!("{table}.{key}"),
     }
+}
+
+/// Replaces every double-quoted part of a message with `"[redacted]"`.
+fn redact_quoted(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut parts = message.split('"');
+    if let Some(first) = parts.next() {
+        out.push_str(first);
+    }
+    let mut inside = true;
+    for part in parts {
+        out.push('"');
+        out.push_str(if inside { "[redacted]" } else { part });
+        inside = !inside;
+    }
+    out
+}
+
+/// The host of an authority or host name, as the `Host` guard compares it: lower case, without
+/// port, IPv6 brackets or a trailing dot (`[::1]:8080` -> `::1`, `BI.internal.:80` -> `bi.internal`).
+pub fn normalize_host(authority: &str) -> String {
+    let host = if let Some(rest) = authority.strip_prefix('[') {
+        rest.split(']').next().unwrap_or_default()
+    } else {
+        match authority.rsplit_once(':') {
+            Some((host, port))
+                if !host.contains(':') && port.bytes().all(|b| b.is_ascii_digit()) =>
+            {
+                host
+            }
+            _ => authority,
+        }
+    };
+    host.trim_end_matches('.').to_ascii_lowercase()
 }
 
 /// Whether a host name or address is on this machine's loopback interface.
@@ -814,8 +867,13 @@ fn validate(raw: RawConfig, ctx: &Ctx<'_>) -> Result<Config, ConfigError> {
     }
     let mut allowed_hosts = Vec::new();
     for h in raw.listen.allowed_hosts.unwrap_or_default() {
-        let name = h.get_ref().trim().to_ascii_lowercase();
-        if name.is_empty() || name.contains(['/', ' ', '@']) {
+        let text = h.get_ref().trim();
+        let name = if text == "*" {
+            text.to_string()
+        } else {
+            normalize_host(text)
+        };
+        if name.is_empty() || name.contains(['/', ' ', '@', '[', ']']) {
             return Err(ctx.error(
                 Some(h.span()),
                 "listen.allowed_hosts",
@@ -1400,11 +1458,13 @@ mod tests {
             ("AZURE_COSTS_CLIENT_SECRET", "sec"),
             ("AZURE_COSTS_PROXY_LISTEN", "127.0.0.1:9999"),
             ("AZURE_COSTS_DELEGATE", "TEAM-7"),
+            ("AZURE_COSTS_PROXY_ALLOWED_HOSTS", "proxy, dashboard.local"),
         ]);
         let c = from_env(&env).unwrap();
         assert_eq!(c.credentials["default"].client_id, "id-1");
         assert_eq!(c.listen.address.port(), 9999);
         assert_eq!(c.routes[0].delegate.as_deref(), Some("TEAM-7"));
+        assert_eq!(c.listen.allowed_hosts, ["proxy", "dashboard.local"]);
 
         let e = from_env(&env_with(&[("AZURE_COSTS_CLIENT_ID", "x")])).unwrap_err();
         assert_eq!(e.key, "AZURE_COSTS_CLIENT_SECRET");
@@ -1468,6 +1528,44 @@ mod tests {
             "{unknown}"
         );
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn missing_key_names_its_table() {
+        let e = parse(&format!(
+            "{MINIMAL}\n[[routes]]\ncredential = \"default\"\n"
+        ))
+        .unwrap_err();
+        assert_eq!(e.key, "routes");
+        assert_eq!(e.line, Some(5));
+        assert!(e.message.contains("missing field `prefix`"), "{e}");
+    }
+
+    #[test]
+    fn type_errors_do_not_repeat_the_value() {
+        let e = parse("[credentials.default]\nclient_id = \"a\"\nclient_secret = { env = \"SECRET\" }\n[listen]\nallow_remote = \"hunter2\"\n")
+            .unwrap_err();
+        assert_eq!(e.key, "listen.allow_remote");
+        assert!(!e.to_string().contains("hunter2"), "{e}");
+        assert_eq!(
+            redact_quoted("a \"x\" b \"y\" c"),
+            "a \"[redacted]\" b \"[redacted]\" c"
+        );
+    }
+
+    #[test]
+    fn allowed_hosts_are_normalised() {
+        let c = parse(&format!(
+            "{MINIMAL}[listen]\nallowed_hosts = [\"BI.internal:8080\", \"[fe80::1]\", \"gw.local.\", \"*\"]\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            c.listen.allowed_hosts,
+            ["bi.internal", "fe80::1", "gw.local", "*"]
+        );
+        assert_eq!(normalize_host("[::1]:8080"), "::1");
+        assert_eq!(normalize_host("::1"), "::1");
+        assert_eq!(normalize_host("LocalHost"), "localhost");
     }
 
     #[test]

@@ -8,6 +8,7 @@ use http::{Method, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 
 use crate::body::{AccessLog, ProxyBody};
+use crate::config::normalize_host;
 use crate::error::ProxyError;
 use crate::headers::{self, RequestIds};
 use crate::routes::{self, RouteTable};
@@ -30,7 +31,7 @@ impl HostGuard {
             .map(|s| (*s).to_string())
             .collect();
         names.push(listen.ip().to_string());
-        names.extend(allowed.iter().map(|h| h.to_ascii_lowercase()));
+        names.extend(allowed.iter().map(|h| normalize_host(h)));
         HostGuard {
             any: allowed.iter().any(|h| h == "*"),
             names,
@@ -42,20 +43,8 @@ impl HostGuard {
         if self.any {
             return true;
         }
-        let host = host_of(authority).to_ascii_lowercase();
-        let host = host.strip_suffix('.').unwrap_or(&host);
-        self.names.iter().any(|n| n == host)
-    }
-}
-
-/// The host part of an authority, without port and IPv6 brackets.
-fn host_of(authority: &str) -> &str {
-    if let Some(rest) = authority.strip_prefix('[') {
-        return rest.split(']').next().unwrap_or_default();
-    }
-    match authority.rsplit_once(':') {
-        Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => host,
-        _ => authority,
+        let host = normalize_host(authority);
+        self.names.iter().any(|n| *n == host)
     }
 }
 
@@ -227,12 +216,5 @@ mod tests {
         }
         let any = HostGuard::new("127.0.0.1:8080".parse().unwrap(), &["*".into()]);
         assert!(any.accepts("evil.example"));
-    }
-
-    #[test]
-    fn host_of_splits_ports_and_brackets() {
-        assert_eq!(host_of("a:80"), "a");
-        assert_eq!(host_of("[::1]:80"), "::1");
-        assert_eq!(host_of("a"), "a");
     }
 }

@@ -248,7 +248,8 @@ async fn trace_logs_never_hold_the_secret_or_a_token_and_sigterm_exits_0() {
             200
         );
         assert_eq!(get("/fresh/v1/teams").await.unwrap().status(), 200);
-        sim.set_sts_fault(Some(StsFault::Reject));
+        // An STS that echoes the request (secret included) in its error description.
+        sim.set_sts_fault(Some(StsFault::EchoRequest));
         assert_eq!(get("/fresh/v1/teams").await.unwrap().status(), 502);
         // The access line of that last request marks the end of what we need to scan.
         wait_for_line(&mut rx, &mut transcript, "sts_rejected").await;
@@ -277,6 +278,11 @@ async fn trace_logs_never_hold_the_secret_or_a_token_and_sigterm_exits_0() {
             assert!(!log.contains(&t.token), "token {} is in the logs", t.token);
         }
         assert!(!log.contains("Bearer sim_"));
+        // The echoed description was logged, with the secret cut out.
+        assert!(
+            log.contains("cannot parse") && log.contains("[redacted]"),
+            "no scrubbed echo"
+        );
         assert!(log.contains("token issued"));
         assert!(log.contains("status=200"));
     })

@@ -195,3 +195,45 @@ async fn upstream_stalling_mid_body_cuts_the_response_off() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn sts_rate_limit_is_503_and_its_retry_after_is_honoured() {
+    bounded(async {
+        let sim = simulator().await;
+        sim.set_sts_fault(Some(StsFault::RateLimited(Duration::from_secs(7))));
+        let proxy = start(sim, Setup::default()).await;
+        let r = client().get(proxy.url("/v1/teams")).send().await.unwrap();
+        assert_eq!(r.status(), 503);
+        let retry: u64 = r.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(
+            (5..=7).contains(&retry),
+            "Retry-After {retry}, the STS asked for 7"
+        );
+        let body = error_body(r).await;
+        assert_eq!(body["error"], "sts_unavailable");
+        assert!(body["message"].as_str().unwrap().contains("429"), "{body}");
+        // Not a configuration error: no "check client_id" advice.
+        assert!(!body["message"].as_str().unwrap().contains("client_secret"));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn sts_echoing_the_request_does_not_leak_the_secret() {
+    bounded(async {
+        let sim = simulator().await;
+        sim.set_sts_fault(Some(StsFault::EchoRequest));
+        let secret = sim.client_secret().to_string();
+        let proxy = start(sim, Setup::default()).await;
+        let r = client().get(proxy.url("/v1/teams")).send().await.unwrap();
+        assert_eq!(r.status(), 502);
+        let text = r.text().await.unwrap();
+        assert!(!text.contains(&secret), "{text}");
+        assert!(text.contains("sts_rejected"), "{text}");
+    })
+    .await;
+}

@@ -82,6 +82,28 @@ async fn hop_by_hop_and_client_credentials_are_removed_and_bearer_added() {
 }
 
 #[tokio::test]
+async fn hop_by_hop_headers_of_the_answer_are_removed() {
+    bounded(async {
+        let proxy = start(simulator().await, Setup::default()).await;
+        let r = client()
+            .get(proxy.url("/v1/echo?hop=1"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let h = r.headers();
+        assert!(
+            !h.contains_key("x-sim-hop"),
+            "a header named by Connection came through"
+        );
+        assert!(!h.contains_key("keep-alive"));
+        assert!(!h.contains_key("proxy-connection"));
+        assert_eq!(h["x-sim-end-to-end"], "1");
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn request_id_is_generated_when_absent_and_echoed() {
     bounded(async {
         let proxy = start(simulator().await, Setup::default()).await;

@@ -4,9 +4,16 @@
 
 mod support;
 
-use std::time::Duration;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::{Duration, Instant};
 
+use azure_costs_proxy::config::TokenMode;
 use azure_costs_proxy::simulator::{Simulator, StsFault};
+use azure_costs_proxy::tls;
+use azure_costs_proxy::token::{Token, TokenError, TokenKey, TokenSource};
 use support::{Setup, bounded, client, simulator, start};
 
 #[tokio::test]
@@ -67,24 +74,40 @@ async fn futures_join<T>(
 async fn short_lived_tokens_are_refreshed_ahead_and_never_sent_expired() {
     bounded(async {
         let sim = Simulator::builder()
-            .token_ttl(Duration::from_secs(2))
+            .token_ttl(Duration::from_secs(3))
             .spawn()
             .await
             .unwrap();
         let setup = Setup {
-            extra: "[token]\nrefresh_before_expiry = \"1s\"\n".into(),
+            extra: "[token]\nrefresh_before_expiry = \"2s\"\n".into(),
             ..Setup::default()
         };
         let proxy = start(sim, setup).await;
         let c = client();
-        let until = tokio::time::Instant::now() + Duration::from_millis(4500);
+        assert_eq!(
+            c.get(proxy.url("/v1/teams")).send().await.unwrap().status(),
+            200
+        );
+        // From now on every STS call takes a second. A refresh that made requests wait would show
+        // up as a request slower than that; a refresh ahead of time is invisible to them.
+        proxy
+            .sim
+            .set_sts_fault(Some(StsFault::Slow(Duration::from_secs(1))));
+        let until = Instant::now() + Duration::from_secs(7);
+        let mut slowest = Duration::ZERO;
         let mut sent = 0;
-        while tokio::time::Instant::now() < until {
+        while Instant::now() < until {
+            let started = Instant::now();
             let r = c.get(proxy.url("/v1/teams")).send().await.unwrap();
             assert_eq!(r.status(), 200, "request {sent} failed");
+            slowest = slowest.max(started.elapsed());
             sent += 1;
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
+        assert!(
+            slowest < Duration::from_millis(800),
+            "a request waited {slowest:?} for the STS"
+        );
         assert_eq!(
             proxy.sim.bad_token_requests(),
             0,
@@ -93,7 +116,7 @@ async fn short_lived_tokens_are_refreshed_ahead_and_never_sent_expired() {
         let issued = proxy.sim.issued_tokens();
         assert!(
             issued.len() >= 3,
-            "only {} tokens in 4.5 s of 2 s tokens",
+            "only {} tokens in 7 s of 3 s tokens",
             issued.len()
         );
         for pair in issued.windows(2) {
@@ -108,6 +131,44 @@ async fn short_lived_tokens_are_refreshed_ahead_and_never_sent_expired() {
             "{} tokens for {sent} requests",
             issued.len()
         );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn concurrent_misses_wait_for_one_held_sts_call() {
+    bounded(async {
+        let sim = simulator().await;
+        sim.hold_sts();
+        let cfg = support::config(&sim, &Setup::default());
+        let tokens = TokenSource::new(&cfg, tls::client_config(&[]).unwrap()).unwrap();
+        let key = TokenKey {
+            credential: Arc::from("default"),
+            delegate: None,
+        };
+        type Pending = Pin<Box<dyn Future<Output = Result<Arc<Token>, TokenError>> + Send>>;
+        let mut waiting: Vec<Pending> = (0..100)
+            .map(|_| {
+                let (tokens, key) = (tokens.clone(), key.clone());
+                Box::pin(async move { tokens.get(&key, TokenMode::Interval).await }) as Pending
+            })
+            .collect();
+        // Poll every caller once while the STS holds the first call: all 100 are now waiting.
+        std::future::poll_fn(|cx| {
+            for f in &mut waiting {
+                assert!(f.as_mut().poll(cx).is_pending());
+            }
+            Poll::Ready(())
+        })
+        .await;
+        sim.wait_for_sts_calls(1).await;
+        sim.release_sts();
+        let mut bearers = std::collections::HashSet::new();
+        for f in waiting {
+            bearers.insert(f.await.unwrap().bearer().clone());
+        }
+        assert_eq!(bearers.len(), 1);
+        assert_eq!(sim.sts_calls(), 1);
     })
     .await;
 }

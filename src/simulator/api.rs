@@ -73,7 +73,17 @@ pub(super) async fn handle(state: Arc<State>, req: Request<Incoming>) -> Respons
         (&Method::POST | &Method::PUT, "/v1/echo") => echo(req.into_body()).await,
         (_, "/v1/echo") => {
             let q = req.uri().query().unwrap_or_default();
-            json(200, &json!({"method": req.method().as_str(), "query": q}))
+            let mut r = json(200, &json!({"method": req.method().as_str(), "query": q}));
+            if query.get("hop").is_some() {
+                // Hop-by-hop headers a proxy must not pass on to its client.
+                let h = r.headers_mut();
+                h.insert(header::CONNECTION, HeaderValue::from_static("x-sim-hop"));
+                h.insert("x-sim-hop", HeaderValue::from_static("1"));
+                h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+                h.insert("proxy-connection", HeaderValue::from_static("keep-alive"));
+                h.insert("x-sim-end-to-end", HeaderValue::from_static("1"));
+            }
+            r
         }
         _ => json(
             404,

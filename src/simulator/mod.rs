@@ -60,6 +60,11 @@ pub enum StsFault {
     Reject,
     /// Answer 200 with something that is not JSON.
     NotJson,
+    /// Answer 429 with this `Retry-After`.
+    RateLimited(Duration),
+    /// Answer 400 with the request body (client secret included) echoed in `error_description`,
+    /// like a careless STS; the proxy must not repeat it anywhere.
+    EchoRequest,
 }
 
 /// A token the STS issued.
@@ -107,6 +112,7 @@ struct State {
     record_limit: usize,
     bad_tokens: AtomicUsize,
     exports_open: watch::Sender<bool>,
+    sts_open: watch::Sender<bool>,
     sts_seen: watch::Sender<usize>,
     exports_finished: AtomicUsize,
     random: (RandomState, AtomicU64),
@@ -211,6 +217,7 @@ impl SimulatorBuilder {
             record_limit: self.record_limit,
             bad_tokens: AtomicUsize::new(0),
             exports_open,
+            sts_open: watch::channel(true).0,
             sts_seen: watch::channel(0).0,
             exports_finished: AtomicUsize::new(0),
             random: (RandomState::new(), AtomicU64::new(0)),
@@ -369,6 +376,16 @@ impl Simulator {
     /// Lets held exports continue.
     pub fn release_exports(&self) {
         self.state.exports_open.send_replace(true);
+    }
+
+    /// Makes the STS hold every call (after counting it) until [`Simulator::release_sts`].
+    pub fn hold_sts(&self) {
+        self.state.sts_open.send_replace(false);
+    }
+
+    /// Lets held STS calls be answered.
+    pub fn release_sts(&self) {
+        self.state.sts_open.send_replace(true);
     }
 
     /// Exports whose last byte has been produced.

@@ -34,6 +34,8 @@ pub(super) async fn handle(state: Arc<State>, req: Request<Incoming>) -> Respons
         state.issue_calls.fetch_add(1, Ordering::SeqCst);
     }
     state.sts_seen.send_modify(|calls| *calls += 1);
+    let mut open = state.sts_open.subscribe();
+    let _ = open.wait_for(|open| *open).await;
 
     let fault = lock(&state.sts_fault).clone();
     match fault {
@@ -57,6 +59,23 @@ pub(super) async fn handle(state: Arc<State>, req: Request<Incoming>) -> Respons
             let body = http_body_util::Full::new(Bytes::from_static(b"<html>maintenance</html>"))
                 .map_err(|never| match never {});
             return Response::new(BoxBody::new(body));
+        }
+        Some(StsFault::RateLimited(wait)) => {
+            let mut r = json(429, &json!({"error": "rate_limited"}));
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, wait.as_secs().into());
+            return r;
+        }
+        Some(StsFault::EchoRequest) => {
+            let body = http_body_util::Limited::new(req.into_body(), MAX_BODY)
+                .collect()
+                .await
+                .map(|b| String::from_utf8_lossy(&b.to_bytes()).into_owned())
+                .unwrap_or_default();
+            return json(
+                400,
+                &json!({"error": "invalid_request", "error_description": format!("cannot parse {body}")}),
+            );
         }
         None => {}
     }
