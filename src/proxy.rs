@@ -44,7 +44,7 @@ impl HostGuard {
             return true;
         }
         let host = normalize_host(authority);
-        self.names.iter().any(|n| *n == host)
+        self.names.contains(&host)
     }
 }
 
