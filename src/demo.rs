@@ -51,6 +51,11 @@ pub async fn run(
     listen: SocketAddr,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
+    if !listen.ip().is_loopback() {
+        anyhow::bail!(
+            "the demo listens on loopback only ({listen} is not); use --listen 127.0.0.1:PORT"
+        );
+    }
     // The demo has no test reading recorded requests: keep none.
     let sim = Simulator::builder()
         .record_limit(0)

@@ -21,8 +21,13 @@ fn main() -> ExitCode {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
 
     let command = cli.command.unwrap_or(Command::Run);
-    if let Command::Check = command {
-        return check(cli.config.as_deref());
+    match command {
+        Command::Check => return check(cli.config.as_deref()),
+        Command::Demo { listen } if !listen.ip().is_loopback() => {
+            eprintln!("error: the demo listens on loopback only; use --listen 127.0.0.1:PORT");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+        _ => {}
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
