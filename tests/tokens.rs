@@ -236,3 +236,28 @@ async fn delegate_route_sends_the_updated_token_and_that_teams_data() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn token_is_kept_fresh_without_traffic() {
+    bounded(async {
+        let sim = Simulator::builder()
+            .token_ttl(Duration::from_secs(2))
+            .spawn()
+            .await
+            .unwrap();
+        let proxy = start(sim, Setup::default()).await;
+        // No request at all: the warm-up and two refreshes ahead of expiry.
+        tokio::time::timeout(Duration::from_secs(10), proxy.sim.wait_for_sts_calls(3))
+            .await
+            .expect("tokens were not refreshed without traffic");
+        let issued = proxy.sim.issued_tokens();
+        for pair in issued.windows(2) {
+            assert!(pair[1].issued_at < pair[0].expires_at);
+        }
+        // A request now gets a token that is still valid, at once.
+        let r = client().get(proxy.url("/v1/teams")).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(proxy.sim.bad_token_requests(), 0);
+    })
+    .await;
+}

@@ -312,29 +312,17 @@ impl TokenSource {
     }
 
     /// Keeps the interval-mode token of `key` warm for as long as the returned future runs: fetches
-    /// it now (retrying after the backoff when the STS fails), then fetches each next token when
-    /// it is due, so requests find a fresh token even after a quiet hour.
+    /// it now (again after the backoff when the STS fails) and looks at it whenever it is due, which
+    /// starts its refresh in the background, so requests find a fresh token even after a quiet hour.
     pub async fn keep_warm(&self, key: TokenKey) {
         loop {
             let wait = match self.cached(&key).await {
-                Ok(token) if token.until_refresh().is_zero() => {
-                    if token.refreshing.swap(true, Ordering::AcqRel) {
-                        // A request started this refresh already; look again shortly.
-                        schedule::BACKOFF_MIN
-                    } else {
-                        match self.fetch(&key, true).await {
-                            Ok(new) => {
-                                self.inner.cache.insert(key.clone(), new).await;
-                                Duration::ZERO
-                            }
-                            Err(e) => {
-                                token.refreshing.store(false, Ordering::Release);
-                                e.retry_after.unwrap_or(schedule::BACKOFF_MIN)
-                            }
-                        }
-                    }
-                }
-                Ok(token) => token.until_refresh(),
+                // Not due yet: sleep until it is. Due: `cached` has just started the refresh (or
+                // the backoff holds it back); look again shortly.
+                Ok(token) => match token.until_refresh() {
+                    Duration::ZERO => schedule::BACKOFF_MIN,
+                    wait => wait,
+                },
                 Err(e) => e.retry_after.unwrap_or(schedule::BACKOFF_MIN),
             };
             tokio::time::sleep(wait).await;
