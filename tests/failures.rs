@@ -7,7 +7,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use azure_costs_proxy::simulator::StsFault;
-use support::{Setup, bounded, client, closed_port, simulator, start};
+use support::{Setup, bounded, closed_port, simulator, start};
 
 async fn error_body(r: reqwest::Response) -> serde_json::Value {
     assert_eq!(r.headers()["content-type"], "application/json");
@@ -21,7 +21,7 @@ async fn sts_rejection_is_502_naming_the_credential_never_the_secret() {
         sim.set_sts_fault(Some(StsFault::Reject));
         let secret = sim.client_secret().to_string();
         let proxy = start(sim, Setup::default()).await;
-        let r = client().get(proxy.url("/v1/teams")).send().await.unwrap();
+        let r = proxy.get("/v1/teams").await;
         assert_eq!(r.status(), 502);
         let text = r.text().await.unwrap();
         assert!(!text.contains(&secret), "secret in the error body: {text}");
@@ -41,7 +41,7 @@ async fn sts_down_is_503_with_retry_after_and_service_resumes() {
         let sim = simulator().await;
         sim.set_sts_fault(Some(StsFault::Unavailable));
         let proxy = start(sim, Setup::default()).await;
-        let r = client().get(proxy.url("/v1/teams")).send().await.unwrap();
+        let r = proxy.get("/v1/teams").await;
         assert_eq!(r.status(), 503);
         let retry: u64 = r.headers()["retry-after"]
             .to_str()
@@ -54,7 +54,7 @@ async fn sts_down_is_503_with_retry_after_and_service_resumes() {
         // Backing off: more requests do not each hit the STS.
         let calls = proxy.sim.issue_calls();
         for _ in 0..20 {
-            let r = client().get(proxy.url("/v1/teams")).send().await.unwrap();
+            let r = proxy.get("/v1/teams").await;
             assert_eq!(r.status(), 503);
         }
         assert!(proxy.sim.issue_calls() <= calls + 1);
@@ -63,7 +63,7 @@ async fn sts_down_is_503_with_retry_after_and_service_resumes() {
         proxy.sim.set_sts_fault(None);
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            let r = client().get(proxy.url("/v1/teams")).send().await.unwrap();
+            let r = proxy.get("/v1/teams").await;
             if r.status() == 200 {
                 break;
             }
@@ -90,7 +90,7 @@ async fn sts_unreachable_is_503() {
             ..Setup::default()
         };
         let proxy = start(simulator().await, setup).await;
-        let r = client().get(proxy.url("/v1/teams")).send().await.unwrap();
+        let r = proxy.get("/v1/teams").await;
         assert_eq!(r.status(), 503);
         assert!(r.headers().contains_key("retry-after"));
         assert_eq!(error_body(r).await["error"], "sts_unavailable");
@@ -104,7 +104,7 @@ async fn sts_answer_that_is_not_json_is_503() {
         let sim = simulator().await;
         sim.set_sts_fault(Some(StsFault::NotJson));
         let proxy = start(sim, Setup::default()).await;
-        let r = client().get(proxy.url("/v1/teams")).send().await.unwrap();
+        let r = proxy.get("/v1/teams").await;
         assert_eq!(r.status(), 503);
         let body = error_body(r).await;
         assert_eq!(body["error"], "sts_unavailable");
@@ -129,7 +129,7 @@ async fn sts_slower_than_its_timeout_is_503() {
         };
         let proxy = start(sim, setup).await;
         let started = Instant::now();
-        let r = client().get(proxy.url("/v1/teams")).send().await.unwrap();
+        let r = proxy.get("/v1/teams").await;
         assert_eq!(r.status(), 503);
         assert!(started.elapsed() < Duration::from_secs(4));
         assert_eq!(error_body(r).await["error"], "sts_unavailable");
@@ -145,7 +145,7 @@ async fn upstream_down_is_502() {
             ..Setup::default()
         };
         let proxy = start(simulator().await, setup).await;
-        let r = client().get(proxy.url("/v1/teams")).send().await.unwrap();
+        let r = proxy.get("/v1/teams").await;
         assert_eq!(r.status(), 502);
         assert_eq!(error_body(r).await["error"], "upstream_unavailable");
     })
@@ -163,7 +163,7 @@ async fn upstream_slower_than_its_timeout_is_504() {
         };
         let proxy = start(sim, setup).await;
         let started = Instant::now();
-        let r = client().get(proxy.url("/v1/teams")).send().await.unwrap();
+        let r = proxy.get("/v1/teams").await;
         assert_eq!(r.status(), 504);
         assert!(started.elapsed() < Duration::from_secs(4));
         assert_eq!(error_body(r).await["error"], "upstream_timeout");
@@ -181,11 +181,7 @@ async fn upstream_stalling_mid_body_cuts_the_response_off() {
             ..Setup::default()
         };
         let proxy = start(sim, setup).await;
-        let r = client()
-            .get(proxy.url("/v1/costs/export?bytes=10000000"))
-            .send()
-            .await
-            .unwrap();
+        let r = proxy.get("/v1/costs/export?bytes=10000000").await;
         assert_eq!(r.status(), 200);
         // The first chunk arrives, then nothing: the proxy must end the response with an error
         // rather than hang or pretend it is complete.
@@ -202,7 +198,7 @@ async fn sts_rate_limit_is_503_and_its_retry_after_is_honoured() {
         let sim = simulator().await;
         sim.set_sts_fault(Some(StsFault::RateLimited(Duration::from_secs(7))));
         let proxy = start(sim, Setup::default()).await;
-        let r = client().get(proxy.url("/v1/teams")).send().await.unwrap();
+        let r = proxy.get("/v1/teams").await;
         assert_eq!(r.status(), 503);
         let retry: u64 = r.headers()["retry-after"]
             .to_str()
@@ -229,7 +225,7 @@ async fn sts_echoing_the_request_does_not_leak_the_secret() {
         sim.set_sts_fault(Some(StsFault::EchoRequest));
         let secret = sim.client_secret().to_string();
         let proxy = start(sim, Setup::default()).await;
-        let r = client().get(proxy.url("/v1/teams")).send().await.unwrap();
+        let r = proxy.get("/v1/teams").await;
         assert_eq!(r.status(), 502);
         let text = r.text().await.unwrap();
         assert!(!text.contains(&secret), "{text}");

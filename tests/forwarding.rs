@@ -11,7 +11,7 @@ async fn path_and_query_pass_byte_for_byte_and_host_is_the_upstream() {
     bounded(async {
         let proxy = start(simulator().await, Setup::default()).await;
         let pq = "/v1/echo?b=2&a=%2F%20x&c&d=%C3%A9+e&a=1";
-        let r = client().get(proxy.url(pq)).send().await.unwrap();
+        let r = proxy.get(pq).await;
         assert_eq!(r.status(), 200);
         let seen = proxy.sim.requests();
         assert_eq!(seen.len(), 1);
@@ -85,11 +85,7 @@ async fn hop_by_hop_and_client_credentials_are_removed_and_bearer_added() {
 async fn hop_by_hop_headers_of_the_answer_are_removed() {
     bounded(async {
         let proxy = start(simulator().await, Setup::default()).await;
-        let r = client()
-            .get(proxy.url("/v1/echo?hop=1"))
-            .send()
-            .await
-            .unwrap();
+        let r = proxy.get("/v1/echo?hop=1").await;
         assert_eq!(r.status(), 200);
         let h = r.headers();
         assert!(
@@ -107,11 +103,11 @@ async fn hop_by_hop_headers_of_the_answer_are_removed() {
 async fn request_id_is_generated_when_absent_and_echoed() {
     bounded(async {
         let proxy = start(simulator().await, Setup::default()).await;
-        let r = client().get(proxy.url("/v1/teams")).send().await.unwrap();
+        let r = proxy.get("/v1/teams").await;
         let id = r.headers()["x-request-id"].to_str().unwrap().to_string();
         assert_eq!(id.len(), 16);
         assert_eq!(proxy.sim.requests()[0].headers["x-request-id"], id.as_str());
-        let other = client().get(proxy.url("/v1/teams")).send().await.unwrap();
+        let other = proxy.get("/v1/teams").await;
         assert_ne!(other.headers()["x-request-id"].to_str().unwrap(), id);
     })
     .await;
@@ -127,16 +123,12 @@ async fn prefix_is_stripped_and_upstream_path_prepended() {
             ..Setup::default()
         };
         let proxy = start(simulator().await, setup).await;
-        let r = client()
-            .get(proxy.url("/reports/by-service?month=2026-09"))
-            .send()
-            .await
-            .unwrap();
+        let r = proxy.get("/reports/by-service?month=2026-09").await;
         assert_eq!(r.status(), 200);
         let body: serde_json::Value = r.json().await.unwrap();
         assert_eq!(body["month"], "2026-09");
         // `/reportsx` is not under `/reports`: it goes to `/` unchanged.
-        client().get(proxy.url("/reportsx/y")).send().await.unwrap();
+        proxy.get("/reportsx/y").await;
         let seen: Vec<_> = proxy
             .sim
             .requests()
@@ -232,11 +224,7 @@ async fn unmatched_path_is_no_route_with_json_body() {
             ..Setup::default()
         };
         let proxy = start(simulator().await, setup).await;
-        let r = client()
-            .get(proxy.url("/contosox/v1"))
-            .send()
-            .await
-            .unwrap();
+        let r = proxy.get("/contosox/v1").await;
         assert_eq!(r.status(), 404);
         assert_eq!(r.headers()["content-type"], "application/json");
         let id = r.headers()["x-request-id"].to_str().unwrap().to_string();

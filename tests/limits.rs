@@ -6,7 +6,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use support::{Setup, bounded, client, simulator, start};
+use support::{Setup, bounded, simulator, start};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -44,7 +44,7 @@ async fn silent_and_half_open_connections_are_closed() {
             assert!(took < Duration::from_secs(15), "closed only after {took:?}");
         }
         // The proxy still serves everyone else.
-        let r = client().get(proxy.url("/v1/teams")).send().await.unwrap();
+        let r = proxy.get("/v1/teams").await;
         assert_eq!(r.status(), 200);
         assert_eq!(proxy.sim.api_requests(), 1);
     })
@@ -60,11 +60,7 @@ async fn a_client_that_pauses_reading_is_not_cut_off() {
         };
         let proxy = start(simulator().await, setup).await;
         let size = 50 * 1024 * 1024u64;
-        let mut r = client()
-            .get(proxy.url(&format!("/v1/costs/export?bytes={size}")))
-            .send()
-            .await
-            .unwrap();
+        let mut r = proxy.get(&format!("/v1/costs/export?bytes={size}")).await;
         let mut total = r.chunk().await.unwrap().unwrap().len() as u64;
         // The BI tool is busy for a while (far longer than upstream.timeout); the upstream is not
         // to blame, so the answer must go on when the client reads again.

@@ -20,11 +20,9 @@ async fn hundred_megabyte_answer_streams_first_bytes_before_upstream_finishes() 
         // The export produces its first chunk, then waits for our go.
         sim.hold_exports();
         let proxy = start(sim, Setup::default()).await;
-        let mut r = client()
-            .get(proxy.url(&format!("/v1/costs/export?bytes={}", 100 * MB)))
-            .send()
-            .await
-            .unwrap();
+        let mut r = proxy
+            .get(&format!("/v1/costs/export?bytes={}", 100 * MB))
+            .await;
         assert_eq!(r.status(), 200);
         assert_eq!(r.headers()["content-type"], "text/csv; charset=utf-8");
 

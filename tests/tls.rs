@@ -9,7 +9,7 @@ use std::sync::Arc;
 use azure_costs_proxy::simulator::Simulator;
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
-use support::{Setup, bounded, client, start};
+use support::{Setup, bounded, start};
 
 /// A throwaway CA and a server configuration for `localhost` signed by it.
 struct TestPki {
@@ -69,11 +69,7 @@ async fn https_upstream_and_sts_with_ca_file_speak_h2_where_offered() {
             ..Setup::default()
         };
         let proxy = start(sim, setup).await;
-        let r = client()
-            .get(proxy.url("/v1/costs/by-service"))
-            .send()
-            .await
-            .unwrap();
+        let r = proxy.get("/v1/costs/by-service").await;
         assert_eq!(r.status(), 200);
         let seen = proxy.sim.requests();
         assert_eq!(
@@ -99,7 +95,7 @@ async fn unknown_certificate_is_refused_without_ca_file() {
             .await
             .unwrap();
         let proxy = start(sim, Setup::default()).await;
-        let r = client().get(proxy.url("/v1/teams")).send().await.unwrap();
+        let r = proxy.get("/v1/teams").await;
         assert_eq!(r.status(), 502);
         let body: serde_json::Value = r.json().await.unwrap();
         assert_eq!(body["error"], "upstream_unavailable");
@@ -120,7 +116,7 @@ async fn sts_with_unknown_certificate_is_unavailable() {
             .await
             .unwrap();
         let proxy = start(sim, Setup::default()).await;
-        let r = client().get(proxy.url("/v1/teams")).send().await.unwrap();
+        let r = proxy.get("/v1/teams").await;
         assert_eq!(r.status(), 503);
         let body: serde_json::Value = r.json().await.unwrap();
         assert_eq!(body["error"], "sts_unavailable");

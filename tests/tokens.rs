@@ -255,7 +255,7 @@ async fn token_is_kept_fresh_without_traffic() {
             assert!(pair[1].issued_at < pair[0].expires_at);
         }
         // A request now gets a token that is still valid, at once.
-        let r = client().get(proxy.url("/v1/teams")).send().await.unwrap();
+        let r = proxy.get("/v1/teams").await;
         assert_eq!(r.status(), 200);
         assert_eq!(proxy.sim.bad_token_requests(), 0);
     })

@@ -83,6 +83,15 @@ impl Running {
         format!("http://{}{path}", self.addr)
     }
 
+    /// GET `path` through the proxy with a fresh client.
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        client()
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("request through the proxy")
+    }
+
     /// Signals shutdown and waits for `run` to return.
     pub async fn stop(mut self) -> anyhow::Result<()> {
         if let Some(stop) = self.stop.take() {
