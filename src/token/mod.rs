@@ -96,7 +96,7 @@ impl Token {
 
     /// Whether interval mode should fetch the next token now.
     pub fn refresh_due(&self) -> bool {
-        self.age() >= self.schedule.refresh_after
+        self.until_refresh().is_zero()
     }
 
     /// Time until interval mode should fetch the next token (zero when due).
@@ -161,6 +161,28 @@ impl fmt::Display for TokenError {
                 write!(f, "the token service is unavailable for {who}: {reason}")
             }
         }
+    }
+}
+
+impl TokenError {
+    /// A failure of `step` for `key`, not yet backed off.
+    fn new(key: &TokenKey, step: Step, failure: StsFailure) -> Self {
+        TokenError {
+            credential: key.credential.clone(),
+            delegate: key.delegate.clone(),
+            step,
+            failure,
+            retry_after: None,
+        }
+    }
+
+    /// The token could not be obtained for a reason of our own (not an STS answer).
+    fn unavailable(key: &TokenKey, step: Step, reason: String) -> Self {
+        let failure = StsFailure::Unavailable {
+            reason,
+            retry_after: None,
+        };
+        TokenError::new(key, step, failure)
     }
 }
 
@@ -292,16 +314,11 @@ impl TokenSource {
         let fetch = async move {
             match tokio::spawn(async move { this.fetch(&owned, true).await }).await {
                 Ok(result) => result,
-                Err(e) => Err(TokenError {
-                    credential: key.credential.clone(),
-                    delegate: key.delegate.clone(),
-                    step: Step::Issue,
-                    failure: StsFailure::Unavailable {
-                        reason: format!("the token fetch was interrupted ({e})"),
-                        retry_after: None,
-                    },
-                    retry_after: None,
-                }),
+                Err(e) => Err(TokenError::unavailable(
+                    key,
+                    Step::Issue,
+                    format!("the token fetch was interrupted ({e})"),
+                )),
             }
         };
         self.inner
@@ -394,21 +411,10 @@ impl TokenSource {
         key: &TokenKey,
         cached_base: bool,
     ) -> Result<Token, TokenError> {
-        let error = |step, failure| TokenError {
-            credential: key.credential.clone(),
-            delegate: key.delegate.clone(),
-            step,
-            failure,
-            retry_after: None,
-        };
         let inner = &*self.inner;
         let Some(credential) = inner.credentials.get(&key.credential) else {
             let reason = "no such credential in the configuration".to_string();
-            let failure = StsFailure::Unavailable {
-                reason,
-                retry_after: None,
-            };
-            return Err(error(Step::Issue, failure));
+            return Err(TokenError::unavailable(key, Step::Issue, reason));
         };
         let issued = match &key.delegate {
             None => {
@@ -417,7 +423,7 @@ impl TokenSource {
                     .sts
                     .issue(credential)
                     .await
-                    .map_err(|f| error(Step::Issue, f))?;
+                    .map_err(|f| TokenError::new(key, Step::Issue, f))?;
                 (issued, sent, Step::Issue)
             }
             Some(delegate) => {
@@ -436,18 +442,14 @@ impl TokenSource {
                     .sts
                     .update(&base.access_token, delegate)
                     .await
-                    .map_err(|f| error(Step::Update, f))?;
+                    .map_err(|f| TokenError::new(key, Step::Update, f))?;
                 (issued, sent, Step::Update)
             }
         };
         let (issued, (sent_at, sent_wall), step) = issued;
         Token::new(issued, sent_at, sent_wall, inner).ok_or_else(|| {
             let reason = "the token cannot be sent in a header".to_string();
-            let failure = StsFailure::Unavailable {
-                reason,
-                retry_after: None,
-            };
-            error(step, failure)
+            TokenError::unavailable(key, step, reason)
         })
     }
 
@@ -544,13 +546,17 @@ mod tests {
     use super::*;
 
     fn token(sent_at: Instant, sent_wall: SystemTime) -> Token {
+        token_living(Duration::from_secs(3600), sent_at, sent_wall)
+    }
+
+    fn token_living(lifetime: Duration, sent_at: Instant, sent_wall: SystemTime) -> Token {
         Token {
             bearer: HeaderValue::from_static("Bearer t"),
             access_token: Secret::new("t"),
             sent_at,
             sent_wall,
             schedule: schedule::schedule(
-                Duration::from_secs(3600),
+                lifetime,
                 Duration::from_secs(55 * 60),
                 Duration::from_secs(5 * 60),
             ),
@@ -578,11 +584,15 @@ mod tests {
     #[test]
     fn wall_clock_going_backwards_does_not_extend_a_token() {
         // A wall clock set back makes the token look younger; the monotonic age still counts.
-        let Some(old) = Instant::now().checked_sub(Duration::from_secs(3600)) else {
-            return; // A machine up for less than an hour cannot express this case.
-        };
-        let t = token(old, SystemTime::now() + Duration::from_secs(600));
+        // A 4 s token sent 5 s ago by the monotonic clock, "in the future" by the wall clock.
+        let five_ago = Instant::now() - Duration::from_secs(5);
+        let t = token_living(
+            Duration::from_secs(4),
+            five_ago,
+            SystemTime::now() + Duration::from_secs(600),
+        );
         assert!(!t.is_usable());
+        assert!(t.refresh_due());
     }
 
     #[test]
