@@ -13,6 +13,8 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use tokio::time::Sleep;
 
+use crate::token::transaction::Activity;
+
 /// Error type of [`ProxyBody`]: hyper's error or the idle timeout.
 pub type BoxError = Box<dyn StdError + Send + Sync>;
 
@@ -41,6 +43,10 @@ pub struct AccessLog {
     pub bytes: u64,
     /// The proxy's error code, if the proxy answered itself.
     pub error: Option<&'static str>,
+    /// Whether the request was sent again with a fresh token after the upstream refused one.
+    pub retried: bool,
+    /// `per_transaction` routes: keeps the route's transaction busy until the response ends.
+    pub activity: Option<Activity>,
 }
 
 impl AccessLog {
@@ -55,6 +61,7 @@ impl AccessLog {
             bytes = self.bytes,
             request_id = self.request_id.to_str().unwrap_or("-"),
             error = self.error.unwrap_or("-"),
+            retried = self.retried,
             outcome,
         );
     }

@@ -14,7 +14,7 @@ Config file lookup: --config, else $AZURE_COSTS_PROXY_CONFIG, else ./proxy.toml,
 /etc/azure-costs-proxy/proxy.toml, else the environment alone (AZURE_COSTS_CLIENT_ID,
 AZURE_COSTS_CLIENT_SECRET, optional AZURE_COSTS_PROXY_LISTEN, AZURE_COSTS_DELEGATE).
 
-Exit codes: 0 clean shutdown or valid config, 1 runtime failure, 2 config error.
+Exit codes: 0 clean shutdown or valid config, 1 runtime or STS failure, 2 config error.
 Log level: RUST_LOG (default info), e.g. RUST_LOG=azure_costs_proxy=debug.
 
 Try it without an account: azure-costs-proxy demo")]
@@ -40,6 +40,18 @@ pub enum Command {
     /// Validate the config and its secrets, then print listeners, routes and credentials
     /// (never a secret). Exit 0 if valid, 2 if not.
     Check,
+    /// Fetch one fresh token for a route, as a request on it would get (with its delegate), and
+    /// print its type, expiry and a short fingerprint. The token itself only with --print.
+    /// Exit 0 if the STS issued it, 1 if not, 2 on a config error or an unknown route.
+    Token {
+        /// Prefix of the route, as in its [[routes]] entry.
+        #[arg(long, default_value = "/", value_name = "PREFIX")]
+        route: String,
+        /// Print the token alone on stdout (the description goes to stderr), for
+        /// `curl -H "Authorization: Bearer $(azure-costs-proxy token --print)"`. Handle with care.
+        #[arg(long)]
+        print: bool,
+    },
     /// Start a built-in Azure Costs simulator and the proxy in front of it, on loopback; prints a
     /// ready curl line. Needs no account. Runs until Ctrl-C.
     Demo {

@@ -1266,12 +1266,7 @@ fn token_mode(
     match v.get_ref().as_str() {
         "interval" => Ok(TokenMode::Interval),
         "per_request" => Ok(TokenMode::PerRequest),
-        "per_transaction" => Err(ctx.error(
-            Some(v.span()),
-            key,
-            "token mode per_transaction is not available in this version",
-            "use \"interval\" or \"per_request\"",
-        )),
+        "per_transaction" => Ok(TokenMode::PerTransaction),
         other => Err(ctx.error(
             Some(v.span()),
             key,

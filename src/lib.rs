@@ -11,6 +11,7 @@ pub mod config;
 pub mod demo;
 pub mod error;
 pub mod headers;
+pub mod inspect;
 pub mod logging;
 pub mod proxy;
 pub mod routes;
@@ -67,7 +68,7 @@ pub async fn run(
         );
     }
     let proxy = Arc::new(Proxy::new(
-        RouteTable::new(&config.routes),
+        RouteTable::new(&config.routes, &config.token),
         tokens.clone(),
         upstream,
         hosts,
@@ -91,10 +92,7 @@ pub async fn run(
 fn keep_tokens_warm(proxy: &Proxy) -> Vec<tokio::task::JoinHandle<()>> {
     let mut keys: Vec<TokenKey> = Vec::new();
     for route in proxy.routes().routes() {
-        let key = TokenKey {
-            credential: route.credential.clone(),
-            delegate: route.delegate.clone(),
-        };
+        let key = route.token_key();
         if route.token_mode == TokenMode::Interval && !keys.contains(&key) {
             keys.push(key);
         }

@@ -7,6 +7,7 @@ use clap::Parser;
 
 use azure_costs_proxy::cli::{Cli, Command};
 use azure_costs_proxy::config::{self, Config};
+use azure_costs_proxy::inspect::{self, InspectError};
 use azure_costs_proxy::{demo, logging};
 
 /// Exit code for a runtime failure.
@@ -42,6 +43,10 @@ fn main() -> ExitCode {
     runtime.block_on(async move {
         match command {
             Command::Demo { listen } => finish(demo::run(listen, shutdown_signal()).await),
+            Command::Token { route, print } => match load(cli.config.as_deref()) {
+                Ok(config) => token(&config, &route, print).await,
+                Err(code) => code,
+            },
             _ => match load(cli.config.as_deref()) {
                 Ok(config) => serve(config).await,
                 Err(code) => code,
@@ -91,6 +96,30 @@ fn check(path: Option<&std::path::Path>) -> ExitCode {
     };
     print!("{}", azure_costs_proxy::config::summary(&config));
     ExitCode::SUCCESS
+}
+
+/// `token`: fetch one token for a route and describe it; the token itself only with `print`.
+async fn token(config: &Config, route: &str, print: bool) -> ExitCode {
+    match inspect::fetch(config, route).await {
+        Ok(fetched) => {
+            let description = fetched.describe(std::time::SystemTime::now());
+            if print {
+                eprint!("{description}");
+                println!("{}", fetched.token.secret().expose());
+            } else {
+                print!("{description}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e @ InspectError::UnknownRoute { .. }) => {
+            eprintln!("error: {e}");
+            ExitCode::from(EXIT_CONFIG)
+        }
+        Err(e) => {
+            eprintln!("error: no token: {e}");
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
 }
 
 /// Resolves on the first SIGINT or SIGTERM; a second one exits at once.

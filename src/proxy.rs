@@ -5,15 +5,23 @@ use std::time::Instant;
 
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Version};
+use http_body::Body as _;
+use http_body_util::{Either, Empty};
 use hyper::body::Incoming;
 
 use crate::body::{AccessLog, ProxyBody};
+use crate::config::TokenMode;
 use crate::config::normalize_host;
 use crate::error::ProxyError;
 use crate::headers::{self, RequestIds};
 use crate::routes::{self, RouteTable};
-use crate::token::{TokenKey, TokenSource};
+use crate::token::TokenSource;
 use crate::upstream::Upstream;
+
+/// Whether a request may be sent twice: a safe method and no body.
+fn is_replayable(method: &Method, body: &Incoming) -> bool {
+    matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) && body.is_end_stream()
+}
 
 /// Names the `Host` header may carry (DNS-rebinding guard): a web page that resolves its own name
 /// to 127.0.0.1 still sends its own name as `Host`, and is refused.
@@ -97,6 +105,8 @@ impl Proxy {
             request_id: request_id.clone(),
             bytes: 0,
             error: None,
+            retried: false,
+            activity: None,
         };
         match self.forward(request, &request_id, &mut log).await {
             Ok(response) => {
@@ -146,10 +156,15 @@ impl Proxy {
         );
         let upstream_uri = self.upstream.uri(&upstream_pq)?;
 
-        let key = TokenKey {
-            credential: route.credential.clone(),
-            delegate: route.delegate.clone(),
-        };
+        let mut key = route.token_key();
+        if let Some(transactions) = &route.transactions {
+            let entered = transactions.enter(request.headers());
+            if let Some(ended) = entered.ended {
+                self.tokens.forget(&key.for_transaction(ended)).await;
+            }
+            key = key.for_transaction(entered.id);
+            log.activity = Some(entered.activity);
+        }
         let token = self.tokens.get(&key, route.token_mode).await?;
 
         let (mut parts, body) = request.into_parts();
@@ -157,7 +172,47 @@ impl Proxy {
         // The pooled client speaks HTTP/2 by itself where ALPN chose it.
         parts.version = Version::HTTP_11;
         headers::rewrite_request(&mut parts.headers, token.bearer(), request_id);
-        self.upstream.send(Request::from_parts(parts, body)).await
+        if !is_replayable(&parts.method, &body) {
+            return self
+                .upstream
+                .send(Request::from_parts(parts, Either::Left(body)))
+                .await;
+        }
+
+        // A request without a body can be sent again if the upstream refuses the token (revoked,
+        // or permissions changed since it was issued).
+        let replay = (
+            parts.method.clone(),
+            parts.uri.clone(),
+            parts.headers.clone(),
+        );
+        let response = self
+            .upstream
+            .send(Request::from_parts(parts, Either::Right(Empty::new())))
+            .await?;
+        if response.status() != StatusCode::UNAUTHORIZED {
+            return Ok(response);
+        }
+        drop(response);
+        tracing::info!(
+            request_id = request_id.to_str().unwrap_or("-"),
+            route = %route.prefix,
+            credential = %key.credential,
+            delegate = key.delegate.as_deref().unwrap_or("-"),
+            "the upstream refused the token (401); retrying once with a fresh one"
+        );
+        if route.token_mode != TokenMode::PerRequest {
+            self.tokens.evict(&key, &token).await;
+        }
+        let fresh = self.tokens.get(&key, route.token_mode).await?;
+        log.retried = true;
+        let (method, uri, mut headers) = replay;
+        headers.insert(header::AUTHORIZATION, fresh.bearer().clone());
+        let mut again = Request::new(Either::Right(Empty::new()));
+        *again.method_mut() = method;
+        *again.uri_mut() = uri;
+        *again.headers_mut() = headers;
+        self.upstream.send(again).await
     }
 
     /// The DNS-rebinding guard and the absolute-form rule: the token goes only to the configured

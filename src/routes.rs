@@ -2,7 +2,9 @@
 
 use std::sync::Arc;
 
-use crate::config::{self, TokenMode};
+use crate::config::{self, TokenMode, TokenPolicy};
+use crate::token::TokenKey;
+use crate::token::transaction::Transactions;
 
 /// One route as the request path uses it.
 #[derive(Debug)]
@@ -17,6 +19,15 @@ pub struct Route {
     pub token_mode: TokenMode,
     /// Path prepended upstream after stripping the prefix ("" for none).
     pub upstream_path: String,
+    /// `per_transaction` mode: the route's transaction boundaries.
+    pub transactions: Option<Arc<Transactions>>,
+}
+
+impl Route {
+    /// The key of the route's shared token (before any transaction).
+    pub fn token_key(&self) -> TokenKey {
+        TokenKey::new(self.credential.clone(), self.delegate.clone())
+    }
 }
 
 /// Routes ordered so that the first match is the longest prefix.
@@ -26,17 +37,22 @@ pub struct RouteTable {
 }
 
 impl RouteTable {
-    /// Builds the table from validated config routes.
-    pub fn new(routes: &[config::Route]) -> Self {
+    /// Builds the table from validated config routes; `policy` gives the transaction rule of
+    /// `per_transaction` routes.
+    pub fn new(routes: &[config::Route], policy: &TokenPolicy) -> Self {
         let mut routes: Vec<Arc<Route>> = routes
             .iter()
             .map(|r| {
+                let transactions = (r.token_mode == TokenMode::PerTransaction).then(|| {
+                    Transactions::new(policy.transaction_idle, policy.transaction_header.clone())
+                });
                 Arc::new(Route {
                     prefix: r.prefix.as_str().into(),
                     credential: r.credential.as_str().into(),
                     delegate: r.delegate.as_deref().map(Arc::from),
                     token_mode: r.token_mode,
                     upstream_path: r.upstream_path.clone(),
+                    transactions,
                 })
             })
             .collect();
@@ -117,7 +133,14 @@ mod tests {
                 upstream_path: String::new(),
             })
             .collect();
-        RouteTable::new(&routes)
+        let policy = TokenPolicy {
+            mode: TokenMode::Interval,
+            max_age: std::time::Duration::from_secs(3300),
+            refresh_before_expiry: std::time::Duration::from_secs(300),
+            transaction_idle: std::time::Duration::from_secs(30),
+            transaction_header: http::HeaderName::from_static("x-transaction-id"),
+        };
+        RouteTable::new(&routes, &policy)
     }
 
     #[test]

@@ -3,8 +3,10 @@
 
 use std::time::Duration;
 
+use bytes::Bytes;
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Request, Response, Uri};
+use http_body_util::{Either, Empty};
 use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
@@ -14,13 +16,16 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use crate::config;
 use crate::error::ProxyError;
 
+/// A request body sent upstream: the client's, streamed, or none (a request the proxy may replay).
+pub type UpstreamBody = Either<Incoming, Empty<Bytes>>;
+
 /// How long an idle pooled connection is kept.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// The upstream API client. Cheap to share; connections are pooled per host.
 #[derive(Debug, Clone)]
 pub struct Upstream {
-    client: Client<HttpsConnector<HttpConnector>, Incoming>,
+    client: Client<HttpsConnector<HttpConnector>, UpstreamBody>,
     scheme: Scheme,
     authority: Authority,
     base_path: String,
@@ -87,7 +92,10 @@ impl Upstream {
     }
 
     /// Sends a request and waits for the response head, at most `upstream.timeout`.
-    pub async fn send(&self, request: Request<Incoming>) -> Result<Response<Incoming>, ProxyError> {
+    pub async fn send(
+        &self,
+        request: Request<UpstreamBody>,
+    ) -> Result<Response<Incoming>, ProxyError> {
         match tokio::time::timeout(self.timeout, self.client.request(request)).await {
             Ok(Ok(response)) => Ok(response),
             Ok(Err(e)) => Err(ProxyError::UpstreamUnavailable(describe(&e))),

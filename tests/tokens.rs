@@ -142,10 +142,7 @@ async fn concurrent_misses_wait_for_one_held_sts_call() {
         sim.hold_sts();
         let cfg = support::config(&sim, &Setup::default());
         let tokens = TokenSource::new(&cfg, tls::client_config(&[]).unwrap()).unwrap();
-        let key = TokenKey {
-            credential: Arc::from("default"),
-            delegate: None,
-        };
+        let key = TokenKey::new(Arc::from("default"), None);
         type Pending = Pin<Box<dyn Future<Output = Result<Arc<Token>, TokenError>> + Send>>;
         let mut waiting: Vec<Pending> = (0..100)
             .map(|_| {

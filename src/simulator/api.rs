@@ -46,7 +46,8 @@ pub(super) async fn handle(state: Arc<State>, req: Request<Incoming>) -> Respons
         tokio::time::sleep(delay).await;
     }
 
-    let Some(token) = state.valid_token(req.headers()) else {
+    let token = state.valid_token(req.headers());
+    let Some(token) = token.filter(|_| !state.refuse_tokens.load(Ordering::SeqCst)) else {
         state.bad_tokens.fetch_add(1, Ordering::SeqCst);
         let mut r = json(
             401,

@@ -24,7 +24,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::hash::BuildHasher;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -111,6 +111,7 @@ struct State {
     recorded: Mutex<VecDeque<RecordedRequest>>,
     record_limit: usize,
     bad_tokens: AtomicUsize,
+    refuse_tokens: AtomicBool,
     exports_open: watch::Sender<bool>,
     sts_open: watch::Sender<bool>,
     sts_seen: watch::Sender<usize>,
@@ -145,7 +146,7 @@ impl State {
         token
     }
 
-    /// The token behind an `Authorization: Bearer` header, if known and unexpired.
+    /// The token behind an `Authorization: Bearer` header, if known, unexpired and not revoked.
     fn valid_token(&self, headers: &HeaderMap) -> Option<IssuedToken> {
         let value = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
         let token = value.strip_prefix("Bearer ")?;
@@ -216,6 +217,7 @@ impl SimulatorBuilder {
             recorded: Mutex::new(VecDeque::new()),
             record_limit: self.record_limit,
             bad_tokens: AtomicUsize::new(0),
+            refuse_tokens: AtomicBool::new(false),
             exports_open,
             sts_open: watch::channel(true).0,
             sts_seen: watch::channel(0).0,
@@ -351,6 +353,17 @@ impl Simulator {
     /// API requests refused for a missing, unknown or expired token.
     pub fn bad_token_requests(&self) -> usize {
         self.state.bad_tokens.load(Ordering::SeqCst)
+    }
+
+    /// Revokes every token issued so far, as after a permission change: the API answers 401 to
+    /// them and the STS no longer updates them. Tokens issued later are good.
+    pub fn revoke_tokens(&self) {
+        lock(&self.state.tokens).clear();
+    }
+
+    /// Makes the API answer 401 to every token, old or new (`false`: check them again).
+    pub fn refuse_all_tokens(&self, refuse: bool) {
+        self.state.refuse_tokens.store(refuse, Ordering::SeqCst);
     }
 
     /// Makes the STS misbehave (`None`: behave).

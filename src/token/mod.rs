@@ -2,12 +2,14 @@
 //! client, with a moka cache keyed by (credential, delegate), single flight, refresh ahead of
 //! expiry, and per-key backoff after STS failures.
 //!
-//! Policies: `interval` goes through the cache; `per_request` fetches a token for one request
-//! alone. Both share the fetch path (issue, then update for a delegate), the error type and the
-//! backoff, so further policies plug into [`TokenSource::get`] without touching the rest.
+//! Policies: `interval` goes through the cache; `per_transaction` too, under a key that names the
+//! transaction (see [`transaction`]), with a fresh base token for a delegate; `per_request` fetches
+//! a token for one request alone. All share the fetch path (issue, then update for a delegate), the
+//! error type and the backoff, which is kept per (credential, delegate) whatever the transaction.
 
 pub mod schedule;
 pub mod sts;
+pub mod transaction;
 
 use std::collections::HashMap;
 use std::collections::hash_map::RandomState;
@@ -28,19 +30,46 @@ use crate::config::{Config, Credential, Secret, TokenMode};
 use schedule::Schedule;
 use sts::{Issued, StsClient, StsFailure};
 
-/// Cache key: tokens are shared per credential and delegate.
+/// Cache key: tokens are shared per credential and delegate (and transaction, in that mode).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct TokenKey {
     /// Credential name.
     pub credential: Arc<str>,
     /// CSP delegate team, if the token acts for one.
     pub delegate: Option<Arc<str>>,
+    /// `per_transaction`: the transaction the token is for; 0 for a token shared by every request.
+    pub transaction: u64,
+}
+
+impl TokenKey {
+    /// The key of the shared token of a credential and delegate.
+    pub fn new(credential: Arc<str>, delegate: Option<Arc<str>>) -> Self {
+        TokenKey {
+            credential,
+            delegate,
+            transaction: 0,
+        }
+    }
+
+    /// This key for one transaction.
+    pub fn for_transaction(&self, transaction: u64) -> Self {
+        TokenKey {
+            transaction,
+            ..self.clone()
+        }
+    }
+
+    /// The key backoff is kept under: failures of the STS are failures for every transaction.
+    fn shared(&self) -> Self {
+        self.for_transaction(0)
+    }
 }
 
 /// A token ready to send: the precomputed `Authorization` value and its timing.
 pub struct Token {
     bearer: HeaderValue,
     access_token: Secret,
+    token_type: String,
     sent_at: Instant,
     sent_wall: SystemTime,
     schedule: Schedule,
@@ -67,6 +96,7 @@ impl Token {
         Some(Token {
             bearer,
             access_token: issued.access_token,
+            token_type: issued.token_type,
             sent_at,
             sent_wall,
             schedule: schedule::schedule(issued.expires_in, source.max_age, source.refresh_before),
@@ -102,6 +132,30 @@ impl Token {
     /// Time until interval mode should fetch the next token (zero when due).
     fn until_refresh(&self) -> Duration {
         self.schedule.refresh_after.saturating_sub(self.age())
+    }
+
+    /// The token type the STS named (`Bearer`).
+    pub fn token_type(&self) -> &str {
+        &self.token_type
+    }
+
+    /// The token itself, for `azure-costs-proxy token --print` only.
+    pub fn secret(&self) -> &Secret {
+        &self.access_token
+    }
+
+    /// A short fingerprint that tells tokens apart without revealing them: the first 12 hex
+    /// digits of the token's SHA-256 (48 bits of a hash of a random token say nothing about it).
+    pub fn fingerprint(&self) -> String {
+        let digest = aws_lc_rs::digest::digest(
+            &aws_lc_rs::digest::SHA256,
+            self.access_token.expose().as_bytes(),
+        );
+        let hex: String = digest.as_ref()[..6]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        format!("sha256:{hex}")
     }
 
     /// Wall-clock time after which the token is no longer sent.
@@ -279,17 +333,21 @@ impl TokenSource {
         })
     }
 
-    /// A token for `key` under `mode`.
+    /// A token for `key` under `mode`. In `per_transaction` mode the key names the transaction
+    /// ([`TokenKey::for_transaction`]); its first request fetches the token, the others share it.
     pub async fn get(&self, key: &TokenKey, mode: TokenMode) -> Result<Arc<Token>, TokenError> {
         match mode {
-            TokenMode::Interval => self.cached(key).await,
-            // Config validation refuses per_transaction until its policy lands; until then it
-            // is at least as strict as per_request.
-            TokenMode::PerRequest | TokenMode::PerTransaction => {
+            TokenMode::Interval | TokenMode::PerTransaction => self.cached(key).await,
+            TokenMode::PerRequest => {
                 self.check_backoff(key)?;
                 self.fetch(key, false).await
             }
         }
+    }
+
+    /// Forgets the token of `key` (a transaction that ended).
+    pub async fn forget(&self, key: &TokenKey) {
+        self.inner.cache.invalidate(key).await;
     }
 
     /// Interval mode: the cached token while usable (refreshing it in the background once due),
@@ -312,7 +370,8 @@ impl TokenSource {
         let this = self.clone();
         let owned = key.clone();
         let fetch = async move {
-            match tokio::spawn(async move { this.fetch(&owned, true).await }).await {
+            let cached_base = owned.transaction == 0;
+            match tokio::spawn(async move { this.fetch(&owned, cached_base).await }).await {
                 Ok(result) => result,
                 Err(e) => Err(TokenError::unavailable(
                     key,
@@ -373,7 +432,8 @@ impl TokenSource {
         let key = key.clone();
         let old = token.clone();
         tokio::spawn(async move {
-            match this.fetch(&key, true).await {
+            let cached_base = key.transaction == 0;
+            match this.fetch(&key, cached_base).await {
                 Ok(new) => this.inner.cache.insert(key, new).await,
                 // The old token keeps serving until its end; the next request after the backoff
                 // tries again.
@@ -383,7 +443,8 @@ impl TokenSource {
     }
 
     /// Fetches a new token for `key` (for a delegate: the base token, cached or fresh, then its
-    /// update) and keeps the backoff state of the key.
+    /// update) and keeps the backoff state of the key. A fresh base is fetched for per-request and
+    /// per-transaction tokens, so that a permission change takes effect for them.
     async fn fetch(&self, key: &TokenKey, cached_base: bool) -> Result<Arc<Token>, TokenError> {
         match self.fetch_uncounted(key, cached_base).await {
             Ok(token) => {
@@ -391,6 +452,7 @@ impl TokenSource {
                 tracing::info!(
                     credential = %key.credential,
                     delegate = key.delegate.as_deref().unwrap_or("-"),
+                    transaction = key.transaction,
                     valid_for_s = token.schedule.usable_for.as_secs(),
                     "token issued"
                 );
@@ -427,10 +489,7 @@ impl TokenSource {
                 (issued, sent, Step::Issue)
             }
             Some(delegate) => {
-                let base_key = TokenKey {
-                    credential: key.credential.clone(),
-                    delegate: None,
-                };
+                let base_key = TokenKey::new(key.credential.clone(), None);
                 let base = if cached_base {
                     self.base_token(&base_key, true).await?
                 } else {
@@ -471,7 +530,10 @@ impl TokenSource {
     /// Fails fast while `key` is backing off after STS failures.
     fn check_backoff(&self, key: &TokenKey) -> Result<(), TokenError> {
         let failures = self.lock_failures();
-        match failures.get(key) {
+        if failures.is_empty() {
+            return Ok(());
+        }
+        match failures.get(&key.shared()) {
             Some(f) => {
                 let now = Instant::now();
                 if now < f.retry_at {
@@ -490,9 +552,13 @@ impl TokenSource {
         let (state, counter) = &self.inner.jitter;
         let random = state.hash_one(counter.fetch_add(1, Ordering::Relaxed));
         let jitter = (random >> 11) as f64 / (1u64 << 53) as f64;
+        let key = &key.shared();
         let mut failures = self.lock_failures();
         let count = failures.get(key).map_or(0, |f| f.count).saturating_add(1);
-        let mut delay = schedule::backoff(count, jitter);
+        let mut delay = match error.failure {
+            StsFailure::Rejected { .. } => schedule::rejected_backoff(jitter),
+            StsFailure::Unavailable { .. } => schedule::backoff(count, jitter),
+        };
         if let StsFailure::Unavailable {
             retry_after: Some(asked),
             ..
@@ -515,7 +581,7 @@ impl TokenSource {
                 credential = %key.credential,
                 delegate = key.delegate.as_deref().unwrap_or("-"),
                 retry_in_s = delay.as_secs_f64(),
-                "{error}"
+                "configuration error: {error}"
             ),
             StsFailure::Unavailable { .. } => tracing::warn!(
                 credential = %key.credential,
@@ -529,7 +595,10 @@ impl TokenSource {
     }
 
     fn clear_failures(&self, key: &TokenKey) {
-        self.lock_failures().remove(key);
+        let mut failures = self.lock_failures();
+        if !failures.is_empty() {
+            failures.remove(&key.shared());
+        }
     }
 
     fn lock_failures(&self) -> std::sync::MutexGuard<'_, HashMap<TokenKey, Failures>> {
@@ -553,6 +622,7 @@ mod tests {
         Token {
             bearer: HeaderValue::from_static("Bearer t"),
             access_token: Secret::new("t"),
+            token_type: "Bearer".into(),
             sent_at,
             sent_wall,
             schedule: schedule::schedule(

@@ -53,6 +53,13 @@ pub fn backoff(failures: u32, jitter: f64) -> Duration {
     (ceiling / 2 + ceiling.mul_f64(jitter / 2.0)).max(BACKOFF_MIN)
 }
 
+/// Delay after the STS rejected a credential or a delegate (4xx): a configuration error that an
+/// early retry will not fix. It is retried at the slowest pace, 30-60 s, so that a fix on the STS
+/// side is noticed within a minute while the STS is not hammered meanwhile.
+pub fn rejected_backoff(jitter: f64) -> Duration {
+    backoff(u32::MAX, jitter)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -105,5 +112,12 @@ mod tests {
             let d = backoff(f, 0.37);
             assert!((S(1)..=S(60)).contains(&d), "{f}: {d:?}");
         }
+    }
+
+    #[test]
+    fn rejections_wait_at_the_slowest_pace_from_the_first() {
+        assert_eq!(rejected_backoff(0.0), S(30));
+        assert_eq!(rejected_backoff(1.0), S(60));
+        assert!(rejected_backoff(0.5) > backoff(1, 1.0));
     }
 }

@@ -20,6 +20,8 @@ pub struct Issued {
     pub access_token: Secret,
     /// Lifetime the STS announced (`expires_in`, default 3600 s).
     pub expires_in: Duration,
+    /// `token_type` as the STS named it (`Bearer` when it did not, or named something odd).
+    pub token_type: String,
 }
 
 /// Why an STS call failed.
@@ -54,6 +56,8 @@ struct TokenAnswer {
     access_token: String,
     #[serde(default)]
     expires_in: Option<serde_json::Value>,
+    #[serde(default)]
+    token_type: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -201,9 +205,17 @@ impl StsClient {
                 "the STS issued a token that cannot be sent in a header".to_string(),
             ));
         }
+        // Shown by `azure-costs-proxy token`; a short plain word or nothing, never a blob.
+        let token_type = answer
+            .token_type
+            .filter(|t| {
+                !t.is_empty() && t.len() <= 32 && t.bytes().all(|b| b.is_ascii_alphanumeric())
+            })
+            .unwrap_or_else(|| "Bearer".to_string());
         Ok(Issued {
             access_token: Secret::new(answer.access_token),
             expires_in,
+            token_type,
         })
     }
 }
