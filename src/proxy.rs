@@ -202,7 +202,7 @@ impl Proxy {
             "the upstream refused the token (401); retrying once with a fresh one"
         );
         if route.token_mode != TokenMode::PerRequest {
-            self.tokens.evict(&key, &token).await;
+            self.tokens.refused(&key, &token).await;
         }
         let fresh = self.tokens.get(&key, route.token_mode).await?;
         log.retried = true;

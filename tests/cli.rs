@@ -388,3 +388,91 @@ async fn json_logs_are_one_object_per_line_with_the_access_fields() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn token_prints_type_expiry_and_fingerprint_and_the_token_only_when_asked() {
+    bounded(async {
+        let sim = simulator().await;
+        let dir = Scratch::new("token");
+        let setup = Setup {
+            extra: "[[routes]]\nprefix = \"/\"\n\n\
+                    [[routes]]\nprefix = \"/customers/contoso\"\ndelegate = \"TEAM-CONTOSO\"\n"
+                .into(),
+            ..Setup::default()
+        };
+        let path = dir.write("proxy.toml", &config_text(&sim, &setup));
+        let run = |args: &'static [&'static str]| {
+            command()
+                .arg("token")
+                .args(args)
+                .arg("--config")
+                .arg(&path)
+                .env("SIM_SECRET", sim.client_secret())
+                .output()
+        };
+
+        let out = run(&[]).await.unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let issued = sim.issued_tokens();
+        assert_eq!(issued.len(), 1);
+        for expected in [
+            "route        /",
+            "type         Bearer",
+            "expires      20",
+            "fingerprint  sha256:",
+        ] {
+            assert!(text.contains(expected), "missing {expected}: {text}");
+        }
+        let all = format!("{text}{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            !all.contains(&issued[0].token),
+            "token printed without --print"
+        );
+        assert!(!all.contains(sim.client_secret()));
+
+        let out = run(&["--route", "/customers/contoso/", "--print"])
+            .await
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let delegated = sim.issued_tokens().pop().unwrap();
+        assert_eq!(delegated.delegate.as_deref(), Some("TEAM-CONTOSO"));
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), delegated.token);
+        let description = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            description.contains("delegate     TEAM-CONTOSO"),
+            "{description}"
+        );
+        assert!(!description.contains(&delegated.token));
+
+        let out = run(&["--route", "/nowhere"]).await.unwrap();
+        assert_eq!(out.status.code(), Some(2));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("/customers/contoso") && err.contains("/nowhere"),
+            "{err}"
+        );
+
+        sim.set_sts_fault(Some(StsFault::Reject));
+        let out = run(&[]).await.unwrap();
+        assert_eq!(out.status.code(), Some(1));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("rejected") && err.contains("`default`"),
+            "{err}"
+        );
+        assert!(!err.contains(sim.client_secret()));
+        assert!(out.stdout.is_empty());
+    })
+    .await;
+}

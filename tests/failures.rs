@@ -6,8 +6,8 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use azure_costs_proxy::simulator::StsFault;
-use support::{Setup, bounded, closed_port, simulator, start};
+use azure_costs_proxy::simulator::{Simulator, StsFault};
+use support::{Setup, bounded, client, closed_port, simulator, start};
 
 async fn error_body(r: reqwest::Response) -> serde_json::Value {
     assert_eq!(r.headers()["content-type"], "application/json");
@@ -230,6 +230,81 @@ async fn sts_echoing_the_request_does_not_leak_the_secret() {
         let text = r.text().await.unwrap();
         assert!(!text.contains(&secret), "{text}");
         assert!(text.contains("sts_rejected"), "{text}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn sts_outage_costs_a_handful_of_calls_and_heals_by_itself() {
+    bounded(async {
+        let sim = simulator().await;
+        sim.set_sts_fault(Some(StsFault::Unavailable));
+        let proxy = start(sim, Setup::default()).await;
+        let c = client();
+        // 200 requests over 3 s, all while the STS is down.
+        let mut ticks = tokio::time::interval(Duration::from_millis(15));
+        for _ in 0..200 {
+            ticks.tick().await;
+            let r = c.get(proxy.url("/v1/teams")).send().await.unwrap();
+            assert_eq!(r.status(), 503);
+            let retry: u64 = r.headers()["retry-after"]
+                .to_str()
+                .unwrap()
+                .parse()
+                .unwrap();
+            assert!((1..=60).contains(&retry), "Retry-After {retry}");
+        }
+        let during = proxy.sim.sts_calls();
+        // Backoff 1 s, 2 s, 4 s ... (with jitter): at most five attempts fit in 3 s.
+        assert!(
+            (1..=5).contains(&during),
+            "{during} STS calls for 200 requests"
+        );
+        assert_eq!(proxy.sim.api_requests(), 0);
+
+        // The STS returns; nobody sends a request: the proxy fetches a token by itself after
+        // its backoff, and the next request is served with it.
+        proxy.sim.set_sts_fault(None);
+        proxy.sim.wait_for_sts_calls(during + 1).await;
+        let r = c.get(proxy.url("/v1/teams")).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(proxy.sim.issued_tokens().len(), 1);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_still_valid_token_keeps_serving_while_the_sts_is_down() {
+    bounded(async {
+        // 4 s tokens: refreshed in the background from 1.8 s of age, never sent after 3.6 s.
+        let sim = Simulator::builder()
+            .token_ttl(Duration::from_secs(4))
+            .spawn()
+            .await
+            .unwrap();
+        let proxy = start(sim, Setup::default()).await;
+        let c = client();
+        assert_eq!(
+            c.get(proxy.url("/v1/teams")).send().await.unwrap().status(),
+            200
+        );
+        proxy.sim.set_sts_fault(Some(StsFault::Unavailable));
+        // The refresh ahead of expiry fails...
+        proxy.sim.wait_for_sts_calls(2).await;
+        // ...and requests are still served with the first token, which has not run out.
+        for _ in 0..5 {
+            assert_eq!(
+                c.get(proxy.url("/v1/teams")).send().await.unwrap().status(),
+                200
+            );
+        }
+        let issued = proxy.sim.issued_tokens();
+        assert_eq!(issued.len(), 1);
+        let first = format!("Bearer {}", issued[0].token);
+        for seen in proxy.sim.requests() {
+            assert_eq!(seen.headers["authorization"], first.as_str());
+        }
+        assert_eq!(proxy.sim.bad_token_requests(), 0);
     })
     .await;
 }

@@ -185,56 +185,6 @@ async fn token_is_warmed_at_start_up() {
 }
 
 #[tokio::test]
-async fn delegate_route_sends_the_updated_token_and_that_teams_data() {
-    bounded(async {
-        let setup = Setup {
-            extra: "[[routes]]\nprefix = \"/\"\n\n\
-                    [[routes]]\nprefix = \"/customers/contoso\"\ndelegate = \"TEAM-CONTOSO\"\n"
-                .into(),
-            ..Setup::default()
-        };
-        let proxy = start(simulator().await, setup).await;
-        let c = client();
-        let own: serde_json::Value = c
-            .get(proxy.url("/v1/costs/by-service"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let r = c
-            .get(proxy.url("/customers/contoso/v1/costs/by-service"))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200);
-        let contoso: serde_json::Value = r.json().await.unwrap();
-        assert_eq!(own["team"]["id"], "TEAM-PARTNER");
-        assert_eq!(contoso["team"]["id"], "TEAM-CONTOSO");
-        assert_ne!(own["total"], contoso["total"]);
-
-        let issued = proxy.sim.issued_tokens();
-        let base = issued.iter().find(|t| t.delegate.is_none()).unwrap();
-        let delegated = issued
-            .iter()
-            .find(|t| t.delegate.as_deref() == Some("TEAM-CONTOSO"))
-            .unwrap();
-        assert_eq!(delegated.updated_from.as_deref(), Some(base.token.as_str()));
-        let seen = proxy.sim.requests();
-        assert_eq!(seen[1].path_and_query, "/v1/costs/by-service");
-        assert_eq!(
-            seen[1].headers["authorization"],
-            format!("Bearer {}", delegated.token).as_str()
-        );
-        // The base token is cached in its own right: one issue, one update.
-        assert_eq!(proxy.sim.issue_calls(), 1);
-        assert_eq!(proxy.sim.update_calls(), 1);
-    })
-    .await;
-}
-
-#[tokio::test]
 async fn token_is_kept_fresh_without_traffic() {
     bounded(async {
         let sim = Simulator::builder()
@@ -255,6 +205,138 @@ async fn token_is_kept_fresh_without_traffic() {
         let r = proxy.get("/v1/teams").await;
         assert_eq!(r.status(), 200);
         assert_eq!(proxy.sim.bad_token_requests(), 0);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn upstream_401_drops_the_token_and_retries_once_with_a_fresh_one() {
+    bounded(async {
+        let proxy = start(simulator().await, Setup::default()).await;
+        let c = client();
+        assert_eq!(
+            c.get(proxy.url("/v1/teams")).send().await.unwrap().status(),
+            200
+        );
+        assert_eq!(proxy.sim.issue_calls(), 1);
+
+        // Permissions changed: the API refuses the cached token.
+        proxy.sim.revoke_tokens();
+        let r = c.get(proxy.url("/v1/teams")).send().await.unwrap();
+        assert_eq!(r.status(), 200, "the client never sees the refused token");
+        assert_eq!(proxy.sim.issue_calls(), 2, "one extra STS call");
+        assert_eq!(proxy.sim.bad_token_requests(), 1);
+        let seen = proxy.sim.requests();
+        assert_eq!(seen.len(), 3);
+        assert_ne!(
+            seen[1].headers["authorization"],
+            seen[2].headers["authorization"]
+        );
+        // The retry is the same request with the new token.
+        assert_eq!(seen[1].path_and_query, seen[2].path_and_query);
+        assert_eq!(
+            seen[1].headers["x-request-id"],
+            seen[2].headers["x-request-id"]
+        );
+
+        // The fresh token is cached: no further STS call.
+        assert_eq!(
+            c.get(proxy.url("/v1/teams")).send().await.unwrap().status(),
+            200
+        );
+        assert_eq!(proxy.sim.issue_calls(), 2);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_second_401_reaches_the_client() {
+    bounded(async {
+        let proxy = start(simulator().await, Setup::default()).await;
+        proxy.sim.wait_for_sts_calls(1).await;
+        proxy.sim.refuse_all_tokens(true);
+        let r = proxy.get("/v1/teams").await;
+        assert_eq!(r.status(), 401);
+        assert!(r.headers().contains_key("www-authenticate"));
+        let body: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(body["error"], "invalid_token", "the upstream's own answer");
+        assert_eq!(proxy.sim.api_requests(), 2, "sent once, retried once");
+        assert_eq!(proxy.sim.issue_calls(), 2);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_request_with_a_body_is_not_replayed() {
+    bounded(async {
+        let proxy = start(simulator().await, Setup::default()).await;
+        proxy.sim.wait_for_sts_calls(1).await;
+        proxy.sim.refuse_all_tokens(true);
+        let r = client()
+            .post(proxy.url("/v1/echo"))
+            .body("payload")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401);
+        assert_eq!(proxy.sim.api_requests(), 1);
+        assert_eq!(
+            proxy.sim.issue_calls(),
+            1,
+            "no new token for a request it cannot resend"
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_refused_delegate_token_is_rebuilt_from_a_fresh_base_token() {
+    bounded(async {
+        let setup = Setup {
+            extra: "[[routes]]\nprefix = \"/\"\ndelegate = \"TEAM-WOODGROVE\"\n".into(),
+            ..Setup::default()
+        };
+        let proxy = start(simulator().await, setup).await;
+        let c = client();
+        assert_eq!(
+            c.get(proxy.url("/v1/teams")).send().await.unwrap().status(),
+            200
+        );
+        // Revoked: the delegate token and the base it came from.
+        proxy.sim.revoke_tokens();
+        let r = c
+            .get(proxy.url("/v1/costs/by-service"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let body: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(body["team"]["id"], "TEAM-WOODGROVE");
+        assert_eq!(proxy.sim.issue_calls(), 2);
+        assert_eq!(proxy.sim.update_calls(), 2);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn many_requests_refused_with_one_token_cause_one_new_fetch() {
+    bounded(async {
+        let proxy = start(simulator().await, Setup::default()).await;
+        let c = client();
+        assert_eq!(
+            c.get(proxy.url("/v1/teams")).send().await.unwrap().status(),
+            200
+        );
+        proxy.sim.revoke_tokens();
+        let requests: Vec<_> = (0..30)
+            .map(|_| tokio::spawn(c.get(proxy.url("/v1/teams")).send()))
+            .collect();
+        for r in requests {
+            assert_eq!(r.await.unwrap().unwrap().status(), 200);
+        }
+        // The first refused request drops the token; the others find the fresh one in the cache
+        // or join its fetch.
+        assert_eq!(proxy.sim.issue_calls(), 2);
     })
     .await;
 }

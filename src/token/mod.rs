@@ -405,10 +405,11 @@ impl TokenSource {
         }
     }
 
-    /// Drops `token` from the cache if it is still the one cached for `key` (after the upstream
-    /// refused it, or when it outlived its use).
-    pub async fn evict(&self, key: &TokenKey, token: &Arc<Token>) {
-        self.inner
+    /// Drops `token` from the cache if it is still the one cached for `key` (when it outlived its
+    /// use); returns whether it did.
+    async fn evict(&self, key: &TokenKey, token: &Arc<Token>) -> bool {
+        let result = self
+            .inner
             .cache
             .entry_by_ref(key)
             .and_compute_with(|entry| async move {
@@ -418,6 +419,21 @@ impl TokenSource {
                 }
             })
             .await;
+        matches!(result, moka::ops::compute::CompResult::Removed(_))
+    }
+
+    /// The upstream answered 401 to `token`: drop it so the next [`TokenSource::get`] fetches a
+    /// fresh one. For a delegate token, the cached base token it was updated from goes too: what
+    /// made the API refuse one (revocation, a permission change) holds for the other, and an
+    /// update of a refused base would be refused in turn. Only the first of many requests refused
+    /// with the same token drops anything, so together they cause one new fetch.
+    pub async fn refused(&self, key: &TokenKey, token: &Arc<Token>) {
+        if self.evict(key, token).await && key.delegate.is_some() && key.transaction == 0 {
+            self.inner
+                .cache
+                .invalidate(&TokenKey::new(key.credential.clone(), None))
+                .await;
+        }
     }
 
     fn refresh_in_background(&self, key: &TokenKey, token: &Arc<Token>) {
