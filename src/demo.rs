@@ -11,8 +11,9 @@ use crate::simulator::Simulator;
 /// Name of the (simulated) secret in the demo config; never a real secret.
 const DEMO_SECRET_VAR: &str = "AZURE_COSTS_DEMO_SECRET";
 
-/// The demo configuration: the proxy on `listen`, the API and STS of `sim`, a `/` route and a
-/// CSP route `/customers/contoso` acting for the Contoso team.
+/// The demo configuration: the proxy on `listen`, the API and STS of `sim`, a `/` route and CSP
+/// routes `/customers/contoso` and `/customers/fabrikam` acting for those customer teams (the
+/// latter with a fresh token per transaction).
 pub fn demo_config(sim: &Simulator, listen: SocketAddr) -> Result<Config, ConfigError> {
     let text = format!(
         r#"
@@ -35,6 +36,11 @@ prefix = "/"
 [[routes]]
 prefix = "/customers/contoso"
 delegate = "TEAM-CONTOSO"
+
+[[routes]]
+prefix = "/customers/fabrikam"
+delegate = "TEAM-FABRIKAM"
+token_mode = "per_transaction"
 "#,
         api = sim.api_url(),
         sts = sim.sts_url(),
@@ -75,6 +81,7 @@ pub async fn run(
          curl -s '{base}/v1/costs/by-service?month=2026-10'\n  \
          curl -s '{base}/v1/teams'\n  \
          curl -s '{base}/customers/contoso/v1/costs/by-service?month=2026-10'   # CSP: acts for Contoso\n  \
+         curl -s '{base}/customers/fabrikam/v1/teams'   # CSP: Fabrikam, a fresh token per transaction\n  \
          curl -s '{base}/v1/costs/export?rows=100000' | head\n\n\
          Press Ctrl-C to stop.\n",
         sts = sim.sts_url(),

@@ -290,7 +290,7 @@ async fn trace_logs_never_hold_the_secret_or_a_token_and_sigterm_exits_0() {
 }
 
 #[tokio::test]
-async fn demo_prints_a_curl_line_that_returns_cost_data() {
+async fn demo_prints_curl_lines_that_return_each_teams_data() {
     bounded(async {
         let mut child = command()
             .args(["demo", "--listen", "127.0.0.1:0"])
@@ -300,22 +300,39 @@ async fn demo_prints_a_curl_line_that_returns_cost_data() {
             .unwrap();
         let stdout = child.stdout.take().unwrap();
         let mut lines = BufReader::new(stdout).lines();
-        let url = loop {
+        let mut urls = Vec::new();
+        loop {
             let line = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
                 .await
                 .expect("demo output in time")
                 .unwrap()
-                .expect("demo printed a curl line");
+                .expect("demo printed its curl lines");
             if let Some(rest) = line.trim().strip_prefix("curl -s '") {
-                break rest.split('\'').next().unwrap().to_string();
+                urls.push(rest.split('\'').next().unwrap().to_string());
             }
-        };
-        assert!(url.contains("/v1/costs/by-service"), "{url}");
-        let r = client().get(&url).send().await.unwrap();
+            if line.contains("Ctrl-C") {
+                break;
+            }
+        }
+        assert!(urls[0].contains("/v1/costs/by-service"), "{urls:?}");
+        let r = client().get(&urls[0]).send().await.unwrap();
         assert_eq!(r.status(), 200);
         let body: serde_json::Value = r.json().await.unwrap();
         assert_eq!(body["currency"], "USD");
         assert_eq!(body["items"].as_array().unwrap().len(), 8);
+        assert_eq!(body["team"]["id"], "TEAM-PARTNER");
+
+        // The CSP lines act for their customer teams.
+        for (part, team) in [
+            ("/customers/contoso/", "TEAM-CONTOSO"),
+            ("/customers/fabrikam/", "TEAM-FABRIKAM"),
+        ] {
+            let url = urls.iter().find(|u| u.contains(part)).expect(part);
+            let r = client().get(url).send().await.unwrap();
+            assert_eq!(r.status(), 200, "{url}");
+            let body: serde_json::Value = r.json().await.unwrap();
+            assert!(body.to_string().contains(team), "{url}: {body}");
+        }
     })
     .await;
 }
