@@ -13,6 +13,7 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use tokio::time::Sleep;
 
+use crate::metrics::Metrics;
 use crate::token::transaction::Activity;
 
 /// Error type of [`ProxyBody`]: hyper's error or the idle timeout.
@@ -47,17 +48,22 @@ pub struct AccessLog {
     pub retried: bool,
     /// `per_transaction` routes: keeps the route's transaction busy until the response ends.
     pub activity: Option<Activity>,
+    /// Where the request is counted when it ends.
+    pub metrics: Arc<Metrics>,
 }
 
 impl AccessLog {
     fn finish(&mut self, outcome: &'static str) {
+        let elapsed = self.start.elapsed();
+        self.metrics
+            .request(self.route.as_ref(), self.status.as_u16(), elapsed);
         tracing::info!(
             target: "access",
             method = %self.method,
             path = %self.path,
             route = self.route.as_deref().unwrap_or("-"),
             status = self.status.as_u16(),
-            duration_ms = (self.start.elapsed().as_secs_f64() * 1e6).round() / 1e3,
+            duration_ms = (elapsed.as_secs_f64() * 1e6).round() / 1e3,
             bytes = self.bytes,
             request_id = self.request_id.to_str().unwrap_or("-"),
             error = self.error.unwrap_or("-"),

@@ -691,7 +691,7 @@ pub fn summary(c: &Config) -> String {
         out,
         "admin:       {}",
         if c.admin.enabled {
-            format!("{} (not served by this version yet)", c.admin.address)
+            format!("http://{}/healthz, /readyz, /metrics", c.admin.address)
         } else {
             "disabled".into()
         }

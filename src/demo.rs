@@ -73,6 +73,14 @@ pub async fn run(
     })?;
     let local = listener.local_addr()?;
     let config = demo_config(&sim, local)?;
+    // The admin endpoints on their usual port, or any free one if that is taken.
+    let admin = match TcpListener::bind(config.admin.address).await {
+        Ok(l) => l,
+        Err(_) => TcpListener::bind((local.ip(), 0))
+            .await
+            .context("binding the admin listener")?,
+    };
+    let admin_url = format!("http://{}", admin.local_addr()?);
     let base = format!("http://{local}");
     println!(
         "\nazure-costs-proxy demo: the proxy on {base}, in front of a simulated Azure Costs API\n\
@@ -83,9 +91,10 @@ pub async fn run(
          curl -s '{base}/customers/contoso/v1/costs/by-service?month=2026-10'   # CSP: acts for Contoso\n  \
          curl -s '{base}/customers/fabrikam/v1/teams'   # CSP: Fabrikam, a fresh token per transaction\n  \
          curl -s '{base}/v1/costs/export?rows=100000' | head\n\n\
+         Admin: {admin_url}/readyz and {admin_url}/metrics\n\n\
          Press Ctrl-C to stop.\n",
         sts = sim.sts_url(),
         api = sim.api_url(),
     );
-    crate::run(config, listener, shutdown).await
+    crate::run_with_admin(config, listener, Some(admin), shutdown).await
 }

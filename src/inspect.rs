@@ -52,7 +52,8 @@ pub async fn fetch(config: &Config, prefix: &str) -> Result<Fetched, InspectErro
         });
     };
     let tls = crate::tls::client_config(&config.upstream.ca_certs).map_err(InspectError::Setup)?;
-    let tokens = TokenSource::new(config, tls).map_err(InspectError::Setup)?;
+    let metrics = Arc::new(crate::metrics::Metrics::new());
+    let tokens = TokenSource::new(config, tls, metrics).map_err(InspectError::Setup)?;
     // A token for this command alone, whatever the route's mode: never one from a cache.
     let token = tokens
         .get(&route.token_key(), TokenMode::PerRequest)

@@ -1,6 +1,7 @@
 //! One request, top to bottom: inbound checks -> route -> token -> rewrite -> forward -> response.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Instant;
 
 use http::header::{self, HeaderValue};
@@ -14,6 +15,7 @@ use crate::config::TokenMode;
 use crate::config::normalize_host;
 use crate::error::ProxyError;
 use crate::headers::{self, RequestIds};
+use crate::metrics::Metrics;
 use crate::routes::{self, RouteTable};
 use crate::token::TokenSource;
 use crate::upstream::Upstream;
@@ -64,6 +66,7 @@ pub struct Proxy {
     upstream: Upstream,
     hosts: HostGuard,
     ids: RequestIds,
+    metrics: Arc<Metrics>,
 }
 
 impl Proxy {
@@ -73,6 +76,7 @@ impl Proxy {
         tokens: TokenSource,
         upstream: Upstream,
         hosts: HostGuard,
+        metrics: Arc<Metrics>,
     ) -> Self {
         Proxy {
             routes,
@@ -80,7 +84,13 @@ impl Proxy {
             upstream,
             hosts,
             ids: RequestIds::default(),
+            metrics,
         }
+    }
+
+    /// The metrics requests are counted in.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     /// The route table.
@@ -107,6 +117,7 @@ impl Proxy {
             error: None,
             retried: false,
             activity: None,
+            metrics: self.metrics.clone(),
         };
         match self.forward(request, &request_id, &mut log).await {
             Ok(response) => {
@@ -206,6 +217,7 @@ impl Proxy {
         }
         let fresh = self.tokens.get(&key, route.token_mode).await?;
         log.retried = true;
+        self.metrics.token_retry(&route.prefix);
         let (method, uri, mut headers) = replay;
         headers.insert(header::AUTHORIZATION, fresh.bearer().clone());
         let mut again = Request::new(Either::Right(Empty::new()));

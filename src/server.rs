@@ -16,6 +16,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::time::Instant;
 
+use crate::metrics::Metrics;
 use crate::proxy::Proxy;
 
 /// Largest request head accepted (SPEC: 64 KiB, 431 above).
@@ -109,6 +110,22 @@ pub async fn serve(
     }
 }
 
+/// Counts a connection in the `connections_open` gauge while it lives.
+struct OpenConnection(Arc<Metrics>);
+
+impl OpenConnection {
+    fn new(metrics: Arc<Metrics>) -> Self {
+        metrics.connections(1);
+        OpenConnection(metrics)
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.connections(-1);
+    }
+}
+
 /// Serves one connection until it ends, goes idle, or shutdown asks it to finish what is in
 /// flight and close. `_permit` is its connection slot.
 async fn serve_connection(
@@ -119,6 +136,7 @@ async fn serve_connection(
     _permit: OwnedSemaphorePermit,
 ) {
     let opened = Instant::now();
+    let _open = OpenConnection::new(proxy.metrics().clone());
     // Milliseconds after `opened` at which the last request arrived; u64::MAX: none yet.
     let last_request = Arc::new(AtomicU64::new(u64::MAX));
     let seen = last_request.clone();

@@ -141,7 +141,8 @@ async fn concurrent_misses_wait_for_one_held_sts_call() {
         let sim = simulator().await;
         sim.hold_sts();
         let cfg = support::config(&sim, &Setup::default());
-        let tokens = TokenSource::new(&cfg, tls::client_config(&[]).unwrap()).unwrap();
+        let metrics = Arc::new(azure_costs_proxy::metrics::Metrics::new());
+        let tokens = TokenSource::new(&cfg, tls::client_config(&[]).unwrap(), metrics).unwrap();
         let key = TokenKey::new(Arc::from("default"), None);
         type Pending = Pin<Box<dyn Future<Output = Result<Arc<Token>, TokenError>> + Send>>;
         let mut waiting: Vec<Pending> = (0..100)

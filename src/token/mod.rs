@@ -27,6 +27,7 @@ use moka::future::Cache;
 use moka::ops::compute::Op;
 
 use crate::config::{Config, Credential, Secret, TokenMode};
+use crate::metrics::{Metrics, StsOutcome};
 use schedule::Schedule;
 use sts::{Issued, StsClient, StsFailure};
 
@@ -240,6 +241,34 @@ impl TokenError {
     }
 }
 
+/// What `/readyz` says about a route's token.
+#[derive(Debug, Clone)]
+pub enum TokenState {
+    /// A usable token is cached.
+    Valid {
+        /// When the proxy stops sending it.
+        expires_at: SystemTime,
+    },
+    /// No usable token yet (start-up, or the last one ran out).
+    Missing,
+    /// The STS failed; no attempt before `retry_in`.
+    BackingOff {
+        /// Time to the next attempt.
+        retry_in: Duration,
+        /// What failed (names the credential and delegate, never a secret).
+        error: String,
+    },
+    /// `per_request` / `per_transaction`: tokens are fetched when requests come.
+    OnDemand,
+}
+
+impl TokenState {
+    /// Whether a request could be served now without waiting for a failing STS.
+    pub fn is_ready(&self) -> bool {
+        matches!(self, TokenState::Valid { .. } | TokenState::OnDemand)
+    }
+}
+
 /// Remembered STS failures of one cache key, for backoff.
 #[derive(Debug)]
 struct Failures {
@@ -286,6 +315,7 @@ struct Inner {
     cache: Cache<TokenKey, Arc<Token>>,
     failures: Mutex<HashMap<TokenKey, Failures>>,
     jitter: (RandomState, AtomicU64),
+    metrics: Arc<Metrics>,
 }
 
 /// Hands out tokens by route policy. Cheap to clone; clones share the cache.
@@ -303,8 +333,13 @@ impl fmt::Debug for TokenSource {
 }
 
 impl TokenSource {
-    /// A token source for the config's credentials and token policy.
-    pub fn new(config: &Config, tls: rustls::ClientConfig) -> Result<Self, String> {
+    /// A token source for the config's credentials and token policy; STS calls and token
+    /// expiries are counted in `metrics`.
+    pub fn new(
+        config: &Config,
+        tls: rustls::ClientConfig,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, String> {
         let sts = StsClient::new(
             &config.sts.token_url,
             config.sts.timeout,
@@ -329,6 +364,7 @@ impl TokenSource {
                 cache,
                 failures: Mutex::new(HashMap::new()),
                 jitter: (RandomState::new(), AtomicU64::new(0)),
+                metrics,
             }),
         })
     }
@@ -342,6 +378,32 @@ impl TokenSource {
                 self.check_backoff(key)?;
                 self.fetch(key, false).await
             }
+        }
+    }
+
+    /// The state of the token `key` under `mode`, for readiness; changes nothing.
+    pub async fn state(&self, key: &TokenKey, mode: TokenMode) -> TokenState {
+        if mode == TokenMode::Interval
+            && let Some(token) = self.inner.cache.get(key).await
+            && token.is_usable()
+        {
+            return TokenState::Valid {
+                expires_at: token.expires_at(),
+            };
+        }
+        // A failing base token is what holds a delegate back.
+        let base = TokenKey::new(key.credential.clone(), None);
+        for k in [key, &base] {
+            if let Err(e) = self.check_backoff(k) {
+                return TokenState::BackingOff {
+                    retry_in: e.retry_after.unwrap_or_default(),
+                    error: e.to_string(),
+                };
+            }
+        }
+        match mode {
+            TokenMode::Interval => TokenState::Missing,
+            TokenMode::PerRequest | TokenMode::PerTransaction => TokenState::OnDemand,
         }
     }
 
@@ -465,6 +527,11 @@ impl TokenSource {
         match self.fetch_uncounted(key, cached_base).await {
             Ok(token) => {
                 self.clear_failures(key);
+                self.inner.metrics.token_expiry(
+                    &key.credential,
+                    key.delegate.as_ref(),
+                    token.expires_at(),
+                );
                 tracing::info!(
                     credential = %key.credential,
                     delegate = key.delegate.as_deref().unwrap_or("-"),
@@ -497,11 +564,9 @@ impl TokenSource {
         let issued = match &key.delegate {
             None => {
                 let sent = (Instant::now(), SystemTime::now());
-                let issued = inner
-                    .sts
-                    .issue(credential)
-                    .await
-                    .map_err(|f| TokenError::new(key, Step::Issue, f))?;
+                let issued = inner.sts.issue(credential).await;
+                self.count_sts(key, Step::Issue, &issued);
+                let issued = issued.map_err(|f| TokenError::new(key, Step::Issue, f))?;
                 (issued, sent, Step::Issue)
             }
             Some(delegate) => {
@@ -513,11 +578,9 @@ impl TokenSource {
                     self.base_token(&base_key, false).await?
                 };
                 let sent = (Instant::now(), SystemTime::now());
-                let issued = inner
-                    .sts
-                    .update(&base.access_token, delegate)
-                    .await
-                    .map_err(|f| TokenError::new(key, Step::Update, f))?;
+                let issued = inner.sts.update(&base.access_token, delegate).await;
+                self.count_sts(key, Step::Update, &issued);
+                let issued = issued.map_err(|f| TokenError::new(key, Step::Update, f))?;
                 (issued, sent, Step::Update)
             }
         };
@@ -526,6 +589,15 @@ impl TokenSource {
             let reason = "the token cannot be sent in a header".to_string();
             TokenError::unavailable(key, step, reason)
         })
+    }
+
+    fn count_sts(&self, key: &TokenKey, kind: Step, result: &Result<Issued, StsFailure>) {
+        let outcome = match result {
+            Ok(_) => StsOutcome::Ok,
+            Err(StsFailure::Rejected { .. }) => StsOutcome::Rejected,
+            Err(StsFailure::Unavailable { .. }) => StsOutcome::Unavailable,
+        };
+        self.inner.metrics.sts(&key.credential, kind, outcome);
     }
 
     /// The base token a delegate token is updated from: cached (interval mode) or fresh. Boxed

@@ -48,6 +48,7 @@ pub struct Setup {
 pub fn config_text(sim: &Simulator, setup: &Setup) -> String {
     format!(
         "[listen]\naddress = \"127.0.0.1:0\"\n\n\
+         [admin]\naddress = \"127.0.0.1:0\"\n\n\
          [upstream]\nurl = \"{}\"\n{}\n\n\
          [sts]\ntoken_url = \"{}\"\n{}\n\n\
          [credentials.default]\nclient_id = \"{}\"\nclient_secret = {{ env = \"SIM_SECRET\" }}\n\n{}\n",
@@ -72,6 +73,7 @@ pub fn config(sim: &Simulator, setup: &Setup) -> config::Config {
 /// A proxy running in this process.
 pub struct Running {
     pub addr: SocketAddr,
+    pub admin: SocketAddr,
     pub sim: Simulator,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<anyhow::Result<()>>,
@@ -122,12 +124,20 @@ pub async fn start(sim: Simulator, setup: Setup) -> Running {
     let cfg = config(&sim, &setup);
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
+    let admin_listener = TcpListener::bind("127.0.0.1:0").await.expect("bind admin");
+    let admin = admin_listener.local_addr().expect("admin addr");
     let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(azure_costs_proxy::run(cfg, listener, async {
-        let _ = stopped.await;
-    }));
+    let task = tokio::spawn(azure_costs_proxy::run_with_admin(
+        cfg,
+        listener,
+        Some(admin_listener),
+        async {
+            let _ = stopped.await;
+        },
+    ));
     Running {
         addr,
+        admin,
         sim,
         stop: Some(stop),
         task,

@@ -1,0 +1,179 @@
+//! The admin listener: `/healthz` (the process runs), `/readyz` (tokens in hand and not shutting
+//! down, with each route's token state), `/metrics` (Prometheus text). HTTP/1.1, GET and HEAD only,
+//! on its own address so probes and scrapers never share a port with BI traffic.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use serde_json::json;
+use tokio::net::TcpListener;
+
+use crate::proxy::Proxy;
+use crate::token::TokenState;
+
+/// Time a probe or scraper gets to send its request head.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What the admin endpoints look at.
+#[derive(Debug)]
+pub struct Admin {
+    proxy: Arc<Proxy>,
+    shutting_down: AtomicBool,
+}
+
+impl Admin {
+    /// Admin state for `proxy`.
+    pub fn new(proxy: Arc<Proxy>) -> Arc<Self> {
+        Arc::new(Admin {
+            proxy,
+            shutting_down: AtomicBool::new(false),
+        })
+    }
+
+    /// From now on `/readyz` answers 503: the process is draining.
+    pub fn shutting_down(&self) {
+        self.shutting_down.store(true, Ordering::SeqCst);
+    }
+
+    /// `/readyz`: the status and the JSON body naming each route's token state (never a token).
+    /// Ready once the `/` route, or every route when there is none, holds a valid token (or
+    /// fetches on demand without a failing STS), and the process is not shutting down.
+    pub async fn readiness(&self) -> (StatusCode, serde_json::Value) {
+        let routes = self.proxy.routes().routes();
+        let has_root = routes.iter().any(|r| &*r.prefix == "/");
+        let mut ready = true;
+        let mut listed = Vec::with_capacity(routes.len());
+        for route in routes {
+            let state = self
+                .proxy
+                .tokens()
+                .state(&route.token_key(), route.token_mode)
+                .await;
+            let counts = !has_root || &*route.prefix == "/";
+            if counts && !state.is_ready() {
+                ready = false;
+            }
+            let mut entry = json!({
+                "prefix": &*route.prefix,
+                "credential": &*route.credential,
+                "delegate": route.delegate.as_deref(),
+                "mode": route.token_mode.as_str(),
+                "required": counts,
+            });
+            match state {
+                TokenState::Valid { expires_at } => {
+                    entry["token"] = json!("valid");
+                    entry["expires_at"] =
+                        json!(humantime::format_rfc3339_seconds(expires_at).to_string());
+                    entry["expires_in_s"] = json!(
+                        expires_at
+                            .duration_since(SystemTime::now())
+                            .unwrap_or_default()
+                            .as_secs()
+                    );
+                }
+                TokenState::Missing => entry["token"] = json!("missing"),
+                TokenState::OnDemand => entry["token"] = json!("on_demand"),
+                TokenState::BackingOff { retry_in, error } => {
+                    entry["token"] = json!("backing_off");
+                    entry["retry_in_s"] = json!(retry_in.as_secs_f64().ceil() as u64);
+                    entry["error"] = json!(error);
+                }
+            }
+            listed.push(entry);
+        }
+        let shutting_down = self.shutting_down.load(Ordering::SeqCst);
+        let status = match (shutting_down, ready) {
+            (true, _) => "shutting_down",
+            (false, true) => "ready",
+            (false, false) => "not_ready",
+        };
+        let code = if status == "ready" {
+            StatusCode::OK
+        } else {
+            StatusCode::SERVICE_UNAVAILABLE
+        };
+        (code, json!({ "status": status, "routes": listed }))
+    }
+
+    async fn handle(&self, request: Request<Incoming>) -> Response<Full<Bytes>> {
+        if request.method() != Method::GET && request.method() != Method::HEAD {
+            return answer(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "application/json",
+                json!({"error": "method_not_allowed", "message": "the admin endpoints answer GET and HEAD"}).to_string(),
+            );
+        }
+        match request.uri().path() {
+            "/healthz" => answer(
+                StatusCode::OK,
+                "application/json",
+                json!({"status": "ok"}).to_string(),
+            ),
+            "/readyz" => {
+                let (status, body) = self.readiness().await;
+                answer(status, "application/json", body.to_string())
+            }
+            "/metrics" => answer(
+                StatusCode::OK,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                self.proxy.metrics().encode(),
+            ),
+            _ => answer(
+                StatusCode::NOT_FOUND,
+                "application/json",
+                json!({"error": "not_found", "message": "try /healthz, /readyz or /metrics"})
+                    .to_string(),
+            ),
+        }
+    }
+}
+
+fn answer(status: StatusCode, content_type: &'static str, body: String) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+/// Serves the admin endpoints on `listener` until the task is dropped.
+pub async fn serve(listener: TcpListener, admin: Arc<Admin>) {
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                tracing::warn!(error = %e, "admin accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let admin = admin.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |request| {
+                let admin = admin.clone();
+                async move { Ok::<_, Infallible>(admin.handle(request).await) }
+            });
+            let connection = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT)
+                .max_buf_size(16 * 1024)
+                .serve_connection(TokioIo::new(stream), service);
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "admin connection ended with an error");
+            }
+        });
+    }
+}

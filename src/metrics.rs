@@ -1,0 +1,233 @@
+//! Prometheus metrics (prometheus-client): requests by route and status, request durations, STS
+//! calls by outcome, token expiry, 401 retries, open connections. Served on the admin listener's
+//! `/metrics`.
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::{Duration, SystemTime};
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::token::Step;
+
+/// Labels of a proxied request.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    route: Arc<str>,
+    status: u16,
+}
+
+/// Labels of an STS call.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StsLabels {
+    credential: Arc<str>,
+    kind: &'static str,
+    outcome: &'static str,
+}
+
+/// Labels of a token.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TokenLabels {
+    credential: Arc<str>,
+    delegate: Arc<str>,
+}
+
+/// Labels of a route.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    route: Arc<str>,
+}
+
+/// How an STS call ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StsOutcome {
+    /// A token was issued.
+    Ok,
+    /// The STS answered 4xx (credential, delegate or rights).
+    Rejected,
+    /// Unreachable, timed out, 5xx, 408/429, or not a token.
+    Unavailable,
+}
+
+/// The process's metrics. Cheap to update from any task; shared by `Arc`.
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    duration: Histogram,
+    sts: Family<StsLabels, Counter>,
+    expiry: Family<TokenLabels, Gauge<f64, AtomicU64>>,
+    retries: Family<RouteLabels, Counter>,
+    connections: Gauge,
+}
+
+impl fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Registers every series under the `azure_costs_proxy_` prefix.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("azure_costs_proxy");
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "requests",
+            "Requests answered, by route prefix (\"-\" when none matched) and status",
+            requests.clone(),
+        );
+        // 0.5 ms .. ~65 s: a cached-token request takes about a millisecond, an export minutes.
+        let duration = Histogram::new(exponential_buckets(0.0005, 2.0, 18));
+        registry.register(
+            "request_duration_seconds",
+            "Time from a request's arrival to the end of its response body",
+            duration.clone(),
+        );
+        let sts = Family::<StsLabels, Counter>::default();
+        registry.register(
+            "sts_requests",
+            "Calls to the STS, by credential, kind (issue|update) and outcome (ok|rejected|unavailable)",
+            sts.clone(),
+        );
+        let expiry = Family::<TokenLabels, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "token_expiry_timestamp_seconds",
+            "Unix time after which the newest token of a credential and delegate (\"-\" for none) is no longer sent",
+            expiry.clone(),
+        );
+        let retries = Family::<RouteLabels, Counter>::default();
+        registry.register(
+            "token_retries",
+            "Requests sent again with a fresh token after the upstream answered 401",
+            retries.clone(),
+        );
+        let connections = Gauge::default();
+        registry.register(
+            "connections_open",
+            "Client connections open on the data-plane listener",
+            connections.clone(),
+        );
+        Metrics {
+            registry,
+            requests,
+            duration,
+            sts,
+            expiry,
+            retries,
+            connections,
+        }
+    }
+
+    /// A request ended with `status` after `elapsed`.
+    pub fn request(&self, route: Option<&Arc<str>>, status: u16, elapsed: Duration) {
+        let route = route.cloned().unwrap_or_else(|| Arc::from("-"));
+        self.requests
+            .get_or_create(&RequestLabels { route, status })
+            .inc();
+        self.duration.observe(elapsed.as_secs_f64());
+    }
+
+    /// An STS call ended.
+    pub fn sts(&self, credential: &Arc<str>, kind: Step, outcome: StsOutcome) {
+        let labels = StsLabels {
+            credential: credential.clone(),
+            kind: match kind {
+                Step::Issue => "issue",
+                Step::Update => "update",
+            },
+            outcome: match outcome {
+                StsOutcome::Ok => "ok",
+                StsOutcome::Rejected => "rejected",
+                StsOutcome::Unavailable => "unavailable",
+            },
+        };
+        self.sts.get_or_create(&labels).inc();
+    }
+
+    /// A new token of `credential` / `delegate` is sent until `expires_at`.
+    pub fn token_expiry(
+        &self,
+        credential: &Arc<str>,
+        delegate: Option<&Arc<str>>,
+        expires_at: SystemTime,
+    ) {
+        let labels = TokenLabels {
+            credential: credential.clone(),
+            delegate: delegate.cloned().unwrap_or_else(|| Arc::from("-")),
+        };
+        let at = expires_at
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs_f64();
+        self.expiry.get_or_create(&labels).set(at);
+    }
+
+    /// A request on `route` was sent again after a 401.
+    pub fn token_retry(&self, route: &Arc<str>) {
+        self.retries
+            .get_or_create(&RouteLabels {
+                route: route.clone(),
+            })
+            .inc();
+    }
+
+    /// A client connection opened (`+1`) or closed (`-1`).
+    pub fn connections(&self, delta: i64) {
+        self.connections.inc_by(delta);
+    }
+
+    /// The Prometheus text exposition of every series.
+    pub fn encode(&self) -> String {
+        let mut out = String::with_capacity(4096);
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn series_carry_the_names_and_labels_operators_query() {
+        let m = Metrics::new();
+        let route: Arc<str> = Arc::from("/customers/contoso");
+        m.request(Some(&route), 200, Duration::from_millis(3));
+        m.request(None, 404, Duration::from_millis(1));
+        m.sts(&Arc::from("default"), Step::Update, StsOutcome::Rejected);
+        m.token_expiry(
+            &Arc::from("default"),
+            None,
+            SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000),
+        );
+        m.token_retry(&route);
+        m.connections(2);
+        m.connections(-1);
+        let text = m.encode();
+        for line in [
+            "azure_costs_proxy_requests_total{route=\"/customers/contoso\",status=\"200\"} 1",
+            "azure_costs_proxy_requests_total{route=\"-\",status=\"404\"} 1",
+            "azure_costs_proxy_request_duration_seconds_count 2",
+            "azure_costs_proxy_sts_requests_total{credential=\"default\",kind=\"update\",outcome=\"rejected\"} 1",
+            "azure_costs_proxy_token_expiry_timestamp_seconds{credential=\"default\",delegate=\"-\"} 1800000000",
+            "azure_costs_proxy_token_retries_total{route=\"/customers/contoso\"} 1",
+            "azure_costs_proxy_connections_open 1",
+        ] {
+            assert!(text.contains(line), "missing {line} in\n{text}");
+        }
+        assert!(text.ends_with("# EOF\n"));
+    }
+}
