@@ -1067,6 +1067,31 @@ fn validate(raw: RawConfig, ctx: &Ctx<'_>) -> Result<Config, ConfigError> {
             "write a header name such as \"X-Transaction-Id\"",
         )
     })?;
+    // Credentials, connection-level and per-request headers would keep a secret in memory or
+    // make every request a transaction of its own.
+    const NOT_A_TRANSACTION_HEADER: [&str; 13] = [
+        "authorization",
+        "proxy-authorization",
+        "cookie",
+        "host",
+        "x-request-id",
+        "connection",
+        "keep-alive",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "content-length",
+        "proxy-connection",
+    ];
+    if NOT_A_TRANSACTION_HEADER.contains(&transaction_header.as_str()) {
+        return Err(ctx.error(
+            raw.token.transaction_header.as_ref().map(Spanned::span),
+            "token.transaction_header",
+            format!("`{header_name}` cannot name a transaction"),
+            "use a header of its own, such as \"X-Transaction-Id\"",
+        ));
+    }
     let token = TokenPolicy {
         mode,
         max_age,
@@ -1402,6 +1427,22 @@ mod tests {
         let e = parse(&format!("{MINIMAL}[upstream]\ntimeout = \"soon\"\n")).unwrap_err();
         assert_eq!(e.key, "upstream.timeout");
         assert_eq!(e.line, Some(5));
+    }
+
+    #[test]
+    fn transaction_header_cannot_be_a_credential_or_connection_header() {
+        let e = parse(&format!(
+            "{MINIMAL}[token]\ntransaction_header = \"Authorization\"\n"
+        ))
+        .unwrap_err();
+        assert_eq!(e.key, "token.transaction_header");
+        assert!(e.message.contains("cannot name a transaction"), "{e}");
+        let ok = parse(&format!(
+            "{MINIMAL}[token]\nmode = \"per_transaction\"\ntransaction_header = \"X-Reload\"\n"
+        ))
+        .unwrap();
+        assert_eq!(ok.token.transaction_header.as_str(), "x-reload");
+        assert_eq!(ok.token.mode, TokenMode::PerTransaction);
     }
 
     #[test]

@@ -11,7 +11,6 @@ use http_body_util::{Either, Empty};
 use hyper::body::Incoming;
 
 use crate::body::{AccessLog, ProxyBody};
-use crate::config::TokenMode;
 use crate::config::normalize_host;
 use crate::error::ProxyError;
 use crate::headers::{self, RequestIds};
@@ -170,13 +169,20 @@ impl Proxy {
         let mut key = route.token_key();
         if let Some(transactions) = &route.transactions {
             let entered = transactions.enter(request.headers());
-            if let Some(ended) = entered.ended {
+            for ended in entered.ended {
                 self.tokens.forget(&key.for_transaction(ended)).await;
             }
             key = key.for_transaction(entered.id);
             log.activity = Some(entered.activity);
         }
         let token = self.tokens.get(&key, route.token_mode).await?;
+        if let Some(transactions) = &route.transactions
+            && !transactions.is_ongoing(key.transaction)
+        {
+            // The transaction ended while its token was fetched: this request still uses the
+            // token, but the cache must not keep it.
+            self.tokens.forget(&key).await;
+        }
 
         let (mut parts, body) = request.into_parts();
         parts.uri = upstream_uri;
@@ -201,7 +207,8 @@ impl Proxy {
             .upstream
             .send(Request::from_parts(parts, Either::Right(Empty::new())))
             .await?;
-        if response.status() != StatusCode::UNAUTHORIZED {
+        if response.status() != StatusCode::UNAUTHORIZED || !self.tokens.refused(&key, &token).await
+        {
             return Ok(response);
         }
         drop(response);
@@ -212,12 +219,9 @@ impl Proxy {
             delegate = key.delegate.as_deref().unwrap_or("-"),
             "the upstream refused the token (401); retrying once with a fresh one"
         );
-        if route.token_mode != TokenMode::PerRequest {
-            self.tokens.refused(&key, &token).await;
-        }
-        let fresh = self.tokens.get(&key, route.token_mode).await?;
         log.retried = true;
         self.metrics.token_retry(&route.prefix);
+        let fresh = self.tokens.get(&key, route.token_mode).await?;
         let (method, uri, mut headers) = replay;
         headers.insert(header::AUTHORIZATION, fresh.bearer().clone());
         let mut again = Request::new(Either::Right(Empty::new()));

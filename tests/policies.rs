@@ -86,19 +86,18 @@ async fn per_transaction_starts_a_new_token_after_an_idle_gap() {
         )
         .await;
         let c = client();
+        let get = async || {
+            let r = c.get(proxy.url("/v1/teams")).send().await.unwrap();
+            assert_eq!(r.status(), 200);
+            r.text().await.unwrap();
+        };
         for _ in 0..5 {
-            assert_eq!(
-                c.get(proxy.url("/v1/teams")).send().await.unwrap().status(),
-                200
-            );
+            get().await;
         }
         // The idle gap is the behaviour under test: nothing to wait on but time.
-        tokio::time::sleep(Duration::from_millis(1300)).await;
+        tokio::time::sleep(Duration::from_millis(2500)).await;
         for _ in 0..5 {
-            assert_eq!(
-                c.get(proxy.url("/v1/teams")).send().await.unwrap().status(),
-                200
-            );
+            get().await;
         }
         let seen = bearers(&proxy);
         assert_eq!(distinct(&seen[..5]), 1, "first burst shares a token");
@@ -130,11 +129,14 @@ async fn per_transaction_starts_a_new_token_for_a_new_header_value() {
         }
         let seen = bearers(&proxy);
         assert_eq!(seen[0], seen[1]);
-        assert_eq!(seen[1], seen[2], "no header: same transaction");
+        assert_ne!(seen[1], seen[2], "no header: a transaction of its own");
         assert_ne!(seen[2], seen[3], "new value: new transaction");
+        assert_ne!(seen[0], seen[3]);
         assert_eq!(seen[3], seen[4]);
-        assert_ne!(seen[4], seen[5], "back to `a` is another new value");
-        assert_ne!(seen[0], seen[5]);
+        assert_eq!(
+            seen[0], seen[5],
+            "`a` is still going: its requests interleave with `b`'s"
+        );
         assert_eq!(proxy.sim.issue_calls(), 3);
         // The header is the client's; it reaches the API unchanged.
         assert_eq!(proxy.sim.requests()[0].headers["x-refresh-id"], "a");
@@ -224,6 +226,33 @@ async fn per_transaction_routes_do_not_share_transactions() {
         assert_eq!(seen[0], seen[2]);
         assert_eq!(seen[1], seen[3]);
         assert_ne!(seen[0], seen[1], "each route has its own transaction");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn new_transactions_share_the_sts_backoff() {
+    bounded(async {
+        let sim = simulator().await;
+        sim.set_sts_fault(Some(StsFault::Unavailable));
+        let proxy = start(sim, mode("per_transaction", "transaction_idle = \"1h\"")).await;
+        let c = client();
+        // Every request names a transaction of its own, all while the STS is down.
+        for i in 0..50 {
+            let r = c
+                .get(proxy.url("/v1/teams"))
+                .header("x-transaction-id", format!("reload-{i}"))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 503);
+            assert!(r.headers().contains_key("retry-after"));
+        }
+        assert!(
+            proxy.sim.sts_calls() <= 2,
+            "{} STS calls: a new transaction must not skip the backoff",
+            proxy.sim.sts_calls()
+        );
     })
     .await;
 }

@@ -263,6 +263,14 @@ async fn a_second_401_reaches_the_client() {
         assert_eq!(body["error"], "invalid_token", "the upstream's own answer");
         assert_eq!(proxy.sim.api_requests(), 2, "sent once, retried once");
         assert_eq!(proxy.sim.issue_calls(), 2);
+
+        // The fresh token was refused too: the refusal is about the requests, not the token.
+        // Further 401s go straight to the client instead of becoming an STS loop.
+        for _ in 0..10 {
+            assert_eq!(proxy.get("/v1/teams").await.status(), 401);
+        }
+        assert_eq!(proxy.sim.api_requests(), 12);
+        assert_eq!(proxy.sim.issue_calls(), 2);
     })
     .await;
 }

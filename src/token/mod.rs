@@ -31,6 +31,10 @@ use crate::metrics::{Metrics, StsOutcome};
 use schedule::Schedule;
 use sts::{Issued, StsClient, StsFailure};
 
+/// After a 401 made a key fetch a new token, a refusal of that new token within this window goes
+/// to the client instead of causing another fetch.
+pub const REFUSAL_WINDOW: Duration = Duration::from_secs(30);
+
 /// Cache key: tokens are shared per credential and delegate (and transaction, in that mode).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct TokenKey {
@@ -314,6 +318,8 @@ struct Inner {
     refresh_before: Duration,
     cache: Cache<TokenKey, Arc<Token>>,
     failures: Mutex<HashMap<TokenKey, Failures>>,
+    /// When a 401 last made a key drop its token (per credential and delegate).
+    refusals: Mutex<HashMap<TokenKey, Instant>>,
     jitter: (RandomState, AtomicU64),
     metrics: Arc<Metrics>,
 }
@@ -363,6 +369,7 @@ impl TokenSource {
                 refresh_before: config.token.refresh_before_expiry,
                 cache,
                 failures: Mutex::new(HashMap::new()),
+                refusals: Mutex::new(HashMap::new()),
                 jitter: (RandomState::new(), AtomicU64::new(0)),
                 metrics,
             }),
@@ -417,7 +424,9 @@ impl TokenSource {
     async fn cached(&self, key: &TokenKey) -> Result<Arc<Token>, TokenError> {
         if let Some(token) = self.inner.cache.get(key).await {
             if token.is_usable() {
-                if token.refresh_due() {
+                // A transaction's token is not refreshed ahead: the transaction may be over by
+                // then. One that outlives its token fetches the next when it runs out.
+                if key.transaction == 0 && token.refresh_due() {
                     self.refresh_in_background(key, &token);
                 }
                 return Ok(token);
@@ -484,18 +493,43 @@ impl TokenSource {
         matches!(result, moka::ops::compute::CompResult::Removed(_))
     }
 
-    /// The upstream answered 401 to `token`: drop it so the next [`TokenSource::get`] fetches a
-    /// fresh one. For a delegate token, the cached base token it was updated from goes too: what
-    /// made the API refuse one (revocation, a permission change) holds for the other, and an
-    /// update of a refused base would be refused in turn. Only the first of many requests refused
-    /// with the same token drops anything, so together they cause one new fetch.
-    pub async fn refused(&self, key: &TokenKey, token: &Arc<Token>) {
+    /// The upstream answered 401 to `token`: returns whether to retry with a fresh token, having
+    /// dropped this one so that the next [`TokenSource::get`] fetches it. For a delegate token,
+    /// the cached base token it was updated from goes too: what made the API refuse one
+    /// (revocation, a permission change) holds for the other.
+    ///
+    /// No retry while the STS is backing off (the token is kept: it may still serve other
+    /// requests), nor when the token was fetched after a refusal less than [`REFUSAL_WINDOW`] ago:
+    /// a fresh token refused again means the request is refused, not the token, and fetching on
+    /// every such request would turn the API's 401s into a tight STS loop. Of many requests
+    /// refused with the same token, only the first drops anything; the others find its
+    /// replacement.
+    pub async fn refused(&self, key: &TokenKey, token: &Arc<Token>) -> bool {
+        if self.check_backoff(key).is_err() {
+            return false;
+        }
+        {
+            let mut refusals = self
+                .inner
+                .refusals
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let shared = key.shared();
+            if let Some(at) = refusals.get(&shared)
+                && at.elapsed() < REFUSAL_WINDOW
+                && token.sent_at >= *at
+            {
+                return false;
+            }
+            refusals.insert(shared, Instant::now());
+        }
         if self.evict(key, token).await && key.delegate.is_some() && key.transaction == 0 {
             self.inner
                 .cache
                 .invalidate(&TokenKey::new(key.credential.clone(), None))
                 .await;
         }
+        true
     }
 
     fn refresh_in_background(&self, key: &TokenKey, token: &Arc<Token>) {
@@ -577,9 +611,21 @@ impl TokenSource {
                     self.check_backoff(&base_key)?;
                     self.base_token(&base_key, false).await?
                 };
-                let sent = (Instant::now(), SystemTime::now());
-                let issued = inner.sts.update(&base.access_token, delegate).await;
+                let mut sent = (Instant::now(), SystemTime::now());
+                let mut issued = inner.sts.update(&base.access_token, delegate).await;
                 self.count_sts(key, Step::Update, &issued);
+                if cached_base
+                    && matches!(issued, Err(StsFailure::Rejected { status: 401, .. }))
+                    && self.evict(&base_key, &base).await
+                {
+                    // The STS no longer accepts the cached base token (revoked before its end):
+                    // that says nothing about the delegate. Update a fresh base once before
+                    // calling it a rejection.
+                    let base = self.base_token(&base_key, true).await?;
+                    sent = (Instant::now(), SystemTime::now());
+                    issued = inner.sts.update(&base.access_token, delegate).await;
+                    self.count_sts(key, Step::Update, &issued);
+                }
                 let issued = issued.map_err(|f| TokenError::new(key, Step::Update, f))?;
                 (issued, sent, Step::Update)
             }

@@ -57,7 +57,7 @@ struct TokenAnswer {
     #[serde(default)]
     expires_in: Option<serde_json::Value>,
     #[serde(default)]
-    token_type: Option<String>,
+    token_type: Option<serde_json::Value>,
 }
 
 #[derive(Deserialize)]
@@ -208,6 +208,7 @@ impl StsClient {
         // Shown by `azure-costs-proxy token`; a short plain word or nothing, never a blob.
         let token_type = answer
             .token_type
+            .and_then(|t| t.as_str().map(str::to_string))
             .filter(|t| {
                 !t.is_empty() && t.len() <= 32 && t.bytes().all(|b| b.is_ascii_alphanumeric())
             })
