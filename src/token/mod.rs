@@ -18,7 +18,7 @@ use std::future::Future;
 use std::hash::BuildHasher;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
 use http::HeaderValue;
@@ -67,6 +67,12 @@ impl TokenKey {
     /// The key backoff is kept under: failures of the STS are failures for every transaction.
     fn shared(&self) -> Self {
         self.for_transaction(0)
+    }
+
+    /// The key of the credential's own client-credentials token, the base a delegate token is
+    /// updated from.
+    fn base(&self) -> Self {
+        TokenKey::new(self.credential.clone(), None)
     }
 }
 
@@ -399,8 +405,7 @@ impl TokenSource {
             };
         }
         // A failing base token is what holds a delegate back.
-        let base = TokenKey::new(key.credential.clone(), None);
-        for k in [key, &base] {
+        for k in [key, &key.base()] {
             if let Err(e) = self.check_backoff(k) {
                 return TokenState::BackingOff {
                     retry_in: e.retry_after.unwrap_or_default(),
@@ -509,11 +514,7 @@ impl TokenSource {
             return false;
         }
         {
-            let mut refusals = self
-                .inner
-                .refusals
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut refusals = lock(&self.inner.refusals);
             let shared = key.shared();
             if let Some(at) = refusals.get(&shared)
                 && at.elapsed() < REFUSAL_WINDOW
@@ -524,10 +525,7 @@ impl TokenSource {
             refusals.insert(shared, Instant::now());
         }
         if self.evict(key, token).await && key.delegate.is_some() && key.transaction == 0 {
-            self.inner
-                .cache
-                .invalidate(&TokenKey::new(key.credential.clone(), None))
-                .await;
+            self.inner.cache.invalidate(&key.base()).await;
         }
         true
     }
@@ -595,55 +593,62 @@ impl TokenSource {
             let reason = "no such credential in the configuration".to_string();
             return Err(TokenError::unavailable(key, Step::Issue, reason));
         };
-        let issued = match &key.delegate {
-            None => {
-                let sent = (Instant::now(), SystemTime::now());
-                let issued = inner.sts.issue(credential).await;
-                self.count_sts(key, Step::Issue, &issued);
-                let issued = issued.map_err(|f| TokenError::new(key, Step::Issue, f))?;
-                (issued, sent, Step::Issue)
-            }
+        let (step, result) = match &key.delegate {
+            None => (
+                Step::Issue,
+                self.sts_call(key, Step::Issue, inner.sts.issue(credential))
+                    .await,
+            ),
             Some(delegate) => {
-                let base_key = TokenKey::new(key.credential.clone(), None);
+                let base_key = key.base();
                 let base = if cached_base {
                     self.base_token(&base_key, true).await?
                 } else {
                     self.check_backoff(&base_key)?;
                     self.base_token(&base_key, false).await?
                 };
-                let mut sent = (Instant::now(), SystemTime::now());
-                let mut issued = inner.sts.update(&base.access_token, delegate).await;
-                self.count_sts(key, Step::Update, &issued);
+                let update = |base: Arc<Token>| async move {
+                    let call = inner.sts.update(&base.access_token, delegate);
+                    self.sts_call(key, Step::Update, call).await
+                };
+                let mut result = update(base.clone()).await;
                 if cached_base
-                    && matches!(issued, Err(StsFailure::Rejected { status: 401, .. }))
+                    && matches!(result, Err(StsFailure::Rejected { status: 401, .. }))
                     && self.evict(&base_key, &base).await
                 {
                     // The STS no longer accepts the cached base token (revoked before its end):
                     // that says nothing about the delegate. Update a fresh base once before
                     // calling it a rejection.
-                    let base = self.base_token(&base_key, true).await?;
-                    sent = (Instant::now(), SystemTime::now());
-                    issued = inner.sts.update(&base.access_token, delegate).await;
-                    self.count_sts(key, Step::Update, &issued);
+                    result = update(self.base_token(&base_key, true).await?).await;
                 }
-                let issued = issued.map_err(|f| TokenError::new(key, Step::Update, f))?;
-                (issued, sent, Step::Update)
+                (Step::Update, result)
             }
         };
-        let (issued, (sent_at, sent_wall), step) = issued;
+        let (issued, sent_at, sent_wall) = result.map_err(|f| TokenError::new(key, step, f))?;
         Token::new(issued, sent_at, sent_wall, inner).ok_or_else(|| {
             let reason = "the token cannot be sent in a header".to_string();
             TokenError::unavailable(key, step, reason)
         })
     }
 
-    fn count_sts(&self, key: &TokenKey, kind: Step, result: &Result<Issued, StsFailure>) {
-        let outcome = match result {
+    /// Makes one STS call for `key`, counts its outcome in the metrics and returns the answer
+    /// with the moment the call was sent (a token's life counts from then, so network time only
+    /// ever shortens its use).
+    async fn sts_call(
+        &self,
+        key: &TokenKey,
+        step: Step,
+        call: impl Future<Output = Result<Issued, StsFailure>>,
+    ) -> Result<(Issued, Instant, SystemTime), StsFailure> {
+        let (sent_at, sent_wall) = (Instant::now(), SystemTime::now());
+        let result = call.await;
+        let outcome = match &result {
             Ok(_) => StsOutcome::Ok,
             Err(StsFailure::Rejected { .. }) => StsOutcome::Rejected,
             Err(StsFailure::Unavailable { .. }) => StsOutcome::Unavailable,
         };
-        self.inner.metrics.sts(&key.credential, kind, outcome);
+        self.inner.metrics.sts(&key.credential, step, outcome);
+        result.map(|issued| (issued, sent_at, sent_wall))
     }
 
     /// The base token a delegate token is updated from: cached (interval mode) or fresh. Boxed
@@ -735,13 +740,15 @@ impl TokenSource {
         }
     }
 
-    fn lock_failures(&self) -> std::sync::MutexGuard<'_, HashMap<TokenKey, Failures>> {
-        // The map holds plain data; a panic elsewhere cannot leave it half-updated.
-        self.inner
-            .failures
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    fn lock_failures(&self) -> MutexGuard<'_, HashMap<TokenKey, Failures>> {
+        lock(&self.inner.failures)
     }
+}
+
+/// Locks a mutex of the token source. Each holds plain data updated in one step, so a panic
+/// elsewhere cannot leave it half-written: a poisoned lock is used as it is.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 #[cfg(test)]

@@ -9,10 +9,12 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use http::{HeaderMap, HeaderName, HeaderValue};
+
+use super::lock;
 
 /// Transaction ids are unique in the process, so that the token cache keys of two routes never
 /// collide. 0 is never used: it means "no transaction".
@@ -56,7 +58,7 @@ pub struct Activity {
 impl Drop for Activity {
     fn drop(&mut self) {
         let name = self.name.take();
-        self.route.lock().leave(Instant::now(), name, self.id);
+        lock(&self.route.state).leave(Instant::now(), name, self.id);
     }
 }
 
@@ -72,7 +74,7 @@ impl Transactions {
     /// Places a request with `headers` in a transaction: an ongoing one, or a new one.
     pub fn enter(self: &Arc<Self>, headers: &HeaderMap) -> Entered {
         let name = headers.get(&self.header).cloned();
-        let (id, ended) = self.lock().enter(Instant::now(), name.as_ref(), next_id);
+        let (id, ended) = lock(&self.state).enter(Instant::now(), name.as_ref(), next_id);
         Entered {
             id,
             ended,
@@ -86,12 +88,7 @@ impl Transactions {
 
     /// Whether transaction `id` is still ongoing (its token is worth keeping).
     pub fn is_ongoing(&self, id: u64) -> bool {
-        self.lock().is_ongoing(id)
-    }
-
-    fn lock(&self) -> MutexGuard<'_, Boundary> {
-        // Plain data, updated in one step: a panic elsewhere cannot leave it half-written.
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+        lock(&self.state).is_ongoing(id)
     }
 }
 
