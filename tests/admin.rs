@@ -97,7 +97,7 @@ async fn metrics_count_requests_sts_calls_and_token_expiry() {
         let proxy = start(simulator().await, Setup::default()).await;
         let c = client();
         for _ in 0..5 {
-            let r = c.get(proxy.url("/v1/teams")).send().await.unwrap();
+            let r = proxy.get("/v1/teams").await;
             assert_eq!(r.status(), 200);
             r.bytes().await.unwrap();
         }

@@ -5,7 +5,7 @@
 
 mod support;
 
-use support::{Setup, bounded, client, simulator, start};
+use support::{Setup, bounded, simulator, start};
 
 fn routes(text: &str) -> Setup {
     Setup {
@@ -24,20 +24,13 @@ async fn delegate_route_sends_the_updated_token_and_that_teams_data() {
             ..Setup::default()
         };
         let proxy = start(simulator().await, setup).await;
-        let c = client();
-        let own: serde_json::Value = c
-            .get(proxy.url("/v1/costs/by-service"))
-            .send()
+        let own: serde_json::Value = proxy
+            .get("/v1/costs/by-service")
             .await
-            .unwrap()
             .json()
             .await
             .unwrap();
-        let r = c
-            .get(proxy.url("/customers/contoso/v1/costs/by-service"))
-            .send()
-            .await
-            .unwrap();
+        let r = proxy.get("/customers/contoso/v1/costs/by-service").await;
         assert_eq!(r.status(), 200);
         let contoso: serde_json::Value = r.json().await.unwrap();
         assert_eq!(own["team"]["id"], "TEAM-PARTNER");
@@ -72,14 +65,13 @@ async fn two_delegates_get_two_tokens_and_their_own_data() {
              [[routes]]\nprefix = \"/customers/fabrikam\"\ndelegate = \"TEAM-FABRIKAM\"\n",
         );
         let proxy = start(simulator().await, setup).await;
-        let c = client();
         let mut totals = Vec::new();
         for (path, team) in [
             ("/customers/contoso/v1/costs/by-service", "TEAM-CONTOSO"),
             ("/customers/fabrikam/v1/costs/by-service", "TEAM-FABRIKAM"),
             ("/customers/contoso/v1/costs/by-service", "TEAM-CONTOSO"),
         ] {
-            let r = c.get(proxy.url(path)).send().await.unwrap();
+            let r = proxy.get(path).await;
             assert_eq!(r.status(), 200);
             let body: serde_json::Value = r.json().await.unwrap();
             assert_eq!(body["team"]["id"], team);
@@ -109,11 +101,10 @@ async fn prefixes_match_on_whole_path_segments() {
              [[routes]]\nprefix = \"/contoso\"\ndelegate = \"TEAM-CONTOSO\"\n",
         );
         let proxy = start(simulator().await, setup).await;
-        let c = client();
-        let r = c.get(proxy.url("/contoso/v1/teams")).send().await.unwrap();
+        let r = proxy.get("/contoso/v1/teams").await;
         assert_eq!(r.status(), 200);
         // `/contosox` is not under `/contoso`: it goes to `/` unchanged, with the base token.
-        let r = c.get(proxy.url("/contosox/v1/teams")).send().await.unwrap();
+        let r = proxy.get("/contosox/v1/teams").await;
         assert_eq!(r.status(), 404, "the API has no /contosox path");
         let seen = proxy.sim.requests();
         assert_eq!(seen[0].path_and_query, "/v1/teams");

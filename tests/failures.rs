@@ -7,7 +7,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use azure_costs_proxy::simulator::{Simulator, StsFault};
-use support::{Setup, bounded, client, closed_port, simulator, start};
+use support::{Setup, bounded, closed_port, simulator, start};
 
 async fn error_body(r: reqwest::Response) -> serde_json::Value {
     assert_eq!(r.headers()["content-type"], "application/json");
@@ -240,12 +240,11 @@ async fn sts_outage_costs_a_handful_of_calls_and_heals_by_itself() {
         let sim = simulator().await;
         sim.set_sts_fault(Some(StsFault::Unavailable));
         let proxy = start(sim, Setup::default()).await;
-        let c = client();
         // 200 requests over 3 s, all while the STS is down.
         let mut ticks = tokio::time::interval(Duration::from_millis(15));
         for _ in 0..200 {
             ticks.tick().await;
-            let r = c.get(proxy.url("/v1/teams")).send().await.unwrap();
+            let r = proxy.get("/v1/teams").await;
             assert_eq!(r.status(), 503);
             let retry: u64 = r.headers()["retry-after"]
                 .to_str()
@@ -266,7 +265,7 @@ async fn sts_outage_costs_a_handful_of_calls_and_heals_by_itself() {
         // its backoff, and the next request is served with it.
         proxy.sim.set_sts_fault(None);
         proxy.sim.wait_for_sts_calls(during + 1).await;
-        let r = c.get(proxy.url("/v1/teams")).send().await.unwrap();
+        let r = proxy.get("/v1/teams").await;
         assert_eq!(r.status(), 200);
         assert_eq!(proxy.sim.issued_tokens().len(), 1);
     })
@@ -283,20 +282,13 @@ async fn a_still_valid_token_keeps_serving_while_the_sts_is_down() {
             .await
             .unwrap();
         let proxy = start(sim, Setup::default()).await;
-        let c = client();
-        assert_eq!(
-            c.get(proxy.url("/v1/teams")).send().await.unwrap().status(),
-            200
-        );
+        assert_eq!(proxy.get("/v1/teams").await.status(), 200);
         proxy.sim.set_sts_fault(Some(StsFault::Unavailable));
         // The refresh ahead of expiry fails...
         proxy.sim.wait_for_sts_calls(2).await;
         // ...and requests are still served with the first token, which has not run out.
         for _ in 0..5 {
-            assert_eq!(
-                c.get(proxy.url("/v1/teams")).send().await.unwrap().status(),
-                200
-            );
+            assert_eq!(proxy.get("/v1/teams").await.status(), 200);
         }
         let issued = proxy.sim.issued_tokens();
         assert_eq!(issued.len(), 1);

@@ -35,9 +35,8 @@ fn mode(mode: &str, extra_token_keys: &str) -> Setup {
 async fn per_request_gives_every_request_its_own_token() {
     bounded(async {
         let proxy = start(simulator().await, mode("per_request", "")).await;
-        let c = client();
         for _ in 0..10 {
-            let r = c.get(proxy.url("/v1/teams")).send().await.unwrap();
+            let r = proxy.get("/v1/teams").await;
             assert_eq!(r.status(), 200);
         }
         let seen = bearers(&proxy);
@@ -58,9 +57,8 @@ async fn per_request_with_a_delegate_updates_a_fresh_base_token_each_time() {
             ..Setup::default()
         };
         let proxy = start(simulator().await, setup).await;
-        let c = client();
         for _ in 0..5 {
-            let r = c.get(proxy.url("/v1/teams")).send().await.unwrap();
+            let r = proxy.get("/v1/teams").await;
             assert_eq!(r.status(), 200);
         }
         assert_eq!(proxy.sim.issue_calls(), 5);
@@ -85,9 +83,8 @@ async fn per_transaction_starts_a_new_token_after_an_idle_gap() {
             mode("per_transaction", "transaction_idle = \"1s\""),
         )
         .await;
-        let c = client();
         let get = async || {
-            let r = c.get(proxy.url("/v1/teams")).send().await.unwrap();
+            let r = proxy.get("/v1/teams").await;
             assert_eq!(r.status(), 200);
             r.text().await.unwrap();
         };
@@ -182,21 +179,13 @@ async fn per_transaction_keeps_a_route_busy_while_a_response_streams() {
         )
         .await;
         proxy.sim.hold_exports();
-        let c = client();
-        let mut export = c
-            .get(proxy.url("/v1/costs/export?rows=100000"))
-            .send()
-            .await
-            .unwrap();
+        let mut export = proxy.get("/v1/costs/export?rows=100000").await;
         assert_eq!(export.status(), 200);
         assert!(export.chunk().await.unwrap().is_some());
         // Longer than the idle gap since the export started, but the export is still running:
         // the route is busy, not idle.
         tokio::time::sleep(Duration::from_millis(800)).await;
-        assert_eq!(
-            c.get(proxy.url("/v1/teams")).send().await.unwrap().status(),
-            200
-        );
+        assert_eq!(proxy.get("/v1/teams").await.status(), 200);
         proxy.sim.release_exports();
         while export.chunk().await.unwrap().is_some() {}
         let seen = bearers(&proxy);
@@ -218,9 +207,8 @@ async fn per_transaction_routes_do_not_share_transactions() {
         };
         let sim = Simulator::builder().spawn().await.unwrap();
         let proxy = start(sim, setup).await;
-        let c = client();
         for path in ["/v1/teams", "/b/v1/teams", "/v1/teams", "/b/v1/teams"] {
-            assert_eq!(c.get(proxy.url(path)).send().await.unwrap().status(), 200);
+            assert_eq!(proxy.get(path).await.status(), 200);
         }
         let seen = bearers(&proxy);
         assert_eq!(seen[0], seen[2]);

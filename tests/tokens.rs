@@ -20,9 +20,8 @@ use support::{Setup, bounded, client, simulator, start};
 async fn many_sequential_requests_cause_one_sts_call() {
     bounded(async {
         let proxy = start(simulator().await, Setup::default()).await;
-        let c = client();
         for _ in 0..50 {
-            let r = c.get(proxy.url("/v1/teams")).send().await.unwrap();
+            let r = proxy.get("/v1/teams").await;
             assert_eq!(r.status(), 200);
         }
         assert_eq!(proxy.sim.issue_calls(), 1);
@@ -83,11 +82,7 @@ async fn short_lived_tokens_are_refreshed_ahead_and_never_sent_expired() {
             ..Setup::default()
         };
         let proxy = start(sim, setup).await;
-        let c = client();
-        assert_eq!(
-            c.get(proxy.url("/v1/teams")).send().await.unwrap().status(),
-            200
-        );
+        assert_eq!(proxy.get("/v1/teams").await.status(), 200);
         // From now on every STS call takes a second. A refresh that made requests wait would show
         // up as a request slower than that; a refresh ahead of time is invisible to them.
         proxy
@@ -98,7 +93,7 @@ async fn short_lived_tokens_are_refreshed_ahead_and_never_sent_expired() {
         let mut sent = 0;
         while Instant::now() < until {
             let started = Instant::now();
-            let r = c.get(proxy.url("/v1/teams")).send().await.unwrap();
+            let r = proxy.get("/v1/teams").await;
             assert_eq!(r.status(), 200, "request {sent} failed");
             slowest = slowest.max(started.elapsed());
             sent += 1;
@@ -214,16 +209,12 @@ async fn token_is_kept_fresh_without_traffic() {
 async fn upstream_401_drops_the_token_and_retries_once_with_a_fresh_one() {
     bounded(async {
         let proxy = start(simulator().await, Setup::default()).await;
-        let c = client();
-        assert_eq!(
-            c.get(proxy.url("/v1/teams")).send().await.unwrap().status(),
-            200
-        );
+        assert_eq!(proxy.get("/v1/teams").await.status(), 200);
         assert_eq!(proxy.sim.issue_calls(), 1);
 
         // Permissions changed: the API refuses the cached token.
         proxy.sim.revoke_tokens();
-        let r = c.get(proxy.url("/v1/teams")).send().await.unwrap();
+        let r = proxy.get("/v1/teams").await;
         assert_eq!(r.status(), 200, "the client never sees the refused token");
         assert_eq!(proxy.sim.issue_calls(), 2, "one extra STS call");
         assert_eq!(proxy.sim.bad_token_requests(), 1);
@@ -241,10 +232,7 @@ async fn upstream_401_drops_the_token_and_retries_once_with_a_fresh_one() {
         );
 
         // The fresh token is cached: no further STS call.
-        assert_eq!(
-            c.get(proxy.url("/v1/teams")).send().await.unwrap().status(),
-            200
-        );
+        assert_eq!(proxy.get("/v1/teams").await.status(), 200);
         assert_eq!(proxy.sim.issue_calls(), 2);
     })
     .await;
@@ -306,18 +294,10 @@ async fn a_refused_delegate_token_is_rebuilt_from_a_fresh_base_token() {
             ..Setup::default()
         };
         let proxy = start(simulator().await, setup).await;
-        let c = client();
-        assert_eq!(
-            c.get(proxy.url("/v1/teams")).send().await.unwrap().status(),
-            200
-        );
+        assert_eq!(proxy.get("/v1/teams").await.status(), 200);
         // Revoked: the delegate token and the base it came from.
         proxy.sim.revoke_tokens();
-        let r = c
-            .get(proxy.url("/v1/costs/by-service"))
-            .send()
-            .await
-            .unwrap();
+        let r = proxy.get("/v1/costs/by-service").await;
         assert_eq!(r.status(), 200);
         let body: serde_json::Value = r.json().await.unwrap();
         assert_eq!(body["team"]["id"], "TEAM-WOODGROVE");
@@ -332,10 +312,7 @@ async fn many_requests_refused_with_one_token_cause_one_new_fetch() {
     bounded(async {
         let proxy = start(simulator().await, Setup::default()).await;
         let c = client();
-        assert_eq!(
-            c.get(proxy.url("/v1/teams")).send().await.unwrap().status(),
-            200
-        );
+        assert_eq!(proxy.get("/v1/teams").await.status(), 200);
         proxy.sim.revoke_tokens();
         let requests: Vec<_> = (0..30)
             .map(|_| tokio::spawn(c.get(proxy.url("/v1/teams")).send()))

@@ -74,6 +74,8 @@ pub fn config(sim: &Simulator, setup: &Setup) -> config::Config {
 pub struct Running {
     pub addr: SocketAddr,
     pub admin: SocketAddr,
+    /// A pooled client for [`Running::get`], as a BI tool keeps its connections.
+    client: reqwest::Client,
     pub sim: Simulator,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<anyhow::Result<()>>,
@@ -85,9 +87,9 @@ impl Running {
         format!("http://{}{path}", self.addr)
     }
 
-    /// GET `path` through the proxy with a fresh client.
+    /// GET `path` through the proxy.
     pub async fn get(&self, path: &str) -> reqwest::Response {
-        client()
+        self.client
             .get(self.url(path))
             .send()
             .await
@@ -150,6 +152,7 @@ pub async fn start(sim: Simulator, setup: Setup) -> Running {
     Running {
         addr,
         admin,
+        client: client(),
         sim,
         stop: Some(stop),
         task,
