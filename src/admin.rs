@@ -16,7 +16,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use serde_json::json;
 use tokio::net::TcpListener;
 
-use crate::proxy::Proxy;
+use crate::live::Live;
 use crate::token::TokenState;
 
 /// Time a probe or scraper gets to send its request head.
@@ -25,15 +25,15 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
 /// What the admin endpoints look at.
 #[derive(Debug)]
 pub struct Admin {
-    proxy: Arc<Proxy>,
+    live: Arc<Live>,
     shutting_down: AtomicBool,
 }
 
 impl Admin {
-    /// Admin state for `proxy`.
-    pub fn new(proxy: Arc<Proxy>) -> Arc<Self> {
+    /// Admin state for the running proxy (whatever config it has after reloads).
+    pub fn new(live: Arc<Live>) -> Arc<Self> {
         Arc::new(Admin {
-            proxy,
+            live,
             shutting_down: AtomicBool::new(false),
         })
     }
@@ -47,13 +47,13 @@ impl Admin {
     /// Ready once the `/` route, or every route when there is none, holds a valid token (or
     /// fetches on demand without a failing STS), and the process is not shutting down.
     pub async fn readiness(&self) -> (StatusCode, serde_json::Value) {
-        let routes = self.proxy.routes().routes();
+        let proxy = self.live.proxy();
+        let routes = proxy.routes().routes();
         let has_root = routes.iter().any(|r| &*r.prefix == "/");
         let mut ready = true;
         let mut listed = Vec::with_capacity(routes.len());
         for route in routes {
-            let state = self
-                .proxy
+            let state = proxy
                 .tokens()
                 .state(&route.token_key(), route.token_mode)
                 .await;
@@ -125,7 +125,7 @@ impl Admin {
             "/metrics" => answer(
                 StatusCode::OK,
                 "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                self.proxy.metrics().encode(),
+                self.live.metrics().encode(),
             ),
             _ => answer(
                 StatusCode::NOT_FOUND,
@@ -176,4 +176,63 @@ pub async fn serve(listener: TcpListener, admin: Arc<Admin>) {
             }
         });
     }
+}
+
+/// What the `healthcheck` command learned from `/readyz`.
+#[derive(Debug)]
+pub struct Probe {
+    /// The HTTP status `/readyz` answered.
+    pub status: StatusCode,
+    /// Its body (JSON naming each route's token state; never a token).
+    pub body: String,
+}
+
+impl Probe {
+    /// Whether the proxy said it is ready.
+    pub fn is_ready(&self) -> bool {
+        self.status == StatusCode::OK
+    }
+}
+
+/// GETs `/readyz` on the admin listener at `address` (an unspecified address such as 0.0.0.0 is
+/// asked on loopback), all within `timeout`. Errors say why there is no answer.
+pub async fn probe(address: std::net::SocketAddr, timeout: Duration) -> Result<Probe, String> {
+    let mut target = address;
+    if target.ip().is_unspecified() {
+        target.set_ip(match target {
+            std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    let ask = async {
+        let stream = tokio::net::TcpStream::connect(target)
+            .await
+            .map_err(|e| format!("cannot connect to the admin listener at {target}: {e}"))?;
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| format!("admin listener at {target}: {e}"))?;
+        tokio::spawn(connection);
+        let request = Request::get("/readyz")
+            .header(header::HOST, target.to_string())
+            .body(http_body_util::Empty::<Bytes>::new())
+            .map_err(|e| format!("building the request: {e}"))?;
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|e| format!("admin listener at {target}: {e}"))?;
+        let status = response.status();
+        // The body is small JSON; cap what is read all the same.
+        let limited = http_body_util::Limited::new(response.into_body(), 256 * 1024);
+        let body = http_body_util::BodyExt::collect(limited)
+            .await
+            .map_err(|e| format!("reading /readyz from {target}: {e}"))?
+            .to_bytes();
+        Ok(Probe {
+            status,
+            body: String::from_utf8_lossy(&body).into_owned(),
+        })
+    };
+    tokio::time::timeout(timeout, ask)
+        .await
+        .map_err(|_| format!("no answer from the admin listener at {target} within {timeout:?}"))?
 }

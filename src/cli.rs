@@ -15,6 +15,8 @@ Config file lookup: --config, else $AZURE_COSTS_PROXY_CONFIG, else ./proxy.toml,
 AZURE_COSTS_CLIENT_SECRET, optional AZURE_COSTS_PROXY_LISTEN, AZURE_COSTS_DELEGATE).
 
 Exit codes: 0 clean shutdown or valid config, 1 runtime or STS failure, 2 config error.
+Signals (run): SIGTERM/SIGINT drain and exit (a second one exits at once); SIGHUP reloads the
+config and secrets, keeping the running config if the new one is invalid.
 Log level: RUST_LOG (default info), e.g. RUST_LOG=azure_costs_proxy=debug.
 
 Try it without an account: azure-costs-proxy demo")]
@@ -51,6 +53,14 @@ pub enum Command {
         /// `curl -H "Authorization: Bearer $(azure-costs-proxy token --print)"`. Handle with care.
         #[arg(long)]
         print: bool,
+    },
+    /// Ask the running proxy's admin listener (/readyz, at [admin] address of the same config)
+    /// whether it is ready. For container HEALTHCHECK, where there is no curl.
+    /// Exit 0 if ready, 1 if not (not ready, not running, admin disabled, or no answer in time).
+    Healthcheck {
+        /// Give up after this long.
+        #[arg(long, default_value = "5s", value_name = "DURATION", value_parser = humantime::parse_duration)]
+        timeout: std::time::Duration,
     },
     /// Start a built-in Azure Costs simulator and the proxy in front of it, on loopback; prints a
     /// ready curl line. Needs no account. Runs until Ctrl-C.

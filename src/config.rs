@@ -28,6 +28,8 @@ pub const DEFAULT_UPSTREAM: &str = "https://api.azure-costs.com";
 pub const DEFAULT_TOKEN_URL: &str = "https://azure-costs.com/sts/issue/oauth/token";
 /// The vendor's hard limit on a token's age: a new token at least hourly.
 pub const MAX_TOKEN_AGE: Duration = Duration::from_secs(60 * 60);
+/// Default time in-flight requests get to finish after a shutdown signal.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
 /// A secret value (client secret, inbound API key). It never prints: `Debug` and `Display` show
 /// `[redacted]`, and the memory is overwritten when it is dropped.
@@ -120,6 +122,8 @@ pub struct Listen {
     pub allowed_hosts: Vec<String>,
     /// Inbound keys a client must present; empty means none is required.
     pub api_keys: Vec<Secret>,
+    /// Time in-flight requests get to finish after SIGTERM/SIGINT.
+    pub shutdown_grace: Duration,
 }
 
 /// The admin listener.
@@ -260,6 +264,7 @@ struct RawListen {
     allowed_hosts: Option<Vec<Spanned<String>>>,
     api_keys: Option<Vec<Spanned<toml::Value>>>,
     tls: Option<Spanned<RawTls>>,
+    shutdown_grace: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -687,6 +692,7 @@ pub fn summary(c: &Config) -> String {
     if !c.listen.allowed_hosts.is_empty() {
         let _ = writeln!(out, "extra hosts: {}", c.listen.allowed_hosts.join(", "));
     }
+    let _ = writeln!(out, "shutdown:    grace {}", d(c.listen.shutdown_grace));
     let _ = writeln!(
         out,
         "admin:       {}",
@@ -906,6 +912,12 @@ fn validate(raw: RawConfig, ctx: &Ctx<'_>) -> Result<Config, ConfigError> {
             "remove [listen.tls] and keep the proxy on loopback, or terminate TLS in front of it",
         ));
     }
+
+    let shutdown_grace = ctx.duration(
+        &raw.listen.shutdown_grace,
+        "listen.shutdown_grace",
+        DEFAULT_SHUTDOWN_GRACE,
+    )?;
 
     // [admin]
     let admin = Admin {
@@ -1195,6 +1207,7 @@ fn validate(raw: RawConfig, ctx: &Ctx<'_>) -> Result<Config, ConfigError> {
             allow_remote,
             allowed_hosts,
             api_keys,
+            shutdown_grace,
         },
         admin,
         upstream,
@@ -1424,6 +1437,12 @@ mod tests {
     fn durations_are_humantime_and_errors_point_at_them() {
         let c = parse(&format!("{MINIMAL}[upstream]\ntimeout = \"90s\"\n")).unwrap();
         assert_eq!(c.upstream.timeout, Duration::from_secs(90));
+        assert_eq!(c.listen.shutdown_grace, DEFAULT_SHUTDOWN_GRACE);
+        let c = parse(&format!("[listen]\nshutdown_grace = \"2m\"\n{MINIMAL}")).unwrap();
+        assert_eq!(c.listen.shutdown_grace, Duration::from_secs(120));
+        let e = parse(&format!("[listen]\nshutdown_grace = \"0s\"\n{MINIMAL}")).unwrap_err();
+        assert_eq!(e.key, "listen.shutdown_grace");
+        assert_eq!(e.line, Some(2));
         let e = parse(&format!("{MINIMAL}[upstream]\ntimeout = \"soon\"\n")).unwrap_err();
         assert_eq!(e.key, "upstream.timeout");
         assert_eq!(e.line, Some(5));

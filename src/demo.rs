@@ -96,5 +96,9 @@ pub async fn run(
         sts = sim.sts_url(),
         api = sim.api_url(),
     );
-    crate::run_with_admin(config, listener, Some(admin), shutdown).await
+    let options = crate::Options {
+        admin: Some(admin),
+        reloader: None,
+    };
+    crate::run_with(config, listener, options, shutdown).await
 }

@@ -13,8 +13,10 @@ pub mod demo;
 pub mod error;
 pub mod headers;
 pub mod inspect;
+pub mod live;
 pub mod logging;
 pub mod metrics;
+pub mod notify;
 pub mod proxy;
 pub mod routes;
 pub mod server;
@@ -28,81 +30,88 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use tokio::net::TcpListener;
+use tokio::sync::mpsc;
 
 pub use config::Config;
 pub use error::ProxyError;
 
-use crate::config::TokenMode;
-use crate::proxy::{HostGuard, Proxy};
-use crate::routes::RouteTable;
-use crate::token::{TokenKey, TokenSource};
-use crate::upstream::Upstream;
+use crate::config::ConfigError;
+use crate::live::Live;
+
+/// Reads the config again when asked (SIGHUP): each message on `requests` makes the proxy call
+/// `load` and, if it succeeds, serve new requests with what it returned.
+pub struct Reloader {
+    /// One message per reload request.
+    pub requests: mpsc::Receiver<()>,
+    /// Reads and validates the config (file, secrets, environment) as at start-up.
+    pub load: Box<dyn Fn() -> Result<Config, ConfigError> + Send>,
+}
+
+/// Optional parts of [`run_with`].
+#[derive(Default)]
+pub struct Options {
+    /// The admin listener, bound by the caller; `None`: no admin endpoints.
+    pub admin: Option<TcpListener>,
+    /// Live reload; `None`: the config is fixed.
+    pub reloader: Option<Reloader>,
+}
+
+/// Binds the admin listener of `config`, if it is enabled.
+pub async fn bind_admin(config: &Config) -> anyhow::Result<Option<TcpListener>> {
+    if !config.admin.enabled {
+        return Ok(None);
+    }
+    let address = config.admin.address;
+    let bound = TcpListener::bind(address).await.with_context(|| {
+        format!(
+            "cannot listen on the admin address {address}; set [admin] address to a free port, \
+             or enabled = false"
+        )
+    })?;
+    Ok(Some(bound))
+}
 
 /// Serves the proxy on `listener` with `config` until `shutdown` resolves, then drains in-flight
-/// requests (bounded by [`server::SHUTDOWN_GRACE`]) and returns. The admin listener, when
-/// enabled, is bound here on `admin.address`.
-///
-/// Tokens of interval-mode routes are fetched at once in the background and kept fresh, so
-/// requests do not wait for the STS (and join that fetch if they come before it ends).
+/// requests (bounded by `listen.shutdown_grace`) and returns. The admin listener, when enabled,
+/// is bound here on `admin.address`. The config stays fixed; see [`run_with`] for reloads.
 pub async fn run(
     config: Config,
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let admin = if config.admin.enabled {
-        let address = config.admin.address;
-        let bound = TcpListener::bind(address).await.with_context(|| {
-            format!(
-                "cannot listen on the admin address {address}; set [admin] address to a free                  port, or enabled = false"
-            )
-        })?;
-        Some(bound)
-    } else {
-        None
+    let admin = bind_admin(&config).await?;
+    let options = Options {
+        admin,
+        reloader: None,
     };
-    run_with_admin(config, listener, admin, shutdown).await
+    run_with(config, listener, options, shutdown).await
 }
 
-/// [`run`] with the admin listener bound by the caller (`None`: no admin listener), so that tests
-/// and the demo can use a port of their choosing.
-pub async fn run_with_admin(
+/// [`run`] with the admin listener bound by the caller and, optionally, live reload.
+///
+/// Tokens of interval-mode routes are fetched at once in the background and kept fresh, so
+/// requests do not wait for the STS (and join that fetch if they come before it ends). Under
+/// systemd, READY=1 is sent once the listeners are up, STOPPING=1 when `shutdown` resolves.
+pub async fn run_with(
     config: Config,
     listener: TcpListener,
-    admin_listener: Option<TcpListener>,
+    options: Options,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     for warning in &config.warnings {
         tracing::warn!("{warning}");
     }
-    let tls = tls::client_config(&config.upstream.ca_certs)
-        .map_err(anyhow::Error::msg)
-        .context("TLS client configuration")?;
-    let metrics = Arc::new(metrics::Metrics::new());
-    let tokens = TokenSource::new(&config, tls.clone(), metrics.clone())
-        .map_err(anyhow::Error::msg)
-        .context("STS client")?;
-    let upstream = Upstream::new(&config.upstream, tls)
-        .map_err(anyhow::Error::msg)
-        .context("upstream client")?;
     let local = listener.local_addr().context("listener address")?;
-    let hosts = HostGuard::new(local, &config.listen.allowed_hosts);
-    if !local.ip().is_loopback() && config.listen.allowed_hosts.is_empty() {
-        tracing::warn!(
-            "listening on {local} for remote clients, but listen.allowed_hosts is empty: only \
-             requests with Host localhost or {} are accepted",
-            local.ip()
-        );
-    }
-    let proxy = Arc::new(Proxy::new(
-        RouteTable::new(&config.routes, &config.token),
-        tokens.clone(),
-        upstream,
-        hosts,
-        metrics.clone(),
-    ));
-    let keepers = keep_tokens_warm(&proxy);
-    let admin = admin::Admin::new(proxy.clone());
-    let admin_task = match admin_listener {
+    warn_if_hosts_unset(&config, local);
+    let upstream = config.upstream.url.to_string();
+    let routes = config.routes.len();
+    let live = Arc::new(Live::start(
+        config,
+        local,
+        Arc::new(metrics::Metrics::new()),
+    )?);
+    let admin = admin::Admin::new(live.clone());
+    let admin_task = match options.admin {
         Some(l) => {
             let at = l.local_addr().context("admin listener address")?;
             tracing::info!(address = %at, "admin endpoints on http://{at}/healthz, /readyz, /metrics");
@@ -110,42 +119,68 @@ pub async fn run_with_admin(
         }
         None => None,
     };
-    tracing::info!(
-        address = %local,
-        upstream = %config.upstream.url,
-        routes = config.routes.len(),
-        "listening on http://{local}"
-    );
+    let reload_task = options
+        .reloader
+        .map(|reloader| tokio::spawn(reload_on_request(live.clone(), reloader)));
+    let watchdog = notify::watchdog_interval().map(|every| tokio::spawn(notify::watchdog(every)));
+    tracing::info!(address = %local, %upstream, routes, "listening on http://{local}");
+    notify::ready(&format!("listening on http://{local}"));
     let draining = admin.clone();
     let shutdown = async move {
         shutdown.await;
+        notify::stopping();
         // Probes see 503 while in-flight requests drain.
         draining.shutting_down();
     };
-    server::serve(listener, proxy, shutdown, server::SHUTDOWN_GRACE).await;
-    for keeper in keepers {
-        keeper.abort();
-    }
-    if let Some(task) = admin_task {
+    server::serve(listener, live.clone(), shutdown).await;
+    live.stop();
+    for task in [admin_task, reload_task, watchdog].into_iter().flatten() {
         task.abort();
     }
     Ok(())
 }
 
-/// Starts a keeper for the token of every interval-mode route (each cache key once): the token
-/// is fetched at start-up and kept fresh. Failures are logged and backed off by the token source.
-fn keep_tokens_warm(proxy: &Proxy) -> Vec<tokio::task::JoinHandle<()>> {
-    let mut keys: Vec<TokenKey> = Vec::new();
-    for route in proxy.routes().routes() {
-        let key = route.token_key();
-        if route.token_mode == TokenMode::Interval && !keys.contains(&key) {
-            keys.push(key);
-        }
+fn warn_if_hosts_unset(config: &Config, local: std::net::SocketAddr) {
+    if !local.ip().is_loopback() && config.listen.allowed_hosts.is_empty() {
+        tracing::warn!(
+            "listening on {local} for remote clients, but listen.allowed_hosts is empty: only \
+             requests with Host localhost or {} are accepted",
+            local.ip()
+        );
     }
-    keys.into_iter()
-        .map(|key| {
-            let tokens = proxy.tokens().clone();
-            tokio::spawn(async move { tokens.keep_warm(key).await })
-        })
-        .collect()
+}
+
+/// Reloads the config on each request: a valid one replaces the running one for new requests;
+/// an invalid one is logged and the running one stays.
+async fn reload_on_request(live: Arc<Live>, mut reloader: Reloader) {
+    while reloader.requests.recv().await.is_some() {
+        notify::reloading();
+        tracing::info!("reloading the config");
+        match (reloader.load)() {
+            Err(e) => {
+                tracing::error!("config reload failed, the running config stays: {e}");
+            }
+            Ok(config) => {
+                for warning in &config.warnings {
+                    tracing::warn!("{warning}");
+                }
+                match live.reload(config).await {
+                    Ok(done) => {
+                        for setting in &done.need_restart {
+                            tracing::warn!("{setting} changed: it takes effect after a restart");
+                        }
+                        tracing::info!(
+                            discarded = ?done.discarded,
+                            kept_tokens = done.kept_tokens,
+                            "config reloaded; new requests use it"
+                        );
+                    }
+                    Err(e) => {
+                        tracing::error!("config reload failed, the running config stays: {e:#}");
+                    }
+                }
+            }
+        }
+        notify::ready("config reloaded");
+    }
 }

@@ -1,14 +1,16 @@
 //! The `azure-costs-proxy` binary: parse the command line, set up logging and TLS, load the
 //! config, call the library; map outcomes to exit codes (0 ok, 1 runtime failure, 2 config error).
 
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::Parser;
 
 use azure_costs_proxy::cli::{Cli, Command};
 use azure_costs_proxy::config::{self, Config};
 use azure_costs_proxy::inspect::{self, InspectError};
-use azure_costs_proxy::{demo, logging};
+use azure_costs_proxy::{Options, Reloader, admin, demo, logging};
 
 /// Exit code for a runtime failure.
 const EXIT_FAILURE: u8 = 1;
@@ -24,6 +26,7 @@ fn main() -> ExitCode {
     let command = cli.command.unwrap_or(Command::Run);
     match command {
         Command::Check => return check(cli.config.as_deref()),
+        Command::Healthcheck { .. } => {}
         Command::Demo { listen } if !listen.ip().is_loopback() => {
             eprintln!("error: the demo listens on loopback only; use --listen 127.0.0.1:PORT");
             return ExitCode::from(EXIT_CONFIG);
@@ -43,26 +46,27 @@ fn main() -> ExitCode {
     runtime.block_on(async move {
         match command {
             Command::Demo { listen } => finish(demo::run(listen, shutdown_signal()).await),
+            Command::Healthcheck { timeout } => healthcheck(cli.config.as_deref(), timeout).await,
             Command::Token { route, print } => match load(cli.config.as_deref()) {
                 Ok(config) => token(&config, &route, print).await,
                 Err(code) => code,
             },
             _ => match load(cli.config.as_deref()) {
-                Ok(config) => serve(config).await,
+                Ok(config) => serve(config, cli.config).await,
                 Err(code) => code,
             },
         }
     })
 }
 
-fn load(path: Option<&std::path::Path>) -> Result<Config, ExitCode> {
+fn load(path: Option<&Path>) -> Result<Config, ExitCode> {
     config::load(path, &config::process_env).map_err(|e| {
         eprintln!("config error: {e}");
         ExitCode::from(EXIT_CONFIG)
     })
 }
 
-async fn serve(config: Config) -> ExitCode {
+async fn serve(config: Config, path: Option<PathBuf>) -> ExitCode {
     let listener = match tokio::net::TcpListener::bind(config.listen.address).await {
         Ok(l) => l,
         Err(e) => {
@@ -70,7 +74,77 @@ async fn serve(config: Config) -> ExitCode {
             return ExitCode::from(EXIT_FAILURE);
         }
     };
-    finish(azure_costs_proxy::run(config, listener, shutdown_signal()).await)
+    let admin = match azure_costs_proxy::bind_admin(&config).await {
+        Ok(admin) => admin,
+        Err(e) => return finish(Err(e)),
+    };
+    let options = Options {
+        admin,
+        reloader: reloader(path),
+    };
+    finish(azure_costs_proxy::run_with(config, listener, options, shutdown_signal()).await)
+}
+
+/// SIGHUP asks for a reload; the config is read again the way it was found at start-up.
+#[cfg(unix)]
+fn reloader(path: Option<PathBuf>) -> Option<Reloader> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hangup = match signal(SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGHUP: live reload is off");
+            return None;
+        }
+    };
+    // One pending reload is enough: signals that arrive during a reload fold into the next.
+    let (tx, requests) = tokio::sync::mpsc::channel(1);
+    tokio::spawn(async move {
+        while hangup.recv().await.is_some() {
+            let _ = tx.try_send(());
+        }
+    });
+    Some(Reloader {
+        requests,
+        load: Box::new(move || config::load(path.as_deref(), &config::process_env)),
+    })
+}
+
+#[cfg(not(unix))]
+fn reloader(_path: Option<PathBuf>) -> Option<Reloader> {
+    None
+}
+
+/// `healthcheck`: 0 if the proxy of this config says it is ready, 1 otherwise (also for a config
+/// error: Docker reserves exit code 2 of a HEALTHCHECK).
+async fn healthcheck(path: Option<&Path>, timeout: Duration) -> ExitCode {
+    let config = match config::load(path, &config::process_env) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("config error: {e}");
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
+    if !config.admin.enabled {
+        eprintln!(
+            "not ready: the admin listener is disabled ([admin] enabled = false), so there is \
+             nothing to ask; enable it to use healthcheck"
+        );
+        return ExitCode::from(EXIT_FAILURE);
+    }
+    match admin::probe(config.admin.address, timeout).await {
+        Ok(probe) if probe.is_ready() => {
+            println!("ready: {}", probe.body);
+            ExitCode::SUCCESS
+        }
+        Ok(probe) => {
+            println!("not ready ({}): {}", probe.status, probe.body);
+            ExitCode::from(EXIT_FAILURE)
+        }
+        Err(e) => {
+            println!("not ready: {e}");
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
 }
 
 fn finish(result: anyhow::Result<()>) -> ExitCode {
@@ -89,7 +163,7 @@ fn finish(result: anyhow::Result<()>) -> ExitCode {
 }
 
 /// `check`: validate and summarise, never printing a secret.
-fn check(path: Option<&std::path::Path>) -> ExitCode {
+fn check(path: Option<&Path>) -> ExitCode {
     let config = match load(path) {
         Ok(c) => c,
         Err(code) => return code,

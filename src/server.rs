@@ -16,8 +16,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::time::Instant;
 
+use crate::live::Live;
 use crate::metrics::Metrics;
-use crate::proxy::Proxy;
 
 /// Largest request head accepted (SPEC: 64 KiB, 431 above).
 pub const MAX_HEADER_BYTES: usize = 64 * 1024;
@@ -29,8 +29,6 @@ pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Connections served at once; further clients wait in the listen backlog.
 pub const MAX_CONNECTIONS: usize = 1024;
-/// Time in-flight requests get to finish after a shutdown signal.
-pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
 /// The connection builder with the proxy's limits.
 fn builder() -> auto::Builder<TokioExecutor> {
@@ -51,13 +49,9 @@ fn builder() -> auto::Builder<TokioExecutor> {
 }
 
 /// Serves `listener` until `shutdown` resolves, then stops accepting and lets in-flight requests
-/// finish for up to `grace`.
-pub async fn serve(
-    listener: TcpListener,
-    proxy: Arc<Proxy>,
-    shutdown: impl Future<Output = ()>,
-    grace: Duration,
-) {
+/// finish for up to the config's `shutdown_grace`. Each request takes the proxy current when it
+/// arrives, so a reload applies to new requests on open connections too.
+pub async fn serve(listener: TcpListener, live: Arc<Live>, shutdown: impl Future<Output = ()>) {
     let builder = builder();
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let (stop, stopping) = watch::channel(false);
@@ -90,7 +84,7 @@ pub async fn serve(
         tokio::spawn(serve_connection(
             builder.clone(),
             stream,
-            proxy.clone(),
+            live.clone(),
             stopping.clone(),
             permit,
         ));
@@ -100,6 +94,7 @@ pub async fn serve(
     drop(listener);
     tracing::info!("no longer accepting connections; draining");
     let _ = stop.send(true);
+    let grace = live.shutdown_grace();
     // Every connection holds a permit until it has closed: all permits back means all closed.
     match tokio::time::timeout(grace, slots.acquire_many(MAX_CONNECTIONS as u32)).await {
         Ok(_) => tracing::info!("all connections closed"),
@@ -131,18 +126,18 @@ impl Drop for OpenConnection {
 async fn serve_connection(
     builder: auto::Builder<TokioExecutor>,
     stream: TcpStream,
-    proxy: Arc<Proxy>,
+    live: Arc<Live>,
     mut stopping: watch::Receiver<bool>,
     _permit: OwnedSemaphorePermit,
 ) {
     let opened = Instant::now();
-    let _open = OpenConnection::new(proxy.metrics().clone());
+    let _open = OpenConnection::new(live.metrics().clone());
     // Milliseconds after `opened` at which the last request arrived; u64::MAX: none yet.
     let last_request = Arc::new(AtomicU64::new(u64::MAX));
     let seen = last_request.clone();
     let service = service_fn(move |request: hyper::Request<Incoming>| {
         seen.store(opened.elapsed().as_millis() as u64, Ordering::Relaxed);
-        let proxy = proxy.clone();
+        let proxy = live.proxy();
         async move { Ok::<_, Infallible>(proxy.handle(request).await) }
     });
     let connection = builder.serve_connection(TokioIo::new(stream), service);

@@ -280,7 +280,7 @@ impl TokenState {
 }
 
 /// Remembered STS failures of one cache key, for backoff.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Failures {
     count: u32,
     retry_at: Instant,
@@ -380,6 +380,38 @@ impl TokenSource {
                 metrics,
             }),
         })
+    }
+
+    /// Takes over from `previous` (the source of the config before a reload) the shared tokens,
+    /// backoff and 401 refusals of the credentials `unchanged` accepts, so that a reload costs no
+    /// STS call for them and does not reset a backoff. Tokens of other credentials stay behind
+    /// and end with the requests still using them; so do transaction tokens (a reload starts new
+    /// transactions) and tokens already due for refresh. Returns how many tokens it took.
+    pub async fn adopt(&self, previous: &TokenSource, unchanged: impl Fn(&str) -> bool) -> usize {
+        let mut kept = 0;
+        for (key, token) in previous.inner.cache.iter() {
+            if key.transaction == 0
+                && unchanged(&key.credential)
+                && token.is_usable()
+                && !token.refresh_due()
+            {
+                self.inner.cache.insert((*key).clone(), token).await;
+                kept += 1;
+            }
+        }
+        let failures: Vec<(TokenKey, Failures)> = lock(&previous.inner.failures)
+            .iter()
+            .filter(|(key, _)| unchanged(&key.credential))
+            .map(|(key, f)| (key.clone(), f.clone()))
+            .collect();
+        self.lock_failures().extend(failures);
+        let refusals: Vec<(TokenKey, Instant)> = lock(&previous.inner.refusals)
+            .iter()
+            .filter(|(key, _)| unchanged(&key.credential))
+            .map(|(key, at)| (key.clone(), *at))
+            .collect();
+        lock(&self.inner.refusals).extend(refusals);
+        kept
     }
 
     /// A token for `key` under `mode`. In `per_transaction` mode the key names the transaction

@@ -141,14 +141,13 @@ pub async fn start(sim: Simulator, setup: Setup) -> Running {
     let admin_listener = TcpListener::bind("127.0.0.1:0").await.expect("bind admin");
     let admin = admin_listener.local_addr().expect("admin addr");
     let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(azure_costs_proxy::run_with_admin(
-        cfg,
-        listener,
-        Some(admin_listener),
-        async {
-            let _ = stopped.await;
-        },
-    ));
+    let options = azure_costs_proxy::Options {
+        admin: Some(admin_listener),
+        reloader: None,
+    };
+    let task = tokio::spawn(azure_costs_proxy::run_with(cfg, listener, options, async {
+        let _ = stopped.await;
+    }));
     Running {
         addr,
         admin,

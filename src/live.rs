@@ -1,0 +1,254 @@
+//! The running configuration, replaceable while serving (SIGHUP). Every request takes the
+//! current [`Proxy`] when it starts and keeps it to the end, so a reload never touches a request
+//! in flight nor closes a connection; new requests see the new config.
+//!
+//! A reload builds the whole request path again from the new config (routes, upstream client,
+//! token source, Host guard). The tokens of credentials that did not change move to the new token
+//! source; the others are discarded, so a rotated secret or a changed STS takes effect at once.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use arc_swap::ArcSwap;
+use tokio::task::JoinHandle;
+
+use crate::config::{Config, TokenMode};
+use crate::metrics::Metrics;
+use crate::proxy::{HostGuard, Proxy};
+use crate::routes::RouteTable;
+use crate::tls;
+use crate::token::{TokenKey, TokenSource};
+use crate::upstream::Upstream;
+
+/// The current request path and the config it was built from.
+pub struct Live {
+    proxy: ArcSwap<Proxy>,
+    state: Mutex<State>,
+    local: SocketAddr,
+    metrics: Arc<Metrics>,
+}
+
+/// What a reload replaces besides the proxy.
+struct State {
+    config: Config,
+    /// Keep the interval-mode tokens of the current proxy fresh.
+    keepers: Vec<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Live {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Live")
+            .field("local", &self.local)
+            .field("proxy", &self.proxy.load())
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a reload changed, for its log line.
+#[derive(Debug, Default)]
+pub struct Reloaded {
+    /// Credentials whose tokens were discarded (new, changed, or a changed STS or token policy).
+    pub discarded: Vec<String>,
+    /// Tokens carried over from the old config.
+    pub kept_tokens: usize,
+    /// Settings that only a restart applies (listen and admin addresses).
+    pub need_restart: Vec<&'static str>,
+}
+
+impl Live {
+    /// Builds the request path for `config` on the listener at `local` and starts warming its
+    /// tokens. Must run inside the Tokio runtime.
+    pub fn start(config: Config, local: SocketAddr, metrics: Arc<Metrics>) -> anyhow::Result<Self> {
+        let proxy = Arc::new(build(&config, local, &metrics)?);
+        let keepers = keep_tokens_warm(&proxy);
+        Ok(Live {
+            proxy: ArcSwap::new(proxy),
+            state: Mutex::new(State { config, keepers }),
+            local,
+            metrics,
+        })
+    }
+
+    /// The request path new requests take.
+    pub fn proxy(&self) -> Arc<Proxy> {
+        self.proxy.load_full()
+    }
+
+    /// The metrics every generation of the proxy counts in.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Time in-flight requests get after a shutdown signal, from the current config.
+    pub fn shutdown_grace(&self) -> Duration {
+        self.lock().config.listen.shutdown_grace
+    }
+
+    /// Replaces the config: new requests take a request path built from `config`. Connections
+    /// and requests in flight are untouched. Tokens of unchanged credentials are kept. On an
+    /// error nothing changes.
+    pub async fn reload(&self, config: Config) -> anyhow::Result<Reloaded> {
+        let proxy = build(&config, self.local, &self.metrics)?;
+        let old = self.proxy();
+        let (discarded, need_restart) = {
+            let state = self.lock();
+            (
+                discarded_credentials(&state.config, &config),
+                restart_settings(&state.config, &config),
+            )
+        };
+        let kept_tokens = proxy
+            .tokens()
+            .adopt(old.tokens(), |name| !discarded.iter().any(|d| d == name))
+            .await;
+        let proxy = Arc::new(proxy);
+        let keepers = keep_tokens_warm(&proxy);
+        self.proxy.store(proxy);
+        let old_keepers = {
+            let mut state = self.lock();
+            state.config = config;
+            std::mem::replace(&mut state.keepers, keepers)
+        };
+        for keeper in old_keepers {
+            keeper.abort();
+        }
+        Ok(Reloaded {
+            discarded,
+            kept_tokens,
+            need_restart,
+        })
+    }
+
+    /// Stops the token keepers (at shutdown).
+    pub fn stop(&self) {
+        for keeper in self.lock().keepers.drain(..) {
+            keeper.abort();
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// The request path for `config`.
+fn build(config: &Config, local: SocketAddr, metrics: &Arc<Metrics>) -> anyhow::Result<Proxy> {
+    let tls = tls::client_config(&config.upstream.ca_certs)
+        .map_err(anyhow::Error::msg)
+        .context("TLS client configuration")?;
+    let tokens = TokenSource::new(config, tls.clone(), metrics.clone())
+        .map_err(anyhow::Error::msg)
+        .context("STS client")?;
+    let upstream = Upstream::new(&config.upstream, tls)
+        .map_err(anyhow::Error::msg)
+        .context("upstream client")?;
+    let hosts = HostGuard::new(local, &config.listen.allowed_hosts);
+    Ok(Proxy::new(
+        RouteTable::new(&config.routes, &config.token),
+        tokens,
+        upstream,
+        hosts,
+        metrics.clone(),
+    ))
+}
+
+/// Credentials of `new` whose tokens cannot be reused: new ones, changed id or secret, and all of
+/// them when the STS, its trust roots or the token lifetimes changed.
+fn discarded_credentials(old: &Config, new: &Config) -> Vec<String> {
+    let everything = old.sts.token_url != new.sts.token_url
+        || old.upstream.ca_certs != new.upstream.ca_certs
+        || old.token.max_age != new.token.max_age
+        || old.token.refresh_before_expiry != new.token.refresh_before_expiry;
+    new.credentials
+        .iter()
+        .filter(|(name, credential)| {
+            everything
+                || old.credentials.get(*name).is_none_or(|was| {
+                    was.client_id != credential.client_id
+                        || was.client_secret != credential.client_secret
+                })
+        })
+        .map(|(name, _)| name.clone())
+        .collect()
+}
+
+/// Settings that differ and that a reload cannot apply: the sockets are bound once.
+fn restart_settings(old: &Config, new: &Config) -> Vec<&'static str> {
+    let mut out = Vec::new();
+    if old.listen.address != new.listen.address {
+        out.push("listen.address");
+    }
+    if old.admin.enabled != new.admin.enabled || old.admin.address != new.admin.address {
+        out.push("admin");
+    }
+    out
+}
+
+/// Starts a keeper for the token of every interval-mode route (each cache key once): the token
+/// is fetched at once and kept fresh. Failures are logged and backed off by the token source.
+fn keep_tokens_warm(proxy: &Proxy) -> Vec<JoinHandle<()>> {
+    let mut keys: Vec<TokenKey> = Vec::new();
+    for route in proxy.routes().routes() {
+        let key = route.token_key();
+        if route.token_mode == TokenMode::Interval && !keys.contains(&key) {
+            keys.push(key);
+        }
+    }
+    keys.into_iter()
+        .map(|key| {
+            let tokens = proxy.tokens().clone();
+            tokio::spawn(async move { tokens.keep_warm(key).await })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str, secret: &str) -> Config {
+        let secret = secret.to_string();
+        crate::config::from_toml(text, "test.toml", &move |_: &str| Some(secret.clone()))
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    const TWO: &str = "[credentials.a]\nclient_id = \"a\"\nclient_secret = { env = \"S\" }\n\
+                       [credentials.b]\nclient_id = \"b\"\nclient_secret = { env = \"S\" }\n\
+                       [[routes]]\nprefix = \"/\"\ncredential = \"a\"\n\
+                       [[routes]]\nprefix = \"/b\"\ncredential = \"b\"\n";
+
+    #[test]
+    fn only_changed_credentials_are_discarded() {
+        let old = parse(TWO, "s1");
+        assert!(discarded_credentials(&old, &parse(TWO, "s1")).is_empty());
+        // Both read the same variable: a rotated secret changes both.
+        assert_eq!(discarded_credentials(&old, &parse(TWO, "s2")), ["a", "b"]);
+        let renamed = TWO.replacen("client_id = \"b\"", "client_id = \"b2\"", 1);
+        assert_eq!(discarded_credentials(&old, &parse(&renamed, "s1")), ["b"]);
+        let added = format!("{TWO}[credentials.c]\nclient_id = \"c\"\nclient_secret = \"x\"\n");
+        assert_eq!(discarded_credentials(&old, &parse(&added, "s1")), ["c"]);
+    }
+
+    #[test]
+    fn a_changed_sts_or_lifetime_discards_every_credential() {
+        let old = parse(TWO, "s1");
+        let sts = format!("[sts]\ntoken_url = \"https://sts.example/token\"\n{TWO}");
+        assert_eq!(discarded_credentials(&old, &parse(&sts, "s1")), ["a", "b"]);
+        let age = format!("[token]\nmax_age = \"30m\"\n{TWO}");
+        assert_eq!(discarded_credentials(&old, &parse(&age, "s1")), ["a", "b"]);
+    }
+
+    #[test]
+    fn listener_changes_need_a_restart() {
+        let old = parse(TWO, "s1");
+        assert!(restart_settings(&old, &parse(TWO, "s1")).is_empty());
+        let moved =
+            format!("[listen]\naddress = \"127.0.0.1:8181\"\n[admin]\nenabled = false\n{TWO}");
+        assert_eq!(
+            restart_settings(&old, &parse(&moved, "s1")),
+            ["listen.address", "admin"]
+        );
+    }
+}
