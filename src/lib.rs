@@ -30,21 +30,28 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use tokio::net::TcpListener;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 pub use config::Config;
 pub use error::ProxyError;
 
 use crate::config::ConfigError;
-use crate::live::Live;
+use crate::live::{Live, Reloaded};
 
 /// Reads the config again when asked (SIGHUP): each message on `requests` makes the proxy call
 /// `load` and, if it succeeds, serve new requests with what it returned.
 pub struct Reloader {
     /// One message per reload request.
-    pub requests: mpsc::Receiver<()>,
+    pub requests: mpsc::Receiver<ReloadRequest>,
     /// Reads and validates the config (file, secrets, environment) as at start-up.
-    pub load: Box<dyn Fn() -> Result<Config, ConfigError> + Send>,
+    pub load: Box<dyn Fn() -> Result<Config, ConfigError> + Send + Sync>,
+}
+
+/// A request to reload the config.
+#[derive(Debug, Default)]
+pub struct ReloadRequest {
+    /// Hears how the reload went: what changed, or why the running config stayed.
+    pub done: Option<oneshot::Sender<Result<Reloaded, String>>>,
 }
 
 /// Optional parts of [`run_with`].
@@ -153,34 +160,35 @@ fn warn_if_hosts_unset(config: &Config, local: std::net::SocketAddr) {
 /// Reloads the config on each request: a valid one replaces the running one for new requests;
 /// an invalid one is logged and the running one stays.
 async fn reload_on_request(live: Arc<Live>, mut reloader: Reloader) {
-    while reloader.requests.recv().await.is_some() {
+    while let Some(request) = reloader.requests.recv().await {
         notify::reloading();
         tracing::info!("reloading the config");
-        match (reloader.load)() {
-            Err(e) => {
-                tracing::error!("config reload failed, the running config stays: {e}");
-            }
-            Ok(config) => {
-                for warning in &config.warnings {
-                    tracing::warn!("{warning}");
+        let outcome = reload(&live, &reloader).await;
+        match &outcome {
+            Ok(done) => {
+                for setting in &done.need_restart {
+                    tracing::warn!("{setting} changed: it takes effect after a restart");
                 }
-                match live.reload(config).await {
-                    Ok(done) => {
-                        for setting in &done.need_restart {
-                            tracing::warn!("{setting} changed: it takes effect after a restart");
-                        }
-                        tracing::info!(
-                            discarded = ?done.discarded,
-                            kept_tokens = done.kept_tokens,
-                            "config reloaded; new requests use it"
-                        );
-                    }
-                    Err(e) => {
-                        tracing::error!("config reload failed, the running config stays: {e:#}");
-                    }
-                }
+                tracing::info!(
+                    discarded = ?done.discarded,
+                    kept_tokens = done.kept_tokens,
+                    "config reloaded; new requests use it"
+                );
             }
+            Err(e) => tracing::error!("config reload failed, the running config stays: {e}"),
         }
+        live.metrics().reload(outcome.is_ok());
         notify::ready("config reloaded");
+        if let Some(done) = request.done {
+            let _ = done.send(outcome);
+        }
     }
+}
+
+async fn reload(live: &Live, reloader: &Reloader) -> Result<Reloaded, String> {
+    let config = (reloader.load)().map_err(|e| e.to_string())?;
+    for warning in &config.warnings {
+        tracing::warn!("{warning}");
+    }
+    live.reload(config).await.map_err(|e| format!("{e:#}"))
 }

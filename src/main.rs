@@ -10,7 +10,7 @@ use clap::Parser;
 use azure_costs_proxy::cli::{Cli, Command};
 use azure_costs_proxy::config::{self, Config};
 use azure_costs_proxy::inspect::{self, InspectError};
-use azure_costs_proxy::{Options, Reloader, admin, demo, logging};
+use azure_costs_proxy::{Options, ReloadRequest, Reloader, admin, demo, logging};
 
 /// Exit code for a runtime failure.
 const EXIT_FAILURE: u8 = 1;
@@ -100,7 +100,7 @@ fn reloader(path: Option<PathBuf>) -> Option<Reloader> {
     let (tx, requests) = tokio::sync::mpsc::channel(1);
     tokio::spawn(async move {
         while hangup.recv().await.is_some() {
-            let _ = tx.try_send(());
+            let _ = tx.try_send(ReloadRequest::default());
         }
     });
     Some(Reloader {

@@ -1,5 +1,5 @@
 //! Prometheus metrics (prometheus-client): requests by route and status, request durations, STS
-//! calls by outcome, token expiry, 401 retries, open connections. Served on the admin listener's
+//! calls by outcome, token expiry, 401 retries, open connections, config reloads. Served on the admin listener's
 //! `/metrics`.
 
 use std::fmt;
@@ -44,6 +44,12 @@ struct RouteLabels {
     route: Arc<str>,
 }
 
+/// Labels of a config reload.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReloadLabels {
+    outcome: &'static str,
+}
+
 /// How an STS call ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StsOutcome {
@@ -64,6 +70,7 @@ pub struct Metrics {
     expiry: Family<TokenLabels, Gauge<f64, AtomicU64>>,
     retries: Family<RouteLabels, Counter>,
     connections: Gauge,
+    reloads: Family<ReloadLabels, Counter>,
 }
 
 impl fmt::Debug for Metrics {
@@ -119,6 +126,12 @@ impl Metrics {
             "Client connections open on the data-plane listener",
             connections.clone(),
         );
+        let reloads = Family::<ReloadLabels, Counter>::default();
+        registry.register(
+            "config_reloads",
+            "Config reloads (SIGHUP), by outcome (ok|error: the running config stayed)",
+            reloads.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -127,7 +140,14 @@ impl Metrics {
             expiry,
             retries,
             connections,
+            reloads,
         }
+    }
+
+    /// A config reload ended; `ok` false: the running config stayed.
+    pub fn reload(&self, ok: bool) {
+        let outcome = if ok { "ok" } else { "error" };
+        self.reloads.get_or_create(&ReloadLabels { outcome }).inc();
     }
 
     /// A request ended with `status` after `elapsed`.

@@ -86,7 +86,7 @@ async fn readyz_names_a_failing_credential_and_never_the_secret() {
         assert_eq!(body["routes"][0]["token"], "backing_off");
         let error = body["routes"][0]["error"].as_str().unwrap();
         assert!(error.contains("`default`"), "{error}");
-        assert!(!body.to_string().contains(proxy.sim.client_secret()));
+        assert!(!body.to_string().contains(&proxy.sim.client_secret()));
     })
     .await;
 }

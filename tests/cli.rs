@@ -4,50 +4,13 @@
 
 mod support;
 
-use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
 use azure_costs_proxy::simulator::StsFault;
+use support::process::{Proxy, Scratch, collect_lines, command, wait_for_line};
 use support::{Setup, bounded, client, config_text, simulator};
 use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
-use tokio::sync::mpsc;
-
-const BIN: &str = env!("CARGO_BIN_EXE_azure-costs-proxy");
-
-/// A scratch directory for config files, removed when dropped.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(name: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("acp-test-{name}-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        Scratch(dir)
-    }
-
-    fn write(&self, name: &str, text: &str) -> PathBuf {
-        let path = self.0.join(name);
-        std::fs::write(&path, text).unwrap();
-        path
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn command() -> Command {
-    let mut c = Command::new(BIN);
-    c.env_remove("RUST_LOG")
-        .env_remove("AZURE_COSTS_PROXY_CONFIG")
-        .env_remove("AZURE_COSTS_CLIENT_ID")
-        .env_remove("AZURE_COSTS_CLIENT_SECRET")
-        .kill_on_drop(true);
-    c
-}
 
 /// Runs the binary with `args` then `--config path`, the config's secret variable `S` set.
 async fn with_config(args: &[&str], path: &std::path::Path) -> std::process::Output {
@@ -175,38 +138,6 @@ async fn check_prints_the_summary_without_secrets() {
     .await;
 }
 
-/// Reads a child's stderr line by line into a channel and a transcript.
-fn collect_lines(child: &mut Child) -> mpsc::UnboundedReceiver<String> {
-    let (tx, rx) = mpsc::unbounded_channel();
-    let stderr = child.stderr.take().unwrap();
-    tokio::spawn(async move {
-        let mut lines = BufReader::new(stderr).lines();
-        while let Ok(Some(line)) = lines.next_line().await {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    rx
-}
-
-async fn wait_for_line(
-    rx: &mut mpsc::UnboundedReceiver<String>,
-    transcript: &mut Vec<String>,
-    needle: &str,
-) -> String {
-    loop {
-        let line = tokio::time::timeout(Duration::from_secs(20), rx.recv())
-            .await
-            .expect("log line in time")
-            .unwrap_or_else(|| panic!("process ended before logging {needle:?}: {transcript:#?}"));
-        transcript.push(line.clone());
-        if line.contains(needle) {
-            return line;
-        }
-    }
-}
-
 #[tokio::test]
 async fn trace_logs_never_hold_the_secret_or_a_token_and_sigterm_exits_0() {
     bounded(async {
@@ -221,27 +152,11 @@ async fn trace_logs_never_hold_the_secret_or_a_token_and_sigterm_exits_0() {
             ..Setup::default()
         };
         let path = dir.write("proxy.toml", &config_text(&sim, &setup));
-        let mut child = command()
-            .arg("--config")
-            .arg(&path)
-            .env("SIM_SECRET", &secret)
-            .env("RUST_LOG", "trace")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut rx = collect_lines(&mut child);
-        let mut transcript = Vec::new();
-        let line = wait_for_line(&mut rx, &mut transcript, "listening on http://").await;
-        let addr = line
-            .split("listening on http://")
-            .nth(1)
-            .and_then(|rest| rest.split_whitespace().next())
-            .unwrap()
-            .to_string();
+        let mut proxy =
+            Proxy::start(&path, &[("SIM_SECRET", &secret), ("RUST_LOG", "trace")]).await;
 
         let c = client();
-        let get = |path: &str| c.get(format!("http://{addr}{path}")).send();
+        let get = |path: &str| c.get(proxy.url(path)).send();
         assert_eq!(get("/v1/teams").await.unwrap().status(), 200);
         assert_eq!(
             get("/customers/contoso/v1/teams").await.unwrap().status(),
@@ -252,25 +167,12 @@ async fn trace_logs_never_hold_the_secret_or_a_token_and_sigterm_exits_0() {
         sim.set_sts_fault(Some(StsFault::EchoRequest));
         assert_eq!(get("/fresh/v1/teams").await.unwrap().status(), 502);
         // The access line of that last request marks the end of what we need to scan.
-        wait_for_line(&mut rx, &mut transcript, "sts_rejected").await;
+        proxy.wait_for("sts_rejected").await;
 
-        let pid = child.id().unwrap().to_string();
-        let killed = Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .await
-            .unwrap();
-        assert!(killed.success());
-        let status = tokio::time::timeout(Duration::from_secs(20), child.wait())
-            .await
-            .expect("exit after SIGTERM")
-            .unwrap();
-        assert_eq!(status.code(), Some(0));
-        while let Some(line) = rx.recv().await {
-            transcript.push(line);
-        }
+        proxy.signal("TERM").await;
+        assert_eq!(proxy.exit_code().await, Some(0));
 
-        let log = transcript.join("\n");
+        let log = proxy.transcript.join("\n");
         let tokens = sim.issued_tokens();
         assert!(tokens.len() >= 3, "{tokens:?}");
         assert!(!log.contains(&secret), "the client secret is in the logs");
@@ -451,7 +353,7 @@ async fn token_prints_type_expiry_and_fingerprint_and_the_token_only_when_asked(
             !all.contains(&issued[0].token),
             "token printed without --print"
         );
-        assert!(!all.contains(sim.client_secret()));
+        assert!(!all.contains(&sim.client_secret()));
 
         let out = run(&["--route", "/customers/contoso/", "--print"])
             .await
@@ -488,7 +390,7 @@ async fn token_prints_type_expiry_and_fingerprint_and_the_token_only_when_asked(
             err.contains("rejected") && err.contains("`default`"),
             "{err}"
         );
-        assert!(!err.contains(sim.client_secret()));
+        assert!(!err.contains(&sim.client_secret()));
         assert!(out.stdout.is_empty());
     })
     .await;

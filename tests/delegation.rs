@@ -149,7 +149,7 @@ async fn unknown_delegate_is_sts_rejected_naming_credential_and_delegate() {
         let message = body["message"].as_str().unwrap();
         assert!(message.contains("`default`"), "{message}");
         assert!(message.contains("`TEAM-NOBODY`"), "{message}");
-        assert!(!message.contains(proxy.sim.client_secret()), "{message}");
+        assert!(!message.contains(&proxy.sim.client_secret()), "{message}");
         assert_eq!(proxy.sim.api_requests(), 0);
     })
     .await;

@@ -99,7 +99,7 @@ pub struct RecordedRequest {
 #[derive(Debug)]
 struct State {
     client_id: String,
-    client_secret: String,
+    client_secret: Mutex<String>,
     token_ttl: Mutex<Duration>,
     tokens: Mutex<HashMap<String, IssuedToken>>,
     issued: Mutex<Vec<IssuedToken>>,
@@ -205,7 +205,7 @@ impl SimulatorBuilder {
         let (exports_open, _) = watch::channel(true);
         let state = Arc::new(State {
             client_id: self.client_id,
-            client_secret: self.client_secret,
+            client_secret: Mutex::new(self.client_secret),
             token_ttl: Mutex::new(self.token_ttl),
             tokens: Mutex::new(HashMap::new()),
             issued: Mutex::new(Vec::new()),
@@ -310,8 +310,8 @@ impl Simulator {
     }
 
     /// The accepted client secret.
-    pub fn client_secret(&self) -> &str {
-        &self.state.client_secret
+    pub fn client_secret(&self) -> String {
+        lock(&self.state.client_secret).clone()
     }
 
     /// STS calls of both kinds (issue and update), answered or not.
@@ -359,6 +359,12 @@ impl Simulator {
     /// them and the STS no longer updates them. Tokens issued later are good.
     pub fn revoke_tokens(&self) {
         lock(&self.state.tokens).clear();
+    }
+
+    /// Rotates the client secret: from now on the STS accepts only `secret`. Tokens issued with
+    /// the old one stay valid, as at the vendor.
+    pub fn rotate_secret(&self, secret: &str) {
+        *lock(&self.state.client_secret) = secret.to_string();
     }
 
     /// Makes the API answer 401 to every token, old or new (`false`: check them again).

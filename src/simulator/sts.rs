@@ -129,7 +129,7 @@ fn issue(state: &State, body: &[u8]) -> Response<SimBody> {
         );
     }
     if client_id.as_deref() != Some(state.client_id.as_str())
-        || client_secret.as_deref() != Some(state.client_secret.as_str())
+        || client_secret.as_deref() != Some(lock(&state.client_secret).as_str())
     {
         return json(
             401,

@@ -13,11 +13,15 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use azure_costs_proxy::config;
+use azure_costs_proxy::live::Reloaded;
 use azure_costs_proxy::simulator::Simulator;
+use azure_costs_proxy::{ReloadRequest, Reloader};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
+
+pub mod process;
 
 /// Upper bound for any single test.
 pub const TEST_LIMIT: Duration = Duration::from_secs(60);
@@ -96,6 +100,11 @@ impl Running {
             .expect("request through the proxy")
     }
 
+    /// GET any URL with the pooled client.
+    pub async fn get_url(&self, url: &str) -> reqwest::Response {
+        self.client.get(url).send().await.expect("GET")
+    }
+
     /// `http://ADMIN{path}` on the admin listener.
     pub fn admin_url(&self, path: &str) -> String {
         format!("http://{}{path}", self.admin)
@@ -136,6 +145,35 @@ pub async fn simulator() -> Simulator {
 /// Starts the proxy in front of `sim`.
 pub async fn start(sim: Simulator, setup: Setup) -> Running {
     let cfg = config(&sim, &setup);
+    launch(sim, cfg, None).await
+}
+
+/// Starts the proxy from the config file at `path` (read as `run` reads it; the environment
+/// lookup sees nothing), with live reload through [`reload`] on the returned sender.
+pub async fn start_from_file(
+    sim: Simulator,
+    path: std::path::PathBuf,
+) -> (Running, mpsc::Sender<ReloadRequest>) {
+    let load = move || config::load(Some(&path), &|_: &str| None);
+    let cfg = load().expect("test config is valid");
+    let (tx, requests) = mpsc::channel(1);
+    let reloader = Reloader {
+        requests,
+        load: Box::new(load),
+    };
+    (launch(sim, cfg, Some(reloader)).await, tx)
+}
+
+/// Asks for a reload and waits for its outcome.
+pub async fn reload(tx: &mpsc::Sender<ReloadRequest>) -> Result<Reloaded, String> {
+    let (done, outcome) = oneshot::channel();
+    tx.send(ReloadRequest { done: Some(done) })
+        .await
+        .expect("the proxy takes reload requests");
+    outcome.await.expect("the reload answers")
+}
+
+async fn launch(sim: Simulator, cfg: config::Config, reloader: Option<Reloader>) -> Running {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let admin_listener = TcpListener::bind("127.0.0.1:0").await.expect("bind admin");
@@ -143,7 +181,7 @@ pub async fn start(sim: Simulator, setup: Setup) -> Running {
     let (stop, stopped) = oneshot::channel::<()>();
     let options = azure_costs_proxy::Options {
         admin: Some(admin_listener),
-        reloader: None,
+        reloader,
     };
     let task = tokio::spawn(azure_costs_proxy::run_with(cfg, listener, options, async {
         let _ = stopped.await;

@@ -1,0 +1,262 @@
+//! The binary under a service manager: SIGHUP reloads (a rotated secret file, a broken config),
+//! SIGTERM drains a request in flight and exits 0, systemd's notify protocol, and the
+//! `healthcheck` command's exit codes.
+#![cfg(unix)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use std::time::Duration;
+
+use azure_costs_proxy::simulator::StsFault;
+use support::process::{Proxy, Scratch, command};
+use support::{Setup, bounded, client, config_text, simulator, start};
+
+/// A config whose secret is read from `dir/secret`.
+fn file_config(sim: &azure_costs_proxy::simulator::Simulator, dir: &Scratch) -> String {
+    let secret = dir.write("secret", &sim.client_secret());
+    config_text(sim, &Setup::default()).replace(
+        "client_secret = { env = \"SIM_SECRET\" }",
+        &format!("client_secret = {{ file = \"{}\" }}", secret.display()),
+    )
+}
+
+#[tokio::test]
+async fn sighup_applies_a_rotated_secret_file_and_keeps_a_broken_config_out() {
+    bounded(async {
+        let sim = simulator().await;
+        let dir = Scratch::new("sighup");
+        let good = file_config(&sim, &dir);
+        let path = dir.write("proxy.toml", &good);
+        let mut proxy = Proxy::start(&path, &[]).await;
+        // One pooled client: its keep-alive connection stays open across the reloads.
+        let c = client();
+        assert_eq!(
+            c.get(proxy.url("/v1/teams")).send().await.unwrap().status(),
+            200
+        );
+
+        sim.rotate_secret("rotated-secret-value");
+        dir.write("secret", "rotated-secret-value");
+        proxy.signal("HUP").await;
+        proxy.wait_for("config reloaded").await;
+        let r = c.get(proxy.url("/v1/teams")).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        let tokens = sim.issued_tokens();
+        assert_eq!(tokens.len(), 2, "a new token after the reload");
+        let seen = sim.requests();
+        assert_eq!(
+            seen.last().unwrap().headers["authorization"],
+            format!("Bearer {}", tokens[1].token).as_str(),
+            "the token issued with the new secret goes upstream"
+        );
+
+        dir.write(
+            "proxy.toml",
+            &good.replace("[upstream]\n", "[upstream]\nurl = 5\n"),
+        );
+        proxy.signal("HUP").await;
+        let line = proxy.wait_for("config reload failed").await;
+        assert!(line.contains("upstream.url"), "{line}");
+        assert_eq!(
+            c.get(proxy.url("/v1/teams")).send().await.unwrap().status(),
+            200
+        );
+        assert_eq!(sim.issued_tokens().len(), 2);
+
+        proxy.signal("TERM").await;
+        assert_eq!(proxy.exit_code().await, Some(0));
+        let log = proxy.transcript.join("\n");
+        assert!(
+            !log.contains("rotated-secret-value"),
+            "the secret is in the log"
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn sigterm_lets_a_request_in_flight_finish_refuses_new_connections_and_exits_0() {
+    bounded(async {
+        let sim = simulator().await;
+        sim.hold_exports();
+        let dir = Scratch::new("sigterm");
+        let path = dir.write(
+            "proxy.toml",
+            &config_text(&sim, &Setup::default())
+                .replace("[listen]\n", "[listen]\nshutdown_grace = \"20s\"\n"),
+        );
+        let secret = sim.client_secret();
+        let mut proxy = Proxy::start(&path, &[("SIM_SECRET", &secret)]).await;
+        let mut export = client()
+            .get(proxy.url("/v1/costs/export?rows=20000"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(export.status(), 200);
+        let mut received = export.chunk().await.unwrap().unwrap().len();
+
+        proxy.signal("TERM").await;
+        proxy.wait_for("no longer accepting connections").await;
+        let refused = tokio::net::TcpStream::connect(&proxy.addr).await;
+        assert!(
+            refused.is_err(),
+            "a new connection was accepted while draining"
+        );
+
+        sim.release_exports();
+        while let Some(chunk) = export.chunk().await.unwrap() {
+            received += chunk.len();
+        }
+        assert!(received > 100_000, "only {received} bytes");
+        assert_eq!(sim.exports_finished(), 1, "the export ran to its end");
+        assert_eq!(proxy.exit_code().await, Some(0));
+        let log = proxy.transcript.join("\n");
+        assert!(log.contains("all connections closed"), "{log}");
+    })
+    .await;
+}
+
+/// What the proxy sends to `NOTIFY_SOCKET`, in order, watchdog pings counted apart.
+struct Notifications {
+    socket: tokio::net::UnixDatagram,
+    pings: usize,
+}
+
+impl Notifications {
+    /// The next message that is not a watchdog ping.
+    async fn next(&mut self) -> String {
+        loop {
+            let text = self.receive().await;
+            if text.trim() != "WATCHDOG=1" {
+                return text;
+            }
+            self.pings += 1;
+        }
+    }
+
+    /// Waits until `count` pings have come, with nothing else between.
+    async fn wait_for_pings(&mut self, count: usize) {
+        while self.pings < count {
+            let text = self.receive().await;
+            assert_eq!(text.trim(), "WATCHDOG=1", "unexpected notification");
+            self.pings += 1;
+        }
+    }
+
+    async fn receive(&mut self) -> String {
+        let mut buf = vec![0u8; 4096];
+        let n = tokio::time::timeout(Duration::from_secs(20), self.socket.recv(&mut buf))
+            .await
+            .expect("a notification in time")
+            .unwrap();
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    }
+}
+
+#[tokio::test]
+async fn systemd_hears_ready_reloading_watchdog_and_stopping() {
+    bounded(async {
+        let sim = simulator().await;
+        let dir = Scratch::new("notify");
+        let socket_path = dir.0.join("notify.sock");
+        let socket = tokio::net::UnixDatagram::bind(&socket_path).unwrap();
+        let path = dir.write("proxy.toml", &config_text(&sim, &Setup::default()));
+        let secret = sim.client_secret();
+        let socket_env = socket_path.display().to_string();
+        let mut proxy = Proxy::start(
+            &path,
+            &[
+                ("SIM_SECRET", &secret),
+                ("NOTIFY_SOCKET", &socket_env),
+                ("WATCHDOG_USEC", "400000"),
+            ],
+        )
+        .await;
+
+        let mut notes = Notifications { socket, pings: 0 };
+        let ready = notes.next().await;
+        assert!(ready.lines().any(|l| l == "READY=1"), "{ready}");
+        assert!(ready.contains("STATUS=listening on http://"), "{ready}");
+
+        proxy.signal("HUP").await;
+        let reloading = notes.next().await;
+        assert!(reloading.lines().any(|l| l == "RELOADING=1"), "{reloading}");
+        assert!(reloading.contains("MONOTONIC_USEC="), "{reloading}");
+        let ready = notes.next().await;
+        assert!(ready.lines().any(|l| l == "READY=1"), "{ready}");
+
+        // A watchdog of 400 ms gets a ping every 200 ms: wait for two.
+        notes.wait_for_pings(notes.pings + 2).await;
+        proxy.signal("TERM").await;
+        let stopping = notes.next().await;
+        assert!(stopping.lines().any(|l| l == "STOPPING=1"), "{stopping}");
+        assert_eq!(proxy.exit_code().await, Some(0));
+    })
+    .await;
+}
+
+/// Runs `healthcheck --config FILE` with a config whose admin address is `admin`.
+async fn healthcheck(dir: &Scratch, admin: &str) -> (Option<i32>, String) {
+    let path = dir.write(
+        "health.toml",
+        &format!(
+            "{admin}\n[credentials.default]\nclient_id = \"x\"\nclient_secret = {{ env = \"S\" }}\n"
+        ),
+    );
+    let out = command()
+        .args(["healthcheck", "--timeout", "5s", "--config"])
+        .arg(path)
+        .env("S", "unused")
+        .output()
+        .await
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code(), text)
+}
+
+#[tokio::test]
+async fn healthcheck_exits_0_when_ready_and_1_otherwise() {
+    bounded(async {
+        let dir = Scratch::new("healthcheck");
+        // Ready: a proxy holding its token.
+        let ready = start(simulator().await, Setup::default()).await;
+        ready.sim.wait_for_sts_calls(1).await;
+        let section = format!("[admin]\naddress = \"{}\"", ready.admin);
+        let (code, text) = healthcheck(&dir, &section).await;
+        assert_eq!(code, Some(0), "{text}");
+        assert!(text.contains("\"status\":\"ready\""), "{text}");
+
+        // Not ready: the STS refuses the credential, so there is no token.
+        let sim = simulator().await;
+        sim.set_sts_fault(Some(StsFault::Reject));
+        let refused = start(sim, Setup::default()).await;
+        refused.sim.wait_for_sts_calls(1).await;
+        let section = format!("[admin]\naddress = \"{}\"", refused.admin);
+        let (code, text) = healthcheck(&dir, &section).await;
+        assert_eq!(code, Some(1), "{text}");
+        assert!(
+            text.contains("503") && text.contains("backing_off"),
+            "{text}"
+        );
+
+        // Nothing listening.
+        let closed = support::closed_port().await;
+        let (code, text) = healthcheck(&dir, &format!("[admin]\naddress = \"{closed}\"")).await;
+        assert_eq!(code, Some(1), "{text}");
+        assert!(text.contains("cannot connect"), "{text}");
+
+        // Admin disabled, and a config error: 1 as well (Docker reserves 2).
+        let (code, text) = healthcheck(&dir, "[admin]\nenabled = false").await;
+        assert_eq!(code, Some(1), "{text}");
+        assert!(text.contains("disabled"), "{text}");
+        let (code, text) = healthcheck(&dir, "[admin]\nadress = \"x\"").await;
+        assert_eq!(code, Some(1), "{text}");
+        assert!(text.contains("admin.adress"), "{text}");
+    })
+    .await;
+}

@@ -1,0 +1,156 @@
+//! The binary as a child process: scratch config directories, the command with a clean
+//! environment, and its log lines as they come.
+#![allow(
+    dead_code,
+    unreachable_pub,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic
+)]
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio::sync::mpsc;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_azure-costs-proxy");
+
+/// A scratch directory for config files, removed when dropped.
+pub struct Scratch(pub PathBuf);
+
+impl Scratch {
+    pub fn new(name: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("acp-test-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        Scratch(dir)
+    }
+
+    pub fn write(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.0.join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+pub fn command() -> Command {
+    let mut c = Command::new(BIN);
+    c.env_remove("RUST_LOG")
+        .env_remove("AZURE_COSTS_PROXY_CONFIG")
+        .env_remove("AZURE_COSTS_CLIENT_ID")
+        .env_remove("AZURE_COSTS_CLIENT_SECRET")
+        .kill_on_drop(true);
+    c
+}
+
+/// Reads a child's stderr line by line into a channel and a transcript.
+pub fn collect_lines(child: &mut Child) -> mpsc::UnboundedReceiver<String> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let stderr = child.stderr.take().unwrap();
+    tokio::spawn(async move {
+        let mut lines = BufReader::new(stderr).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+pub async fn wait_for_line(
+    rx: &mut mpsc::UnboundedReceiver<String>,
+    transcript: &mut Vec<String>,
+    needle: &str,
+) -> String {
+    loop {
+        let line = tokio::time::timeout(Duration::from_secs(20), rx.recv())
+            .await
+            .expect("log line in time")
+            .unwrap_or_else(|| panic!("process ended before logging {needle:?}: {transcript:#?}"));
+        transcript.push(line.clone());
+        if line.contains(needle) {
+            return line;
+        }
+    }
+}
+
+/// `azure-costs-proxy run` as a child process, its stderr read line by line.
+pub struct Proxy {
+    pub child: Child,
+    pub lines: mpsc::UnboundedReceiver<String>,
+    /// Every line read so far.
+    pub transcript: Vec<String>,
+    /// The data-plane address it logged.
+    pub addr: String,
+}
+
+impl Proxy {
+    /// Starts `run --config path` with `env` set and waits for its "listening on" line.
+    pub async fn start(path: &std::path::Path, env: &[(&str, &str)]) -> Proxy {
+        let mut command = command();
+        command
+            .arg("--config")
+            .arg(path)
+            .envs(env.iter().copied())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let mut child = command.spawn().unwrap();
+        let mut lines = collect_lines(&mut child);
+        let mut transcript = Vec::new();
+        let line = wait_for_line(&mut lines, &mut transcript, "listening on http://").await;
+        let addr = line
+            .split("listening on http://")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap()
+            .trim_end_matches('"')
+            .to_string();
+        Proxy {
+            child,
+            lines,
+            transcript,
+            addr,
+        }
+    }
+
+    /// `http://ADDR{path}`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Waits for a log line containing `needle` and returns it.
+    pub async fn wait_for(&mut self, needle: &str) -> String {
+        wait_for_line(&mut self.lines, &mut self.transcript, needle).await
+    }
+
+    /// Sends the process a signal (`"HUP"`, `"TERM"`, ...).
+    pub async fn signal(&self, name: &str) {
+        let pid = self.child.id().unwrap().to_string();
+        let sent = Command::new("kill")
+            .args([&format!("-{name}"), &pid])
+            .status()
+            .await
+            .unwrap();
+        assert!(sent.success(), "kill -{name} {pid}");
+    }
+
+    /// Waits for the process to exit and returns its exit code; reads the rest of its log.
+    pub async fn exit_code(&mut self) -> Option<i32> {
+        let status = tokio::time::timeout(Duration::from_secs(40), self.child.wait())
+            .await
+            .expect("the process exits in time")
+            .unwrap();
+        while let Some(line) = self.lines.recv().await {
+            self.transcript.push(line);
+        }
+        status.code()
+    }
+}
