@@ -398,6 +398,7 @@ const ENV_KEYS: &[(&str, &str)] = &[
     ("listen.address", "AZURE_COSTS_PROXY_LISTEN"),
     ("listen.allow_remote", "AZURE_COSTS_PROXY_ALLOW_REMOTE"),
     ("listen.allowed_hosts", "AZURE_COSTS_PROXY_ALLOWED_HOSTS"),
+    ("admin.address", "AZURE_COSTS_PROXY_ADMIN"),
     ("routes.delegate", "AZURE_COSTS_DELEGATE"),
     ("upstream.url", "AZURE_COSTS_UPSTREAM_URL"),
     ("sts.token_url", "AZURE_COSTS_TOKEN_URL"),
@@ -462,6 +463,7 @@ pub fn from_env(env: EnvLookup<'_>) -> Result<Config, ConfigError> {
             .map(|h| spanned(h.to_string()))
             .collect()
     });
+    raw.admin.address = var("AZURE_COSTS_PROXY_ADMIN").map(spanned);
     raw.upstream.url = var("AZURE_COSTS_UPSTREAM_URL").map(spanned);
     raw.sts.token_url = var("AZURE_COSTS_TOKEN_URL").map(spanned);
     raw.credentials.insert(
@@ -1514,8 +1516,10 @@ mod tests {
             ("AZURE_COSTS_PROXY_LISTEN", "127.0.0.1:9999"),
             ("AZURE_COSTS_DELEGATE", "TEAM-7"),
             ("AZURE_COSTS_PROXY_ALLOWED_HOSTS", "proxy, dashboard.local"),
+            ("AZURE_COSTS_PROXY_ADMIN", "127.0.0.1:9191"),
         ]);
         let c = from_env(&env).unwrap();
+        assert_eq!(c.admin.address.port(), 9191);
         assert_eq!(c.credentials["default"].client_id, "id-1");
         assert_eq!(c.listen.address.port(), 9999);
         assert_eq!(c.routes[0].delegate.as_deref(), Some("TEAM-7"));
@@ -1531,6 +1535,13 @@ mod tests {
         let e = from_env(&remote).unwrap_err();
         assert_eq!(e.key, "AZURE_COSTS_PROXY_LISTEN");
         assert!(e.to_string().contains("AZURE_COSTS_PROXY_ALLOW_REMOTE"));
+        let admin_remote = env_with(&[
+            ("AZURE_COSTS_CLIENT_ID", "id-1"),
+            ("AZURE_COSTS_CLIENT_SECRET", "sec"),
+            ("AZURE_COSTS_PROXY_ADMIN", "0.0.0.0:9090"),
+        ]);
+        let e = from_env(&admin_remote).unwrap_err();
+        assert_eq!(e.key, "AZURE_COSTS_PROXY_ADMIN");
     }
 
     #[test]
