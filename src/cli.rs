@@ -14,7 +14,8 @@ Config file lookup: --config, else $AZURE_COSTS_PROXY_CONFIG, else ./proxy.toml,
 /etc/azure-costs-proxy/proxy.toml, else the environment alone (AZURE_COSTS_CLIENT_ID,
 AZURE_COSTS_CLIENT_SECRET, optional AZURE_COSTS_PROXY_LISTEN, AZURE_COSTS_DELEGATE).
 
-Exit codes: 0 clean shutdown or valid config, 1 runtime or STS failure, 2 config error.
+Exit codes: 0 clean shutdown or valid config, 1 runtime or STS failure, 2 config error
+(healthcheck: 0 ready, 1 anything else).
 Signals (run): SIGTERM/SIGINT drain and exit (a second one exits at once); SIGHUP reloads the
 config and secrets, keeping the running config if the new one is invalid.
 Log level: RUST_LOG (default info), e.g. RUST_LOG=azure_costs_proxy=debug.
@@ -54,9 +55,11 @@ pub enum Command {
         #[arg(long)]
         print: bool,
     },
-    /// Ask the running proxy's admin listener (/readyz, at [admin] address of the same config)
-    /// whether it is ready. For container HEALTHCHECK, where there is no curl.
-    /// Exit 0 if ready, 1 if not (not ready, not running, admin disabled, or no answer in time).
+    /// Exit 0 if the running proxy is ready, 1 if not: for container HEALTHCHECK (no curl needed).
+    ///
+    /// Asks GET /readyz on the admin listener at [admin] address of the same config (0.0.0.0 is
+    /// asked on 127.0.0.1). 1 means: not ready (no token yet, STS failing, shutting down), not
+    /// running, admin disabled, no answer within --timeout, or a config error (Docker reserves 2).
     Healthcheck {
         /// Give up after this long.
         #[arg(long, default_value = "5s", value_name = "DURATION", value_parser = humantime::parse_duration)]
