@@ -341,9 +341,86 @@ pub fn process_env(name: &str) -> Option<String> {
 /// Finds and loads the configuration: `explicit` (from `--config`), else `$AZURE_COSTS_PROXY_CONFIG`,
 /// else `./proxy.toml`, else `/etc/azure-costs-proxy/proxy.toml`, else the environment alone.
 pub fn load(explicit: Option<&Path>, env: EnvLookup<'_>) -> Result<Config, ConfigError> {
-    match locate(explicit, env) {
-        Some(path) => load_file(&path, env),
-        None => from_env(env),
+    Source::locate(explicit, env).load(env)
+}
+
+/// Where the configuration comes from. Found once at start-up, so that a reload reads the same
+/// file (or the environment) even if another candidate appears or disappears meanwhile.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// A TOML file.
+    File(PathBuf),
+    /// Environment variables alone (no file was found).
+    Environment,
+}
+
+impl Source {
+    /// The lookup of [`load`]: `explicit`, `$AZURE_COSTS_PROXY_CONFIG`, the default paths, else
+    /// the environment.
+    pub fn locate(explicit: Option<&Path>, env: EnvLookup<'_>) -> Source {
+        locate(explicit, env).map_or(Source::Environment, Source::File)
+    }
+
+    /// Reads and validates the configuration from here, secrets included.
+    pub fn load(&self, env: EnvLookup<'_>) -> Result<Config, ConfigError> {
+        match self {
+            Source::File(path) => load_file(path, env),
+            Source::Environment => from_env(env),
+        }
+    }
+
+    /// The admin listener's address (`None`: disabled), read without touching anything else:
+    /// for `healthcheck`, which may run where the secrets are not readable (outside the systemd
+    /// unit that loads them, say). The file must still be valid TOML.
+    pub fn admin_address(&self, env: EnvLookup<'_>) -> Result<Option<SocketAddr>, ConfigError> {
+        /// Only `[admin]`; every other table is skipped.
+        #[derive(Deserialize)]
+        struct AdminOnly {
+            #[serde(default)]
+            admin: RawAdmin,
+        }
+        let (admin, text, origin) = match self {
+            Source::File(path) => {
+                let origin = path.display().to_string();
+                let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+                    origin: origin.clone(),
+                    line: None,
+                    key: String::new(),
+                    message: format!("cannot read the config file: {e}"),
+                    hint: Some(
+                        "check the path given by --config, and that this user may read it".into(),
+                    ),
+                })?;
+                let ctx = Ctx {
+                    origin: &origin,
+                    text: Some(&text),
+                    env_keys: &[],
+                    env,
+                };
+                let only: AdminOnly = toml::from_str(&text).map_err(|e| ctx.parse_error(&e))?;
+                (only.admin, Some(text), origin)
+            }
+            Source::Environment => {
+                let admin = RawAdmin {
+                    address: env("AZURE_COSTS_PROXY_ADMIN")
+                        .filter(|v| !v.is_empty())
+                        .map(|v| Spanned::new(0..0, v)),
+                    ..RawAdmin::default()
+                };
+                (admin, None, "environment".to_string())
+            }
+        };
+        if admin.enabled == Some(false) {
+            return Ok(None);
+        }
+        let env_keys = if text.is_some() { &[][..] } else { ENV_KEYS };
+        let ctx = Ctx {
+            origin: &origin,
+            text: text.as_deref(),
+            env_keys,
+            env,
+        };
+        socket_addr(&ctx, &admin.address, "admin.address", "127.0.0.1:9090").map(Some)
     }
 }
 
@@ -1542,6 +1619,40 @@ mod tests {
         ]);
         let e = from_env(&admin_remote).unwrap_err();
         assert_eq!(e.key, "AZURE_COSTS_PROXY_ADMIN");
+    }
+
+    #[test]
+    fn healthcheck_reads_the_admin_address_alone() {
+        let dir = std::env::temp_dir().join(format!("acp-admin-only-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("proxy.toml");
+        // The secret cannot be read here, and need not be.
+        let text = "[admin]\naddress = \"127.0.0.1:9191\"\n\n[credentials.default]\n\
+                    client_id = \"x\"\nclient_secret = { credential = \"missing\" }\n";
+        std::fs::write(&path, text).unwrap();
+        let file = Source::File(path.clone());
+        let none = env_with(&[]);
+        assert_eq!(
+            file.admin_address(&none).unwrap(),
+            Some("127.0.0.1:9191".parse().unwrap())
+        );
+        assert!(file.load(&none).is_err(), "the full load needs the secret");
+        std::fs::write(&path, "[admin]\nenabled = false\n").unwrap();
+        assert_eq!(file.admin_address(&none).unwrap(), None);
+        std::fs::write(&path, "[admin]\naddress = \"nowhere\"\n").unwrap();
+        let e = file.admin_address(&none).unwrap_err();
+        assert_eq!((e.key.as_str(), e.line), ("admin.address", Some(2)));
+        let _ = std::fs::remove_dir_all(&dir);
+
+        let env = env_with(&[("AZURE_COSTS_PROXY_ADMIN", "127.0.0.1:9292")]);
+        assert_eq!(
+            Source::Environment.admin_address(&env).unwrap(),
+            Some("127.0.0.1:9292".parse().unwrap())
+        );
+        assert_eq!(
+            Source::Environment.admin_address(&none).unwrap(),
+            Some("127.0.0.1:9090".parse().unwrap())
+        );
     }
 
     #[test]

@@ -98,7 +98,7 @@ pub async fn run(
     );
     let options = crate::Options {
         admin: Some(admin),
-        reloader: None,
+        ..crate::Options::default()
     };
     crate::run_with(config, listener, options, shutdown).await
 }

@@ -61,6 +61,9 @@ pub struct Options {
     pub admin: Option<TcpListener>,
     /// Live reload; `None`: the config is fixed.
     pub reloader: Option<Reloader>,
+    /// Tell systemd (`NOTIFY_SOCKET`) about readiness, reloads and shutdown, and ping its
+    /// watchdog. Only for the process's own service (`run`), not a proxy embedded in tests.
+    pub systemd: bool,
 }
 
 /// Binds the admin listener of `config`, if it is enabled.
@@ -89,7 +92,7 @@ pub async fn run(
     let admin = bind_admin(&config).await?;
     let options = Options {
         admin,
-        reloader: None,
+        ..Options::default()
     };
     run_with(config, listener, options, shutdown).await
 }
@@ -126,21 +129,30 @@ pub async fn run_with(
         }
         None => None,
     };
+    let notifier = notify::Notifier::new(options.systemd);
     let reload_task = options
         .reloader
-        .map(|reloader| tokio::spawn(reload_on_request(live.clone(), reloader)));
-    let watchdog = notify::watchdog_interval().map(|every| tokio::spawn(notify::watchdog(every)));
+        .map(|reloader| tokio::spawn(reload_on_request(live.clone(), reloader, notifier)));
+    let stop_reloads = reload_task.as_ref().map(|task| task.abort_handle());
+    let watchdog = notifier
+        .watchdog_interval()
+        .map(|every| tokio::spawn(notify::watchdog(every)));
     tracing::info!(address = %local, %upstream, routes, "listening on http://{local}");
-    notify::ready(&format!("listening on http://{local}"));
+    notifier.ready(&format!("listening on http://{local}"));
     let draining = admin.clone();
+    let closing = live.clone();
     let shutdown = async move {
         shutdown.await;
-        notify::stopping();
-        // Probes see 503 while in-flight requests drain.
+        notifier.stopping();
+        // Probes see 503 while in-flight requests drain; no reload starts any more.
         draining.shutting_down();
+        if let Some(reloads) = stop_reloads {
+            reloads.abort();
+        }
+        closing.close();
     };
     server::serve(listener, live.clone(), shutdown).await;
-    live.stop();
+    live.close();
     for task in [admin_task, reload_task, watchdog].into_iter().flatten() {
         task.abort();
     }
@@ -159,9 +171,9 @@ fn warn_if_hosts_unset(config: &Config, local: std::net::SocketAddr) {
 
 /// Reloads the config on each request: a valid one replaces the running one for new requests;
 /// an invalid one is logged and the running one stays.
-async fn reload_on_request(live: Arc<Live>, mut reloader: Reloader) {
+async fn reload_on_request(live: Arc<Live>, mut reloader: Reloader, notifier: notify::Notifier) {
     while let Some(request) = reloader.requests.recv().await {
-        notify::reloading();
+        notifier.reloading();
         tracing::info!("reloading the config");
         let outcome = reload(&live, &reloader).await;
         match &outcome {
@@ -174,11 +186,14 @@ async fn reload_on_request(live: Arc<Live>, mut reloader: Reloader) {
                     kept_tokens = done.kept_tokens,
                     "config reloaded; new requests use it"
                 );
+                notifier.ready("config reloaded");
             }
-            Err(e) => tracing::error!("config reload failed, the running config stays: {e}"),
+            Err(e) => {
+                tracing::error!("config reload failed, the running config stays: {e}");
+                notifier.ready("config reload failed; the running config stays (see the log)");
+            }
         }
         live.metrics().reload(outcome.is_ok());
-        notify::ready("config reloaded");
         if let Some(done) = request.done {
             let _ = done.send(outcome);
         }

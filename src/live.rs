@@ -35,6 +35,17 @@ struct State {
     config: Config,
     /// Keep the interval-mode tokens of the current proxy fresh.
     keepers: Vec<JoinHandle<()>>,
+    /// Shutting down: no more reloads, no more keepers.
+    closed: bool,
+}
+
+impl Drop for State {
+    fn drop(&mut self) {
+        // A dropped JoinHandle does not stop its task.
+        for keeper in self.keepers.drain(..) {
+            keeper.abort();
+        }
+    }
 }
 
 impl std::fmt::Debug for Live {
@@ -65,7 +76,11 @@ impl Live {
         let keepers = keep_tokens_warm(&proxy);
         Ok(Live {
             proxy: ArcSwap::new(proxy),
-            state: Mutex::new(State { config, keepers }),
+            state: Mutex::new(State {
+                config,
+                keepers,
+                closed: false,
+            }),
             local,
             metrics,
         })
@@ -88,7 +103,7 @@ impl Live {
 
     /// Replaces the config: new requests take a request path built from `config`. Connections
     /// and requests in flight are untouched. Tokens of unchanged credentials are kept. On an
-    /// error nothing changes.
+    /// error, or once [`Live::close`] has run, nothing changes.
     pub async fn reload(&self, config: Config) -> anyhow::Result<Reloaded> {
         let proxy = build(&config, self.local, &self.metrics)?;
         let old = self.proxy();
@@ -101,18 +116,30 @@ impl Live {
         };
         let kept_tokens = proxy
             .tokens()
-            .adopt(old.tokens(), |name| !discarded.iter().any(|d| d == name))
+            .adopt(old.tokens(), |name| {
+                config.credentials.contains_key(name) && !discarded.iter().any(|d| d == name)
+            })
             .await;
         let proxy = Arc::new(proxy);
-        let keepers = keep_tokens_warm(&proxy);
-        self.proxy.store(proxy);
-        let old_keepers = {
+        let (old_keepers, gone) = {
             let mut state = self.lock();
+            if state.closed {
+                anyhow::bail!("shutting down: the reload is ignored");
+            }
+            let gone = token_labels(&state.config)
+                .into_iter()
+                .filter(|pair| !token_labels(&config).contains(pair))
+                .collect::<Vec<_>>();
+            let keepers = keep_tokens_warm(&proxy);
+            self.proxy.store(proxy);
             state.config = config;
-            std::mem::replace(&mut state.keepers, keepers)
+            (std::mem::replace(&mut state.keepers, keepers), gone)
         };
         for keeper in old_keepers {
             keeper.abort();
+        }
+        for (credential, delegate) in gone {
+            self.metrics.forget_token(&credential, delegate.as_deref());
         }
         Ok(Reloaded {
             discarded,
@@ -121,9 +148,11 @@ impl Live {
         })
     }
 
-    /// Stops the token keepers (at shutdown).
-    pub fn stop(&self) {
-        for keeper in self.lock().keepers.drain(..) {
+    /// Shutting down: stops the token keepers, and reloads from now on change nothing.
+    pub fn close(&self) {
+        let mut state = self.lock();
+        state.closed = true;
+        for keeper in state.keepers.drain(..) {
             keeper.abort();
         }
     }
@@ -172,6 +201,23 @@ fn discarded_credentials(old: &Config, new: &Config) -> Vec<String> {
         })
         .map(|(name, _)| name.clone())
         .collect()
+}
+
+/// The (credential, delegate) pairs whose tokens `config` uses, base tokens of delegates included:
+/// the label sets of the token expiry metric.
+fn token_labels(config: &Config) -> Vec<(String, Option<String>)> {
+    let mut pairs = Vec::new();
+    for route in &config.routes {
+        for pair in [
+            (route.credential.clone(), None),
+            (route.credential.clone(), route.delegate.clone()),
+        ] {
+            if !pairs.contains(&pair) {
+                pairs.push(pair);
+            }
+        }
+    }
+    pairs
 }
 
 /// Settings that differ and that a reload cannot apply: the sockets are bound once.

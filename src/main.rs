@@ -1,16 +1,16 @@
 //! The `azure-costs-proxy` binary: parse the command line, set up logging and TLS, load the
 //! config, call the library; map outcomes to exit codes (0 ok, 1 runtime failure, 2 config error).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
 
 use azure_costs_proxy::cli::{Cli, Command};
-use azure_costs_proxy::config::{self, Config};
+use azure_costs_proxy::config::{self, Config, Source};
 use azure_costs_proxy::inspect::{self, InspectError};
-use azure_costs_proxy::{Options, ReloadRequest, Reloader, admin, demo, logging};
+use azure_costs_proxy::{Options, Reloader, admin, demo, logging};
 
 /// Exit code for a runtime failure.
 const EXIT_FAILURE: u8 = 1;
@@ -51,10 +51,16 @@ fn main() -> ExitCode {
                 Ok(config) => token(&config, &route, print).await,
                 Err(code) => code,
             },
-            _ => match load(cli.config.as_deref()) {
-                Ok(config) => serve(config, cli.config).await,
-                Err(code) => code,
-            },
+            _ => {
+                let source = Source::locate(cli.config.as_deref(), &config::process_env);
+                match source.load(&config::process_env) {
+                    Ok(config) => serve(config, source).await,
+                    Err(e) => {
+                        eprintln!("config error: {e}");
+                        ExitCode::from(EXIT_CONFIG)
+                    }
+                }
+            }
         }
     })
 }
@@ -66,7 +72,7 @@ fn load(path: Option<&Path>) -> Result<Config, ExitCode> {
     })
 }
 
-async fn serve(config: Config, path: Option<PathBuf>) -> ExitCode {
+async fn serve(config: Config, source: Source) -> ExitCode {
     let listener = match tokio::net::TcpListener::bind(config.listen.address).await {
         Ok(l) => l,
         Err(e) => {
@@ -80,14 +86,16 @@ async fn serve(config: Config, path: Option<PathBuf>) -> ExitCode {
     };
     let options = Options {
         admin,
-        reloader: reloader(path),
+        reloader: reloader(source),
+        systemd: true,
     };
     finish(azure_costs_proxy::run_with(config, listener, options, shutdown_signal()).await)
 }
 
-/// SIGHUP asks for a reload; the config is read again the way it was found at start-up.
+/// SIGHUP asks for a reload; the config is read again from where it was found at start-up.
 #[cfg(unix)]
-fn reloader(path: Option<PathBuf>) -> Option<Reloader> {
+fn reloader(source: Source) -> Option<Reloader> {
+    use azure_costs_proxy::ReloadRequest;
     use tokio::signal::unix::{SignalKind, signal};
     let mut hangup = match signal(SignalKind::hangup()) {
         Ok(s) => s,
@@ -105,33 +113,35 @@ fn reloader(path: Option<PathBuf>) -> Option<Reloader> {
     });
     Some(Reloader {
         requests,
-        load: Box::new(move || config::load(path.as_deref(), &config::process_env)),
+        load: Box::new(move || source.load(&config::process_env)),
     })
 }
 
 #[cfg(not(unix))]
-fn reloader(_path: Option<PathBuf>) -> Option<Reloader> {
+fn reloader(_source: Source) -> Option<Reloader> {
     None
 }
 
 /// `healthcheck`: 0 if the proxy of this config says it is ready, 1 otherwise (also for a config
-/// error: Docker reserves exit code 2 of a HEALTHCHECK).
+/// error: Docker reserves exit code 2 of a HEALTHCHECK). Reads only the admin address, so it
+/// works where the secrets are not readable.
 async fn healthcheck(path: Option<&Path>, timeout: Duration) -> ExitCode {
-    let config = match config::load(path, &config::process_env) {
-        Ok(c) => c,
+    let source = Source::locate(path, &config::process_env);
+    let address = match source.admin_address(&config::process_env) {
+        Ok(Some(address)) => address,
+        Ok(None) => {
+            eprintln!(
+                "not ready: the admin listener is disabled ([admin] enabled = false), so there is \
+                 nothing to ask; enable it to use healthcheck"
+            );
+            return ExitCode::from(EXIT_FAILURE);
+        }
         Err(e) => {
             eprintln!("config error: {e}");
             return ExitCode::from(EXIT_FAILURE);
         }
     };
-    if !config.admin.enabled {
-        eprintln!(
-            "not ready: the admin listener is disabled ([admin] enabled = false), so there is \
-             nothing to ask; enable it to use healthcheck"
-        );
-        return ExitCode::from(EXIT_FAILURE);
-    }
-    match admin::probe(config.admin.address, timeout).await {
+    match admin::probe(address, timeout).await {
         Ok(probe) if probe.is_ready() => {
             println!("ready: {}", probe.body);
             ExitCode::SUCCESS

@@ -132,6 +132,10 @@ impl Metrics {
             "Config reloads (SIGHUP), by outcome (ok|error: the running config stayed)",
             reloads.clone(),
         );
+        // Both outcomes exist from the start, so that increase() sees the first failure.
+        for outcome in ["ok", "error"] {
+            drop(reloads.get_or_create(&ReloadLabels { outcome }));
+        }
         Metrics {
             registry,
             requests,
@@ -192,6 +196,15 @@ impl Metrics {
             .unwrap_or_default()
             .as_secs_f64();
         self.expiry.get_or_create(&labels).set(at);
+    }
+
+    /// Drops the expiry series of a credential and delegate no longer configured (after a
+    /// reload), so that alerts on it do not fire for tokens nobody uses.
+    pub fn forget_token(&self, credential: &str, delegate: Option<&str>) {
+        self.expiry.remove(&TokenLabels {
+            credential: Arc::from(credential),
+            delegate: Arc::from(delegate.unwrap_or("-")),
+        });
     }
 
     /// A request on `route` was sent again after a 401.

@@ -12,7 +12,7 @@ use http_body_util::{BodyExt as _, Empty};
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use support::process::Scratch;
-use support::{Setup, bounded, config_text, reload, simulator, start_from_file};
+use support::{bounded, reload, secret_file_config, simulator, start_from_file};
 
 /// One HTTP/1.1 connection to the proxy, kept open across requests.
 async fn connect(addr: SocketAddr) -> SendRequest<Empty<Bytes>> {
@@ -46,29 +46,12 @@ fn last_bearer(sim: &azure_costs_proxy::simulator::Simulator) -> String {
     last.headers["authorization"].to_str().unwrap().to_string()
 }
 
-/// A config whose secret is read from `dir/secret`, with `extra` sections.
-fn file_config(
-    sim: &azure_costs_proxy::simulator::Simulator,
-    dir: &Scratch,
-    extra: &str,
-) -> String {
-    let secret = dir.write("secret", &sim.client_secret());
-    let setup = Setup {
-        extra: extra.into(),
-        ..Setup::default()
-    };
-    config_text(sim, &setup).replace(
-        "client_secret = { env = \"SIM_SECRET\" }",
-        &format!("client_secret = {{ file = \"{}\" }}", secret.display()),
-    )
-}
-
 #[tokio::test]
 async fn a_rotated_secret_file_is_used_for_new_tokens_and_open_connections_keep_working() {
     bounded(async {
         let sim = simulator().await;
         let dir = Scratch::new("reload-secret");
-        let path = dir.write("proxy.toml", &file_config(&sim, &dir, ""));
+        let path = dir.write("proxy.toml", &secret_file_config(&sim, &dir, ""));
         let (proxy, reloads) = start_from_file(sim, path).await;
         proxy.sim.wait_for_sts_calls(1).await;
         let mut conn = connect(proxy.addr).await;
@@ -80,12 +63,29 @@ async fn a_rotated_secret_file_is_used_for_new_tokens_and_open_connections_keep_
             format!("Bearer {}", first[0].token)
         );
 
+        // An export in flight across the reload finishes with the config and token it began with.
+        proxy.sim.hold_exports();
+        let mut export = proxy.get("/v1/costs/export?rows=20000").await;
+        assert_eq!(export.status(), 200);
+        let mut exported = export.chunk().await.unwrap().unwrap().len();
+
         // The vendor rotates the secret (the old token stays valid), the operator the file.
         proxy.sim.rotate_secret("rotated-secret-value");
         dir.write("secret", "rotated-secret-value\n");
         let done = reload(&reloads).await.expect("the reload succeeds");
         assert_eq!(done.discarded, ["default"]);
         assert_eq!(done.kept_tokens, 0);
+        proxy.sim.release_exports();
+        while let Some(chunk) = export.chunk().await.unwrap() {
+            exported += chunk.len();
+        }
+        assert!(exported > 100_000, "only {exported} bytes");
+        assert_eq!(proxy.sim.exports_finished(), 1);
+        assert_eq!(
+            last_bearer(&proxy.sim),
+            format!("Bearer {}", first[0].token),
+            "the export went upstream with the token of its time"
+        );
 
         // Same connection, new token: issued with the new secret (the STS takes no other now).
         let (status, body) = get(&mut conn, "/v1/teams").await;
@@ -118,7 +118,7 @@ async fn an_invalid_config_is_refused_and_the_running_one_keeps_serving() {
     bounded(async {
         let sim = simulator().await;
         let dir = Scratch::new("reload-broken");
-        let good = file_config(&sim, &dir, "");
+        let good = secret_file_config(&sim, &dir, "");
         let path = dir.write("proxy.toml", &good);
         let (proxy, reloads) = start_from_file(sim, path.clone()).await;
         proxy.sim.wait_for_sts_calls(1).await;
@@ -171,14 +171,14 @@ async fn a_reload_adds_routes_and_keeps_the_tokens_of_unchanged_credentials() {
     bounded(async {
         let sim = simulator().await;
         let dir = Scratch::new("reload-routes");
-        let path = dir.write("proxy.toml", &file_config(&sim, &dir, ""));
+        let path = dir.write("proxy.toml", &secret_file_config(&sim, &dir, ""));
         let (proxy, reloads) = start_from_file(sim, path).await;
         proxy.sim.wait_for_sts_calls(1).await;
         let teams = proxy.get("/v1/teams").await.text().await.unwrap();
 
         let routes = "[[routes]]\nprefix = \"/\"\n\n\
                       [[routes]]\nprefix = \"/customers/contoso\"\ndelegate = \"TEAM-CONTOSO\"\n";
-        dir.write("proxy.toml", &file_config(&proxy.sim, &dir, routes));
+        dir.write("proxy.toml", &secret_file_config(&proxy.sim, &dir, routes));
         let done = reload(&reloads).await.expect("the reload succeeds");
         assert!(done.discarded.is_empty(), "{:?}", done.discarded);
         assert_eq!(done.kept_tokens, 1);

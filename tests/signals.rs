@@ -10,23 +10,14 @@ use std::time::Duration;
 
 use azure_costs_proxy::simulator::StsFault;
 use support::process::{Proxy, Scratch, command};
-use support::{Setup, bounded, client, config_text, simulator, start};
-
-/// A config whose secret is read from `dir/secret`.
-fn file_config(sim: &azure_costs_proxy::simulator::Simulator, dir: &Scratch) -> String {
-    let secret = dir.write("secret", &sim.client_secret());
-    config_text(sim, &Setup::default()).replace(
-        "client_secret = { env = \"SIM_SECRET\" }",
-        &format!("client_secret = {{ file = \"{}\" }}", secret.display()),
-    )
-}
+use support::{Setup, bounded, client, config_text, secret_file_config, simulator, start};
 
 #[tokio::test]
 async fn sighup_applies_a_rotated_secret_file_and_keeps_a_broken_config_out() {
     bounded(async {
         let sim = simulator().await;
         let dir = Scratch::new("sighup");
-        let good = file_config(&sim, &dir);
+        let good = secret_file_config(&sim, &dir, "");
         let path = dir.write("proxy.toml", &good);
         let mut proxy = Proxy::start(&path, &[]).await;
         // One pooled client: its keep-alive connection stays open across the reloads.
@@ -155,6 +146,50 @@ impl Notifications {
 }
 
 #[tokio::test]
+async fn a_second_sigterm_exits_at_once_and_sighup_while_draining_reloads_nothing() {
+    bounded(async {
+        let sim = simulator().await;
+        sim.hold_exports();
+        let dir = Scratch::new("second-signal");
+        let path = dir.write("proxy.toml", &secret_file_config(&sim, &dir, ""));
+        let mut proxy = Proxy::start(&path, &[]).await;
+        let mut export = client()
+            .get(proxy.url("/v1/costs/export?rows=20000"))
+            .send()
+            .await
+            .unwrap();
+        assert!(export.chunk().await.unwrap().is_some());
+
+        proxy.signal("TERM").await;
+        proxy.wait_for("no longer accepting connections").await;
+        proxy.signal("HUP").await;
+        proxy.signal("TERM").await;
+        assert_eq!(
+            proxy.exit_code().await,
+            Some(130),
+            "the export is still held"
+        );
+        let log = proxy.transcript.join("\n");
+        assert!(log.contains("second shutdown signal"), "{log}");
+        assert!(
+            !log.contains("reloading the config"),
+            "a reload ran while draining: {log}"
+        );
+        // The client sees its response cut off, not completed.
+        let mut rest = Ok(None);
+        for _ in 0..1000 {
+            rest = export.chunk().await;
+            if !matches!(rest, Ok(Some(_))) {
+                break;
+            }
+        }
+        assert!(rest.is_err(), "the cut-off export looked complete");
+        sim.release_exports();
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn systemd_hears_ready_reloading_watchdog_and_stopping() {
     bounded(async {
         let sim = simulator().await;
@@ -201,13 +236,15 @@ async fn healthcheck(dir: &Scratch, admin: &str) -> (Option<i32>, String) {
     let path = dir.write(
         "health.toml",
         &format!(
-            "{admin}\n[credentials.default]\nclient_id = \"x\"\nclient_secret = {{ env = \"S\" }}\n"
+            "{admin}\n[credentials.default]\nclient_id = \"x\"\n\
+             client_secret = {{ credential = \"client_secret\" }}\n"
         ),
     );
     let out = command()
         .args(["healthcheck", "--timeout", "5s", "--config"])
         .arg(path)
-        .env("S", "unused")
+        // As outside the systemd unit: the secret cannot be read, and need not be.
+        .env_remove("CREDENTIALS_DIRECTORY")
         .output()
         .await
         .unwrap();
@@ -235,7 +272,26 @@ async fn healthcheck_exits_0_when_ready_and_1_otherwise() {
         let sim = simulator().await;
         sim.set_sts_fault(Some(StsFault::Reject));
         let refused = start(sim, Setup::default()).await;
-        refused.sim.wait_for_sts_calls(1).await;
+        // The STS call has reached the simulator; wait until the proxy has taken the refusal.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let body = client()
+                .get(refused.admin_url("/readyz"))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            if body.contains("backing_off") {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "never backing off: {body}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         let section = format!("[admin]\naddress = \"{}\"", refused.admin);
         let (code, text) = healthcheck(&dir, &section).await;
         assert_eq!(code, Some(1), "{text}");

@@ -65,6 +65,20 @@ pub fn config_text(sim: &Simulator, setup: &Setup) -> String {
     )
 }
 
+/// The generated config with `extra` sections, its secret read from the file `dir/secret`
+/// (written here with the simulator's secret) instead of the environment.
+pub fn secret_file_config(sim: &Simulator, dir: &process::Scratch, extra: &str) -> String {
+    let secret = dir.write("secret", &sim.client_secret());
+    let setup = Setup {
+        extra: extra.into(),
+        ..Setup::default()
+    };
+    config_text(sim, &setup).replace(
+        "client_secret = { env = \"SIM_SECRET\" }",
+        &format!("client_secret = {{ file = \"{}\" }}", secret.display()),
+    )
+}
+
 /// Parses the generated config with the simulator's secret in the (fake) environment.
 pub fn config(sim: &Simulator, setup: &Setup) -> config::Config {
     let secret = sim.client_secret().to_string();
@@ -182,6 +196,7 @@ async fn launch(sim: Simulator, cfg: config::Config, reloader: Option<Reloader>)
     let options = azure_costs_proxy::Options {
         admin: Some(admin_listener),
         reloader,
+        systemd: false,
     };
     let task = tokio::spawn(azure_costs_proxy::run_with(cfg, listener, options, async {
         let _ = stopped.await;

@@ -46,6 +46,10 @@ pub fn command() -> Command {
         .env_remove("AZURE_COSTS_PROXY_CONFIG")
         .env_remove("AZURE_COSTS_CLIENT_ID")
         .env_remove("AZURE_COSTS_CLIENT_SECRET")
+        // A test runner under systemd must not hear its children's READY and STOPPING.
+        .env_remove("NOTIFY_SOCKET")
+        .env_remove("WATCHDOG_USEC")
+        .env_remove("WATCHDOG_PID")
         .kill_on_drop(true);
     c
 }
