@@ -9,7 +9,7 @@
 #
 # Inside a container the proxy must listen on 0.0.0.0 to be reachable through a published port,
 # and a non-loopback address needs allow_remote: see README.md "Container". As a sidecar in a
-# Kubernetes pod it keeps 127.0.0.1 (deploy/kubernetes/). deploy/container/check-runtime.sh
+# Kubernetes pod it keeps 127.0.0.1 (deploy/kubernetes/). deploy/container/check-runtime.py
 # checks this file's final stage without a container runtime.
 
 FROM rust:1.89-slim-bookworm AS build

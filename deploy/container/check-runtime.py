@@ -26,6 +26,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 
@@ -170,12 +171,16 @@ def main():
         # 1. The demo: a simulated Azure Costs STS and API inside the image layout.
         demo_port = free_port()
         demo = start([destination, "demo", "--listen", f"127.0.0.1:{demo_port}"], {})
+        # A stuck demo is killed, which ends the read below.
+        watchdog = threading.Timer(TIME_LIMIT, demo.kill)
+        watchdog.start()
         banner = ""
         while "Press Ctrl-C" not in banner:
             line = demo.stdout.readline()
             if not line:
-                fail(f"the demo ended: {demo.stderr.read()}")
+                fail(f"the demo ended or hung: {demo.stderr.read()}")
             banner += line
+        watchdog.cancel()
         sts = re.search(r"STS (http://\S+),", banner).group(1)
         api = re.search(r"API (http://[^)\s]+)\)", banner).group(1)
         print(f"demo up as uid {uid_of(demo.pid)}: STS {sts}, API {api}")
