@@ -381,16 +381,7 @@ impl Source {
         }
         let (admin, text, origin) = match self {
             Source::File(path) => {
-                let origin = path.display().to_string();
-                let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
-                    origin: origin.clone(),
-                    line: None,
-                    key: String::new(),
-                    message: format!("cannot read the config file: {e}"),
-                    hint: Some(
-                        "check the path given by --config, and that this user may read it".into(),
-                    ),
-                })?;
+                let (origin, text) = read_file(path)?;
                 let ctx = Ctx {
                     origin: &origin,
                     text: Some(&text),
@@ -440,17 +431,25 @@ pub fn locate(explicit: Option<&Path>, env: EnvLookup<'_>) -> Option<PathBuf> {
 
 /// Loads one config file.
 pub fn load_file(path: &Path, env: EnvLookup<'_>) -> Result<Config, ConfigError> {
-    let origin = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
-        origin: origin.clone(),
-        line: None,
-        key: String::new(),
-        message: format!("cannot read the config file: {e}"),
-        hint: Some(format!(
-            "check the path given by --config or ${CONFIG_ENV}, and that this user may read it"
-        )),
-    })?;
+    let (origin, text) = read_file(path)?;
     from_toml(&text, &origin, env)
+}
+
+/// The config file's text, and its path as errors name it.
+fn read_file(path: &Path) -> Result<(String, String), ConfigError> {
+    let origin = path.display().to_string();
+    match std::fs::read_to_string(path) {
+        Ok(text) => Ok((origin, text)),
+        Err(e) => Err(ConfigError {
+            origin,
+            line: None,
+            key: String::new(),
+            message: format!("cannot read the config file: {e}"),
+            hint: Some(format!(
+                "check the path given by --config or ${CONFIG_ENV}, and that this user may read it"
+            )),
+        }),
+    }
 }
 
 /// Parses and validates TOML text; `origin` names it in errors.

@@ -136,7 +136,7 @@ pub async fn run_with(
     let stop_reloads = reload_task.as_ref().map(|task| task.abort_handle());
     let watchdog = notifier
         .watchdog_interval()
-        .map(|every| tokio::spawn(notify::watchdog(every)));
+        .map(|every| tokio::spawn(notifier.watchdog(every)));
     tracing::info!(address = %local, %upstream, routes, "listening on http://{local}");
     notifier.ready(&format!("listening on http://{local}"));
     let draining = admin.clone();

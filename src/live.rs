@@ -126,9 +126,10 @@ impl Live {
             if state.closed {
                 anyhow::bail!("shutting down: the reload is ignored");
             }
+            let kept = token_labels(&config);
             let gone = token_labels(&state.config)
                 .into_iter()
-                .filter(|pair| !token_labels(&config).contains(pair))
+                .filter(|pair| !kept.contains(pair))
                 .collect::<Vec<_>>();
             let keepers = keep_tokens_warm(&proxy);
             self.proxy.store(proxy);

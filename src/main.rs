@@ -53,12 +53,9 @@ fn main() -> ExitCode {
             },
             _ => {
                 let source = Source::locate(cli.config.as_deref(), &config::process_env);
-                match source.load(&config::process_env) {
+                match load_from(&source) {
                     Ok(config) => serve(config, source).await,
-                    Err(e) => {
-                        eprintln!("config error: {e}");
-                        ExitCode::from(EXIT_CONFIG)
-                    }
+                    Err(code) => code,
                 }
             }
         }
@@ -66,7 +63,11 @@ fn main() -> ExitCode {
 }
 
 fn load(path: Option<&Path>) -> Result<Config, ExitCode> {
-    config::load(path, &config::process_env).map_err(|e| {
+    load_from(&Source::locate(path, &config::process_env))
+}
+
+fn load_from(source: &Source) -> Result<Config, ExitCode> {
+    source.load(&config::process_env).map_err(|e| {
         eprintln!("config error: {e}");
         ExitCode::from(EXIT_CONFIG)
     })

@@ -65,6 +65,17 @@ impl Notifier {
         }
     }
 
+    /// Pings the watchdog every `interval` (from [`Notifier::watchdog_interval`]) for as long as
+    /// the runtime runs it: a stuck runtime stops the pings and systemd restarts the service.
+    pub async fn watchdog(self, interval: Duration) {
+        let mut tick = tokio::time::interval(interval);
+        loop {
+            tick.tick().await;
+            #[cfg(unix)]
+            self.send(&[sd_notify::NotifyState::Watchdog]);
+        }
+    }
+
     #[cfg(unix)]
     fn send(self, states: &[sd_notify::NotifyState<'_>]) {
         if !self.on {
@@ -72,19 +83,6 @@ impl Notifier {
         }
         if let Err(e) = sd_notify::notify(states) {
             tracing::warn!(error = %e, "cannot notify systemd (NOTIFY_SOCKET)");
-        }
-    }
-}
-
-/// Pings the watchdog every `interval` (from [`Notifier::watchdog_interval`]) for as long as the runtime runs it: a stuck runtime
-/// stops the pings and systemd restarts the service.
-pub async fn watchdog(interval: Duration) {
-    let mut tick = tokio::time::interval(interval);
-    loop {
-        tick.tick().await;
-        #[cfg(unix)]
-        if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]) {
-            tracing::warn!(error = %e, "cannot ping the systemd watchdog");
         }
     }
 }

@@ -399,18 +399,8 @@ impl TokenSource {
                 kept += 1;
             }
         }
-        let failures: Vec<(TokenKey, Failures)> = lock(&previous.inner.failures)
-            .iter()
-            .filter(|(key, _)| unchanged(&key.credential))
-            .map(|(key, f)| (key.clone(), f.clone()))
-            .collect();
-        self.lock_failures().extend(failures);
-        let refusals: Vec<(TokenKey, Instant)> = lock(&previous.inner.refusals)
-            .iter()
-            .filter(|(key, _)| unchanged(&key.credential))
-            .map(|(key, at)| (key.clone(), *at))
-            .collect();
-        lock(&self.inner.refusals).extend(refusals);
+        copy_unchanged(&previous.inner.failures, &self.inner.failures, &unchanged);
+        copy_unchanged(&previous.inner.refusals, &self.inner.refusals, &unchanged);
         kept
     }
 
@@ -775,6 +765,21 @@ impl TokenSource {
     fn lock_failures(&self) -> MutexGuard<'_, HashMap<TokenKey, Failures>> {
         lock(&self.inner.failures)
     }
+}
+
+/// Copies the entries of the credentials `unchanged` accepts from one per-key map to another
+/// (one lock at a time).
+fn copy_unchanged<V: Clone>(
+    from: &Mutex<HashMap<TokenKey, V>>,
+    to: &Mutex<HashMap<TokenKey, V>>,
+    unchanged: &impl Fn(&str) -> bool,
+) {
+    let entries: Vec<(TokenKey, V)> = lock(from)
+        .iter()
+        .filter(|(key, _)| unchanged(&key.credential))
+        .map(|(key, value)| (key.clone(), value.clone()))
+        .collect();
+    lock(to).extend(entries);
 }
 
 /// Locks a mutex of the token source. Each holds plain data updated in one step, so a panic
