@@ -99,12 +99,7 @@ async fn a_rotated_secret_file_is_used_for_new_tokens_and_open_connections_keep_
         // A new connection too.
         assert_eq!(proxy.get("/v1/teams").await.status(), 200);
 
-        let metrics = proxy
-            .get_url(&proxy.admin_url("/metrics"))
-            .await
-            .text()
-            .await
-            .unwrap();
+        let metrics = proxy.metrics().await;
         assert!(
             metrics.contains("azure_costs_proxy_config_reloads_total{outcome=\"ok\"} 1"),
             "{metrics}"
@@ -152,12 +147,7 @@ async fn an_invalid_config_is_refused_and_the_running_one_keeps_serving() {
         assert_eq!(get(&mut conn, "/v1/teams").await.0, 200);
         assert_eq!(proxy.get("/v1/teams").await.status(), 200);
         assert_eq!(proxy.sim.sts_calls(), 1);
-        let metrics = proxy
-            .get_url(&proxy.admin_url("/metrics"))
-            .await
-            .text()
-            .await
-            .unwrap();
+        let metrics = proxy.metrics().await;
         assert!(
             metrics.contains("azure_costs_proxy_config_reloads_total{outcome=\"error\"} 2"),
             "{metrics}"

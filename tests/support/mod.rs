@@ -114,9 +114,10 @@ impl Running {
             .expect("request through the proxy")
     }
 
-    /// GET any URL with the pooled client.
-    pub async fn get_url(&self, url: &str) -> reqwest::Response {
-        self.client.get(url).send().await.expect("GET")
+    /// The admin listener's `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        let r = self.client.get(self.admin_url("/metrics")).send().await;
+        r.expect("GET /metrics").text().await.expect("metrics text")
     }
 
     /// `http://ADMIN{path}` on the admin listener.
