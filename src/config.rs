@@ -30,6 +30,10 @@ pub const DEFAULT_TOKEN_URL: &str = "https://azure-costs.com/sts/issue/oauth/tok
 pub const MAX_TOKEN_AGE: Duration = Duration::from_secs(60 * 60);
 /// Default time in-flight requests get to finish after a shutdown signal.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+/// Default cap on connections served at once (`listen.max_connections`).
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+/// Highest `listen.max_connections` accepted.
+const MAX_MAX_CONNECTIONS: usize = 1 << 20;
 
 /// A secret value (client secret, inbound API key). It never prints: `Debug` and `Display` show
 /// `[redacted]`, and the memory is overwritten when it is dropped.
@@ -122,8 +126,46 @@ pub struct Listen {
     pub allowed_hosts: Vec<String>,
     /// Inbound keys a client must present; empty means none is required.
     pub api_keys: Vec<Secret>,
+    /// HTTPS towards clients; `None` serves plain HTTP.
+    pub tls: Option<ListenTls>,
+    /// Connections served at once; further clients wait in the listen backlog.
+    pub max_connections: usize,
     /// Time in-flight requests get to finish after SIGTERM/SIGINT.
     pub shutdown_grace: Duration,
+}
+
+/// `[listen.tls]`: the server certificate, read and checked when the config is loaded (and again
+/// on every reload, so a renewed certificate takes effect on SIGHUP).
+#[derive(Clone)]
+pub struct ListenTls {
+    /// PEM certificate chain, leaf first.
+    pub cert_file: PathBuf,
+    /// PEM private key.
+    pub key_file: PathBuf,
+    /// PEM CA certificates that client certificates must chain to; `None`: no client certificate.
+    pub client_ca_file: Option<PathBuf>,
+    /// The rustls server configuration built from those files.
+    pub server: std::sync::Arc<rustls::ServerConfig>,
+}
+
+impl fmt::Debug for ListenTls {
+    // The server configuration holds the private key: only the paths are shown.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ListenTls")
+            .field("cert_file", &self.cert_file)
+            .field("key_file", &self.key_file)
+            .field("client_ca_file", &self.client_ca_file)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PartialEq for ListenTls {
+    /// Same files (the contents are compared by the reload, which always rebuilds).
+    fn eq(&self, other: &Self) -> bool {
+        self.cert_file == other.cert_file
+            && self.key_file == other.key_file
+            && self.client_ca_file == other.client_ca_file
+    }
 }
 
 /// The admin listener.
@@ -264,15 +306,16 @@ struct RawListen {
     allowed_hosts: Option<Vec<Spanned<String>>>,
     api_keys: Option<Vec<Spanned<toml::Value>>>,
     tls: Option<Spanned<RawTls>>,
+    max_connections: Option<Spanned<i64>>,
     shutdown_grace: Option<Spanned<String>>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
-#[allow(dead_code)] // Parsed so the keys are known; refused in validation until TLS lands.
 struct RawTls {
-    cert_file: Option<String>,
-    key_file: Option<String>,
+    cert_file: Option<Spanned<String>>,
+    key_file: Option<Spanned<String>>,
+    client_ca_file: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -474,6 +517,9 @@ const ENV_KEYS: &[(&str, &str)] = &[
     ("listen.address", "AZURE_COSTS_PROXY_LISTEN"),
     ("listen.allow_remote", "AZURE_COSTS_PROXY_ALLOW_REMOTE"),
     ("listen.allowed_hosts", "AZURE_COSTS_PROXY_ALLOWED_HOSTS"),
+    ("listen.api_keys", "AZURE_COSTS_PROXY_API_KEY"),
+    ("listen.tls.cert_file", "AZURE_COSTS_PROXY_TLS_CERT"),
+    ("listen.tls.key_file", "AZURE_COSTS_PROXY_TLS_KEY"),
     ("admin.address", "AZURE_COSTS_PROXY_ADMIN"),
     ("routes.delegate", "AZURE_COSTS_DELEGATE"),
     ("upstream.url", "AZURE_COSTS_UPSTREAM_URL"),
@@ -539,6 +585,28 @@ pub fn from_env(env: EnvLookup<'_>) -> Result<Config, ConfigError> {
             .map(|h| spanned(h.to_string()))
             .collect()
     });
+    if var("AZURE_COSTS_PROXY_API_KEY").is_some() {
+        let mut key_ref = toml::Table::new();
+        key_ref.insert(
+            "env".into(),
+            toml::Value::String("AZURE_COSTS_PROXY_API_KEY".into()),
+        );
+        raw.listen.api_keys = Some(vec![Spanned::new(0..0, toml::Value::Table(key_ref))]);
+    }
+    let (cert, key) = (
+        var("AZURE_COSTS_PROXY_TLS_CERT"),
+        var("AZURE_COSTS_PROXY_TLS_KEY"),
+    );
+    if cert.is_some() || key.is_some() {
+        raw.listen.tls = Some(Spanned::new(
+            0..0,
+            RawTls {
+                cert_file: cert.map(spanned),
+                key_file: key.map(spanned),
+                client_ca_file: None,
+            },
+        ));
+    }
     raw.admin.address = var("AZURE_COSTS_PROXY_ADMIN").map(spanned);
     raw.upstream.url = var("AZURE_COSTS_UPSTREAM_URL").map(spanned);
     raw.sts.token_url = var("AZURE_COSTS_TOKEN_URL").map(spanned);
@@ -759,12 +827,38 @@ pub fn summary(c: &Config) -> String {
     let _ = writeln!(out, "config:      {}", c.origin);
     let _ = writeln!(
         out,
-        "listen:      http://{}{}",
+        "listen:      {}://{}{}, at most {} connections",
+        if c.listen.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        },
         c.listen.address,
         if c.listen.address.ip().is_loopback() {
             " (loopback only)"
         } else {
             " (remote clients allowed)"
+        },
+        c.listen.max_connections
+    );
+    if let Some(tls) = &c.listen.tls {
+        let _ = writeln!(
+            out,
+            "tls:         certificate {}, key {}{}",
+            tls.cert_file.display(),
+            tls.key_file.display(),
+            tls.client_ca_file
+                .as_ref()
+                .map(|f| format!(", client certificates required (CA {})", f.display()))
+                .unwrap_or_default()
+        );
+    }
+    let _ = writeln!(
+        out,
+        "api keys:    {}",
+        match c.listen.api_keys.len() {
+            0 => "none (clients are not asked for a key)".to_string(),
+            n => format!("{n} accepted (Bearer, or Basic auth password)"),
         }
     );
     if !c.listen.allowed_hosts.is_empty() {
@@ -967,29 +1061,42 @@ fn validate(raw: RawConfig, ctx: &Ctx<'_>) -> Result<Config, ConfigError> {
         }
         allowed_hosts.push(name);
     }
-    let raw_keys = raw.listen.api_keys.unwrap_or_default();
-    let api_keys = raw_keys
+    let api_keys = raw
+        .listen
+        .api_keys
+        .unwrap_or_default()
         .iter()
         .map(|k| ctx.secret(k, "listen.api_keys"))
         .collect::<Result<Vec<_>, _>>()?;
-    if let Some(first) = raw_keys.first() {
-        // Accepting keys without checking them would be a silent hole: refuse them until the
-        // inbound check is in place.
-        return Err(ctx.error(
-            Some(first.span()),
-            "listen.api_keys",
-            "inbound API keys are not available in this version",
-            "remove api_keys and keep the proxy on loopback",
+    let tls = match &raw.listen.tls {
+        None => None,
+        Some(t) => Some(listen_tls(ctx, t)?),
+    };
+    if !address.ip().is_loopback()
+        && api_keys.is_empty()
+        && tls.as_ref().is_none_or(|t| t.client_ca_file.is_none())
+    {
+        warnings.push(format!(
+            "{}: listen.address {address} accepts remote clients without api_keys or client \
+             certificates ([listen.tls] client_ca_file): anyone who can reach the port can spend \
+             the proxy's credential; protect the port, or set one of them",
+            ctx.origin
         ));
     }
-    if let Some(tls) = &raw.listen.tls {
-        return Err(ctx.error(
-            Some(tls.span()),
-            "listen.tls",
-            "TLS towards clients is not available in this version",
-            "remove [listen.tls] and keep the proxy on loopback, or terminate TLS in front of it",
-        ));
-    }
+    let max_connections = match &raw.listen.max_connections {
+        None => DEFAULT_MAX_CONNECTIONS,
+        Some(n) => usize::try_from(*n.get_ref())
+            .ok()
+            .filter(|n| (1..=MAX_MAX_CONNECTIONS).contains(n))
+            .ok_or_else(|| {
+                ctx.error(
+                    Some(n.span()),
+                    "listen.max_connections",
+                    format!("{} is out of range", n.get_ref()),
+                    format!("write a number from 1 to {MAX_MAX_CONNECTIONS}"),
+                )
+            })?,
+    };
 
     let shutdown_grace = ctx.duration(
         &raw.listen.shutdown_grace,
@@ -1285,6 +1392,8 @@ fn validate(raw: RawConfig, ctx: &Ctx<'_>) -> Result<Config, ConfigError> {
             allow_remote,
             allowed_hosts,
             api_keys,
+            tls,
+            max_connections,
             shutdown_grace,
         },
         admin,
@@ -1294,6 +1403,73 @@ fn validate(raw: RawConfig, ctx: &Ctx<'_>) -> Result<Config, ConfigError> {
         token,
         routes,
         warnings,
+    })
+}
+
+/// `[listen.tls]`: both files required, read now so that a bad file is a config error with its
+/// line, not a failed handshake later.
+fn listen_tls(ctx: &Ctx<'_>, raw: &Spanned<RawTls>) -> Result<ListenTls, ConfigError> {
+    let t = raw.get_ref();
+    let required = |value: &Option<Spanned<String>>, key: &str| {
+        value
+            .as_ref()
+            .map(|v| PathBuf::from(v.get_ref()))
+            .ok_or_else(|| {
+                ctx.error(
+                    Some(raw.span()),
+                    key,
+                    "missing",
+                    "[listen.tls] needs both cert_file and key_file (PEM)",
+                )
+            })
+    };
+    let cert_file = required(&t.cert_file, "listen.tls.cert_file")?;
+    let key_file = required(&t.key_file, "listen.tls.key_file")?;
+    let span_of = |v: &Option<Spanned<String>>| v.as_ref().map(Spanned::span).or(Some(raw.span()));
+    let certs = crate::tls::read_pem_certs(&cert_file).map_err(|e| {
+        ctx.error(
+            span_of(&t.cert_file),
+            "listen.tls.cert_file",
+            format!("cannot use {}: {e}", cert_file.display()),
+            "point cert_file at a readable PEM certificate chain, leaf first",
+        )
+    })?;
+    let key = crate::tls::read_pem_key(&key_file).map_err(|e| {
+        ctx.error(
+            span_of(&t.key_file),
+            "listen.tls.key_file",
+            format!("cannot use {}: {e}", key_file.display()),
+            "point key_file at a readable PEM private key (PKCS#8, PKCS#1 or SEC1)",
+        )
+    })?;
+    let client_ca_file = t
+        .client_ca_file
+        .as_ref()
+        .map(|v| PathBuf::from(v.get_ref()));
+    let client_roots = match &client_ca_file {
+        None => None,
+        Some(path) => Some(crate::tls::read_pem_certs(path).map_err(|e| {
+            ctx.error(
+                span_of(&t.client_ca_file),
+                "listen.tls.client_ca_file",
+                format!("cannot use {} as client CA: {e}", path.display()),
+                "point client_ca_file at a readable PEM file of CA certificates",
+            )
+        })?),
+    };
+    let server = crate::tls::server_config(certs, key, client_roots.as_deref()).map_err(|e| {
+        ctx.error(
+            span_of(&t.key_file),
+            "listen.tls",
+            e,
+            "check that key_file is the private key of cert_file's first certificate",
+        )
+    })?;
+    Ok(ListenTls {
+        cert_file,
+        key_file,
+        client_ca_file,
+        server: std::sync::Arc::new(server),
     })
 }
 
@@ -1742,6 +1918,131 @@ mod tests {
         assert_eq!(normalize_host("[::1]:8080"), "::1");
         assert_eq!(normalize_host("::1"), "::1");
         assert_eq!(normalize_host("LocalHost"), "localhost");
+    }
+
+    #[test]
+    fn api_keys_come_from_env_or_file_and_remote_without_them_warns() {
+        let c = parse(&format!(
+            "[listen]\napi_keys = [{{ env = \"SECRET\" }}]\n{MINIMAL}"
+        ))
+        .unwrap();
+        assert_eq!(c.listen.api_keys.len(), 1);
+        assert_eq!(c.listen.api_keys[0].expose(), "s3cr3t");
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+        let missing = parse(&format!(
+            "[listen]\napi_keys = [{{ env = \"NOPE\" }}]\n{MINIMAL}"
+        ))
+        .unwrap_err();
+        assert_eq!(
+            (missing.key.as_str(), missing.line),
+            ("listen.api_keys", Some(2))
+        );
+        assert!(missing.message.contains("NOPE"), "{missing}");
+
+        let open = parse(&format!(
+            "[listen]\naddress = \"0.0.0.0:8080\"\nallow_remote = true\n{MINIMAL}"
+        ))
+        .unwrap();
+        assert!(
+            open.warnings.iter().any(|w| w.contains("api_keys")),
+            "{:?}",
+            open.warnings
+        );
+        let keyed = parse(&format!(
+            "[listen]\naddress = \"0.0.0.0:8080\"\nallow_remote = true\n\
+             api_keys = [{{ env = \"SECRET\" }}]\n{MINIMAL}"
+        ))
+        .unwrap();
+        assert!(keyed.warnings.is_empty(), "{:?}", keyed.warnings);
+        // The summary says keys are required, never which.
+        let summary = summary(&keyed);
+        assert!(summary.contains("1 accepted"), "{summary}");
+        assert!(!summary.contains("s3cr3t"), "{summary}");
+    }
+
+    #[test]
+    fn max_connections_is_a_positive_number() {
+        assert_eq!(
+            parse(MINIMAL).unwrap().listen.max_connections,
+            DEFAULT_MAX_CONNECTIONS
+        );
+        let c = parse(&format!("[listen]\nmax_connections = 10\n{MINIMAL}")).unwrap();
+        assert_eq!(c.listen.max_connections, 10);
+        for bad in ["0", "-1", "9999999999"] {
+            let e = parse(&format!("[listen]\nmax_connections = {bad}\n{MINIMAL}")).unwrap_err();
+            assert_eq!(
+                (e.key.as_str(), e.line),
+                ("listen.max_connections", Some(2)),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
+    fn listen_tls_reads_and_checks_its_files() {
+        let dir = std::env::temp_dir().join(format!("acp-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+        let other = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+        let path = |name: &str| dir.join(name).to_str().unwrap().to_string();
+        std::fs::write(path("cert.pem"), cert.cert.pem()).unwrap();
+        std::fs::write(path("key.pem"), cert.signing_key.serialize_pem()).unwrap();
+        std::fs::write(path("other-key.pem"), other.signing_key.serialize_pem()).unwrap();
+        let tls = |body: &str| parse(&format!("[listen.tls]\n{body}\n{MINIMAL}"));
+
+        let ok = tls(&format!(
+            "cert_file = \"{}\"\nkey_file = \"{}\"\nclient_ca_file = \"{}\"",
+            path("cert.pem"),
+            path("key.pem"),
+            path("cert.pem")
+        ))
+        .unwrap();
+        let listen_tls = ok.listen.tls.as_ref().unwrap();
+        assert_eq!(
+            listen_tls.server.alpn_protocols,
+            [b"h2".to_vec(), b"http/1.1".to_vec()]
+        );
+        let debug = format!("{:?}", ok.listen);
+        assert!(
+            debug.contains("key.pem") && !debug.contains("PRIVATE"),
+            "{debug}"
+        );
+        assert!(summary(&ok).contains("client certificates required"));
+
+        let missing = tls(&format!("cert_file = \"{}\"", path("cert.pem"))).unwrap_err();
+        assert_eq!(missing.key, "listen.tls.key_file", "{missing}");
+        let unreadable = tls(&format!(
+            "cert_file = \"{}\"\nkey_file = \"{}\"",
+            path("nope.pem"),
+            path("key.pem")
+        ))
+        .unwrap_err();
+        assert_eq!(
+            (unreadable.key.as_str(), unreadable.line),
+            ("listen.tls.cert_file", Some(2))
+        );
+        let not_a_key = tls(&format!(
+            "cert_file = \"{}\"\nkey_file = \"{}\"",
+            path("cert.pem"),
+            path("cert.pem")
+        ))
+        .unwrap_err();
+        assert_eq!(
+            (not_a_key.key.as_str(), not_a_key.line),
+            ("listen.tls.key_file", Some(3))
+        );
+        let mismatched = tls(&format!(
+            "cert_file = \"{}\"\nkey_file = \"{}\"",
+            path("cert.pem"),
+            path("other-key.pem")
+        ))
+        .unwrap_err();
+        assert_eq!(mismatched.key, "listen.tls", "{mismatched}");
+        assert!(
+            mismatched.message.contains("do not go together"),
+            "{mismatched}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

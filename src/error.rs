@@ -14,6 +14,12 @@ use crate::token::sts::StsFailure;
 /// Everything that makes the proxy answer a request itself instead of the upstream.
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
+    /// `api_keys` are set and the request holds no accepted key.
+    #[error(
+        "this proxy requires an API key: send `Authorization: Bearer KEY`, or Basic auth with the \
+         key as password"
+    )]
+    Unauthorized,
     /// No route matches the path.
     #[error("no route matches this path")]
     NoRoute,
@@ -44,6 +50,7 @@ impl ProxyError {
     /// HTTP status and the stable error code of the JSON body.
     pub fn status_and_code(&self) -> (StatusCode, &'static str) {
         match self {
+            ProxyError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
             ProxyError::NoRoute => (StatusCode::NOT_FOUND, "no_route"),
             ProxyError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             ProxyError::ForbiddenTarget => (StatusCode::BAD_REQUEST, "forbidden_target"),
@@ -90,6 +97,14 @@ impl ProxyError {
         if let Some(retry) = self.retry_after() {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(retry));
         }
+        if let ProxyError::Unauthorized = self {
+            for challenge in crate::inbound::CHALLENGES {
+                headers.append(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static(challenge),
+                );
+            }
+        }
         if let ProxyError::MethodNotAllowed = self {
             headers.insert(
                 header::ALLOW,
@@ -130,6 +145,7 @@ mod tests {
     #[test]
     fn statuses_follow_the_spec_table() {
         let cases = [
+            (ProxyError::Unauthorized, 401, "unauthorized"),
             (ProxyError::NoRoute, 404, "no_route"),
             (ProxyError::MethodNotAllowed, 405, "method_not_allowed"),
             (ProxyError::ForbiddenTarget, 400, "forbidden_target"),

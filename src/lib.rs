@@ -12,6 +12,7 @@ pub mod config;
 pub mod demo;
 pub mod error;
 pub mod headers;
+pub mod inbound;
 pub mod inspect;
 pub mod live;
 pub mod logging;

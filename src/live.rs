@@ -13,10 +13,12 @@ use std::time::Duration;
 use anyhow::Context as _;
 use arc_swap::ArcSwap;
 use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
 
 use crate::config::{Config, TokenMode};
+use crate::inbound::ApiKeys;
 use crate::metrics::Metrics;
-use crate::proxy::{HostGuard, Proxy};
+use crate::proxy::{HostGuard, Inbound, Proxy};
 use crate::routes::RouteTable;
 use crate::tls;
 use crate::token::{TokenKey, TokenSource};
@@ -101,6 +103,11 @@ impl Live {
         self.lock().config.listen.shutdown_grace
     }
 
+    /// Connections served at once (bound at start-up; a reload asks for a restart to change it).
+    pub fn max_connections(&self) -> usize {
+        self.lock().config.listen.max_connections
+    }
+
     /// Replaces the config: new requests take a request path built from `config`. Connections
     /// and requests in flight are untouched. Tokens of unchanged credentials are kept. On an
     /// error, or once [`Live::close`] has run, nothing changes.
@@ -174,12 +181,20 @@ fn build(config: &Config, local: SocketAddr, metrics: &Arc<Metrics>) -> anyhow::
     let upstream = Upstream::new(&config.upstream, tls)
         .map_err(anyhow::Error::msg)
         .context("upstream client")?;
-    let hosts = HostGuard::new(local, &config.listen.allowed_hosts);
+    let inbound = Inbound {
+        hosts: HostGuard::new(local, &config.listen.allowed_hosts),
+        keys: ApiKeys::new(&config.listen.api_keys),
+        tls: config
+            .listen
+            .tls
+            .as_ref()
+            .map(|t| TlsAcceptor::from(t.server.clone())),
+    };
     Ok(Proxy::new(
         RouteTable::new(&config.routes, &config.token),
         tokens,
         upstream,
-        hosts,
+        inbound,
         metrics.clone(),
     ))
 }
@@ -226,6 +241,9 @@ fn restart_settings(old: &Config, new: &Config) -> Vec<&'static str> {
     let mut out = Vec::new();
     if old.listen.address != new.listen.address {
         out.push("listen.address");
+    }
+    if old.listen.max_connections != new.listen.max_connections {
+        out.push("listen.max_connections");
     }
     if old.admin.enabled != new.admin.enabled || old.admin.address != new.admin.address {
         out.push("admin");

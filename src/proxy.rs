@@ -9,11 +9,13 @@ use http::{Method, Request, Response, StatusCode, Version};
 use http_body::Body as _;
 use http_body_util::{Either, Empty};
 use hyper::body::Incoming;
+use tokio_rustls::TlsAcceptor;
 
 use crate::body::{AccessLog, ProxyBody};
 use crate::config::normalize_host;
 use crate::error::ProxyError;
 use crate::headers::{self, RequestIds};
+use crate::inbound::ApiKeys;
 use crate::metrics::Metrics;
 use crate::routes::{self, RouteTable};
 use crate::token::TokenSource;
@@ -57,13 +59,33 @@ impl HostGuard {
     }
 }
 
+/// Who may talk to the proxy: the `Host` guard, the API keys and the TLS server side.
+pub struct Inbound {
+    /// The DNS-rebinding guard.
+    pub hosts: HostGuard,
+    /// `listen.api_keys`.
+    pub keys: ApiKeys,
+    /// `[listen.tls]`: new connections are TLS handshakes with this configuration.
+    pub tls: Option<TlsAcceptor>,
+}
+
+impl std::fmt::Debug for Inbound {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Inbound")
+            .field("hosts", &self.hosts)
+            .field("keys", &self.keys)
+            .field("tls", &self.tls.is_some())
+            .finish()
+    }
+}
+
 /// Everything one request needs, shared by all connections.
 #[derive(Debug)]
 pub struct Proxy {
     routes: RouteTable,
     tokens: TokenSource,
     upstream: Upstream,
-    hosts: HostGuard,
+    inbound: Inbound,
     ids: RequestIds,
     metrics: Arc<Metrics>,
 }
@@ -74,14 +96,14 @@ impl Proxy {
         routes: RouteTable,
         tokens: TokenSource,
         upstream: Upstream,
-        hosts: HostGuard,
+        inbound: Inbound,
         metrics: Arc<Metrics>,
     ) -> Self {
         Proxy {
             routes,
             tokens,
             upstream,
-            hosts,
+            inbound,
             ids: RequestIds::default(),
             metrics,
         }
@@ -100,6 +122,11 @@ impl Proxy {
     /// The token source.
     pub fn tokens(&self) -> &TokenSource {
         &self.tokens
+    }
+
+    /// The TLS acceptor new connections go through, when `[listen.tls]` is set.
+    pub fn tls(&self) -> Option<&TlsAcceptor> {
+        self.inbound.tls.as_ref()
     }
 
     /// Handles one request. Never fails: errors become JSON answers.
@@ -149,6 +176,9 @@ impl Proxy {
             return Err(ProxyError::MethodNotAllowed);
         }
         self.check_target(&request)?;
+        if !self.inbound.keys.admit(request.headers()) {
+            return Err(ProxyError::Unauthorized);
+        }
         let uri = request.uri();
         let path = uri.path();
         if routes::has_dot_segment(path) {
@@ -237,7 +267,7 @@ impl Proxy {
         let uri_authority = request.uri().authority().map(|a| a.as_str());
         if request.version() < Version::HTTP_2
             && let Some(authority) = uri_authority
-            && !self.hosts.accepts(authority)
+            && !self.inbound.hosts.accepts(authority)
         {
             return Err(ProxyError::ForbiddenTarget);
         }
@@ -250,7 +280,7 @@ impl Proxy {
                 .map(|h| String::from_utf8_lossy(h.as_bytes()).into_owned()),
         };
         match host {
-            Some(h) if !self.hosts.accepts(&h) => {
+            Some(h) if !self.inbound.hosts.accepts(&h) => {
                 let shown: String = h.chars().take(100).collect();
                 Err(ProxyError::ForbiddenHost(shown))
             }

@@ -1,6 +1,6 @@
-//! The accept loop: HTTP/1.1 and h2c on one port (hyper-util's auto builder), header limits and
-//! timeouts, a cap on concurrent connections, idle connections closed, and a bounded graceful
-//! drain on shutdown.
+//! The accept loop: HTTP/1.1 and HTTP/2 on one port (hyper-util's auto builder; h2c in the
+//! clear, ALPN over TLS), the optional TLS handshake, header limits and timeouts, a cap on
+//! concurrent connections, idle connections closed, and a bounded graceful drain on shutdown.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -12,7 +12,8 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::time::Instant;
 
@@ -27,8 +28,6 @@ pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// A connection with no new request for this long is closed (requests in flight finish first).
 /// HTTP/1 keep-alive connections are closed sooner, by [`HEADER_READ_TIMEOUT`].
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
-/// Connections served at once; further clients wait in the listen backlog.
-pub const MAX_CONNECTIONS: usize = 1024;
 
 /// The connection builder with the proxy's limits.
 fn builder() -> auto::Builder<TokioExecutor> {
@@ -53,7 +52,10 @@ fn builder() -> auto::Builder<TokioExecutor> {
 /// arrives, so a reload applies to new requests on open connections too.
 pub async fn serve(listener: TcpListener, live: Arc<Live>, shutdown: impl Future<Output = ()>) {
     let builder = builder();
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    // Connections beyond the cap wait in the kernel's listen backlog until one closes: those in
+    // flight keep their memory and file descriptors.
+    let max_connections = live.max_connections();
+    let slots = Arc::new(Semaphore::new(max_connections));
     let (stop, stopping) = watch::channel(false);
     tokio::pin!(shutdown);
 
@@ -81,13 +83,25 @@ pub async fn serve(listener: TcpListener, live: Arc<Live>, shutdown: impl Future
         if let Err(e) = stream.set_nodelay(true) {
             tracing::debug!(error = %e, "set_nodelay failed");
         }
-        tokio::spawn(serve_connection(
-            builder.clone(),
-            stream,
-            live.clone(),
-            stopping.clone(),
-            permit,
-        ));
+        let builder = builder.clone();
+        let live = live.clone();
+        let stopping = stopping.clone();
+        match live.proxy().tls().cloned() {
+            None => {
+                tokio::spawn(serve_connection(builder, stream, live, stopping, permit));
+            }
+            Some(acceptor) => {
+                tokio::spawn(async move {
+                    // The handshake counts against the head timeout: a client that connects and
+                    // says nothing holds its slot no longer than one that sends half a request.
+                    match tokio::time::timeout(HEADER_READ_TIMEOUT, acceptor.accept(stream)).await {
+                        Ok(Ok(tls)) => serve_connection(builder, tls, live, stopping, permit).await,
+                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                    }
+                });
+            }
+        }
         tracing::trace!(%peer, "connection accepted");
     }
 
@@ -96,7 +110,8 @@ pub async fn serve(listener: TcpListener, live: Arc<Live>, shutdown: impl Future
     let _ = stop.send(true);
     let grace = live.shutdown_grace();
     // Every connection holds a permit until it has closed: all permits back means all closed.
-    match tokio::time::timeout(grace, slots.acquire_many(MAX_CONNECTIONS as u32)).await {
+    let all = u32::try_from(max_connections).unwrap_or(u32::MAX);
+    match tokio::time::timeout(grace, slots.acquire_many(all)).await {
         Ok(_) => tracing::info!("all connections closed"),
         Err(_) => tracing::warn!(
             grace_s = grace.as_secs_f64(),
@@ -123,13 +138,15 @@ impl Drop for OpenConnection {
 
 /// Serves one connection until it ends, goes idle, or shutdown asks it to finish what is in
 /// flight and close. `_permit` is its connection slot.
-async fn serve_connection(
+async fn serve_connection<S>(
     builder: auto::Builder<TokioExecutor>,
-    stream: TcpStream,
+    stream: S,
     live: Arc<Live>,
     mut stopping: watch::Receiver<bool>,
     _permit: OwnedSemaphorePermit,
-) {
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let opened = Instant::now();
     let _open = OpenConnection::new(live.metrics().clone());
     // Milliseconds after `opened` at which the last request arrived; u64::MAX: none yet.

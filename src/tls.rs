@@ -1,12 +1,13 @@
-//! The one rustls client configuration used towards both the STS and the API: webpki roots plus the
-//! operator's `ca_file`, aws-lc-rs as the crypto provider, certificate verification always on.
+//! rustls configurations: the one client configuration used towards both the STS and the API (webpki
+//! roots plus the operator's `ca_file`, verification always on), and the server configuration of
+//! `[listen.tls]`. aws-lc-rs is the crypto provider of both.
 
 use std::path::Path;
 use std::sync::Arc;
 
 use rustls::RootCertStore;
-use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 /// Reads every certificate of a PEM file; an unreadable file or one without certificates is an error.
 pub fn read_pem_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
@@ -35,5 +36,48 @@ pub fn client_config(extra: &[CertificateDer<'static>]) -> Result<rustls::Client
         .map_err(|e| e.to_string())?
         .with_root_certificates(roots)
         .with_no_client_auth();
+    Ok(config)
+}
+
+/// Reads the first private key of a PEM file (PKCS#8, PKCS#1 or SEC1).
+pub fn read_pem_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
+    PrivateKeyDer::from_pem_file(path).map_err(|e| match e {
+        rustls_pki_types::pem::Error::NoItemsFound => "the file holds no PEM private key".into(),
+        other => other.to_string(),
+    })
+}
+
+/// The rustls server configuration towards clients: the certificate chain and its key, ALPN for
+/// HTTP/2 and HTTP/1.1, and, with `client_roots`, a client certificate that chains to them is
+/// required.
+pub fn server_config(
+    certs: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+    client_roots: Option<&[CertificateDer<'static>]>,
+) -> Result<rustls::ServerConfig, String> {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?;
+    let builder = match client_roots {
+        None => builder.with_no_client_auth(),
+        Some(roots) => {
+            let mut store = RootCertStore::empty();
+            for cert in roots {
+                store
+                    .add(cert.clone())
+                    .map_err(|e| format!("client_ca_file: {e}"))?;
+            }
+            let verifier =
+                rustls::server::WebPkiClientVerifier::builder_with_provider(store.into(), provider)
+                    .build()
+                    .map_err(|e| format!("client_ca_file: {e}"))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let mut config = builder
+        .with_single_cert(certs, key)
+        .map_err(|e| format!("the certificate and key do not go together: {e}"))?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(config)
 }

@@ -21,6 +21,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
+pub mod pki;
 pub mod process;
 
 /// Upper bound for any single test.
@@ -36,6 +37,8 @@ pub async fn bounded<F: Future>(body: F) -> F::Output {
 /// What a test changes in the generated config.
 #[derive(Default, Clone)]
 pub struct Setup {
+    /// Extra lines inside `[listen]`.
+    pub listen: String,
     /// Replaces the simulator's API URL.
     pub upstream_url: Option<String>,
     /// Replaces the simulator's STS URL.
@@ -51,11 +54,12 @@ pub struct Setup {
 /// The secret as tests configure it (read through `{ env = "SIM_SECRET" }`).
 pub fn config_text(sim: &Simulator, setup: &Setup) -> String {
     format!(
-        "[listen]\naddress = \"127.0.0.1:0\"\n\n\
+        "[listen]\naddress = \"127.0.0.1:0\"\n{}\n\n\
          [admin]\naddress = \"127.0.0.1:0\"\n\n\
          [upstream]\nurl = \"{}\"\n{}\n\n\
          [sts]\ntoken_url = \"{}\"\n{}\n\n\
          [credentials.default]\nclient_id = \"{}\"\nclient_secret = {{ env = \"SIM_SECRET\" }}\n\n{}\n",
+        setup.listen,
         setup.upstream_url.clone().unwrap_or_else(|| sim.api_url()),
         setup.upstream,
         setup.sts_url.clone().unwrap_or_else(|| sim.sts_url()),
