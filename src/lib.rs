@@ -116,6 +116,7 @@ pub async fn run_with(
     warn_if_hosts_unset(&config, local);
     let upstream = config.upstream.url.to_string();
     let routes = config.routes.len();
+    let config_tls = config.listen.tls.is_some();
     let live = Arc::new(Live::start(
         config,
         local,
@@ -138,8 +139,9 @@ pub async fn run_with(
     let watchdog = notifier
         .watchdog_interval()
         .map(|every| tokio::spawn(notifier.watchdog(every)));
-    tracing::info!(address = %local, %upstream, routes, "listening on http://{local}");
-    notifier.ready(&format!("listening on http://{local}"));
+    let scheme = if config_tls { "https" } else { "http" };
+    tracing::info!(address = %local, %upstream, routes, "listening on {scheme}://{local}");
+    notifier.ready(&format!("listening on {scheme}://{local}"));
     let draining = admin.clone();
     let closing = live.clone();
     let shutdown = async move {

@@ -170,8 +170,9 @@ impl Live {
     }
 }
 
-/// The request path for `config`.
-fn build(config: &Config, local: SocketAddr, metrics: &Arc<Metrics>) -> anyhow::Result<Proxy> {
+/// The request path for `config` on the listener at `local`. Does not start anything: no token
+/// is fetched until a request (or [`Live::start`]'s keepers) asks.
+pub fn build(config: &Config, local: SocketAddr, metrics: &Arc<Metrics>) -> anyhow::Result<Proxy> {
     let tls = tls::client_config(&config.upstream.ca_certs)
         .map_err(anyhow::Error::msg)
         .context("TLS client configuration")?;

@@ -172,33 +172,13 @@ impl Proxy {
         request_id: &HeaderValue,
         log: &mut AccessLog,
     ) -> Result<Response<Incoming>, ProxyError> {
-        if request.method() == Method::CONNECT {
-            return Err(ProxyError::MethodNotAllowed);
-        }
-        self.check_target(&request)?;
-        if !self.inbound.keys.admit(request.headers()) {
-            return Err(ProxyError::Unauthorized);
-        }
-        let uri = request.uri();
-        let path = uri.path();
-        if routes::has_dot_segment(path) {
-            return Err(ProxyError::BadRequest(
-                "the path holds a `.` or `..` segment; send a normalised path",
-            ));
-        }
-        let (route, rest) = self.routes.find(path).ok_or(ProxyError::NoRoute)?;
+        let (mut parts, body) = request.into_parts();
+        let (route, upstream_uri) = self.plan(&parts)?;
         log.route = Some(route.prefix.clone());
-        let upstream_pq = routes::upstream_path_and_query(
-            self.upstream.base_path(),
-            &route.upstream_path,
-            rest,
-            uri.query(),
-        );
-        let upstream_uri = self.upstream.uri(&upstream_pq)?;
 
         let mut key = route.token_key();
         if let Some(transactions) = &route.transactions {
-            let entered = transactions.enter(request.headers());
+            let entered = transactions.enter(&parts.headers);
             for ended in entered.ended {
                 self.tokens.forget(&key.for_transaction(ended)).await;
             }
@@ -214,7 +194,6 @@ impl Proxy {
             self.tokens.forget(&key).await;
         }
 
-        let (mut parts, body) = request.into_parts();
         parts.uri = upstream_uri;
         // The pooled client speaks HTTP/2 by itself where ALPN chose it.
         parts.version = Version::HTTP_11;
@@ -261,11 +240,41 @@ impl Proxy {
         self.upstream.send(again).await
     }
 
+    /// The synchronous half of a request: every inbound check (CONNECT, target and `Host`, API
+    /// key, dot segments), then the route and the upstream URI the request goes to. Nothing here
+    /// waits or allocates a token; the fuzz target `request` drives it.
+    pub fn plan(
+        &self,
+        parts: &http::request::Parts,
+    ) -> Result<(&Arc<routes::Route>, http::Uri), ProxyError> {
+        if parts.method == Method::CONNECT {
+            return Err(ProxyError::MethodNotAllowed);
+        }
+        self.check_target(parts)?;
+        if !self.inbound.keys.admit(&parts.headers) {
+            return Err(ProxyError::Unauthorized);
+        }
+        let path = parts.uri.path();
+        if routes::has_dot_segment(path) {
+            return Err(ProxyError::BadRequest(
+                "the path holds a `.` or `..` segment; send a normalised path",
+            ));
+        }
+        let (route, rest) = self.routes.find(path).ok_or(ProxyError::NoRoute)?;
+        let upstream_pq = routes::upstream_path_and_query(
+            self.upstream.base_path(),
+            &route.upstream_path,
+            rest,
+            parts.uri.query(),
+        );
+        Ok((route, self.upstream.uri(&upstream_pq)?))
+    }
+
     /// The DNS-rebinding guard and the absolute-form rule: the token goes only to the configured
     /// upstream, whatever the request names.
-    fn check_target(&self, request: &Request<Incoming>) -> Result<(), ProxyError> {
-        let uri_authority = request.uri().authority().map(|a| a.as_str());
-        if request.version() < Version::HTTP_2
+    fn check_target(&self, request: &http::request::Parts) -> Result<(), ProxyError> {
+        let uri_authority = request.uri.authority().map(|a| a.as_str());
+        if request.version < Version::HTTP_2
             && let Some(authority) = uri_authority
             && !self.inbound.hosts.accepts(authority)
         {
@@ -273,9 +282,9 @@ impl Proxy {
         }
         // HTTP/2 carries the host in :authority; HTTP/1 in Host.
         let host = match uri_authority {
-            Some(a) if request.version() >= Version::HTTP_2 => Some(a.to_string()),
+            Some(a) if request.version >= Version::HTTP_2 => Some(a.to_string()),
             _ => request
-                .headers()
+                .headers
                 .get(header::HOST)
                 .map(|h| String::from_utf8_lossy(h.as_bytes()).into_owned()),
         };

@@ -145,6 +145,7 @@ async fn trace_logs_never_hold_the_secret_or_a_token_and_sigterm_exits_0() {
         let secret = sim.client_secret().to_string();
         let dir = Scratch::new("trace");
         let setup = Setup {
+            listen: "api_keys = [{ env = \"BI_KEY\" }]".into(),
             extra: "[[routes]]\nprefix = \"/\"\n\n\
                     [[routes]]\nprefix = \"/customers/contoso\"\ndelegate = \"TEAM-CONTOSO\"\n\n\
                     [[routes]]\nprefix = \"/fresh\"\ntoken_mode = \"per_request\"\n"
@@ -152,17 +153,34 @@ async fn trace_logs_never_hold_the_secret_or_a_token_and_sigterm_exits_0() {
             ..Setup::default()
         };
         let path = dir.write("proxy.toml", &config_text(&sim, &setup));
-        let mut proxy =
-            Proxy::start(&path, &[("SIM_SECRET", &secret), ("RUST_LOG", "trace")]).await;
+        let key = "inbound-key-9f3b2c";
+        let wrong_key = "wrong-key-71aa04";
+        let mut proxy = Proxy::start(
+            &path,
+            &[
+                ("SIM_SECRET", &secret),
+                ("BI_KEY", key),
+                ("RUST_LOG", "trace"),
+            ],
+        )
+        .await;
 
         let c = client();
-        let get = |path: &str| c.get(proxy.url(path)).send();
+        let get = |path: &str| c.get(proxy.url(path)).bearer_auth(key).send();
         assert_eq!(get("/v1/teams").await.unwrap().status(), 200);
         assert_eq!(
             get("/customers/contoso/v1/teams").await.unwrap().status(),
             200
         );
         assert_eq!(get("/fresh/v1/teams").await.unwrap().status(), 200);
+        // A wrong inbound key.
+        let refused = c
+            .get(proxy.url("/v1/teams"))
+            .basic_auth("bi", Some(wrong_key));
+        assert_eq!(refused.send().await.unwrap().status(), 401);
+        // The upstream refuses the cached token: dropped, a fresh one, one retry.
+        sim.revoke_tokens();
+        assert_eq!(get("/v1/teams").await.unwrap().status(), 200);
         // An STS that echoes the request (secret included) in its error description.
         sim.set_sts_fault(Some(StsFault::EchoRequest));
         assert_eq!(get("/fresh/v1/teams").await.unwrap().status(), 502);
@@ -174,8 +192,16 @@ async fn trace_logs_never_hold_the_secret_or_a_token_and_sigterm_exits_0() {
 
         let log = proxy.transcript.join("\n");
         let tokens = sim.issued_tokens();
-        assert!(tokens.len() >= 3, "{tokens:?}");
+        assert!(tokens.len() >= 4, "{tokens:?}");
         assert!(!log.contains(&secret), "the client secret is in the logs");
+        assert!(
+            !log.contains(key) && !log.contains(wrong_key),
+            "an API key is in the logs"
+        );
+        assert!(
+            tokens.iter().any(|t| t.delegate.is_some()),
+            "no delegate update"
+        );
         for t in &tokens {
             assert!(!log.contains(&t.token), "token {} is in the logs", t.token);
         }
@@ -186,6 +212,10 @@ async fn trace_logs_never_hold_the_secret_or_a_token_and_sigterm_exits_0() {
             "no scrubbed echo"
         );
         assert!(log.contains("token issued"));
+        assert!(
+            log.contains("retrying once with a fresh one"),
+            "no 401 retry"
+        );
         assert!(log.contains("status=200"));
     })
     .await;

@@ -6,6 +6,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use http::{HeaderValue, Method, Request, Response, header};
@@ -166,8 +167,9 @@ fn by_month(team: &Team, query: &Query) -> Response<SimBody> {
     )
 }
 
-/// `GET /v1/costs/export?bytes=N` (exactly N bytes) or `?rows=N` (default 1000): a CSV of daily
-/// cost lines, generated chunk by chunk as the reader consumes it.
+/// `GET /v1/costs/export?bytes=N` (exactly N bytes, sized) or `?rows=N` (default 1000, chunked):
+/// a CSV of daily cost lines, generated chunk by chunk as the reader consumes it. `reset_after=N`
+/// breaks the answer off after N bytes.
 fn export(state: &Arc<State>, team: &Team, query: &Query) -> Response<SimBody> {
     let bytes = query.get("bytes").and_then(|b| b.parse::<u64>().ok());
     let rows = query.get("rows").and_then(|r| r.parse::<u64>().ok());
@@ -176,9 +178,12 @@ fn export(state: &Arc<State>, team: &Team, query: &Query) -> Response<SimBody> {
         (None, Some(r)) => Limit::Rows(r),
         (None, None) => Limit::Rows(1000),
     };
+    state.exports_streaming.send_modify(|n| *n += 1);
     let body = ExportBody {
         team: *team,
         limit,
+        reset_after: query.get("reset_after").and_then(|b| b.parse::<u64>().ok()),
+        reset_armed: false,
         row: 0,
         sent: 0,
         header_sent: false,
@@ -206,6 +211,10 @@ type Gate = Pin<Box<dyn Future<Output = ()> + Send + Sync>>;
 struct ExportBody {
     team: Team,
     limit: Limit,
+    /// `reset_after=N`: fail the body (hyper aborts the connection or the HTTP/2 stream) once N
+    /// bytes are out.
+    reset_after: Option<u64>,
+    reset_armed: bool,
     row: u64,
     sent: u64,
     header_sent: bool,
@@ -285,13 +294,53 @@ impl Body for ExportBody {
             }
             this.gate = None;
         }
+        if this.reset_after.is_some_and(|n| this.sent >= n) {
+            if !this.reset_armed {
+                // Pause first, so that hyper flushes what it has (the head included) and the
+                // reset lands mid-answer, as a peer's crash would.
+                this.reset_armed = true;
+                this.gate = Some(Box::pin(tokio::time::sleep(Duration::from_millis(20))));
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            this.done = true;
+            return Poll::Ready(Some(Err(std::io::Error::new(
+                std::io::ErrorKind::ConnectionReset,
+                "simulated reset mid-answer",
+            ))));
+        }
         if this.finished() {
             this.done = true;
             this.state.exports_finished.fetch_add(1, Ordering::SeqCst);
             return Poll::Ready(None);
         }
         let chunk = this.next_chunk();
+        if this.finished() {
+            // A sized answer is not polled again after its last byte.
+            this.done = true;
+            this.state.exports_finished.fetch_add(1, Ordering::SeqCst);
+        }
         Poll::Ready(Some(Ok(Frame::data(chunk))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done
+    }
+
+    /// `bytes=N` answers are sized (`Content-Length`), `rows=N` ones chunked.
+    fn size_hint(&self) -> http_body::SizeHint {
+        match self.limit {
+            Limit::Bytes(n) => http_body::SizeHint::with_exact(n.saturating_sub(self.sent)),
+            Limit::Rows(_) => http_body::SizeHint::default(),
+        }
+    }
+}
+
+impl Drop for ExportBody {
+    fn drop(&mut self) {
+        self.state
+            .exports_streaming
+            .send_modify(|n| *n = n.saturating_sub(1));
     }
 }
 

@@ -65,6 +65,10 @@ pub enum StsFault {
     /// Answer 400 with the request body (client secret included) echoed in `error_description`,
     /// like a careless STS; the proxy must not repeat it anywhere.
     EchoRequest,
+    /// Answer 200 with a 1 MiB JSON token (a broken or hostile STS).
+    Huge,
+    /// Promise a 200-byte JSON token, send its first 40 bytes and close the connection.
+    Truncated,
 }
 
 /// A token the STS issued.
@@ -116,6 +120,8 @@ struct State {
     sts_open: watch::Sender<bool>,
     sts_seen: watch::Sender<usize>,
     exports_finished: AtomicUsize,
+    /// Export bodies that exist (being produced or waiting to be read).
+    exports_streaming: watch::Sender<usize>,
     random: (RandomState, AtomicU64),
 }
 
@@ -222,6 +228,7 @@ impl SimulatorBuilder {
             sts_open: watch::channel(true).0,
             sts_seen: watch::channel(0).0,
             exports_finished: AtomicUsize::new(0),
+            exports_streaming: watch::channel(0).0,
             random: (RandomState::new(), AtomicU64::new(0)),
         });
         let (stop, stopped) = watch::channel(false);
@@ -410,6 +417,17 @@ impl Simulator {
     /// Exports whose last byte has been produced.
     pub fn exports_finished(&self) -> usize {
         self.state.exports_finished.load(Ordering::SeqCst)
+    }
+
+    /// Export answers that are still being produced or sent (their body not yet dropped).
+    pub fn exports_streaming(&self) -> usize {
+        *self.state.exports_streaming.borrow()
+    }
+
+    /// Waits until exactly `n` export answers are being produced or sent.
+    pub async fn wait_for_exports_streaming(&self, n: usize) {
+        let mut rx = self.state.exports_streaming.subscribe();
+        let _ = rx.wait_for(|open| *open == n).await;
     }
 }
 

@@ -77,6 +77,28 @@ pub(super) async fn handle(state: Arc<State>, req: Request<Incoming>) -> Respons
                 &json!({"error": "invalid_request", "error_description": format!("cannot parse {body}")}),
             );
         }
+        Some(StsFault::Huge) => {
+            let token = "x".repeat(1024 * 1024);
+            return json(200, &json!({"access_token": token, "expires_in": 3600}));
+        }
+        Some(StsFault::Truncated) => {
+            let whole = format!(
+                "{{\"access_token\":\"sim_truncated_{}\",\"expires_in\":3600}}",
+                "0".repeat(150)
+            );
+            // hyper writes the promised Content-Length, then closes the connection when the
+            // body ends short.
+            let cut = Bytes::from(whole.as_bytes()[..40].to_vec());
+            let pause = Box::pin(tokio::time::sleep(std::time::Duration::from_millis(50)));
+            let mut r = Response::new(BoxBody::new(CutOff(Some(cut), pause)));
+            r.headers_mut()
+                .insert(header::CONTENT_LENGTH, whole.len().into());
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                http::HeaderValue::from_static("application/json"),
+            );
+            return r;
+        }
         None => {}
     }
 
@@ -174,4 +196,24 @@ fn update(state: &State, bearer: Option<IssuedToken>, body: &[u8]) -> Response<S
     }
     let token = state.issue(Some(delegate.to_string()), Some(base.token));
     token_answer(&token)
+}
+
+/// A body of one chunk and no size hint, so hyper trusts the `Content-Length` header set beside
+/// it: the client is promised more than it gets. The pause after the chunk lets hyper flush the
+/// head and the chunk before the body ends and the connection is closed.
+struct CutOff(Option<Bytes>, std::pin::Pin<Box<tokio::time::Sleep>>);
+
+impl http_body::Body for CutOff {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, std::io::Error>>> {
+        if let Some(chunk) = self.0.take() {
+            return std::task::Poll::Ready(Some(Ok(hyper::body::Frame::data(chunk))));
+        }
+        self.1.as_mut().poll(cx).map(|()| None)
+    }
 }

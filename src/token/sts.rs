@@ -137,7 +137,9 @@ impl StsClient {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok())
             .map(Duration::from_secs);
-        let mut body = Vec::new();
+        // The answer holds a token: it is read into one buffer that never grows (so no copy is
+        // left behind by a reallocation) and that is overwritten when dropped.
+        let mut body = zeroize::Zeroizing::new(Vec::with_capacity(MAX_STS_ANSWER));
         while let Some(chunk) = response.chunk().await.map_err(|e| {
             unavailable(if e.is_timeout() {
                 "the STS did not finish its answer in time".to_string()

@@ -1,0 +1,36 @@
+//! Config parsing: any text either becomes a valid config or a ConfigError; never a panic, and
+//! neither the error, the warnings, `check`'s summary nor `Debug` shows a secret read from the
+//! environment.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+const SECRET: &str = "FUZZ-SECRET-7d1f9a";
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    // Secrets come from the (fake) environment; files and the credential directory are not read
+    // unless the input names a path.
+    let env = |name: &str| (name != "CREDENTIALS_DIRECTORY").then(|| SECRET.to_string());
+    let shown = match azure_costs_proxy::config::from_toml(text, "fuzz.toml", &env) {
+        Ok(config) => {
+            assert!(!config.routes.is_empty(), "a valid config has a route");
+            assert!(config.token.max_age <= azure_costs_proxy::config::MAX_TOKEN_AGE);
+            format!(
+                "{}\n{:?}\n{}",
+                azure_costs_proxy::config::summary(&config),
+                config,
+                config.warnings.join("\n")
+            )
+        }
+        Err(e) => {
+            assert!(!e.key.is_empty(), "an error names its key: {e}");
+            e.to_string()
+        }
+    };
+    if !text.contains(SECRET) {
+        assert!(!shown.contains(SECRET), "a secret was shown:\n{shown}");
+    }
+});

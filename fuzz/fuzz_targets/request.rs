@@ -1,0 +1,182 @@
+//! The request-target, route and header sanitising path: a request head (as hyper's parser,
+//! httparse, accepts it) goes through `Proxy::plan` (CONNECT, absolute-form target, Host guard, API
+//! key, dot segments, route, upstream URI) and `headers::rewrite_request`. Invariants: no panic; a
+//! planned request goes to the configured upstream only, under its base path, with the query
+//! byte for byte and no dot segment; the forwarded headers carry exactly the proxy's bearer and
+//! request id and no hop-by-hop, Host or client credential header; an error answer never
+//! echoes the API key.
+#![no_main]
+
+use std::sync::{Arc, OnceLock};
+
+use azure_costs_proxy::config;
+use azure_costs_proxy::headers::{self, RequestIds};
+use azure_costs_proxy::metrics::Metrics;
+use azure_costs_proxy::proxy::Proxy;
+use http::header::{self, HeaderName, HeaderValue};
+use http::{Method, Version};
+use libfuzzer_sys::fuzz_target;
+
+const KEY: &str = "fuzz-api-key-5c2e";
+const UPSTREAM: &str = "api.example.test";
+
+const CONFIG: &str = r#"
+[listen]
+address = "127.0.0.1:8080"
+allowed_hosts = ["bi.internal"]
+[upstream]
+url = "https://api.example.test/base"
+[sts]
+token_url = "https://sts.example.test/token"
+[credentials.default]
+client_id = "id"
+client_secret = { env = "S" }
+[[routes]]
+prefix = "/"
+[[routes]]
+prefix = "/contoso"
+delegate = "CONTOSO"
+upstream_path = "/api/v2"
+[[routes]]
+prefix = "/a/b"
+token_mode = "per_transaction"
+"#;
+
+struct Fixture {
+    _runtime: tokio::runtime::Runtime,
+    open: Proxy,
+    keyed: Proxy,
+}
+
+fn fixture() -> &'static Fixture {
+    static FIXTURE: OnceLock<Fixture> = OnceLock::new();
+    FIXTURE.get_or_init(|| {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let _guard = runtime.enter();
+        let env = |_: &str| Some(KEY.to_string());
+        let open = config::from_toml(CONFIG, "fuzz.toml", &env).unwrap();
+        let keyed_text = CONFIG.replace(
+            "allowed_hosts",
+            "api_keys = [{ env = \"K\" }]\nallowed_hosts",
+        );
+        let keyed = config::from_toml(&keyed_text, "fuzz.toml", &env).unwrap();
+        let local = "127.0.0.1:8080".parse().unwrap();
+        let metrics = Arc::new(Metrics::new());
+        Fixture {
+            open: azure_costs_proxy::live::build(&open, local, &metrics).unwrap(),
+            keyed: azure_costs_proxy::live::build(&keyed, local, &metrics).unwrap(),
+            _runtime: runtime,
+        }
+    })
+}
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&mode, head)) = data.split_first() else {
+        return;
+    };
+    let mut parsed = [httparse::EMPTY_HEADER; 64];
+    let mut request = httparse::Request::new(&mut parsed);
+    let Ok(httparse::Status::Complete(_)) = request.parse(head) else {
+        return;
+    };
+    let (Some(method), Some(target)) = (request.method, request.path) else {
+        return;
+    };
+    let Ok(method) = Method::from_bytes(method.as_bytes()) else {
+        return;
+    };
+    let mut builder = http::Request::builder().method(method.clone());
+    let mut host = None;
+    for h in request.headers.iter() {
+        let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(h.name.as_bytes()),
+            HeaderValue::from_bytes(h.value),
+        ) else {
+            return;
+        };
+        if name == header::HOST {
+            host = Some(h.value);
+        }
+        builder = builder.header(name, value);
+    }
+    // Bit 1: HTTP/2 semantics (the authority comes from :authority, i.e. the URI).
+    let h2 = mode & 2 != 0;
+    let uri = match (h2, host, target.starts_with('/')) {
+        (true, Some(host), true) => {
+            let Ok(host) = std::str::from_utf8(host) else {
+                return;
+            };
+            format!("http://{host}{target}")
+        }
+        _ => target.to_string(),
+    };
+    let Ok(uri) = uri.parse::<http::Uri>() else {
+        return;
+    };
+    let version = if h2 { Version::HTTP_2 } else { Version::HTTP_11 };
+    let Ok(request) = builder.uri(uri).version(version).body(()) else {
+        return;
+    };
+    let (mut parts, ()) = request.into_parts();
+    // Bit 0: the proxy that requires an API key.
+    let keyed = mode & 1 != 0;
+    let fixture = fixture();
+    let proxy = if keyed { &fixture.keyed } else { &fixture.open };
+
+    let ids = RequestIds::default();
+    let request_id = ids.for_request(&parts.headers);
+    assert!(headers::valid_request_id(&request_id));
+    let query = parts.uri.query().map(str::to_string);
+
+    match proxy.plan(&parts) {
+        Ok((route, upstream)) => {
+            assert_ne!(method, Method::CONNECT);
+            assert_eq!(upstream.scheme_str(), Some("https"));
+            assert_eq!(upstream.authority().map(|a| a.as_str()), Some(UPSTREAM));
+            let path = upstream.path();
+            assert!(path.starts_with("/base"), "{path}");
+            assert!(path.starts_with(&format!("/base{}", route.upstream_path)), "{path}");
+            assert!(!azure_costs_proxy::routes::has_dot_segment(path), "{path}");
+            assert_eq!(upstream.query(), query.as_deref());
+            if keyed {
+                assert_eq!(parts.headers.get_all(header::AUTHORIZATION).iter().count(), 1);
+            }
+
+            let bearer = headers::bearer_value("fuzz-token").unwrap();
+            headers::rewrite_request(&mut parts.headers, &bearer, &request_id);
+            let auth: Vec<_> = parts.headers.get_all(header::AUTHORIZATION).iter().collect();
+            assert_eq!(auth, [&bearer]);
+            let ids: Vec<_> = parts.headers.get_all(&headers::X_REQUEST_ID).iter().collect();
+            assert_eq!(ids, [&request_id]);
+            for name in [
+                "connection",
+                "keep-alive",
+                "proxy-connection",
+                "te",
+                "trailer",
+                "transfer-encoding",
+                "upgrade",
+                "proxy-authorization",
+                "host",
+            ] {
+                assert!(!parts.headers.contains_key(name), "{name} forwarded");
+            }
+            for value in parts.headers.values() {
+                let text = String::from_utf8_lossy(value.as_bytes());
+                assert!(!text.contains(KEY), "the API key was forwarded");
+            }
+        }
+        Err(e) => {
+            let (status, code) = e.status_and_code();
+            assert!(status.is_client_error() || status.is_server_error(), "{status}");
+            let response = e.into_response(&request_id, None);
+            assert_eq!(response.status(), status);
+            assert!(!code.is_empty());
+            let shown = format!("{:?}", response.headers());
+            assert!(!shown.contains(KEY));
+        }
+    }
+});
