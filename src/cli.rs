@@ -72,6 +72,15 @@ pub enum Command {
         #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR")]
         listen: SocketAddr,
     },
+    /// The simulated Azure Costs STS and API alone, without the proxy, for load tests and
+    /// benchmarks: prints `API URL`, `STS URL` and `CLIENT_ID ID` lines, then serves until
+    /// Ctrl-C. The client secret is read from $AZURE_COSTS_CLIENT_SECRET.
+    #[command(hide = true)]
+    Simulator {
+        /// Delay every API answer by this long (e.g. "1s"): a slow upstream.
+        #[arg(long, default_value = "0s", value_parser = humantime::parse_duration, value_name = "DURATION")]
+        api_delay: std::time::Duration,
+    },
 }
 
 /// Log output format.

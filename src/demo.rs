@@ -102,3 +102,28 @@ pub async fn run(
     };
     crate::run_with(config, listener, options, shutdown).await
 }
+
+/// `simulator`: the simulated STS and API alone, for load tests and benchmarks that run the
+/// proxy as its own process. The client secret comes from `$AZURE_COSTS_CLIENT_SECRET`, so the
+/// proxy can be configured from the environment alone.
+pub async fn simulate(
+    api_delay: std::time::Duration,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let secret = config::process_env("AZURE_COSTS_CLIENT_SECRET")
+        .filter(|s| !s.is_empty())
+        .context("set AZURE_COSTS_CLIENT_SECRET to the secret the simulated STS should accept")?;
+    let client_id = "00000000-0000-4000-8000-00000000b1a5";
+    let sim = Simulator::builder()
+        .record_limit(0)
+        .credentials(client_id, &secret)
+        .spawn()
+        .await
+        .context("starting the simulator")?;
+    sim.set_api_delay(api_delay);
+    println!("API {}", sim.api_url());
+    println!("STS {}", sim.sts_url());
+    println!("CLIENT_ID {client_id}");
+    shutdown.await;
+    Ok(())
+}

@@ -26,7 +26,12 @@ fuzz_target!(|data: &[u8]| {
             )
         }
         Err(e) => {
-            assert!(!e.key.is_empty(), "an error names its key: {e}");
+            // A syntax error before any key or table has no key to name, but always a line.
+            assert!(
+                !e.key.is_empty() || e.line.is_some(),
+                "an error names its key or line: {e}"
+            );
+            assert!(!e.message.is_empty() && e.hint.is_some(), "{e}");
             e.to_string()
         }
     };
