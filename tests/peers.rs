@@ -149,3 +149,57 @@ async fn a_client_leaving_mid_stream_drops_the_upstream_request_and_its_connecti
     })
     .await;
 }
+
+/// Whether a connection is already waiting on `listener` (polled once, without waiting).
+async fn has_pending_connection(listener: &tokio::net::TcpListener) -> bool {
+    tokio::time::timeout(Duration::ZERO, listener.accept())
+        .await
+        .is_ok()
+}
+
+#[tokio::test]
+async fn redirects_go_to_the_client_and_are_never_followed_with_the_token_or_the_secret() {
+    bounded(async {
+        // Where a hostile upstream or STS would like the token or the secret to go.
+        let catcher = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let steal = format!("http://{}/steal", catcher.local_addr().unwrap());
+        let proxy = start(simulator().await, Setup::default()).await;
+
+        for method in [reqwest::Method::GET, reqwest::Method::POST] {
+            let r = client()
+                .request(
+                    method.clone(),
+                    proxy.url(&format!("/v1/redirect?to={steal}")),
+                )
+                .body(if method == reqwest::Method::POST {
+                    "{}"
+                } else {
+                    ""
+                })
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 302, "{method}");
+            assert_eq!(r.headers()["location"], steal.as_str(), "{method}");
+            // Had the proxy followed it, the connection would be waiting before the answer came.
+            assert!(
+                !has_pending_connection(&catcher).await,
+                "{method} redirect followed"
+            );
+        }
+
+        // The STS client follows nothing either: its body carries the client secret.
+        let sim = simulator().await;
+        sim.set_sts_fault(Some(StsFault::Redirect(steal.clone())));
+        let proxy = start(sim, Setup::default()).await;
+        let (status, body) = sts_error(&proxy).await;
+        assert_eq!(status, 503);
+        assert_eq!(body["error"], "sts_unavailable");
+        assert!(body["message"].as_str().unwrap().contains("307"), "{body}");
+        assert!(
+            !has_pending_connection(&catcher).await,
+            "STS redirect followed"
+        );
+    })
+    .await;
+}

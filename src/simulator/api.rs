@@ -73,6 +73,15 @@ pub(super) async fn handle(state: Arc<State>, req: Request<Incoming>) -> Respons
         (&Method::GET, "/v1/costs/by-month") => by_month(&team, &query),
         (&Method::GET, "/v1/costs/export") => export(&state, &team, &query),
         (&Method::POST | &Method::PUT, "/v1/echo") => echo(req.into_body()).await,
+        (_, "/v1/redirect") => {
+            // A redirect to wherever the query says: a proxy must hand it to its client and
+            // never follow it with the token.
+            let mut r = json(302, &json!({"moved": true}));
+            if let Some(Ok(to)) = query.get("to").map(|t| HeaderValue::from_str(&t)) {
+                r.headers_mut().insert(header::LOCATION, to);
+            }
+            r
+        }
         (_, "/v1/echo") => {
             let q = req.uri().query().unwrap_or_default();
             let mut r = json(200, &json!({"method": req.method().as_str(), "query": q}));

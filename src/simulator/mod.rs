@@ -69,6 +69,8 @@ pub enum StsFault {
     Huge,
     /// Promise a 200-byte JSON token, send its first 40 bytes and close the connection.
     Truncated,
+    /// Answer 307 (repeat the request, body included) with this `Location`.
+    Redirect(String),
 }
 
 /// A token the STS issued.

@@ -77,6 +77,13 @@ pub(super) async fn handle(state: Arc<State>, req: Request<Incoming>) -> Respons
                 &json!({"error": "invalid_request", "error_description": format!("cannot parse {body}")}),
             );
         }
+        Some(StsFault::Redirect(to)) => {
+            let mut r = json(307, &json!({"moved": true}));
+            if let Ok(to) = http::HeaderValue::from_str(&to) {
+                r.headers_mut().insert(header::LOCATION, to);
+            }
+            return r;
+        }
         Some(StsFault::Huge) => {
             let token = "x".repeat(1024 * 1024);
             return json(200, &json!({"access_token": token, "expires_in": 3600}));
