@@ -32,6 +32,12 @@ pub const MAX_TOKEN_AGE: Duration = Duration::from_secs(60 * 60);
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 /// Default cap on connections served at once (`listen.max_connections`).
 pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+/// Longest inbound API key accepted.
+const MAX_API_KEY: usize = 512;
+/// Shorter inbound API keys are accepted with a warning.
+const MIN_API_KEY: usize = 16;
+/// Largest secret file read (client secret, API key).
+const MAX_SECRET_FILE: u64 = 64 * 1024;
 /// Highest `listen.max_connections` accepted.
 const MAX_MAX_CONNECTIONS: usize = 1 << 20;
 
@@ -475,7 +481,22 @@ pub fn locate(explicit: Option<&Path>, env: EnvLookup<'_>) -> Option<PathBuf> {
 /// Loads one config file.
 pub fn load_file(path: &Path, env: EnvLookup<'_>) -> Result<Config, ConfigError> {
     let (origin, text) = read_file(path)?;
-    from_toml(&text, &origin, env)
+    let mut config = from_toml(&text, &origin, env)?;
+    // The file-less variables that guard the port are easy to believe in force: say when a file
+    // makes them inert (unless the file itself reads them).
+    for name in [
+        "AZURE_COSTS_PROXY_API_KEY",
+        "AZURE_COSTS_PROXY_TLS_CERT",
+        "AZURE_COSTS_PROXY_TLS_KEY",
+    ] {
+        if env(name).is_some_and(|v| !v.is_empty()) && !text.contains(name) {
+            config.warnings.push(format!(
+                "${name} is set but ignored: the config comes from {origin}, which does not \
+                 use it; configure [listen] in the file instead"
+            ));
+        }
+    }
+    Ok(config)
 }
 
 /// The config file's text, and its path as errors name it.
@@ -937,7 +958,20 @@ pub fn summary(c: &Config) -> String {
 
 /// Reads a secret file, dropping one trailing newline (editors add it) and refusing an empty one.
 fn read_secret_file(path: &Path) -> Result<Secret, String> {
-    let mut text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
+    use std::io::Read as _;
+    let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let mut bytes = zeroize::Zeroizing::new(Vec::new());
+    file.take(MAX_SECRET_FILE + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| e.to_string())?;
+    if bytes.len() as u64 > MAX_SECRET_FILE {
+        return Err(format!(
+            "the file is larger than {} KiB; is it the right file?",
+            MAX_SECRET_FILE / 1024
+        ));
+    }
+    let mut text = String::from_utf8(std::mem::take(&mut *bytes))
+        .map_err(|_| "the file is not UTF-8 text".to_string())?;
     while text.ends_with('\n') || text.ends_with('\r') {
         text.pop();
     }
@@ -1061,13 +1095,45 @@ fn validate(raw: RawConfig, ctx: &Ctx<'_>) -> Result<Config, ConfigError> {
         }
         allowed_hosts.push(name);
     }
-    let api_keys = raw
-        .listen
-        .api_keys
-        .unwrap_or_default()
-        .iter()
-        .map(|k| ctx.secret(k, "listen.api_keys"))
-        .collect::<Result<Vec<_>, _>>()?;
+    let mut api_keys = Vec::new();
+    for k in raw.listen.api_keys.unwrap_or_default() {
+        let key = ctx.secret(&k, "listen.api_keys")?;
+        let line = || {
+            ctx.line_of(Some(k.span()))
+                .map(|l| format!(", line {l}"))
+                .unwrap_or_default()
+        };
+        // What a client can send as a Bearer token or a Basic password, and must type exactly.
+        let text = key.expose();
+        if text.len() > MAX_API_KEY || !text.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(ctx.error(
+                Some(k.span()),
+                "listen.api_keys",
+                format!(
+                    "an API key must be 1-{MAX_API_KEY} visible ASCII characters, without \
+                     spaces or line breaks"
+                ),
+                "generate one with `openssl rand -hex 24`",
+            ));
+        }
+        if text.len() < MIN_API_KEY {
+            warnings.push(format!(
+                "{}{}: an API key is shorter than {MIN_API_KEY} characters; generate a long \
+                 random one (`openssl rand -hex 24`)",
+                ctx.origin,
+                line()
+            ));
+        }
+        if matches!(k.get_ref(), toml::Value::String(_)) {
+            warnings.push(format!(
+                "{}{}: an API key is written in the config file; keys belong outside it: \
+                 {{ env = \"VAR\" }}, {{ file = \"/path\" }} or {{ credential = \"name\" }}",
+                ctx.origin,
+                line()
+            ));
+        }
+        api_keys.push(key);
+    }
     let tls = match &raw.listen.tls {
         None => None,
         Some(t) => Some(listen_tls(ctx, t)?),
@@ -1797,6 +1863,118 @@ mod tests {
     }
 
     #[test]
+    fn environment_api_key_and_tls_guard_the_port() {
+        let base = [
+            ("AZURE_COSTS_CLIENT_ID", "id-1"),
+            ("AZURE_COSTS_CLIENT_SECRET", "sec"),
+            ("AZURE_COSTS_PROXY_LISTEN", "0.0.0.0:8080"),
+            ("AZURE_COSTS_PROXY_ALLOW_REMOTE", "true"),
+        ];
+        let open = from_env(&env_with(&base)).unwrap();
+        assert!(
+            open.warnings.iter().any(|w| w.contains("api_keys")),
+            "{:?}",
+            open.warnings
+        );
+        let mut keyed = base.to_vec();
+        keyed.push(("AZURE_COSTS_PROXY_API_KEY", "0123456789abcdef0123"));
+        let c = from_env(&env_with(&keyed)).unwrap();
+        assert_eq!(c.listen.api_keys[0].expose(), "0123456789abcdef0123");
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+
+        let mut half_tls = base.to_vec();
+        half_tls.push(("AZURE_COSTS_PROXY_TLS_CERT", "/etc/cert.pem"));
+        let e = from_env(&env_with(&half_tls)).unwrap_err();
+        assert_eq!(e.key, "AZURE_COSTS_PROXY_TLS_KEY", "{e}");
+    }
+
+    #[test]
+    fn api_keys_are_visible_ascii_and_short_or_inline_ones_warn() {
+        let with_key = |key: &str| {
+            from_toml(
+                &format!("[listen]\napi_keys = [{{ env = \"K\" }}]\n{MINIMAL}"),
+                "proxy.toml",
+                &env_with(&[("SECRET", "s"), ("K", key)]),
+            )
+        };
+        for bad in [
+            "two words here 1234",
+            "tab\there-0123456789",
+            "é-0123456789abcdef",
+        ] {
+            let e = with_key(bad).unwrap_err();
+            assert_eq!(
+                (e.key.as_str(), e.line),
+                ("listen.api_keys", Some(2)),
+                "{e}"
+            );
+            assert!(!e.to_string().contains(bad), "{e}");
+        }
+        let long = "k".repeat(MAX_API_KEY + 1);
+        assert!(with_key(&long).is_err());
+        let short = with_key("short").unwrap();
+        assert!(
+            short.warnings.iter().any(|w| w.contains("shorter than")),
+            "{:?}",
+            short.warnings
+        );
+        let inline = parse(&format!(
+            "[listen]\napi_keys = [\"inline-key-0123456789\"]\n{MINIMAL}"
+        ))
+        .unwrap();
+        assert!(
+            inline
+                .warnings
+                .iter()
+                .any(|w| w.contains("line 2") && w.contains("written in the config")),
+            "{:?}",
+            inline.warnings
+        );
+        assert!(!inline.warnings.concat().contains("inline-key"));
+    }
+
+    #[test]
+    fn guard_variables_ignored_beside_a_file_are_named() {
+        let dir = std::env::temp_dir().join(format!("acp-ignored-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("proxy.toml");
+        std::fs::write(&path, MINIMAL).unwrap();
+        let env = env_with(&[
+            ("SECRET", "s"),
+            ("AZURE_COSTS_PROXY_API_KEY", "k-0123456789abcdef"),
+        ]);
+        let c = load_file(&path, &env).unwrap();
+        assert!(
+            c.warnings
+                .iter()
+                .any(|w| w.contains("AZURE_COSTS_PROXY_API_KEY") && w.contains("ignored")),
+            "{:?}",
+            c.warnings
+        );
+        // A file that reads the variable itself gets no warning.
+        std::fs::write(
+            &path,
+            format!("[listen]\napi_keys = [{{ env = \"AZURE_COSTS_PROXY_API_KEY\" }}]\n{MINIMAL}"),
+        )
+        .unwrap();
+        assert!(load_file(&path, &env).unwrap().warnings.is_empty());
+        // Oversized secret files are refused before they are read whole.
+        let big = dir.join("big");
+        std::fs::write(&big, vec![b'a'; MAX_SECRET_FILE as usize + 1]).unwrap();
+        let e = from_toml(
+            &format!(
+                "[credentials.default]\nclient_id = \"a\"\nclient_secret = {{ file = \"{}\" }}\n",
+                big.display()
+            ),
+            "proxy.toml",
+            &env,
+        )
+        .unwrap_err();
+        assert!(e.message.contains("larger than"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn healthcheck_reads_the_admin_address_alone() {
         let dir = std::env::temp_dir().join(format!("acp-admin-only-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
@@ -1928,7 +2106,11 @@ mod tests {
         .unwrap();
         assert_eq!(c.listen.api_keys.len(), 1);
         assert_eq!(c.listen.api_keys[0].expose(), "s3cr3t");
-        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+        assert!(
+            !c.warnings.iter().any(|w| w.contains("remote clients")),
+            "{:?}",
+            c.warnings
+        );
         let missing = parse(&format!(
             "[listen]\napi_keys = [{{ env = \"NOPE\" }}]\n{MINIMAL}"
         ))
@@ -1953,7 +2135,11 @@ mod tests {
              api_keys = [{{ env = \"SECRET\" }}]\n{MINIMAL}"
         ))
         .unwrap();
-        assert!(keyed.warnings.is_empty(), "{:?}", keyed.warnings);
+        assert!(
+            !keyed.warnings.iter().any(|w| w.contains("remote clients")),
+            "{:?}",
+            keyed.warnings
+        );
         // The summary says keys are required, never which.
         let summary = summary(&keyed);
         assert!(summary.contains("1 accepted"), "{summary}");

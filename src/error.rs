@@ -11,6 +11,11 @@ use crate::headers::X_REQUEST_ID;
 use crate::token::TokenError;
 use crate::token::sts::StsFailure;
 
+/// Marks a response to a refused request (see [`ProxyError::is_refusal`]): such a request does
+/// not count as activity that keeps its connection open.
+#[derive(Debug, Clone, Copy)]
+pub struct Refused;
+
 /// Everything that makes the proxy answer a request itself instead of the upstream.
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
@@ -111,7 +116,24 @@ impl ProxyError {
                 HeaderValue::from_static("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"),
             );
         }
+        if self.is_refusal() {
+            // A client the proxy refuses does not keep its connection: HTTP/1 closes after
+            // this answer, and the idle timer ignores the request (see `Refused`).
+            headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+            response.extensions_mut().insert(Refused);
+        }
         response
+    }
+
+    /// The inbound guards' answers: no key, a foreign Host or target, CONNECT.
+    pub fn is_refusal(&self) -> bool {
+        matches!(
+            self,
+            ProxyError::Unauthorized
+                | ProxyError::ForbiddenHost(_)
+                | ProxyError::ForbiddenTarget
+                | ProxyError::MethodNotAllowed
+        )
     }
 
     /// Whole seconds for `Retry-After` (rounded up, at least 1), when the error has one.

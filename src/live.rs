@@ -112,6 +112,12 @@ impl Live {
     /// and requests in flight are untouched. Tokens of unchanged credentials are kept. On an
     /// error, or once [`Live::close`] has run, nothing changes.
     pub async fn reload(&self, config: Config) -> anyhow::Result<Reloaded> {
+        {
+            let state = self.lock();
+            if let Some(refusal) = listener_change(&state.config, &config) {
+                anyhow::bail!("{refusal}");
+            }
+        }
         let proxy = build(&config, self.local, &self.metrics)?;
         let old = self.proxy();
         let (discarded, need_restart) = {
@@ -237,12 +243,30 @@ fn token_labels(config: &Config) -> Vec<(String, Option<String>)> {
     pairs
 }
 
+/// Why a reload must be refused because it changes the data-plane listener itself: applying the
+/// rest would leave the port where it was (judged by the new address's rules: a loopback config
+/// still listening on 0.0.0.0 without keys), or turn an HTTPS port into plain HTTP in place.
+fn listener_change(old: &Config, new: &Config) -> Option<String> {
+    if old.listen.address != new.listen.address {
+        return Some(format!(
+            "listen.address changed ({} -> {}): the listener moves only on a restart; restart \
+             to apply this config",
+            old.listen.address, new.listen.address
+        ));
+    }
+    if old.listen.tls.is_some() != new.listen.tls.is_some() {
+        return Some(
+            "[listen.tls] was added or removed: switching the port between HTTP and HTTPS takes \
+             a restart (a renewed certificate or key needs only a reload)"
+                .to_string(),
+        );
+    }
+    None
+}
+
 /// Settings that differ and that a reload cannot apply: the sockets are bound once.
 fn restart_settings(old: &Config, new: &Config) -> Vec<&'static str> {
     let mut out = Vec::new();
-    if old.listen.address != new.listen.address {
-        out.push("listen.address");
-    }
     if old.listen.max_connections != new.listen.max_connections {
         out.push("listen.max_connections");
     }
@@ -310,11 +334,15 @@ mod tests {
     fn listener_changes_need_a_restart() {
         let old = parse(TWO, "s1");
         assert!(restart_settings(&old, &parse(TWO, "s1")).is_empty());
-        let moved =
-            format!("[listen]\naddress = \"127.0.0.1:8181\"\n[admin]\nenabled = false\n{TWO}");
+        assert!(listener_change(&old, &parse(TWO, "s1")).is_none());
+        let admin = format!("[listen]\nmax_connections = 5\n[admin]\nenabled = false\n{TWO}");
         assert_eq!(
-            restart_settings(&old, &parse(&moved, "s1")),
-            ["listen.address", "admin"]
+            restart_settings(&old, &parse(&admin, "s1")),
+            ["listen.max_connections", "admin"]
         );
+        // Moving the data-plane listener is refused rather than half applied.
+        let moved = format!("[listen]\naddress = \"127.0.0.1:8181\"\n{TWO}");
+        let refusal = listener_change(&old, &parse(&moved, "s1")).unwrap();
+        assert!(refusal.contains("listen.address"), "{refusal}");
     }
 }

@@ -17,6 +17,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::time::Instant;
 
+use crate::error::Refused;
 use crate::live::Live;
 use crate::metrics::Metrics;
 
@@ -86,16 +87,21 @@ pub async fn serve(listener: TcpListener, live: Arc<Live>, shutdown: impl Future
         let builder = builder.clone();
         let live = live.clone();
         let stopping = stopping.clone();
+        let opened = Instant::now();
         match live.proxy().tls().cloned() {
             None => {
-                tokio::spawn(serve_connection(builder, stream, live, stopping, permit));
+                tokio::spawn(serve_connection(
+                    builder, stream, opened, live, stopping, permit,
+                ));
             }
             Some(acceptor) => {
                 tokio::spawn(async move {
                     // The handshake counts against the head timeout: a client that connects and
                     // says nothing holds its slot no longer than one that sends half a request.
                     match tokio::time::timeout(HEADER_READ_TIMEOUT, acceptor.accept(stream)).await {
-                        Ok(Ok(tls)) => serve_connection(builder, tls, live, stopping, permit).await,
+                        Ok(Ok(tls)) => {
+                            serve_connection(builder, tls, opened, live, stopping, permit).await;
+                        }
                         Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                         Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
                     }
@@ -137,25 +143,35 @@ impl Drop for OpenConnection {
 }
 
 /// Serves one connection until it ends, goes idle, or shutdown asks it to finish what is in
-/// flight and close. `_permit` is its connection slot.
+/// flight and close. `opened`: when it was accepted (before any TLS handshake). `_permit` is its
+/// connection slot.
 async fn serve_connection<S>(
     builder: auto::Builder<TokioExecutor>,
     stream: S,
+    opened: Instant,
     live: Arc<Live>,
     mut stopping: watch::Receiver<bool>,
     _permit: OwnedSemaphorePermit,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let opened = Instant::now();
     let _open = OpenConnection::new(live.metrics().clone());
-    // Milliseconds after `opened` at which the last request arrived; u64::MAX: none yet.
+    // Milliseconds after `opened` at which the last admitted request arrived; u64::MAX: none yet.
     let last_request = Arc::new(AtomicU64::new(u64::MAX));
     let seen = last_request.clone();
     let service = service_fn(move |request: hyper::Request<Incoming>| {
-        seen.store(opened.elapsed().as_millis() as u64, Ordering::Relaxed);
+        let now = opened.elapsed().as_millis() as u64;
+        let before = seen.swap(now, Ordering::Relaxed);
         let proxy = live.proxy();
-        async move { Ok::<_, Infallible>(proxy.handle(request).await) }
+        let seen = seen.clone();
+        async move {
+            let response = proxy.handle(request).await;
+            if response.extensions().get::<Refused>().is_some() {
+                // A refused client (no key, foreign Host) cannot keep a slot by asking again.
+                let _ = seen.compare_exchange(now, before, Ordering::Relaxed, Ordering::Relaxed);
+            }
+            Ok::<_, Infallible>(response)
+        }
     });
     let connection = builder.serve_connection(TokioIo::new(stream), service);
     tokio::pin!(connection);

@@ -77,6 +77,22 @@ async fn api_keys_admit_bearer_and_basic_and_are_never_forwarded() {
             0,
             "a refused request reached the API"
         );
+        // A refused client does not keep its connection: the proxy closes it after the 401
+        // (long before the 10 s keep-alive limit).
+        let answer = tokio::time::timeout(
+            Duration::from_secs(5),
+            support::raw(
+                proxy.addr,
+                "GET /v1/teams HTTP/1.1\r\nHost: localhost\r\n\r\n",
+            ),
+        )
+        .await
+        .expect("the connection of a refused client was kept open");
+        assert_eq!(support::raw_status(&answer), 401);
+        assert!(
+            answer.to_ascii_lowercase().contains("connection: close"),
+            "{answer}"
+        );
 
         // Both schemes, both keys.
         for request in [
@@ -148,7 +164,8 @@ async fn https_listener_speaks_h1_and_h2_and_a_reload_renews_its_certificate() {
             dir.0.join("cert.pem").display(),
             dir.0.join("key.pem").display()
         );
-        let path = dir.write("proxy.toml", &secret_file_config(&sim, &dir, &tls));
+        let secret_file_config_tls = secret_file_config(&sim, &dir, &tls);
+        let path = dir.write("proxy.toml", &secret_file_config_tls);
         let (proxy, reloads) = start_from_file(sim, path).await;
         let url = format!("https://localhost:{}/v1/teams", proxy.addr.port());
 
@@ -191,6 +208,26 @@ async fn https_listener_speaks_h1_and_h2_and_a_reload_renews_its_certificate() {
         assert_eq!(r.status(), StatusCode::OK);
         let stale = tls_client(&first, None, proxy.addr).get(&url).send().await;
         assert!(stale.is_err(), "the old certificate is still presented");
+
+        // Turning HTTPS off in place is refused: the port stays HTTPS until a restart.
+        let plain = std::fs::read_to_string(dir.0.join("proxy.toml"))
+            .unwrap()
+            .replace("[listen.tls]", "[ignored]")
+            .replace("[ignored]\n", "");
+        let cert_lines: Vec<&str> = plain
+            .lines()
+            .filter(|l| !l.starts_with("cert_file") && !l.starts_with("key_file"))
+            .collect();
+        dir.write("proxy.toml", &cert_lines.join("\n"));
+        let refused = reload(&reloads).await.unwrap_err();
+        assert!(refused.contains("[listen.tls]"), "{refused}");
+        let r = tls_client(&second, None, proxy.addr)
+            .get(&url)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        dir.write("proxy.toml", &secret_file_config_tls);
 
         // A broken key file on reload keeps the running certificate.
         dir.write("key.pem", "not a key");
@@ -292,7 +329,7 @@ async fn connections_beyond_max_connections_wait_and_those_in_flight_finish() {
             .await
             .unwrap();
         assert_eq!(health.status(), StatusCode::OK);
-        assert!(proxy.metrics().await.contains("connections_open 2"));
+        assert!(proxy.metrics().await.contains("connections_open 2\n"));
 
         // The two in flight finish whole; then the third is served.
         proxy.sim.release_exports();

@@ -73,6 +73,24 @@ fn fixture() -> &'static Fixture {
     })
 }
 
+/// The key an Authorization value presents, decoded independently of the proxy's code: the
+/// Bearer credentials, or the password of Basic credentials.
+fn presented(value: &[u8]) -> Option<Vec<u8>> {
+    use base64::Engine as _;
+    let text = std::str::from_utf8(value).ok()?;
+    let (scheme, rest) = text.split_once(' ')?;
+    let rest = rest.trim_matches(|c: char| c.is_ascii_whitespace());
+    match scheme.to_ascii_lowercase().as_str() {
+        "bearer" => Some(rest.as_bytes().to_vec()),
+        "basic" => {
+            let decoded = base64::engine::general_purpose::STANDARD.decode(rest).ok()?;
+            let colon = decoded.iter().position(|b| *b == b':')?;
+            Some(decoded[colon + 1..].to_vec())
+        }
+        _ => None,
+    }
+}
+
 fuzz_target!(|data: &[u8]| {
     let Some((&mode, head)) = data.split_first() else {
         return;
@@ -147,7 +165,10 @@ fuzz_target!(|data: &[u8]| {
             assert!(!azure_costs_proxy::routes::has_dot_segment(path), "{path}");
             assert_eq!(upstream.query(), query.as_deref());
             if keyed {
-                assert_eq!(parts.headers.get_all(header::AUTHORIZATION).iter().count(), 1);
+                // Admitted with a key: exactly one Authorization header, and it presents KEY.
+                let auth: Vec<_> = parts.headers.get_all(header::AUTHORIZATION).iter().collect();
+                assert_eq!(auth.len(), 1);
+                assert_eq!(presented(auth[0].as_bytes()).as_deref(), Some(KEY.as_bytes()));
             }
 
             let bearer = headers::bearer_value("fuzz-token").unwrap();
