@@ -12,26 +12,9 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 /// Largest PEM file read (a certificate bundle is some hundred KiB at most).
 const MAX_PEM_FILE: u64 = 4 * 1024 * 1024;
 
-/// A PEM file's bytes, refusing files over [`MAX_PEM_FILE`]; zeroized on drop (it may be a key).
-fn read_pem_file(path: &Path) -> Result<zeroize::Zeroizing<Vec<u8>>, String> {
-    use std::io::Read as _;
-    let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
-    let mut bytes = zeroize::Zeroizing::new(Vec::new());
-    file.take(MAX_PEM_FILE + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| e.to_string())?;
-    if bytes.len() as u64 > MAX_PEM_FILE {
-        return Err(format!(
-            "the file is larger than {} MiB; is it the right file?",
-            MAX_PEM_FILE >> 20
-        ));
-    }
-    Ok(bytes)
-}
-
 /// Reads every certificate of a PEM file; an unreadable file or one without certificates is an error.
 pub fn read_pem_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    let bytes = read_pem_file(path)?;
+    let bytes = crate::config::read_limited(path, MAX_PEM_FILE)?;
     let certs = CertificateDer::pem_slice_iter(&bytes)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| e.to_string())?;
@@ -61,7 +44,7 @@ pub fn client_config(extra: &[CertificateDer<'static>]) -> Result<rustls::Client
 
 /// Reads the first private key of a PEM file (PKCS#8, PKCS#1 or SEC1).
 pub fn read_pem_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
-    let bytes = read_pem_file(path)?;
+    let bytes = crate::config::read_limited(path, MAX_PEM_FILE)?;
     PrivateKeyDer::from_pem_slice(&bytes).map_err(|e| match e {
         rustls_pki_types::pem::Error::NoItemsFound => "the file holds no PEM private key".into(),
         other => other.to_string(),

@@ -144,11 +144,7 @@ async fn prefix_is_stripped_and_upstream_path_prepended() {
 async fn h2c_clients_are_served() {
     bounded(async {
         let proxy = start(simulator().await, Setup::default()).await;
-        let h2 = reqwest::Client::builder()
-            .no_proxy()
-            .http2_prior_knowledge()
-            .build()
-            .unwrap();
+        let h2 = support::h2_client();
         let r = h2
             .get(proxy.url("/v1/costs/by-month?from=2026-01&to=2026-03"))
             .send()

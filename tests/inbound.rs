@@ -145,6 +145,11 @@ fn tls_client(ca: &Ca, identity: Option<&Leaf>, addr: SocketAddr) -> reqwest::Cl
         .unwrap()
 }
 
+/// GET `url` through a TLS client trusting only `ca`.
+async fn https_get(ca: &Ca, addr: SocketAddr, url: &str) -> reqwest::Result<reqwest::Response> {
+    tls_client(ca, None, addr).get(url).send().await
+}
+
 /// Writes a certificate for localhost signed by `ca` to `dir/cert.pem` and `dir/key.pem`.
 fn write_server_cert(dir: &Scratch, ca: &Ca) {
     let leaf = ca.leaf("localhost");
@@ -164,6 +169,7 @@ async fn https_listener_speaks_h1_and_h2_and_a_reload_renews_its_certificate() {
             dir.0.join("cert.pem").display(),
             dir.0.join("key.pem").display()
         );
+        let plain_config = secret_file_config(&sim, &dir, "");
         let secret_file_config_tls = secret_file_config(&sim, &dir, &tls);
         let path = dir.write("proxy.toml", &secret_file_config_tls);
         let (proxy, reloads) = start_from_file(sim, path).await;
@@ -200,32 +206,16 @@ async fn https_listener_speaks_h1_and_h2_and_a_reload_renews_its_certificate() {
         let second = Ca::new();
         write_server_cert(&dir, &second);
         reload(&reloads).await.unwrap();
-        let r = tls_client(&second, None, proxy.addr)
-            .get(&url)
-            .send()
-            .await
-            .unwrap();
+        let r = https_get(&second, proxy.addr, &url).await.unwrap();
         assert_eq!(r.status(), StatusCode::OK);
-        let stale = tls_client(&first, None, proxy.addr).get(&url).send().await;
+        let stale = https_get(&first, proxy.addr, &url).await;
         assert!(stale.is_err(), "the old certificate is still presented");
 
         // Turning HTTPS off in place is refused: the port stays HTTPS until a restart.
-        let plain = std::fs::read_to_string(dir.0.join("proxy.toml"))
-            .unwrap()
-            .replace("[listen.tls]", "[ignored]")
-            .replace("[ignored]\n", "");
-        let cert_lines: Vec<&str> = plain
-            .lines()
-            .filter(|l| !l.starts_with("cert_file") && !l.starts_with("key_file"))
-            .collect();
-        dir.write("proxy.toml", &cert_lines.join("\n"));
+        dir.write("proxy.toml", &plain_config);
         let refused = reload(&reloads).await.unwrap_err();
         assert!(refused.contains("[listen.tls]"), "{refused}");
-        let r = tls_client(&second, None, proxy.addr)
-            .get(&url)
-            .send()
-            .await
-            .unwrap();
+        let r = https_get(&second, proxy.addr, &url).await.unwrap();
         assert_eq!(r.status(), StatusCode::OK);
         dir.write("proxy.toml", &secret_file_config_tls);
 
@@ -233,11 +223,7 @@ async fn https_listener_speaks_h1_and_h2_and_a_reload_renews_its_certificate() {
         dir.write("key.pem", "not a key");
         let refused = reload(&reloads).await.unwrap_err();
         assert!(refused.contains("listen.tls.key_file"), "{refused}");
-        let r = tls_client(&second, None, proxy.addr)
-            .get(&url)
-            .send()
-            .await
-            .unwrap();
+        let r = https_get(&second, proxy.addr, &url).await.unwrap();
         assert_eq!(r.status(), StatusCode::OK);
     })
     .await;

@@ -225,6 +225,15 @@ pub fn client() -> reqwest::Client {
         .expect("client")
 }
 
+/// A client that speaks HTTP/2 in the clear (h2c) from the first byte.
+pub fn h2_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .http2_prior_knowledge()
+        .build()
+        .expect("h2c client")
+}
+
 /// An address nothing listens on (bound, then released).
 pub async fn closed_port() -> SocketAddr {
     let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
