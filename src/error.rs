@@ -212,6 +212,34 @@ mod tests {
     }
 
     #[test]
+    fn refusals_close_the_connection_and_are_marked() {
+        let id = HeaderValue::from_static("r-1");
+        for e in [
+            ProxyError::Unauthorized,
+            ProxyError::ForbiddenHost("evil".into()),
+            ProxyError::ForbiddenTarget,
+            ProxyError::MethodNotAllowed,
+        ] {
+            let r = e.into_response(&id, None);
+            assert_eq!(r.headers()[header::CONNECTION], "close");
+            assert!(r.extensions().get::<Refused>().is_some());
+        }
+        let unauthorized = ProxyError::Unauthorized.into_response(&id, None);
+        assert_eq!(
+            unauthorized
+                .headers()
+                .get_all(header::WWW_AUTHENTICATE)
+                .iter()
+                .count(),
+            2
+        );
+        // Other errors keep the connection: the client did nothing wrong.
+        let r = ProxyError::NoRoute.into_response(&id, None);
+        assert!(r.headers().get(header::CONNECTION).is_none());
+        assert!(r.extensions().get::<Refused>().is_none());
+    }
+
+    #[test]
     fn retry_after_rounds_up_and_only_for_unavailable() {
         let e = token_error(
             StsFailure::Unavailable {
