@@ -1,0 +1,368 @@
+#!/usr/bin/env python3
+"""Side-by-side benchmark: the upstream directly (A), azure-costs-proxy (B), nginx doing the same
+job (C), all on 127.0.0.1, alternated A B C A B C so that drift hits all alike.
+
+The upstream is an nginx serving a fixed 1 KB JSON answer and a 100 MB file (its own worker, not
+the nginx under test). The STS is `azure-costs-proxy simulator`. nginx (C) proxies with a fixed
+`Authorization: Bearer ...` header and upstream keep-alive: the same job as the proxy with a
+token that never changes.
+
+Figures per target (medians over rounds): requests/s, p50 and p99 latency (wrk --latency), CPU
+seconds per 1,000 requests of the serving process(es) from /proc, peak RSS. Writes
+bench/results.md and bench/results.png.
+
+Run through bench/run.sh, which installs what is missing.
+"""
+
+import argparse
+import json
+import os
+import platform
+import re
+import secrets
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = ROOT / "target" / "release" / "azure-costs-proxy"
+TOKEN = "bench-" + "t" * 40
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port: int, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.02)
+    raise RuntimeError(f"nothing listens on {port}")
+
+
+def children(pid: int) -> list[int]:
+    out = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                out.append(int(entry.name))
+    return out
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    total = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def hwm_kib(pids: list[int]) -> int:
+    total = 0
+    for pid in pids:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                total += int(line.split()[1])
+    return total
+
+
+UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+
+
+def parse_wrk(text: str) -> dict:
+    def latency(pct: str) -> float:
+        m = re.search(rf"^\s*{pct}%\s+([\d.]+)(us|ms|s)\s*$", text, re.M)
+        return float(m.group(1)) * UNITS[m.group(2)] if m else float("nan")
+
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", text)
+    reqs = re.search(r"(\d+) requests in", text)
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+    sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
+    transfer = re.search(r"Transfer/sec:\s+([\d.]+)(\w+)", text)
+    scale = {"B": 1 / 2**20, "KB": 1 / 1024, "MB": 1, "GB": 1024}
+    return {
+        "rps": float(rps.group(1)) if rps else 0.0,
+        "requests": int(reqs.group(1)) if reqs else 0,
+        "p50": latency("50"),
+        "p99": latency("99"),
+        "errors": (int(errors.group(1)) if errors else 0)
+        + (sum(int(x) for x in sock.groups()) if sock else 0),
+        "mib_s": float(transfer.group(1)) * scale.get(transfer.group(2), 1) if transfer else 0.0,
+    }
+
+
+class Target:
+    def __init__(self, name: str, label: str, port: int, pids_of):
+        self.name, self.label, self.port, self.pids_of = name, label, port, pids_of
+
+
+def run_wrk(target: Target, path: str, conns: int, seconds: int, threads: int) -> dict:
+    pids = target.pids_of()
+    before = cpu_seconds(pids) if pids else 0.0
+    out = subprocess.run(
+        ["wrk", f"-t{threads}", f"-c{conns}", f"-d{seconds}s", "--latency",
+         f"http://127.0.0.1:{target.port}{path}"],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    result = parse_wrk(out)
+    if pids:
+        cpu = cpu_seconds(pids) - before
+        result["cpu_per_1k"] = cpu / max(result["requests"], 1) * 1000
+        result["rss_mib"] = hwm_kib(pids) / 1024
+    else:
+        result["cpu_per_1k"] = float("nan")
+        result["rss_mib"] = float("nan")
+    return result
+
+
+def nginx_conf(work: Path, name: str, port: int, workers: str, body: str) -> Path:
+    conf = work / f"{name}.conf"
+    conf.write_text(
+        f"""
+worker_processes {workers};
+pid {work}/{name}.pid;
+error_log {work}/{name}.error.log warn;
+daemon off;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    client_body_temp_path {work}/{name}-body;
+    proxy_temp_path {work}/{name}-proxy;
+    fastcgi_temp_path {work}/{name}-fcgi;
+    uwsgi_temp_path {work}/{name}-uwsgi;
+    scgi_temp_path {work}/{name}-scgi;
+    keepalive_requests 1000000;
+    server {{
+        listen 127.0.0.1:{port} backlog=4096;
+        {body}
+    }}
+}}
+"""
+    )
+    return conf
+
+
+def start(cmd: list[str], env=None, cpus: str | None = None) -> subprocess.Popen:
+    if cpus:
+        cmd = ["taskset", "-c", cpus] + cmd
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def median(values: list[float]) -> float:
+    values = [v for v in values if v == v]
+    return statistics.median(values) if values else float("nan")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=int, default=5)
+    parser.add_argument("--quick", action="store_true", help="1 round of 2 s: a smoke test")
+    args = parser.parse_args()
+    if args.quick:
+        args.rounds, args.seconds = 1, 2
+
+    work = Path(tempfile.mkdtemp(prefix="acp-bench-"))
+    work.chmod(0o755)  # nginx workers may run as another user
+    (work / "www" / "v1").mkdir(parents=True)
+    small = json.dumps({"items": [{"service": f"svc-{i:02d}", "cost_usd": 1234.5678 + i,
+                                   "currency": "USD"} for i in range(18)]})[:1000]
+    (work / "www" / "v1" / "small.json").write_text(small.ljust(1024))
+    with open(work / "www" / "v1" / "big.bin", "wb") as f:
+        f.truncate(100 * 2**20)
+
+    secret = secrets.token_hex(24)
+    env = dict(os.environ, AZURE_COSTS_CLIENT_SECRET=secret, RUST_LOG="warn")
+    env.pop("AZURE_COSTS_PROXY_CONFIG", None)
+    procs: list[subprocess.Popen] = []
+    results: dict[str, dict[str, list[dict]]] = {}
+
+    def stop_all() -> None:
+        for p in reversed(procs):
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        procs.clear()
+
+    try:
+        up_port = free_port()
+        up = start(["nginx", "-c", str(nginx_conf(
+            work, "upstream", up_port, "1",
+            f"root {work}/www; location /v1/ {{ default_type application/json; }}"))])
+        procs.append(up)
+        wait_port(up_port)
+
+        sim = subprocess.Popen([str(BIN), "simulator"], env=env, stdout=subprocess.PIPE, text=True)
+        procs.append(sim)
+        urls = {}
+        while len(urls) < 3:
+            key, _, value = sim.stdout.readline().strip().partition(" ")
+            urls[key] = value
+
+        def launch(cpus: str | None, workers: str) -> tuple[Target, Target, Target]:
+            proxy_port, admin_port, nginx_port = free_port(), free_port(), free_port()
+            config = work / "proxy.toml"
+            config.write_text(
+                f'[listen]\naddress = "127.0.0.1:{proxy_port}"\n'
+                f'[admin]\naddress = "127.0.0.1:{admin_port}"\n'
+                f'[upstream]\nurl = "http://127.0.0.1:{up_port}"\n'
+                f'[sts]\ntoken_url = "{urls["STS"]}"\n'
+                f'[credentials.default]\nclient_id = "{urls["CLIENT_ID"]}"\n'
+                'client_secret = { env = "AZURE_COSTS_CLIENT_SECRET" }\n'
+            )
+            proxy = start([str(BIN), "run", "--config", str(config)], env=env, cpus=cpus)
+            procs.append(proxy)
+            ng = start(["nginx", "-c", str(nginx_conf(
+                work, f"proxy-{workers}", nginx_port, workers,
+                f"""location / {{
+                    proxy_pass http://up;
+                    proxy_http_version 1.1;
+                    proxy_set_header Connection "";
+                    proxy_set_header Host 127.0.0.1:{up_port};
+                    proxy_set_header Authorization "Bearer {TOKEN}";
+                    proxy_max_temp_file_size 0;
+                }}
+            }}
+            upstream up {{ server 127.0.0.1:{up_port}; keepalive 256;""",
+            ))], cpus=cpus)
+            procs.append(ng)
+            for port in (proxy_port, nginx_port):
+                wait_port(port)
+            # Ready: the proxy holds its token.
+            for _ in range(200):
+                try:
+                    with socket.create_connection(("127.0.0.1", admin_port), timeout=1) as s:
+                        s.sendall(b"GET /readyz HTTP/1.1\r\nHost: l\r\nConnection: close\r\n\r\n")
+                        if b" 200 " in s.recv(64):
+                            break
+                except OSError:
+                    pass
+                time.sleep(0.02)
+            return (
+                Target("A", "upstream direct", up_port, lambda: children(up.pid) or [up.pid]),
+                Target("B", "azure-costs-proxy", proxy_port, lambda: [proxy.pid]),
+                Target("C", "nginx proxy", nginx_port, lambda: children(ng.pid) or [ng.pid]),
+            )
+
+        scenarios = [
+            # (key, path, connections, wrk threads, cpus for B and C, nginx workers)
+            ("small-32", "/v1/small.json", 32, 2, None, "auto"),
+            ("small-256", "/v1/small.json", 256, 2, None, "auto"),
+            ("big-4", "/v1/big.bin", 4, 2, None, "auto"),
+            ("small-32-1core", "/v1/small.json", 32, 1, "1", "1"),
+        ]
+        current = None
+        targets = ()
+        for key, path, conns, threads, cpus, workers in scenarios:
+            if current != (cpus, workers):
+                # Restart B and C with the scenario's CPU limit (A and the STS stay).
+                for p in procs[2:]:
+                    p.send_signal(signal.SIGTERM)
+                    p.wait(timeout=40)
+                del procs[2:]
+                targets = launch(cpus, workers)
+                current = (cpus, workers)
+            results[key] = {t.name: [] for t in targets}
+            for t in targets:  # warm-up
+                run_wrk(t, path, conns, 1, threads)
+            for _ in range(args.rounds):
+                for t in targets:
+                    results[key][t.name].append(run_wrk(t, path, conns, args.seconds, threads))
+            print(f"{key}: " + ", ".join(
+                f"{t.name} {median([r['rps'] for r in results[key][t.name]]):.0f} req/s"
+                for t in targets), flush=True)
+        labels = {t.name: t.label for t in targets}
+    finally:
+        stop_all()
+        shutil.rmtree(work, ignore_errors=True)
+
+    write_report(results, labels, args)
+    return 0
+
+
+def write_report(results: dict, labels: dict, args) -> None:
+    def med(key: str, target: str, field: str) -> float:
+        return median([r[field] for r in results[key][target]])
+
+    cpu = subprocess.run(["sh", "-c", "grep -m1 'model name' /proc/cpuinfo | cut -d: -f2"],
+                         capture_output=True, text=True).stdout.strip()
+    lines = [
+        "# Benchmark: upstream direct (A), azure-costs-proxy (B), nginx (C)",
+        "",
+        f"`bench/run.sh`, {time.strftime('%Y-%m-%d %H:%M')}, {args.rounds} rounds of "
+        f"{args.seconds} s per target, alternated A B C. Medians.",
+        f"Machine: {cpu}, {os.cpu_count()} cores, Linux {platform.release()}; "
+        f"{subprocess.run(['nginx', '-v'], capture_output=True, text=True).stderr.strip()}; "
+        "load from wrk.",
+        "",
+        "| scenario | target | req/s | p50 ms | p99 ms | CPU s / 1k req | peak RSS MiB | errors |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for key in results:
+        for t in results[key]:
+            lines.append(
+                f"| {key} | {t} {labels[t]} | {med(key, t, 'rps'):.0f} | {med(key, t, 'p50'):.3f} | "
+                f"{med(key, t, 'p99'):.3f} | {med(key, t, 'cpu_per_1k'):.4f} | "
+                f"{med(key, t, 'rss_mib'):.1f} | {sum(r['errors'] for r in results[key][t])} |"
+            )
+    lines += ["", "## Ratios (proxy / nginx)", "",
+              "| scenario | throughput | CPU per request | added p50 over direct (B vs C) | p99 |",
+              "|---|---:|---:|---:|---:|"]
+    for key in results:
+        b_rps, c_rps = med(key, "B", "rps"), med(key, "C", "rps")
+        b_cpu, c_cpu = med(key, "B", "cpu_per_1k"), med(key, "C", "cpu_per_1k")
+        a50 = med(key, "A", "p50")
+        added_b, added_c = med(key, "B", "p50") - a50, med(key, "C", "p50") - a50
+        lines.append(
+            f"| {key} | {b_rps / c_rps:.2f}x | {b_cpu / c_cpu:.2f}x | "
+            f"{added_b:.3f} vs {added_c:.3f} ms | {med(key, 'B', 'p99'):.3f} vs "
+            f"{med(key, 'C', 'p99'):.3f} ms |"
+        )
+    out = ROOT / "bench" / "results.md"
+    out.write_text("\n".join(lines) + "\n\n![chart](results.png)\n")
+    print("\n".join(lines))
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib missing: no chart", file=sys.stderr)
+        return
+    keys = [k for k in results if not k.startswith("big")]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    width = 0.25
+    for i, t in enumerate(["A", "B", "C"]):
+        xs = [j + (i - 1) * width for j in range(len(keys))]
+        axes[0].bar(xs, [med(k, t, "rps") / 1000 for k in keys], width, label=labels[t])
+        axes[1].bar(xs, [med(k, t, "cpu_per_1k") for k in keys], width, label=labels[t])
+    for ax, title in zip(axes, ["thousand requests/s (higher is better)",
+                                "CPU s per 1,000 requests (lower is better)"]):
+        ax.set_xticks(range(len(keys)), keys)
+        ax.set_title(title)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(ROOT / "bench" / "results.png", dpi=100)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# One command: installs wrk, nginx and matplotlib if missing, builds the release binary, and runs
+# bench/bench.py (A: upstream direct, B: azure-costs-proxy, C: nginx). About 5 minutes.
+#   bench/run.sh [--rounds N] [--seconds S] [--quick]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+missing=()
+command -v wrk >/dev/null || missing+=(wrk)
+command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing+=(nginx)
+command -v taskset >/dev/null || missing+=(util-linux)
+if [ "${#missing[@]}" -gt 0 ]; then
+  as_root apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+export PATH="$PATH:/usr/sbin"
+python3 -c 'import matplotlib' 2>/dev/null ||
+  python3 -m pip install --quiet --disable-pip-version-check matplotlib
+cargo build --release --locked
+exec python3 bench/bench.py "$@"
