@@ -159,9 +159,11 @@ http {{
 
 
 def start(cmd: list[str], env=None, cpus: str | None = None) -> subprocess.Popen:
+    """Starts a server; its output goes to the bench log (a pipe nobody reads could block it)."""
     if cpus:
         cmd = ["taskset", "-c", cpus] + cmd
-    return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    log = open(Path(tempfile.gettempdir()) / "acp-bench.log", "ab")
+    return subprocess.Popen(cmd, env=env, stdout=log, stderr=log)
 
 
 def median(values: list[float]) -> float:
