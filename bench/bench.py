@@ -30,15 +30,10 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-BIN = ROOT / "target" / "release" / "azure-costs-proxy"
+from common import BIN, ROOT, cpu_seconds, free_port, start_simulator, status_kib
+from common import wait_ready, write_proxy_config
+
 TOKEN = "bench-" + "t" * 40
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_port(port: int, timeout: float = 10) -> None:
@@ -63,23 +58,6 @@ def children(pid: int) -> list[int]:
             if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
                 out.append(int(entry.name))
     return out
-
-
-def cpu_seconds(pids: list[int]) -> float:
-    total = 0
-    for pid in pids:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        total += int(fields[11]) + int(fields[12])
-    return total / os.sysconf("SC_CLK_TCK")
-
-
-def hwm_kib(pids: list[int]) -> int:
-    total = 0
-    for pid in pids:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                total += int(line.split()[1])
-    return total
 
 
 UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
@@ -124,7 +102,7 @@ def run_wrk(target: Target, path: str, conns: int, seconds: int, threads: int) -
     if pids:
         cpu = cpu_seconds(pids) - before
         result["cpu_per_1k"] = cpu / max(result["requests"], 1) * 1000
-        result["rss_mib"] = hwm_kib(pids) / 1024
+        result["rss_mib"] = status_kib(pids, "VmHWM") / 1024
     else:
         result["cpu_per_1k"] = float("nan")
         result["rss_mib"] = float("nan")
@@ -214,23 +192,13 @@ def main() -> int:
         procs.append(up)
         wait_port(up_port)
 
-        sim = subprocess.Popen([str(BIN), "simulator"], env=env, stdout=subprocess.PIPE, text=True)
+        sim, urls = start_simulator(env, [])
         procs.append(sim)
-        urls = {}
-        while len(urls) < 3:
-            key, _, value = sim.stdout.readline().strip().partition(" ")
-            urls[key] = value
 
         def launch(cpus: str | None, workers: str) -> tuple[Target, Target, Target]:
             proxy_port, admin_port, nginx_port = free_port(), free_port(), free_port()
-            config = work / "proxy.toml"
-            config.write_text(
-                f'[listen]\naddress = "127.0.0.1:{proxy_port}"\n'
-                f'[admin]\naddress = "127.0.0.1:{admin_port}"\n'
-                f'[upstream]\nurl = "http://127.0.0.1:{up_port}"\n'
-                f'[sts]\ntoken_url = "{urls["STS"]}"\n'
-                f'[credentials.default]\nclient_id = "{urls["CLIENT_ID"]}"\n'
-                'client_secret = { env = "AZURE_COSTS_CLIENT_SECRET" }\n'
+            config = write_proxy_config(
+                work / "proxy.toml", proxy_port, admin_port, f"http://127.0.0.1:{up_port}", urls
             )
             proxy = start([str(BIN), "run", "--config", str(config)], env=env, cpus=cpus)
             procs.append(proxy)
@@ -250,16 +218,7 @@ def main() -> int:
             procs.append(ng)
             for port in (proxy_port, nginx_port):
                 wait_port(port)
-            # Ready: the proxy holds its token.
-            for _ in range(200):
-                try:
-                    with socket.create_connection(("127.0.0.1", admin_port), timeout=1) as s:
-                        s.sendall(b"GET /readyz HTTP/1.1\r\nHost: l\r\nConnection: close\r\n\r\n")
-                        if b" 200 " in s.recv(64):
-                            break
-                except OSError:
-                    pass
-                time.sleep(0.02)
+            wait_ready(admin_port)
             return (
                 Target("A", "upstream direct", up_port, lambda: children(up.pid) or [up.pid]),
                 Target("B", "azure-costs-proxy", proxy_port, lambda: [proxy.pid]),

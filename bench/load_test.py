@@ -24,38 +24,19 @@ import platform
 import resource
 import secrets
 import signal
-import socket
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-BIN = ROOT / "target" / "release" / "azure-costs-proxy"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from common import ROOT, BIN, cpu_seconds, free_port, start_simulator, status_kib, wait_ready
+from common import write_proxy_config
 
 
 def rss_kib(pid: int) -> tuple[int, int]:
     """(VmRSS, VmHWM) of a process in KiB."""
-    values = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        key, _, rest = line.partition(":")
-        if key in ("VmRSS", "VmHWM"):
-            values[key] = int(rest.split()[0])
-    return values["VmRSS"], values["VmHWM"]
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    ticks = os.sysconf("SC_CLK_TCK")
-    return (int(fields[11]) + int(fields[12])) / ticks
+    return status_kib([pid], "VmRSS"), status_kib([pid], "VmHWM")
 
 
 async def read_response(reader: asyncio.StreamReader) -> int:
@@ -184,46 +165,22 @@ async def main() -> int:
     env.pop("AZURE_COSTS_PROXY_CONFIG", None)
     procs: list[subprocess.Popen] = []
     try:
-        sim = subprocess.Popen(
-            [str(BIN), "simulator", "--api-delay", args.delay],
-            env=env, stdout=subprocess.PIPE, text=True,
-        )
+        sim, urls = start_simulator(env, ["--api-delay", args.delay])
         procs.append(sim)
-        urls = {}
-        while len(urls) < 3:
-            line = sim.stdout.readline()
-            if not line:
-                raise RuntimeError("the simulator did not start")
-            key, _, value = line.strip().partition(" ")
-            urls[key] = value
 
         port, admin = free_port(), free_port()
         work = Path(tempfile.mkdtemp(prefix="acp-load-"))
-        config = work / "proxy.toml"
-        config.write_text(
-            f'[listen]\naddress = "127.0.0.1:{port}"\nmax_connections = {args.max_connections}\n'
-            f'[admin]\naddress = "127.0.0.1:{admin}"\n'
-            f'[upstream]\nurl = "{urls["API"]}"\ntimeout = "30s"\n'
-            f'[sts]\ntoken_url = "{urls["STS"]}"\n'
-            f'[credentials.default]\nclient_id = "{urls["CLIENT_ID"]}"\n'
-            f'client_secret = {{ env = "AZURE_COSTS_CLIENT_SECRET" }}\n'
+        config = write_proxy_config(
+            work / "proxy.toml", port, admin, urls["API"], urls,
+            listen_extra=f"max_connections = {args.max_connections}",
+            upstream_extra='timeout = "30s"',
         )
         proxy = subprocess.Popen([str(BIN), "run", "--config", str(config)], env=env)
         procs.append(proxy)
-        for _ in range(100):
-            try:
-                with socket.create_connection(("127.0.0.1", admin), timeout=1) as s:
-                    s.sendall(b"GET /readyz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-                    if b" 200 " in s.recv(100):
-                        break
-            except OSError:
-                pass
-            await asyncio.sleep(0.05)
-        else:
-            raise RuntimeError("the proxy did not become ready")
+        wait_ready(admin)
 
         idle_rss = rss_kib(proxy.pid)[0]
-        cpu_before = cpu_seconds(proxy.pid)
+        cpu_before = cpu_seconds([proxy.pid])
         stats = Stats()
         probes: list[float] = []
         probe_failures: list[str] = []
@@ -238,7 +195,7 @@ async def main() -> int:
             sampler(proxy.pid, deadline, rss, fds),
         )
         elapsed = time.monotonic() - start
-        cpu = cpu_seconds(proxy.pid) - cpu_before
+        cpu = cpu_seconds([proxy.pid]) - cpu_before
         _, peak_rss = rss_kib(proxy.pid)
         after_rss = rss_kib(proxy.pid)[0]
     finally:
