@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 
 from common import BIN, ROOT, cpu_seconds, free_port, start_simulator, status_kib
-from common import wait_ready, write_proxy_config
+from common import stop, wait_ready, write_proxy_config
 
 TOKEN = "bench-" + "t" * 40
 
@@ -173,17 +173,6 @@ def main() -> int:
     procs: list[subprocess.Popen] = []
     results: dict[str, dict[str, list[dict]]] = {}
 
-    def stop_all() -> None:
-        for p in reversed(procs):
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in procs:
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-        procs.clear()
-
     try:
         up_port = free_port()
         up = start(["nginx", "-c", str(nginx_conf(
@@ -254,7 +243,7 @@ def main() -> int:
                 for t in targets), flush=True)
         labels = {t.name: t.label for t in targets}
     finally:
-        stop_all()
+        stop(procs, 10)
         shutil.rmtree(work, ignore_errors=True)
 
     write_report(results, labels, args)

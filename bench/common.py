@@ -2,6 +2,7 @@
 and the proxy configured against it."""
 
 import os
+import signal
 import socket
 import subprocess
 import time
@@ -79,3 +80,17 @@ def wait_ready(admin: int, timeout: float = 10) -> None:
             pass
         time.sleep(0.02)
     raise RuntimeError("the proxy did not become ready")
+
+
+def stop(procs: list[subprocess.Popen], timeout: float) -> None:
+    """SIGTERM to each process still running (last started first), then waits up to `timeout`
+    for each and kills what is left."""
+    for p in reversed(procs):
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+    for p in procs:
+        try:
+            p.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            p.kill()
+    procs.clear()

@@ -23,7 +23,6 @@ import os
 import platform
 import resource
 import secrets
-import signal
 import subprocess
 import sys
 import tempfile
@@ -31,7 +30,7 @@ import time
 from pathlib import Path
 
 from common import ROOT, BIN, cpu_seconds, free_port, start_simulator, status_kib, wait_ready
-from common import write_proxy_config
+from common import stop, write_proxy_config
 
 
 def rss_kib(pid: int) -> tuple[int, int]:
@@ -199,13 +198,8 @@ async def main() -> int:
         _, peak_rss = rss_kib(proxy.pid)
         after_rss = rss_kib(proxy.pid)[0]
     finally:
-        for p in reversed(procs):
-            p.send_signal(signal.SIGTERM)
-        for p in procs:
-            try:
-                p.wait(timeout=40)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        # The proxy drains for up to its shutdown_grace (30 s).
+        stop(procs, 40)
 
     lat = stats.latencies
     rows = [
