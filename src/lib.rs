@@ -162,6 +162,14 @@ pub async fn run_with(
     Ok(())
 }
 
+/// Locks a mutex whose data is updated in single steps, so that a panic elsewhere cannot leave
+/// it half-written: a poisoned lock is used as it is.
+pub(crate) fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 fn warn_if_hosts_unset(config: &Config, local: std::net::SocketAddr) {
     if !local.ip().is_loopback() && config.listen.allowed_hosts.is_empty() {
         tracing::warn!(

@@ -18,7 +18,7 @@ use std::future::Future;
 use std::hash::BuildHasher;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use http::HeaderValue;
@@ -27,6 +27,7 @@ use moka::future::Cache;
 use moka::ops::compute::Op;
 
 use crate::config::{Config, Credential, Secret, TokenMode};
+use crate::lock;
 use crate::metrics::{Metrics, StsOutcome};
 use schedule::Schedule;
 use sts::{Issued, StsClient, StsFailure};
@@ -564,8 +565,8 @@ impl TokenSource {
         let key = key.clone();
         let old = token.clone();
         tokio::spawn(async move {
-            let cached_base = key.transaction == 0;
-            match this.fetch(&key, cached_base).await {
+            // Only the shared interval token (never a transaction's) is refreshed ahead.
+            match this.fetch(&key, true).await {
                 Ok(new) => this.inner.cache.insert(key, new).await,
                 // The old token keeps serving until its end; the next request after the backoff
                 // tries again.
@@ -623,12 +624,10 @@ impl TokenSource {
             ),
             Some(delegate) => {
                 let base_key = key.base();
-                let base = if cached_base {
-                    self.base_token(&base_key, true).await?
-                } else {
+                if !cached_base {
                     self.check_backoff(&base_key)?;
-                    self.base_token(&base_key, false).await?
-                };
+                }
+                let base = self.base_token(&base_key, cached_base).await?;
                 let update = |base: Arc<Token>| async move {
                     let call = inner.sts.update(&base.access_token, delegate);
                     self.sts_call(key, Step::Update, call).await
@@ -690,7 +689,7 @@ impl TokenSource {
 
     /// Fails fast while `key` is backing off after STS failures.
     fn check_backoff(&self, key: &TokenKey) -> Result<(), TokenError> {
-        let failures = self.lock_failures();
+        let failures = lock(&self.inner.failures);
         if failures.is_empty() {
             return Ok(());
         }
@@ -714,7 +713,7 @@ impl TokenSource {
         let random = state.hash_one(counter.fetch_add(1, Ordering::Relaxed));
         let jitter = (random >> 11) as f64 / (1u64 << 53) as f64;
         let key = &key.shared();
-        let mut failures = self.lock_failures();
+        let mut failures = lock(&self.inner.failures);
         let count = failures.get(key).map_or(0, |f| f.count).saturating_add(1);
         let mut delay = match error.failure {
             StsFailure::Rejected { .. } => schedule::rejected_backoff(jitter),
@@ -756,14 +755,10 @@ impl TokenSource {
     }
 
     fn clear_failures(&self, key: &TokenKey) {
-        let mut failures = self.lock_failures();
+        let mut failures = lock(&self.inner.failures);
         if !failures.is_empty() {
             failures.remove(&key.shared());
         }
-    }
-
-    fn lock_failures(&self) -> MutexGuard<'_, HashMap<TokenKey, Failures>> {
-        lock(&self.inner.failures)
     }
 }
 
@@ -780,12 +775,6 @@ fn copy_unchanged<V: Clone>(
         .map(|(key, value)| (key.clone(), value.clone()))
         .collect();
     lock(to).extend(entries);
-}
-
-/// Locks a mutex of the token source. Each holds plain data updated in one step, so a panic
-/// elsewhere cannot leave it half-written: a poisoned lock is used as it is.
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 
-use super::lock;
+use crate::lock;
 
 /// Transaction ids are unique in the process, so that the token cache keys of two routes never
 /// collide. 0 is never used: it means "no transaction".
