@@ -52,16 +52,23 @@ token_mode = "per_transaction"
     })
 }
 
+/// The demo's address rule: loopback only (it serves a credential, if a simulated one).
+pub fn check_listen(listen: SocketAddr) -> Result<(), String> {
+    if listen.ip().is_loopback() {
+        Ok(())
+    } else {
+        Err(format!(
+            "the demo listens on loopback only ({listen} is not); use --listen 127.0.0.1:PORT"
+        ))
+    }
+}
+
 /// Runs the demo until `shutdown` resolves.
 pub async fn run(
     listen: SocketAddr,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    if !listen.ip().is_loopback() {
-        anyhow::bail!(
-            "the demo listens on loopback only ({listen} is not); use --listen 127.0.0.1:PORT"
-        );
-    }
+    check_listen(listen).map_err(anyhow::Error::msg)?;
     // The demo has no test reading recorded requests: keep none.
     let sim = Simulator::builder()
         .record_limit(0)

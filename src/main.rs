@@ -26,10 +26,11 @@ fn main() -> ExitCode {
     let command = cli.command.unwrap_or(Command::Run);
     match command {
         Command::Check => return check(cli.config.as_deref()),
-        Command::Healthcheck { .. } => {}
-        Command::Demo { listen } if !listen.ip().is_loopback() => {
-            eprintln!("error: the demo listens on loopback only; use --listen 127.0.0.1:PORT");
-            return ExitCode::from(EXIT_CONFIG);
+        Command::Demo { listen } => {
+            if let Err(e) = demo::check_listen(listen) {
+                eprintln!("error: {e}");
+                return ExitCode::from(EXIT_CONFIG);
+            }
         }
         _ => {}
     }
