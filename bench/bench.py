@@ -154,6 +154,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=int, default=5)
     parser.add_argument("--quick", action="store_true", help="1 round of 2 s: a smoke test")
+    parser.add_argument("--only", help="comma-separated scenario keys, e.g. small-32,small-32-1core")
     args = parser.parse_args()
     if args.quick:
         args.rounds, args.seconds = 1, 2
@@ -221,6 +222,9 @@ def main() -> int:
             ("big-4", "/v1/big.bin", 4, 2, None, "auto"),
             ("small-32-1core", "/v1/small.json", 32, 1, "1", "1"),
         ]
+        if args.only:
+            wanted = args.only.split(",")
+            scenarios = [s for s in scenarios if s[0] in wanted]
         current = None
         targets = ()
         for key, path, conns, threads, cpus, workers in scenarios:

@@ -77,7 +77,9 @@ enum Kind {
     Upstream {
         inner: Incoming,
         idle: Duration,
-        timer: Pin<Box<Sleep>>,
+        /// Made at the first wait: a body whose frames are ready when asked for (a small answer
+        /// read with its head) never touches the timer wheel.
+        timer: Option<Pin<Box<Sleep>>>,
         /// Whether the previous poll was left pending, i.e. the timer measures a wait on the
         /// upstream. A client that stops reading is not the upstream's fault: its pause must not
         /// count, so the timer restarts at the first poll after a frame.
@@ -99,7 +101,7 @@ impl ProxyBody {
             kind: Kind::Upstream {
                 inner,
                 idle,
-                timer: Box::pin(tokio::time::sleep(idle)),
+                timer: None,
                 waiting: false,
             },
             log,
@@ -157,10 +159,16 @@ impl Body for ProxyBody {
                     Poll::Ready(frame.map(|f| f.map_err(BoxError::from)))
                 }
                 Poll::Pending => {
-                    if !*waiting {
-                        *waiting = true;
-                        timer.as_mut().reset(tokio::time::Instant::now() + *idle);
-                    }
+                    let timer = match timer {
+                        Some(timer) => {
+                            if !*waiting {
+                                timer.as_mut().reset(tokio::time::Instant::now() + *idle);
+                            }
+                            timer
+                        }
+                        None => timer.insert(Box::pin(tokio::time::sleep(*idle))),
+                    };
+                    *waiting = true;
                     ready!(timer.as_mut().poll(cx));
                     Poll::Ready(Some(Err(BodyIdleTimeout(*idle).into())))
                 }

@@ -1042,6 +1042,12 @@ fn redact_quoted(message: &str) -> String {
 /// The host of an authority or host name, as the `Host` guard compares it: lower case, without
 /// port, IPv6 brackets or a trailing dot (`[::1]:8080` -> `::1`, `BI.internal.:80` -> `bi.internal`).
 pub fn normalize_host(authority: &str) -> String {
+    host_of(authority).to_ascii_lowercase()
+}
+
+/// The host part of an authority, without port, brackets or trailing dots, case kept. Allocates
+/// nothing: the `Host` guard runs it on every request.
+pub fn host_of(authority: &str) -> &str {
     let host = if let Some(rest) = authority.strip_prefix('[') {
         rest.split(']').next().unwrap_or_default()
     } else {
@@ -1054,7 +1060,7 @@ pub fn normalize_host(authority: &str) -> String {
             _ => authority,
         }
     };
-    host.trim_end_matches('.').to_ascii_lowercase()
+    host.trim_end_matches('.')
 }
 
 /// Whether a host name or address is on this machine's loopback interface.

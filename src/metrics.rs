@@ -71,6 +71,8 @@ pub struct Metrics {
     retries: Family<RouteLabels, Counter>,
     connections: Gauge,
     reloads: Family<ReloadLabels, Counter>,
+    /// The route label of requests no route matched, made once rather than per request.
+    unmatched: Arc<str>,
 }
 
 impl fmt::Debug for Metrics {
@@ -145,6 +147,7 @@ impl Metrics {
             retries,
             connections,
             reloads,
+            unmatched: Arc::from("-"),
         }
     }
 
@@ -156,7 +159,7 @@ impl Metrics {
 
     /// A request ended with `status` after `elapsed`.
     pub fn request(&self, route: Option<&Arc<str>>, status: u16, elapsed: Duration) {
-        let route = route.cloned().unwrap_or_else(|| Arc::from("-"));
+        let route = route.unwrap_or(&self.unmatched).clone();
         self.requests
             .get_or_create(&RequestLabels { route, status })
             .inc();

@@ -12,7 +12,7 @@ use hyper::body::Incoming;
 use tokio_rustls::TlsAcceptor;
 
 use crate::body::{AccessLog, ProxyBody};
-use crate::config::normalize_host;
+use crate::config::{host_of, normalize_host};
 use crate::error::ProxyError;
 use crate::headers::{self, RequestIds};
 use crate::inbound::ApiKeys;
@@ -49,13 +49,18 @@ impl HostGuard {
         }
     }
 
+    /// [`Self::accepts`] for a raw header value: one that is not UTF-8 names no configured host.
+    pub fn accepts_bytes(&self, authority: &[u8]) -> bool {
+        self.any || std::str::from_utf8(authority).is_ok_and(|a| self.accepts(a))
+    }
+
     /// Whether an authority (`host[:port]`, `[v6]:port`) names this proxy.
     pub fn accepts(&self, authority: &str) -> bool {
         if self.any {
             return true;
         }
-        let host = normalize_host(authority);
-        self.names.contains(&host)
+        let host = host_of(authority);
+        self.names.iter().any(|n| n.eq_ignore_ascii_case(host))
     }
 }
 
@@ -134,7 +139,12 @@ impl Proxy {
         let request_id = self.ids.for_request(request.headers());
         let mut log = AccessLog {
             method: request.method().clone(),
-            path: request.uri().path().to_string(),
+            // The path is copied only for an access line that will be written.
+            path: if tracing::enabled!(target: "access", tracing::Level::INFO) {
+                request.uri().path().to_string()
+            } else {
+                String::new()
+            },
             route: None,
             status: StatusCode::OK,
             start: Instant::now(),
@@ -282,15 +292,12 @@ impl Proxy {
         }
         // HTTP/2 carries the host in :authority; HTTP/1 in Host.
         let host = match uri_authority {
-            Some(a) if request.version >= Version::HTTP_2 => Some(a.to_string()),
-            _ => request
-                .headers
-                .get(header::HOST)
-                .map(|h| String::from_utf8_lossy(h.as_bytes()).into_owned()),
+            Some(a) if request.version >= Version::HTTP_2 => Some(a.as_bytes()),
+            _ => request.headers.get(header::HOST).map(HeaderValue::as_bytes),
         };
         match host {
-            Some(h) if !self.inbound.hosts.accepts(&h) => {
-                let shown: String = h.chars().take(100).collect();
+            Some(h) if !self.inbound.hosts.accepts_bytes(h) => {
+                let shown: String = String::from_utf8_lossy(h).chars().take(100).collect();
                 Err(ProxyError::ForbiddenHost(shown))
             }
             _ => Ok(()),
@@ -326,5 +333,9 @@ mod tests {
         }
         let any = HostGuard::new("127.0.0.1:8080".parse().unwrap(), &["*".into()]);
         assert!(any.accepts("evil.example"));
+        // Raw header values: not UTF-8 names nothing, unless any name is allowed.
+        assert!(g.accepts_bytes(b"LOCALHOST:8080"));
+        assert!(!g.accepts_bytes(b"local\xffhost"));
+        assert!(any.accepts_bytes(b"local\xffhost"));
     }
 }

@@ -112,10 +112,26 @@ pub fn upstream_path_and_query(
 /// Whether a raw path holds a `.` or `..` segment, also percent-encoded (`%2e`). Such a path could
 /// climb out of a route's `upstream_path` once the upstream normalises it, so it is refused.
 pub fn has_dot_segment(path: &str) -> bool {
-    path.split('/').any(|seg| {
-        let decoded = seg.replace("%2e", ".").replace("%2E", ".");
-        decoded == "." || decoded == ".."
-    })
+    path.split('/').any(is_dot_segment)
+}
+
+/// `.` or `..`, each dot written as `.`, `%2e` or `%2E`. Allocates nothing: it runs on every
+/// request.
+fn is_dot_segment(segment: &str) -> bool {
+    let mut rest = segment.as_bytes();
+    let mut dots = 0;
+    while !rest.is_empty() {
+        rest = match rest {
+            [b'.', tail @ ..] => tail,
+            [b'%', b'2', b'e' | b'E', tail @ ..] => tail,
+            _ => return false,
+        };
+        dots += 1;
+        if dots > 2 {
+            return false;
+        }
+    }
+    dots > 0
 }
 
 #[cfg(test)]
@@ -193,5 +209,12 @@ mod tests {
         assert!(has_dot_segment("/.."));
         assert!(!has_dot_segment("/a/..b/c.d"));
         assert!(!has_dot_segment("/"));
+        assert!(has_dot_segment("/a/.%2e"));
+        assert!(has_dot_segment("/a/%2E"));
+        assert!(!has_dot_segment("/a/.../b"));
+        assert!(!has_dot_segment("/a/%2e%2e%2e"));
+        assert!(!has_dot_segment("/a/%2f/b"));
+        assert!(!has_dot_segment("/a/%2"));
+        assert!(!has_dot_segment("//a//"));
     }
 }
