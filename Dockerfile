@@ -16,6 +16,7 @@ FROM rust:1.89-slim-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
+COPY benches ./benches
 RUN cargo build --release --locked \
     && cp target/release/azure-costs-proxy /azure-costs-proxy
 
