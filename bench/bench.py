@@ -15,6 +15,7 @@ Run through bench/run.sh, which installs what is missing.
 """
 
 import argparse
+import resource
 import json
 import os
 import platform
@@ -32,6 +33,7 @@ from pathlib import Path
 
 from common import BIN, ROOT, cpu_seconds, free_port, start_simulator, status_kib
 from common import stop, wait_ready, write_proxy_config
+import checks
 
 TOKEN = "bench-" + "t" * 40
 
@@ -155,10 +157,15 @@ def main() -> int:
     parser.add_argument("--seconds", type=int, default=5)
     parser.add_argument("--quick", action="store_true", help="1 round of 2 s: a smoke test")
     parser.add_argument("--only", help="comma-separated scenario keys, e.g. small-32,small-32-1core")
+    parser.add_argument("--no-checks", action="store_true",
+                        help="skip start-up, memory and cold-request checks")
     args = parser.parse_args()
     if args.quick:
         args.rounds, args.seconds = 1, 2
 
+    # 1,000 concurrent clients: the proxy (inheriting this limit) holds about 2 descriptors each.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(8192, hard)), hard))
     work = Path(tempfile.mkdtemp(prefix="acp-bench-"))
     work.chmod(0o755)  # nginx workers may run as another user
     (work / "www" / "v1").mkdir(parents=True)
@@ -167,6 +174,8 @@ def main() -> int:
     (work / "www" / "v1" / "small.json").write_text(small.ljust(1024))
     with open(work / "www" / "v1" / "big.bin", "wb") as f:
         f.truncate(100 * 2**20)
+    with open(work / "www" / "v1" / "huge.bin", "wb") as f:
+        f.truncate(checks.GIB)
 
     secret = secrets.token_hex(24)
     env = dict(os.environ, AZURE_COSTS_CLIENT_SECRET=secret, RUST_LOG="warn")
@@ -246,15 +255,24 @@ def main() -> int:
                 f"{t.name} {median([r['rps'] for r in results[key][t.name]]):.0f} req/s"
                 for t in targets), flush=True)
         labels = {t.name: t.label for t in targets}
+        # B and C stop first: the checks start proxies of their own.
+        for p in procs[2:]:
+            p.send_signal(signal.SIGTERM)
+            p.wait(timeout=40)
+        del procs[2:]
+        extra = {}
+        if not args.no_checks:
+            extra = checks.run_all(work, env, f"http://127.0.0.1:{up_port}", urls)
+            print(f"checks: {extra}", flush=True)
     finally:
         stop(procs, 10)
         shutil.rmtree(work, ignore_errors=True)
 
-    write_report(results, labels, args)
+    write_report(results, labels, args, extra)
     return 0
 
 
-def write_report(results: dict, labels: dict, args) -> None:
+def write_report(results: dict, labels: dict, args, extra: dict) -> None:
     def med(key: str, target: str, field: str) -> float:
         return median([r[field] for r in results[key][target]])
 
@@ -292,6 +310,23 @@ def write_report(results: dict, labels: dict, args) -> None:
             f"{added_b:.3f} vs {added_c:.3f} ms | {med(key, 'B', 'p99'):.3f} vs "
             f"{med(key, 'C', 'p99'):.3f} ms |"
         )
+    if extra:
+        c = extra["cold"]
+        lines += ["", "## One-off checks (a fresh proxy process each)", "",
+                  "| check | measured | target | met |", "|---|---:|---:|---|",
+                  f"| start-up, exec to ready (token fetched from the local STS), median of 10 | "
+                  f"{extra['startup_ms']:.1f} ms (max {extra['startup_max_ms']:.1f}) | < 50 ms | "
+                  f"{'yes' if extra['startup_ms'] < 50 else 'NO'} |",
+                  f"| idle RSS, ready | {extra['idle_mib']:.1f} MiB | < 12 MiB | "
+                  f"{'yes' if extra['idle_mib'] < 12 else 'NO'} |",
+                  f"| peak RSS after streaming 1 GiB ({extra['bytes']:,} bytes, "
+                  f"{extra['mib_per_s']:.0f} MiB/s to one Python reader) | "
+                  f"{extra['peak_mib']:.1f} MiB | < 32 MiB | "
+                  f"{'yes' if extra['peak_mib'] < 32 and extra['bytes'] == checks.GIB else 'NO'} |",
+                  f"| {c['requests']:,} concurrent cold requests (token not fetched yet: "
+                  f"{'yes' if c['cold'] else 'no'}), STS answering after 500 ms | "
+                  f"{c['ok']:,} answered 200, {c['sts_calls']} STS call(s), {c['seconds']:.2f} s | "
+                  f"1 STS call | {'yes' if c['sts_calls'] == 1 and c['ok'] == c['requests'] and c['cold'] else 'NO'} |"]
     out = ROOT / "bench" / "results.md"
     out.write_text("\n".join(lines) + "\n\n![chart](results.png)\n")
     print("\n".join(lines))

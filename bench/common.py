@@ -67,8 +67,8 @@ def write_proxy_config(path: Path, port: int, admin: int, upstream: str, urls: d
     return path
 
 
-def wait_ready(admin: int, timeout: float = 10) -> None:
-    """Waits until the proxy's /readyz says 200 (it holds its token)."""
+def wait_ready(admin: int, timeout: float = 10, interval: float = 0.02) -> None:
+    """Waits until the proxy's /readyz says 200 (it holds its token), asking every `interval` s."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
@@ -78,7 +78,7 @@ def wait_ready(admin: int, timeout: float = 10) -> None:
                     return
         except OSError:
             pass
-        time.sleep(0.02)
+        time.sleep(interval)
     raise RuntimeError("the proxy did not become ready")
 
 

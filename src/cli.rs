@@ -80,6 +80,10 @@ pub enum Command {
         /// Delay every API answer by this long (e.g. "1s"): a slow upstream.
         #[arg(long, default_value = "0s", value_parser = humantime::parse_duration, value_name = "DURATION")]
         api_delay: std::time::Duration,
+        /// Delay every STS answer by this long: a slow token service, so that concurrent cold
+        /// requests can be seen to share one call.
+        #[arg(long, default_value = "0s", value_parser = humantime::parse_duration, value_name = "DURATION")]
+        sts_delay: std::time::Duration,
     },
 }
 

@@ -115,6 +115,7 @@ pub async fn run(
 /// proxy can be configured from the environment alone.
 pub async fn simulate(
     api_delay: std::time::Duration,
+    sts_delay: std::time::Duration,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let secret = config::process_env("AZURE_COSTS_CLIENT_SECRET")
@@ -128,6 +129,9 @@ pub async fn simulate(
         .await
         .context("starting the simulator")?;
     sim.set_api_delay(api_delay);
+    if !sts_delay.is_zero() {
+        sim.set_sts_fault(Some(crate::simulator::StsFault::Slow(sts_delay)));
+    }
     println!("API {}", sim.api_url());
     println!("STS {}", sim.sts_url());
     println!("CLIENT_ID {client_id}");

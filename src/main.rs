@@ -47,9 +47,10 @@ fn main() -> ExitCode {
     runtime.block_on(async move {
         match command {
             Command::Demo { listen } => finish(demo::run(listen, shutdown_signal()).await),
-            Command::Simulator { api_delay } => {
-                finish(demo::simulate(api_delay, shutdown_signal()).await)
-            }
+            Command::Simulator {
+                api_delay,
+                sts_delay,
+            } => finish(demo::simulate(api_delay, sts_delay, shutdown_signal()).await),
             Command::Healthcheck { timeout } => healthcheck(cli.config.as_deref(), timeout).await,
             Command::Token { route, print } => match load(cli.config.as_deref()) {
                 Ok(config) => token(&config, &route, print).await,
