@@ -10,11 +10,11 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::{HeaderValue, Method, StatusCode};
 use http_body::{Body, Frame, SizeHint};
-use hyper::body::Incoming;
 use tokio::time::Sleep;
 
 use crate::metrics::Metrics;
 use crate::token::transaction::Activity;
+use crate::upstream::PooledBody;
 
 /// Error type of [`ProxyBody`]: hyper's error or the idle timeout.
 pub type BoxError = Box<dyn StdError + Send + Sync>;
@@ -75,7 +75,7 @@ impl AccessLog {
 
 enum Kind {
     Upstream {
-        inner: Incoming,
+        inner: PooledBody,
         idle: Duration,
         /// Made at the first wait: a body whose frames are ready when asked for (a small answer
         /// read with its head) never touches the timer wheel.
@@ -96,7 +96,7 @@ pub struct ProxyBody {
 
 impl ProxyBody {
     /// Streams an upstream body; fails it if no frame arrives within `idle`.
-    pub fn upstream(inner: Incoming, idle: Duration, log: Option<AccessLog>) -> Self {
+    pub fn upstream(inner: PooledBody, idle: Duration, log: Option<AccessLog>) -> Self {
         ProxyBody {
             kind: Kind::Upstream {
                 inner,

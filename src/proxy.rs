@@ -19,7 +19,7 @@ use crate::inbound::ApiKeys;
 use crate::metrics::Metrics;
 use crate::routes::{self, RouteTable};
 use crate::token::TokenSource;
-use crate::upstream::Upstream;
+use crate::upstream::{PooledBody, Upstream};
 
 /// Whether a request may be sent twice: a safe method and no body.
 fn is_replayable(method: &Method, body: &Incoming) -> bool {
@@ -181,7 +181,7 @@ impl Proxy {
         request: Request<Incoming>,
         request_id: &HeaderValue,
         log: &mut AccessLog,
-    ) -> Result<Response<Incoming>, ProxyError> {
+    ) -> Result<Response<PooledBody>, ProxyError> {
         let (mut parts, body) = request.into_parts();
         let (route, upstream_uri) = self.plan(&parts)?;
         log.route = Some(route.prefix.clone());
@@ -205,8 +205,6 @@ impl Proxy {
         }
 
         parts.uri = upstream_uri;
-        // The pooled client speaks HTTP/2 by itself where ALPN chose it.
-        parts.version = Version::HTTP_11;
         headers::rewrite_request(&mut parts.headers, token.bearer(), request_id);
         if !is_replayable(&parts.method, &body) {
             return self

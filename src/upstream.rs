@@ -1,17 +1,25 @@
-//! The pooled HTTP client towards the Azure Costs API: hyper-util's client over rustls, HTTP/2 by
-//! ALPN where the upstream offers it, connect and response timeouts.
+//! The pooled HTTP client towards the Azure Costs API: hyper's connections over rustls (HTTP/2 by
+//! ALPN where the upstream offers it), a pool of its own for the one upstream, connect and
+//! response timeouts.
 
-use std::time::Duration;
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use http::header::{self, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme};
-use http::{Request, Response, Uri};
+use http::{Request, Response, Uri, Version};
+use http_body::{Body, Frame, SizeHint};
 use http_body_util::{Either, Empty};
 use hyper::body::Incoming;
+use hyper::client::conn::{http1, http2};
 use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::connect::{Connection, HttpConnector};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
+use tower_service::Service;
 
 use crate::config;
 use crate::error::ProxyError;
@@ -21,15 +29,133 @@ pub type UpstreamBody = Either<Incoming, Empty<Bytes>>;
 
 /// How long an idle pooled connection is kept.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+/// Idle HTTP/1.1 connections kept at most; more are closed when their response ends.
+const POOL_MAX_IDLE: usize = 1024;
 
-/// The upstream API client. Cheap to share; connections are pooled per host.
+type Connector = HttpsConnector<HttpConnector>;
+
+/// The upstream API client. Cheap to share; connections are pooled.
+///
+/// One upstream, one pool: a stack of idle HTTP/1.1 connections (the most recently used first,
+/// warm in every cache) or one shared HTTP/2 connection when ALPN chose h2. Each connection is
+/// driven by a task of its own. An HTTP/1.1 connection goes back to the pool when its response
+/// body has been read to the end; a response dropped half-read closes it.
 #[derive(Debug, Clone)]
 pub struct Upstream {
-    client: Client<HttpsConnector<HttpConnector>, UpstreamBody>,
+    pool: Arc<Pool>,
     scheme: Scheme,
     authority: Authority,
+    /// `Host` for HTTP/1.1 requests (HTTP/2 carries the authority in the URI).
+    host: HeaderValue,
     base_path: String,
     timeout: Duration,
+}
+
+struct Pool {
+    connector: Connector,
+    idle: Mutex<VecDeque<Idle>>,
+    h2: Mutex<Option<http2::SendRequest<UpstreamBody>>>,
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool").finish_non_exhaustive()
+    }
+}
+
+struct Idle {
+    sender: http1::SendRequest<UpstreamBody>,
+    since: Instant,
+}
+
+impl Idle {
+    fn stale(&self) -> bool {
+        self.sender.is_closed() || self.since.elapsed() >= POOL_IDLE_TIMEOUT
+    }
+}
+
+/// A connection ready for one request.
+enum Conn {
+    H1(http1::SendRequest<UpstreamBody>),
+    H2(http2::SendRequest<UpstreamBody>),
+}
+
+impl Pool {
+    /// The shared HTTP/2 connection if one is open, else an idle HTTP/1.1 connection that is
+    /// ready (closed and expired ones are dropped on the way).
+    async fn checkout(&self) -> Option<Conn> {
+        if let Some(h2) = crate::lock(&self.h2).as_ref()
+            && !h2.is_closed()
+        {
+            return Some(Conn::H2(h2.clone()));
+        }
+        loop {
+            let idle = crate::lock(&self.idle).pop_back()?;
+            if idle.stale() {
+                continue;
+            }
+            let mut sender = idle.sender;
+            // Ready at once unless its connection task has not yet seen the end of the previous
+            // exchange; then it is a matter of that task's next turn.
+            if sender.is_ready() || sender.ready().await.is_ok() {
+                return Some(Conn::H1(sender));
+            }
+        }
+    }
+
+    /// An HTTP/1.1 connection whose response ended: back on the stack, unless the pool is full.
+    fn checkin(&self, sender: http1::SendRequest<UpstreamBody>) {
+        let mut idle = crate::lock(&self.idle);
+        // The oldest entry is at the front: drop it when it has gone stale, so that a pool used
+        // by fewer clients than it once was does not keep dead connections forever.
+        if idle.front().is_some_and(Idle::stale) {
+            idle.pop_front();
+        }
+        if idle.len() < POOL_MAX_IDLE && !sender.is_closed() {
+            idle.push_back(Idle {
+                sender,
+                since: Instant::now(),
+            });
+        }
+    }
+
+    /// Opens a connection: TCP, TLS where the URL is https, HTTP/2 if ALPN chose it.
+    async fn connect(&self, uri: &Uri) -> Result<Conn, ProxyError> {
+        let connect_failed = |e: &(dyn std::error::Error + 'static)| {
+            ProxyError::UpstreamUnavailable(format!("connection failed ({})", innermost(e)))
+        };
+        let io = self
+            .connector
+            .clone()
+            .call(uri.clone())
+            .await
+            .map_err(|e| connect_failed(&*e))?;
+        if io.connected().is_negotiated_h2() {
+            let (sender, connection) = http2::Builder::new(TokioExecutor::new())
+                .timer(TokioTimer::new())
+                .handshake(io)
+                .await
+                .map_err(|e| connect_failed(&e))?;
+            tokio::spawn(async move {
+                if let Err(e) = connection.await {
+                    tracing::debug!(error = %e, "upstream HTTP/2 connection ended");
+                }
+            });
+            *crate::lock(&self.h2) = Some(sender.clone());
+            Ok(Conn::H2(sender))
+        } else {
+            let (sender, connection) = http1::Builder::new()
+                .handshake(io)
+                .await
+                .map_err(|e| connect_failed(&e))?;
+            tokio::spawn(async move {
+                if let Err(e) = connection.await {
+                    tracing::debug!(error = %e, "upstream connection ended");
+                }
+            });
+            Ok(Conn::H1(sender))
+        }
+    }
 }
 
 impl Upstream {
@@ -45,25 +171,27 @@ impl Upstream {
             .authority()
             .cloned()
             .ok_or("upstream URL has no host")?;
+        let host = HeaderValue::from_str(authority.as_str())
+            .map_err(|_| "upstream host cannot be sent as a Host header")?;
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_nodelay(true);
         http.set_connect_timeout(Some(cfg.connect_timeout));
         http.set_keepalive(Some(Duration::from_secs(60)));
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls)
             .https_or_http()
             .enable_all_versions()
             .wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-            .build(https);
         Ok(Upstream {
-            client,
+            pool: Arc::new(Pool {
+                connector,
+                idle: Mutex::new(VecDeque::new()),
+                h2: Mutex::new(None),
+            }),
             scheme,
             authority,
+            host,
             base_path: cfg.base_path.clone(),
             timeout: cfg.timeout,
         })
@@ -91,28 +219,157 @@ impl Upstream {
         self.timeout
     }
 
-    /// Sends a request and waits for the response head, at most `upstream.timeout`.
+    /// Sends a request (absolute URI from [`Self::uri`]) and waits for the response head, at most
+    /// `upstream.timeout`, connecting included.
     pub async fn send(
         &self,
         request: Request<UpstreamBody>,
-    ) -> Result<Response<Incoming>, ProxyError> {
-        match tokio::time::timeout(self.timeout, self.client.request(request)).await {
-            Ok(Ok(response)) => Ok(response),
-            Ok(Err(e)) => Err(ProxyError::UpstreamUnavailable(describe(&e))),
+    ) -> Result<Response<PooledBody>, ProxyError> {
+        match tokio::time::timeout(self.timeout, self.exchange(request)).await {
+            Ok(result) => result,
             Err(_) => Err(ProxyError::UpstreamTimeout(self.timeout)),
+        }
+    }
+
+    async fn exchange(
+        &self,
+        mut request: Request<UpstreamBody>,
+    ) -> Result<Response<PooledBody>, ProxyError> {
+        // A pooled connection the upstream has just closed gives the request back unsent; it
+        // then goes on a new connection. A request that was sent is never sent twice here.
+        let mut fresh = false;
+        loop {
+            let conn = match self.pool.checkout().await {
+                Some(conn) => conn,
+                None => {
+                    fresh = true;
+                    self.pool.connect(request.uri()).await?
+                }
+            };
+            let result = match conn {
+                Conn::H2(mut sender) => {
+                    request.headers_mut().remove(header::HOST);
+                    *request.version_mut() = Version::HTTP_2;
+                    sender
+                        .try_send_request(request)
+                        .await
+                        .map(|r| r.map(|b| PooledBody::new(b, None)))
+                }
+                Conn::H1(mut sender) => {
+                    request
+                        .headers_mut()
+                        .insert(header::HOST, self.host.clone());
+                    *request.version_mut() = Version::HTTP_11;
+                    origin_form(request.uri_mut());
+                    match sender.try_send_request(request).await {
+                        Ok(r) => {
+                            let lease = Lease {
+                                sender,
+                                pool: self.pool.clone(),
+                            };
+                            Ok(r.map(|b| PooledBody::new(b, Some(lease))))
+                        }
+                        Err(e) => Err(e),
+                    }
+                }
+            };
+            match result {
+                Ok(response) => return Ok(response),
+                Err(mut e) => match e.take_message() {
+                    Some(mut unsent) if !fresh => {
+                        // Back to the absolute form for the next connection, whichever it is.
+                        *unsent.uri_mut() = self.absolute(unsent.uri())?;
+                        request = unsent;
+                    }
+                    _ => {
+                        return Err(ProxyError::UpstreamUnavailable(format!(
+                            "request failed ({})",
+                            innermost(e.error())
+                        )));
+                    }
+                },
+            }
+        }
+    }
+
+    fn absolute(&self, uri: &Uri) -> Result<Uri, ProxyError> {
+        self.uri(uri.path_and_query().map_or("/", PathAndQuery::as_str))
+    }
+}
+
+/// HTTP/1.1 sends the origin form (`/path?query`); `Host` names the authority.
+fn origin_form(uri: &mut Uri) {
+    let pq = uri
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
+    *uri = Uri::from(pq);
+}
+
+/// Returns an HTTP/1.1 connection to the pool when the response body has been read to the end.
+struct Lease {
+    sender: http1::SendRequest<UpstreamBody>,
+    pool: Arc<Pool>,
+}
+
+/// An upstream response body. Its connection goes back to the pool when it has been read to the
+/// end, and is closed when it is dropped before.
+pub struct PooledBody {
+    inner: Incoming,
+    lease: Option<Lease>,
+}
+
+impl PooledBody {
+    fn new(inner: Incoming, lease: Option<Lease>) -> Self {
+        PooledBody { inner, lease }
+    }
+
+    fn release(&mut self) {
+        if let Some(lease) = self.lease.take() {
+            lease.pool.checkin(lease.sender);
         }
     }
 }
 
-/// A short, secret-free description of a client error: what failed and the innermost cause.
-fn describe(e: &hyper_util::client::legacy::Error) -> String {
-    let mut cause: &(dyn std::error::Error + 'static) = e;
+impl Drop for PooledBody {
+    fn drop(&mut self) {
+        if self.inner.is_end_stream() {
+            self.release();
+        }
+    }
+}
+
+impl Body for PooledBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        if let Poll::Ready(None) = polled {
+            this.release();
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// The innermost cause of an error: short and secret-free ("Connection refused", "invalid peer
+/// certificate: UnknownIssuer").
+fn innermost(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = e;
     while let Some(next) = cause.source() {
         cause = next;
     }
-    if e.is_connect() {
-        format!("connection failed ({cause})")
-    } else {
-        format!("request failed ({cause})")
-    }
+    cause.to_string()
 }

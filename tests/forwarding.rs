@@ -262,3 +262,62 @@ async fn oversized_request_head_gets_431() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn upstream_connections_are_pooled_and_reused() {
+    bounded(async {
+        let proxy = start(simulator().await, Setup::default()).await;
+        for _ in 0..20 {
+            let r = proxy.get("/v1/teams").await;
+            assert_eq!(r.status(), 200);
+            r.bytes().await.unwrap();
+        }
+        assert_eq!(
+            proxy.sim.api_connections(),
+            1,
+            "one after another: one connection"
+        );
+        for _ in 0..5 {
+            let (a, b, c) = tokio::join!(
+                proxy.get("/v1/teams"),
+                proxy.get("/v1/costs/by-service"),
+                proxy.get("/v1/teams"),
+            );
+            for r in [a, b, c] {
+                assert_eq!(r.status(), 200);
+                r.bytes().await.unwrap();
+            }
+        }
+        let used = proxy.sim.api_connections();
+        assert!(
+            used <= 3,
+            "three at a time: at most three connections, saw {used}"
+        );
+        assert_eq!(proxy.sim.api_requests(), 35);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_connection_the_upstream_closes_is_not_reused() {
+    bounded(async {
+        let proxy = start(simulator().await, Setup::default()).await;
+        let r = proxy.get("/v1/teams").await;
+        assert_eq!(r.status(), 200);
+        r.bytes().await.unwrap();
+        // The upstream says `Connection: close`: the proxy neither passes that on nor sends the
+        // next request on the closing connection.
+        let r = proxy.get("/v1/echo?close=1").await;
+        assert_eq!(r.status(), 200);
+        assert!(r.headers().get("connection").is_none());
+        r.bytes().await.unwrap();
+        for _ in 0..5 {
+            let r = proxy.get("/v1/teams").await;
+            assert_eq!(r.status(), 200);
+            r.bytes().await.unwrap();
+        }
+        assert_eq!(proxy.sim.api_connections(), 2);
+        assert_eq!(proxy.sim.api_requests(), 7);
+    })
+    .await;
+}

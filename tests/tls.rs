@@ -59,6 +59,17 @@ async fn https_upstream_and_sts_with_ca_file_speak_h2_where_offered() {
         );
         assert_eq!(seen[0].path_and_query, "/v1/costs/by-service");
         assert_eq!(proxy.sim.issue_calls(), 1);
+        // Concurrent requests share the one HTTP/2 connection.
+        let (a, b, c, d) = tokio::join!(
+            proxy.get("/v1/teams"),
+            proxy.get("/v1/teams"),
+            proxy.get("/v1/costs/by-service"),
+            proxy.get("/v1/teams"),
+        );
+        for r in [a, b, c, d] {
+            assert_eq!(r.status(), 200);
+        }
+        assert_eq!(proxy.sim.api_connections(), 1);
         let _ = std::fs::remove_file(ca);
     })
     .await;

@@ -94,6 +94,11 @@ pub(super) async fn handle(state: Arc<State>, req: Request<Incoming>) -> Respons
                 h.insert("proxy-connection", HeaderValue::from_static("keep-alive"));
                 h.insert("x-sim-end-to-end", HeaderValue::from_static("1"));
             }
+            if query.get("close").is_some() {
+                // The upstream ends its side of the connection after this answer.
+                r.headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
             r
         }
         _ => json(

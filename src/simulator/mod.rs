@@ -116,6 +116,8 @@ struct State {
     sts_fault: Mutex<Option<StsFault>>,
     api_delay: Mutex<Duration>,
     api_requests: AtomicUsize,
+    /// Connections the API has accepted.
+    api_connections: Arc<AtomicUsize>,
     recorded: Mutex<VecDeque<RecordedRequest>>,
     record_limit: usize,
     bad_tokens: AtomicUsize,
@@ -220,6 +222,7 @@ impl SimulatorBuilder {
             sts_fault: Mutex::new(None),
             api_delay: Mutex::new(Duration::ZERO),
             api_requests: AtomicUsize::new(0),
+            api_connections: Arc::new(AtomicUsize::new(0)),
             recorded: Mutex::new(VecDeque::new()),
             record_limit: self.record_limit,
             bad_tokens: AtomicUsize::new(0),
@@ -251,12 +254,17 @@ impl SimulatorBuilder {
             sts_listener,
             self.sts_tls,
             stopped.clone(),
+            Arc::new(AtomicUsize::new(0)),
             move |req| sts::handle(s.clone(), req),
         ));
         let s = state.clone();
-        tokio::spawn(serve(api_listener, self.api_tls, stopped, move |req| {
-            api::handle(s.clone(), req)
-        }));
+        tokio::spawn(serve(
+            api_listener,
+            self.api_tls,
+            stopped,
+            state.api_connections.clone(),
+            move |req| api::handle(s.clone(), req),
+        ));
         Ok(Simulator {
             sts_base: format!("{sts_scheme}:{}", sts_addr.port()),
             api_base: format!("{api_scheme}:{}", api_addr.port()),
@@ -352,6 +360,11 @@ impl Simulator {
         self.state.api_requests.load(Ordering::SeqCst)
     }
 
+    /// Connections the API has accepted: how well the proxy's pool reuses them.
+    pub fn api_connections(&self) -> usize {
+        self.state.api_connections.load(Ordering::SeqCst)
+    }
+
     /// The most recent API requests, oldest first.
     pub fn requests(&self) -> Vec<RecordedRequest> {
         lock(&self.state.recorded).iter().cloned().collect()
@@ -440,11 +453,12 @@ fn with_alpn(mut config: rustls::ServerConfig) -> Arc<rustls::ServerConfig> {
 }
 
 /// Serves one listener (over TLS when configured) until `stopped` turns true; connections end
-/// with it.
+/// with it. `accepted` counts the connections.
 async fn serve<F, Fut>(
     listener: TcpListener,
     tls: Option<Arc<rustls::ServerConfig>>,
     mut stopped: watch::Receiver<bool>,
+    accepted_count: Arc<AtomicUsize>,
     handler: F,
 ) where
     F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
@@ -458,6 +472,7 @@ async fn serve<F, Fut>(
             _ = stopped.wait_for(|s| *s) => return,
         };
         let Ok((stream, _)) = accepted else { continue };
+        accepted_count.fetch_add(1, Ordering::SeqCst);
         let _ = stream.set_nodelay(true);
         let handler = handler.clone();
         let service = service_fn(move |req| {
