@@ -30,9 +30,23 @@ pub struct Cli {
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
 
+    /// Threads that serve requests. Default: half the CPUs this process may use, at least one
+    /// (a sidecar leaves the rest to the BI server beside it; one thread proxies tens of
+    /// thousands of requests a second).
+    #[arg(long, global = true, env = "AZURE_COSTS_PROXY_WORKER_THREADS", value_name = "N",
+          value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub worker_threads: Option<u16>,
+
     /// What to do (default: run).
     #[command(subcommand)]
     pub command: Option<Command>,
+}
+
+impl Cli {
+    /// `--worker-threads`, else half of `cpus` (the CPUs the process may run on), at least 1.
+    pub fn worker_threads(&self, cpus: usize) -> usize {
+        self.worker_threads.map_or((cpus / 2).max(1), usize::from)
+    }
 }
 
 /// Subcommands.
@@ -94,4 +108,21 @@ pub enum LogFormat {
     Text,
     /// One JSON object per line, for log shippers.
     Json,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn worker_threads_default_to_half_the_cpus_and_can_be_set() {
+        let cli = Cli::try_parse_from(["azure-costs-proxy", "run"]).unwrap();
+        assert_eq!(cli.worker_threads(1), 1);
+        assert_eq!(cli.worker_threads(2), 1);
+        assert_eq!(cli.worker_threads(3), 1);
+        assert_eq!(cli.worker_threads(8), 4);
+        let cli = Cli::try_parse_from(["azure-costs-proxy", "--worker-threads", "3"]).unwrap();
+        assert_eq!(cli.worker_threads(2), 3);
+        assert!(Cli::try_parse_from(["azure-costs-proxy", "--worker-threads", "0"]).is_err());
+    }
 }

@@ -11,7 +11,7 @@ pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Hop-by-hop headers that are never forwarded, whatever `Connection` says (RFC 9110 section 7.6.1;
 /// `Proxy-Connection` and `Keep-Alive` are the legacy names RFC 9110 asks proxies to drop as well).
-const HOP_BY_HOP: [HeaderName; 7] = [
+static HOP_BY_HOP: [HeaderName; 7] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),

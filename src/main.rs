@@ -23,6 +23,9 @@ fn main() -> ExitCode {
     // One crypto provider for every TLS client in the process (rustls, reqwest, hyper-rustls).
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
 
+    // available_parallelism honours the CPU affinity mask (taskset, cpusets) and cgroup quotas.
+    let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+    let worker_threads = cli.worker_threads(cpus);
     let command = cli.command.unwrap_or(Command::Run);
     match command {
         Command::Check => return check(cli.config.as_deref()),
@@ -35,6 +38,7 @@ fn main() -> ExitCode {
         _ => {}
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(worker_threads)
         .enable_all()
         .build()
     {
