@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One command: installs wrk, nginx and matplotlib if missing, builds the release binary, and runs
-# bench/bench.py (A: upstream direct, B: azure-costs-proxy, C: nginx). About 5 minutes.
-#   bench/run.sh [--rounds N] [--seconds S] [--quick]
+# bench/bench.py (A: upstream direct, B: azure-costs-proxy, C: nginx), then the start-up, memory and
+# cold-request checks. About 6 minutes plus the build.
+#   bench/run.sh [--rounds N] [--seconds S] [--quick] [--only SCENARIOS] [--no-checks]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
