@@ -116,7 +116,14 @@ mod tests {
 
     #[test]
     fn worker_threads_default_to_half_the_cpus_and_can_be_set() {
-        let cli = Cli::try_parse_from(["azure-costs-proxy", "run"]).unwrap();
+        // Built directly: parsing would read AZURE_COSTS_PROXY_WORKER_THREADS from the
+        // environment the tests run in.
+        let cli = Cli {
+            config: None,
+            log_format: LogFormat::Text,
+            worker_threads: None,
+            command: None,
+        };
         assert_eq!(cli.worker_threads(1), 1);
         assert_eq!(cli.worker_threads(2), 1);
         assert_eq!(cli.worker_threads(3), 1);

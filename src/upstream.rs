@@ -4,6 +4,7 @@
 
 use std::collections::VecDeque;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -54,7 +55,19 @@ pub struct Upstream {
 struct Pool {
     connector: Connector,
     idle: Mutex<VecDeque<Idle>>,
-    h2: Mutex<Option<http2::SendRequest<UpstreamBody>>>,
+    h2: Mutex<Option<Shared>>,
+    /// The upstream has spoken HTTP/2: connections are then opened one at a time, so that
+    /// requests arriving together share one instead of each opening its own.
+    h2_seen: AtomicBool,
+    h2_connect: tokio::sync::Mutex<()>,
+    /// The task that closes connections idle for [`POOL_IDLE_TIMEOUT`] runs.
+    reaper: AtomicBool,
+}
+
+/// The HTTP/2 connection every request shares.
+struct Shared {
+    sender: http2::SendRequest<UpstreamBody>,
+    last_used: Instant,
 }
 
 impl std::fmt::Debug for Pool {
@@ -69,8 +82,8 @@ struct Idle {
 }
 
 impl Idle {
-    fn stale(&self) -> bool {
-        self.sender.is_closed() || self.since.elapsed() >= POOL_IDLE_TIMEOUT
+    fn stale(&self, now: Instant) -> bool {
+        self.sender.is_closed() || now.duration_since(self.since) >= POOL_IDLE_TIMEOUT
     }
 }
 
@@ -83,35 +96,62 @@ enum Conn {
 impl Pool {
     /// The shared HTTP/2 connection if one is open, else an idle HTTP/1.1 connection that is
     /// ready (closed and expired ones are dropped on the way).
-    async fn checkout(&self) -> Option<Conn> {
-        if let Some(h2) = crate::lock(&self.h2).as_ref()
-            && !h2.is_closed()
-        {
-            return Some(Conn::H2(h2.clone()));
+    fn checkout(&self) -> Option<Conn> {
+        if let Some(h2) = self.shared_h2() {
+            return Some(Conn::H2(h2));
         }
+        let now = Instant::now();
         loop {
             let idle = crate::lock(&self.idle).pop_back()?;
-            if idle.stale() {
-                continue;
-            }
-            let mut sender = idle.sender;
-            // Ready at once unless its connection task has not yet seen the end of the previous
-            // exchange; then it is a matter of that task's next turn.
-            if sender.is_ready() || sender.ready().await.is_ok() {
-                return Some(Conn::H1(sender));
+            // Only ready connections are put back, so one that is not ready has closed since.
+            if !idle.stale(now) && idle.sender.is_ready() {
+                return Some(Conn::H1(idle.sender));
             }
         }
     }
 
-    /// An HTTP/1.1 connection whose response ended: back on the stack, unless the pool is full.
-    fn checkin(&self, sender: http1::SendRequest<UpstreamBody>) {
-        let mut idle = crate::lock(&self.idle);
-        // The oldest entry is at the front: drop it when it has gone stale, so that a pool used
-        // by fewer clients than it once was does not keep dead connections forever.
-        if idle.front().is_some_and(Idle::stale) {
-            idle.pop_front();
+    /// The shared HTTP/2 connection, if one is open.
+    fn shared_h2(&self) -> Option<http2::SendRequest<UpstreamBody>> {
+        let mut slot = crate::lock(&self.h2);
+        match slot.as_mut() {
+            Some(shared) if !shared.sender.is_closed() => {
+                shared.last_used = Instant::now();
+                Some(shared.sender.clone())
+            }
+            Some(_) => {
+                *slot = None;
+                None
+            }
+            None => None,
         }
-        if idle.len() < POOL_MAX_IDLE && !sender.is_closed() {
+    }
+
+    /// An HTTP/1.1 connection whose response ended: back on the stack once it is ready for the
+    /// next request, unless the pool is full. It is ready at once unless its request body is
+    /// still being sent (an upstream that answered an upload early) or its task has not yet
+    /// seen the end of the exchange: then a small task waits for that, so that no request ever
+    /// queues behind someone else's upload.
+    fn checkin(self: &Arc<Self>, mut sender: http1::SendRequest<UpstreamBody>) {
+        if !self.reaper.swap(true, Ordering::Relaxed)
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            runtime.spawn(reap(Arc::downgrade(self)));
+        }
+        if sender.is_ready() {
+            self.push_idle(sender);
+        } else if !sender.is_closed() {
+            let pool = self.clone();
+            tokio::spawn(async move {
+                if sender.ready().await.is_ok() {
+                    pool.push_idle(sender);
+                }
+            });
+        }
+    }
+
+    fn push_idle(&self, sender: http1::SendRequest<UpstreamBody>) {
+        let mut idle = crate::lock(&self.idle);
+        if idle.len() < POOL_MAX_IDLE {
             idle.push_back(Idle {
                 sender,
                 since: Instant::now(),
@@ -119,8 +159,19 @@ impl Pool {
         }
     }
 
-    /// Opens a connection: TCP, TLS where the URL is https, HTTP/2 if ALPN chose it.
+    /// Opens a connection: TCP, TLS where the URL is https, HTTP/2 if ALPN chose it. Once the
+    /// upstream has spoken HTTP/2, one request at a time opens a connection and those waiting
+    /// behind it share the result.
     async fn connect(&self, uri: &Uri) -> Result<Conn, ProxyError> {
+        let _one_at_a_time = if self.h2_seen.load(Ordering::Relaxed) {
+            let gate = self.h2_connect.lock().await;
+            if let Some(h2) = self.shared_h2() {
+                return Ok(Conn::H2(h2));
+            }
+            Some(gate)
+        } else {
+            None
+        };
         let connect_failed = |e: &(dyn std::error::Error + 'static)| {
             ProxyError::UpstreamUnavailable(format!("connection failed ({})", innermost(e)))
         };
@@ -141,7 +192,11 @@ impl Pool {
                     tracing::debug!(error = %e, "upstream HTTP/2 connection ended");
                 }
             });
-            *crate::lock(&self.h2) = Some(sender.clone());
+            *crate::lock(&self.h2) = Some(Shared {
+                sender: sender.clone(),
+                last_used: Instant::now(),
+            });
+            self.h2_seen.store(true, Ordering::Relaxed);
             Ok(Conn::H2(sender))
         } else {
             let (sender, connection) = http1::Builder::new()
@@ -154,6 +209,25 @@ impl Pool {
                 }
             });
             Ok(Conn::H1(sender))
+        }
+    }
+}
+
+/// Every 30 s, closes the connections idle for [`POOL_IDLE_TIMEOUT`] or more; ends with the pool.
+async fn reap(pool: std::sync::Weak<Pool>) {
+    let mut every = tokio::time::interval(POOL_IDLE_TIMEOUT / 3);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        let Some(pool) = pool.upgrade() else { return };
+        let now = Instant::now();
+        crate::lock(&pool.idle).retain(|idle| !idle.stale(now));
+        let mut h2 = crate::lock(&pool.h2);
+        if h2.as_ref().is_some_and(|shared| {
+            shared.sender.is_closed() || now.duration_since(shared.last_used) >= POOL_IDLE_TIMEOUT
+        }) {
+            // Requests in flight keep their clones; the connection closes after them.
+            *h2 = None;
         }
     }
 }
@@ -171,7 +245,13 @@ impl Upstream {
             .authority()
             .cloned()
             .ok_or("upstream URL has no host")?;
-        let host = HeaderValue::from_str(authority.as_str())
+        // Like a browser: the port only when it is not the scheme's default.
+        let default_port = if scheme == Scheme::HTTPS { 443 } else { 80 };
+        let host = match authority.port_u16() {
+            Some(port) if port != default_port => authority.as_str(),
+            _ => authority.host(),
+        };
+        let host = HeaderValue::from_str(host)
             .map_err(|_| "upstream host cannot be sent as a Host header")?;
         let mut http = HttpConnector::new();
         http.enforce_http(false);
@@ -188,6 +268,9 @@ impl Upstream {
                 connector,
                 idle: Mutex::new(VecDeque::new()),
                 h2: Mutex::new(None),
+                h2_seen: AtomicBool::new(false),
+                h2_connect: tokio::sync::Mutex::new(()),
+                reaper: AtomicBool::new(false),
             }),
             scheme,
             authority,
@@ -239,7 +322,7 @@ impl Upstream {
         // then goes on a new connection. A request that was sent is never sent twice here.
         let mut fresh = false;
         loop {
-            let conn = match self.pool.checkout().await {
+            let conn = match self.pool.checkout() {
                 Some(conn) => conn,
                 None => {
                     fresh = true;

@@ -299,7 +299,7 @@ async fn upstream_connections_are_pooled_and_reused() {
 }
 
 #[tokio::test]
-async fn a_connection_the_upstream_closes_is_not_reused() {
+async fn after_the_upstream_closes_a_connection_requests_go_on_a_new_one() {
     bounded(async {
         let proxy = start(simulator().await, Setup::default()).await;
         let r = proxy.get("/v1/teams").await;

@@ -70,6 +70,11 @@ async fn https_upstream_and_sts_with_ca_file_speak_h2_where_offered() {
             assert_eq!(r.status(), 200);
         }
         assert_eq!(proxy.sim.api_connections(), 1);
+        // HTTP/2 names the upstream in :authority; no Host header goes along.
+        for seen in proxy.sim.requests() {
+            assert_eq!(seen.version, http::Version::HTTP_2);
+            assert!(seen.headers.get("host").is_none(), "{:?}", seen.headers);
+        }
         let _ = std::fs::remove_file(ca);
     })
     .await;
