@@ -23,21 +23,39 @@ static HOP_BY_HOP: [HeaderName; 7] = [
 
 /// Removes hop-by-hop headers: those listed above and every header that `Connection` names
 /// (RFC 9110 section 7.6.1). Applied to requests and to responses.
+///
+/// It runs twice per request, and most HTTP/1.1 peers send `Connection: keep-alive`: one pass
+/// over the names (compared, not hashed) finds which fixed names are present, and only those are
+/// removed. A `Connection` token outside the fixed set (rare) is the only thing that allocates.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // Fast path: most requests (and every HTTP/2 one) carry none of these. One pass over the
-    // names compares without hashing; seven lookups would hash seven times.
-    if !headers.keys().any(|name| HOP_BY_HOP.contains(name)) {
+    let mut present = 0u8;
+    for name in headers.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|h| h == name) {
+            present |= 1 << i;
+        }
+    }
+    if present == 0 {
         return;
     }
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .collect();
-    for name in named.iter().chain(HOP_BY_HOP.iter()) {
-        headers.remove(name);
+    // HOP_BY_HOP[0] is Connection.
+    if present & 1 != 0 {
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .filter(|token| !HOP_BY_HOP.iter().any(|h| h.as_str().eq_ignore_ascii_case(token)))
+            .filter_map(|token| HeaderName::from_bytes(token.as_bytes()).ok())
+            .collect();
+        for name in named {
+            headers.remove(name);
+        }
+    }
+    for (i, name) in HOP_BY_HOP.iter().enumerate() {
+        if present & (1 << i) != 0 {
+            headers.remove(name);
+        }
     }
 }
 
@@ -154,6 +172,33 @@ mod tests {
         strip_hop_by_hop(&mut h);
         let left: Vec<_> = h.keys().map(|k| k.as_str()).collect();
         assert_eq!(left, ["accept"]);
+    }
+
+    #[test]
+    fn strips_only_what_is_there_and_names_in_any_case() {
+        // The usual upstream answer: Connection: keep-alive and nothing else hop-by-hop.
+        let mut h = map(&[
+            ("content-type", "application/json"),
+            ("connection", "keep-alive"),
+            ("content-length", "2"),
+        ]);
+        strip_hop_by_hop(&mut h);
+        let left: Vec<_> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(left, ["content-type", "content-length"]);
+        // Names in Connection in any case, the fixed ones included; junk tokens are ignored.
+        let mut h = map(&[
+            ("connection", "Keep-Alive, X-Mixed-Case, , TE, not a name"),
+            ("x-mixed-case", "1"),
+            ("te", "trailers"),
+            ("x-kept", "1"),
+        ]);
+        strip_hop_by_hop(&mut h);
+        let left: Vec<_> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(left, ["x-kept"]);
+        // Nothing hop-by-hop: untouched.
+        let mut h = map(&[("accept", "*/*"), ("x-a", "1")]);
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 2);
     }
 
     #[test]
