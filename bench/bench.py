@@ -31,7 +31,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import BIN, ROOT, cpu_seconds, free_port, start_simulator, status_kib
+from common import BIN, ROOT, cpu_split, free_port, start_simulator, status_kib
 from common import stop, wait_ready, write_proxy_config
 import checks
 
@@ -94,7 +94,7 @@ class Target:
 
 def run_wrk(target: Target, path: str, conns: int, seconds: int, threads: int) -> dict:
     pids = target.pids_of()
-    before = cpu_seconds(pids) if pids else 0.0
+    before = cpu_split(pids) if pids else (0.0, 0.0)
     out = subprocess.run(
         ["wrk", f"-t{threads}", f"-c{conns}", f"-d{seconds}s", "--latency",
          f"http://127.0.0.1:{target.port}{path}"],
@@ -102,11 +102,15 @@ def run_wrk(target: Target, path: str, conns: int, seconds: int, threads: int) -
     ).stdout
     result = parse_wrk(out)
     if pids:
-        cpu = cpu_seconds(pids) - before
-        result["cpu_per_1k"] = cpu / max(result["requests"], 1) * 1000
+        user, system = (a - b for a, b in zip(cpu_split(pids), before))
+        per_1k = 1000 / max(result["requests"], 1)
+        result["cpu_per_1k"] = (user + system) * per_1k
+        result["user_per_1k"] = user * per_1k
+        result["sys_per_1k"] = system * per_1k
         result["rss_mib"] = status_kib(pids, "VmHWM") / 1024
     else:
         result["cpu_per_1k"] = float("nan")
+        result["user_per_1k"] = result["sys_per_1k"] = float("nan")
         result["rss_mib"] = float("nan")
     return result
 
@@ -287,14 +291,16 @@ def write_report(results: dict, labels: dict, args, extra: dict) -> None:
         f"{subprocess.run(['nginx', '-v'], capture_output=True, text=True).stderr.strip()}; "
         "load from wrk.",
         "",
-        "| scenario | target | req/s | p50 ms | p99 ms | CPU s / 1k req | peak RSS MiB | errors |",
+        "| scenario | target | req/s | p50 ms | p99 ms | CPU s / 1k req (user + sys) | "
+        "peak RSS MiB | errors |",
         "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for key in results:
         for t in results[key]:
             lines.append(
                 f"| {key} | {t} {labels[t]} | {med(key, t, 'rps'):.0f} | {med(key, t, 'p50'):.3f} | "
-                f"{med(key, t, 'p99'):.3f} | {med(key, t, 'cpu_per_1k'):.4f} | "
+                f"{med(key, t, 'p99'):.3f} | {med(key, t, 'cpu_per_1k'):.4f} "
+                f"({med(key, t, 'user_per_1k'):.4f} + {med(key, t, 'sys_per_1k'):.4f}) | "
                 f"{med(key, t, 'rss_mib'):.1f} | {sum(r['errors'] for r in results[key][t])} |"
             )
     lines += ["", "## Ratios (proxy / nginx)", "",
