@@ -2,8 +2,8 @@
 """Side-by-side benchmark: the upstream directly (A), azure-costs-proxy (B), nginx doing the same
 job (C), all on 127.0.0.1, alternated A B C A B C so that drift hits all alike.
 
-The upstream is an nginx serving a fixed 1 KB JSON answer and a 100 MB file (its own worker, not
-the nginx under test). The STS is `azure-costs-proxy simulator`. nginx (C) proxies with a fixed
+The upstream is an nginx serving a fixed 1 KB JSON answer, a 100 MB file and a 1 GiB file (its
+own worker, not the nginx under test). The STS is `azure-costs-proxy simulator`. nginx (C) proxies with a fixed
 `Authorization: Bearer ...` header and upstream keep-alive: the same job as the proxy with a
 token that never changes.
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One command: installs wrk, nginx and matplotlib if missing, builds the release binary, and runs
 # bench/bench.py (A: upstream direct, B: azure-costs-proxy, C: nginx), then the start-up, memory and
-# cold-request checks. About 6 minutes plus the build.
+# cold-request checks. About 6 minutes on 2 cores from a fresh clone, the build included.
 #   bench/run.sh [--rounds N] [--seconds S] [--quick] [--only SCENARIOS] [--no-checks]
 set -euo pipefail
 cd "$(dirname "$0")/.."

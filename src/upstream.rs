@@ -187,11 +187,7 @@ impl Pool {
                 .handshake(io)
                 .await
                 .map_err(|e| connect_failed(&e))?;
-            tokio::spawn(async move {
-                if let Err(e) = connection.await {
-                    tracing::debug!(error = %e, "upstream HTTP/2 connection ended");
-                }
-            });
+            run_connection(connection);
             *crate::lock(&self.h2) = Some(Shared {
                 sender: sender.clone(),
                 last_used: Instant::now(),
@@ -203,14 +199,22 @@ impl Pool {
                 .handshake(io)
                 .await
                 .map_err(|e| connect_failed(&e))?;
-            tokio::spawn(async move {
-                if let Err(e) = connection.await {
-                    tracing::debug!(error = %e, "upstream connection ended");
-                }
-            });
+            run_connection(connection);
             Ok(Conn::H1(sender))
         }
     }
+}
+
+/// A connection's own task: it reads answers and writes requests until the connection closes.
+fn run_connection<F>(connection: F)
+where
+    F: Future<Output = Result<(), hyper::Error>> + Send + 'static,
+{
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!(error = %e, "upstream connection ended");
+        }
+    });
 }
 
 /// Every 30 s, closes the connections idle for [`POOL_IDLE_TIMEOUT`] or more; ends with the pool.
