@@ -83,7 +83,7 @@ struct Idle {
 
 impl Idle {
     fn stale(&self, now: Instant) -> bool {
-        self.sender.is_closed() || now.duration_since(self.since) >= POOL_IDLE_TIMEOUT
+        expired(self.sender.is_closed(), self.since, now)
     }
 }
 
@@ -132,11 +132,6 @@ impl Pool {
     /// seen the end of the exchange: then a small task waits for that, so that no request ever
     /// queues behind someone else's upload.
     fn checkin(self: &Arc<Self>, mut sender: http1::SendRequest<UpstreamBody>) {
-        if !self.reaper.swap(true, Ordering::Relaxed)
-            && let Ok(runtime) = tokio::runtime::Handle::try_current()
-        {
-            runtime.spawn(reap(Arc::downgrade(self)));
-        }
         if sender.is_ready() {
             self.push_idle(sender);
         } else if !sender.is_closed() {
@@ -162,7 +157,11 @@ impl Pool {
     /// Opens a connection: TCP, TLS where the URL is https, HTTP/2 if ALPN chose it. Once the
     /// upstream has spoken HTTP/2, one request at a time opens a connection and those waiting
     /// behind it share the result.
-    async fn connect(&self, uri: &Uri) -> Result<Conn, ProxyError> {
+    async fn connect(self: &Arc<Self>, uri: &Uri) -> Result<Conn, ProxyError> {
+        // The first connection, of either kind, starts the task that closes idle ones.
+        if !self.reaper.swap(true, Ordering::Relaxed) {
+            tokio::spawn(reap(Arc::downgrade(self)));
+        }
         let _one_at_a_time = if self.h2_seen.load(Ordering::Relaxed) {
             let gate = self.h2_connect.lock().await;
             if let Some(h2) = self.shared_h2() {
@@ -205,6 +204,12 @@ impl Pool {
     }
 }
 
+/// Whether a pooled connection is done with: closed, or idle since `since` for
+/// [`POOL_IDLE_TIMEOUT`] or more.
+fn expired(closed: bool, since: Instant, now: Instant) -> bool {
+    closed || now.duration_since(since) >= POOL_IDLE_TIMEOUT
+}
+
 /// A connection's own task: it reads answers and writes requests until the connection closes.
 fn run_connection<F>(connection: F)
 where
@@ -227,9 +232,10 @@ async fn reap(pool: std::sync::Weak<Pool>) {
         let now = Instant::now();
         crate::lock(&pool.idle).retain(|idle| !idle.stale(now));
         let mut h2 = crate::lock(&pool.h2);
-        if h2.as_ref().is_some_and(|shared| {
-            shared.sender.is_closed() || now.duration_since(shared.last_used) >= POOL_IDLE_TIMEOUT
-        }) {
+        if h2
+            .as_ref()
+            .is_some_and(|shared| expired(shared.sender.is_closed(), shared.last_used, now))
+        {
             // Requests in flight keep their clones; the connection closes after them.
             *h2 = None;
         }
