@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use azure_costs_proxy::config::{Route, Secret, TokenMode, TokenPolicy};
+use azure_costs_proxy::config::{RouteConfig, Secret, TokenMode, TokenPolicy};
 use azure_costs_proxy::headers::{self, RequestIds};
 use azure_costs_proxy::inbound::ApiKeys;
 use azure_costs_proxy::proxy::HostGuard;
@@ -30,9 +30,9 @@ fn table() -> RouteTable {
         "/tailspin/us",
         "/wingtip",
     ];
-    let routes: Vec<Route> = prefixes
+    let routes: Vec<RouteConfig> = prefixes
         .iter()
-        .map(|p| Route {
+        .map(|p| RouteConfig {
             prefix: (*p).into(),
             credential: "default".into(),
             delegate: (*p != "/").then(|| p.trim_start_matches('/').replace('/', "-")),

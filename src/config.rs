@@ -104,26 +104,26 @@ pub struct Config {
     /// Where the configuration came from (a file path or "environment").
     pub origin: String,
     /// The data-plane listener.
-    pub listen: Listen,
+    pub listen: ListenConfig,
     /// The admin listener (`/healthz`, `/readyz`, `/metrics`).
-    pub admin: Admin,
+    pub admin: AdminConfig,
     /// The Azure Costs API.
-    pub upstream: Upstream,
+    pub upstream: UpstreamConfig,
     /// The Azure Costs token service.
-    pub sts: Sts,
+    pub sts: StsConfig,
     /// Credentials by name.
-    pub credentials: BTreeMap<String, Credential>,
+    pub credentials: BTreeMap<String, CredentialConfig>,
     /// Token policy defaults.
     pub token: TokenPolicy,
     /// Routes, in file order; at least one.
-    pub routes: Vec<Route>,
+    pub routes: Vec<RouteConfig>,
     /// Things that are allowed but unwise (a secret written in the file); logged at start-up.
     pub warnings: Vec<String>,
 }
 
 /// The data-plane listener.
 #[derive(Debug, Clone)]
-pub struct Listen {
+pub struct ListenConfig {
     /// Address to bind.
     pub address: SocketAddr,
     /// Whether a non-loopback address was explicitly allowed.
@@ -133,7 +133,7 @@ pub struct Listen {
     /// Inbound keys a client must present; empty means none is required.
     pub api_keys: Vec<Secret>,
     /// HTTPS towards clients; `None` serves plain HTTP.
-    pub tls: Option<ListenTls>,
+    pub tls: Option<ListenTlsConfig>,
     /// Connections served at once; further clients wait in the listen backlog.
     pub max_connections: usize,
     /// Time in-flight requests get to finish after SIGTERM/SIGINT.
@@ -143,7 +143,7 @@ pub struct Listen {
 /// `[listen.tls]`: the server certificate, read and checked when the config is loaded (and again
 /// on every reload, so a renewed certificate takes effect on SIGHUP).
 #[derive(Clone)]
-pub struct ListenTls {
+pub struct ListenTlsConfig {
     /// PEM certificate chain, leaf first.
     pub cert_file: PathBuf,
     /// PEM private key.
@@ -154,10 +154,10 @@ pub struct ListenTls {
     pub server: std::sync::Arc<rustls::ServerConfig>,
 }
 
-impl fmt::Debug for ListenTls {
+impl fmt::Debug for ListenTlsConfig {
     // The server configuration holds the private key: only the paths are shown.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ListenTls")
+        f.debug_struct("ListenTlsConfig")
             .field("cert_file", &self.cert_file)
             .field("key_file", &self.key_file)
             .field("client_ca_file", &self.client_ca_file)
@@ -165,7 +165,7 @@ impl fmt::Debug for ListenTls {
     }
 }
 
-impl PartialEq for ListenTls {
+impl PartialEq for ListenTlsConfig {
     /// Same files (the contents are compared by the reload, which always rebuilds).
     fn eq(&self, other: &Self) -> bool {
         self.cert_file == other.cert_file
@@ -176,7 +176,7 @@ impl PartialEq for ListenTls {
 
 /// The admin listener.
 #[derive(Debug, Clone)]
-pub struct Admin {
+pub struct AdminConfig {
     /// Whether the admin listener runs.
     pub enabled: bool,
     /// Address to bind.
@@ -185,8 +185,8 @@ pub struct Admin {
 
 /// The upstream API.
 #[derive(Debug, Clone)]
-pub struct Upstream {
-    /// Scheme and authority, with the base path (no trailing slash) in [`Upstream::base_path`].
+pub struct UpstreamConfig {
+    /// Scheme and authority, with the base path (no trailing slash) in [`UpstreamConfig::base_path`].
     pub url: Uri,
     /// Path of `url` without a trailing slash ("" for the root).
     pub base_path: String,
@@ -202,7 +202,7 @@ pub struct Upstream {
 
 /// The token service.
 #[derive(Debug, Clone)]
-pub struct Sts {
+pub struct StsConfig {
     /// The token endpoint.
     pub token_url: Uri,
     /// Time allowed for one STS call.
@@ -211,7 +211,7 @@ pub struct Sts {
 
 /// One client-credentials pair.
 #[derive(Debug, Clone)]
-pub struct Credential {
+pub struct CredentialConfig {
     /// The OAuth2 client id.
     pub client_id: String,
     /// The OAuth2 client secret.
@@ -237,7 +237,7 @@ pub struct TokenPolicy {
 
 /// One route.
 #[derive(Debug, Clone)]
-pub struct Route {
+pub struct RouteConfig {
     /// Path prefix, `/` or `/seg[/seg...]` without a trailing slash.
     pub prefix: String,
     /// Name of the credential in [`Config::credentials`].
@@ -390,31 +390,31 @@ pub fn process_env(name: &str) -> Option<String> {
 /// Finds and loads the configuration: `explicit` (from `--config`), else `$AZURE_COSTS_PROXY_CONFIG`,
 /// else `./proxy.toml`, else `/etc/azure-costs-proxy/proxy.toml`, else the environment alone.
 pub fn load(explicit: Option<&Path>, env: EnvLookup<'_>) -> Result<Config, ConfigError> {
-    Source::locate(explicit, env).load(env)
+    ConfigSource::locate(explicit, env).load(env)
 }
 
 /// Where the configuration comes from. Found once at start-up, so that a reload reads the same
 /// file (or the environment) even if another candidate appears or disappears meanwhile.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Source {
+pub enum ConfigSource {
     /// A TOML file.
     File(PathBuf),
     /// Environment variables alone (no file was found).
     Environment,
 }
 
-impl Source {
+impl ConfigSource {
     /// The lookup of [`load`]: `explicit`, `$AZURE_COSTS_PROXY_CONFIG`, the default paths, else
     /// the environment.
-    pub fn locate(explicit: Option<&Path>, env: EnvLookup<'_>) -> Source {
-        locate(explicit, env).map_or(Source::Environment, Source::File)
+    pub fn locate(explicit: Option<&Path>, env: EnvLookup<'_>) -> ConfigSource {
+        locate(explicit, env).map_or(ConfigSource::Environment, ConfigSource::File)
     }
 
     /// Reads and validates the configuration from here, secrets included.
     pub fn load(&self, env: EnvLookup<'_>) -> Result<Config, ConfigError> {
         match self {
-            Source::File(path) => load_file(path, env),
-            Source::Environment => from_env(env),
+            ConfigSource::File(path) => load_file(path, env),
+            ConfigSource::Environment => from_env(env),
         }
     }
 
@@ -429,7 +429,7 @@ impl Source {
             admin: RawAdmin,
         }
         let (admin, text, origin) = match self {
-            Source::File(path) => {
+            ConfigSource::File(path) => {
                 let (origin, text) = read_file(path)?;
                 let ctx = Ctx {
                     origin: &origin,
@@ -440,7 +440,7 @@ impl Source {
                 let only: AdminOnly = toml::from_str(&text).map_err(|e| ctx.parse_error(&e))?;
                 (only.admin, Some(text), origin)
             }
-            Source::Environment => {
+            ConfigSource::Environment => {
                 let admin = RawAdmin {
                     address: env("AZURE_COSTS_PROXY_ADMIN")
                         .filter(|v| !v.is_empty())
@@ -1184,7 +1184,7 @@ fn validate(raw: RawConfig, ctx: &Ctx<'_>) -> Result<Config, ConfigError> {
     )?;
 
     // [admin]
-    let admin = Admin {
+    let admin = AdminConfig {
         enabled: raw.admin.enabled.unwrap_or(true),
         address: socket_addr(ctx, &raw.admin.address, "admin.address", "127.0.0.1:9090")?,
     };
@@ -1225,7 +1225,7 @@ fn validate(raw: RawConfig, ctx: &Ctx<'_>) -> Result<Config, ConfigError> {
             )
         })?,
     };
-    let upstream = Upstream {
+    let upstream = UpstreamConfig {
         url,
         base_path,
         timeout: ctx.duration(
@@ -1250,7 +1250,7 @@ fn validate(raw: RawConfig, ctx: &Ctx<'_>) -> Result<Config, ConfigError> {
         DEFAULT_TOKEN_URL,
         raw.sts.allow_insecure_http.unwrap_or(false),
     )?;
-    let sts = Sts {
+    let sts = StsConfig {
         token_url,
         timeout: ctx.duration(&raw.sts.timeout, "sts.timeout", Duration::from_secs(15))?,
     };
@@ -1291,7 +1291,7 @@ fn validate(raw: RawConfig, ctx: &Ctx<'_>) -> Result<Config, ConfigError> {
         let client_secret = ctx.secret(&cred.client_secret, &secret_key)?;
         credentials.insert(
             name.clone(),
-            Credential {
+            CredentialConfig {
                 client_id,
                 client_secret,
                 secret_source: secret_source(cred.client_secret.get_ref()),
@@ -1381,7 +1381,7 @@ fn validate(raw: RawConfig, ctx: &Ctx<'_>) -> Result<Config, ConfigError> {
     };
 
     // [[routes]]
-    let mut routes: Vec<Route> = Vec::new();
+    let mut routes: Vec<RouteConfig> = Vec::new();
     for r in &raw.routes {
         let r = r.get_ref();
         let prefix = route_prefix(ctx, &r.prefix, "routes.prefix")?;
@@ -1430,7 +1430,7 @@ fn validate(raw: RawConfig, ctx: &Ctx<'_>) -> Result<Config, ConfigError> {
                 if clean == "/" { String::new() } else { clean }
             }
         };
-        routes.push(Route {
+        routes.push(RouteConfig {
             prefix,
             credential: credential.to_string(),
             delegate,
@@ -1447,7 +1447,7 @@ fn validate(raw: RawConfig, ctx: &Ctx<'_>) -> Result<Config, ConfigError> {
                 "add [credentials.default] with client_id and client_secret",
             ));
         }
-        routes.push(Route {
+        routes.push(RouteConfig {
             prefix: "/".into(),
             credential: "default".into(),
             delegate: None,
@@ -1466,7 +1466,7 @@ fn validate(raw: RawConfig, ctx: &Ctx<'_>) -> Result<Config, ConfigError> {
 
     Ok(Config {
         origin: ctx.origin.to_string(),
-        listen: Listen {
+        listen: ListenConfig {
             address,
             allow_remote,
             allowed_hosts,
@@ -1487,7 +1487,7 @@ fn validate(raw: RawConfig, ctx: &Ctx<'_>) -> Result<Config, ConfigError> {
 
 /// `[listen.tls]`: both files required, read now so that a bad file is a config error with its
 /// line, not a failed handshake later.
-fn listen_tls(ctx: &Ctx<'_>, raw: &Spanned<RawTls>) -> Result<ListenTls, ConfigError> {
+fn listen_tls(ctx: &Ctx<'_>, raw: &Spanned<RawTls>) -> Result<ListenTlsConfig, ConfigError> {
     let t = raw.get_ref();
     let required = |value: &Option<Spanned<String>>, key: &str| {
         value
@@ -1544,7 +1544,7 @@ fn listen_tls(ctx: &Ctx<'_>, raw: &Spanned<RawTls>) -> Result<ListenTls, ConfigE
             "check that key_file is the private key of cert_file's first certificate",
         )
     })?;
-    Ok(ListenTls {
+    Ok(ListenTlsConfig {
         cert_file,
         key_file,
         client_ca_file,
@@ -1996,7 +1996,7 @@ mod tests {
         let text = "[admin]\naddress = \"127.0.0.1:9191\"\n\n[credentials.default]\n\
                     client_id = \"x\"\nclient_secret = { credential = \"missing\" }\n";
         std::fs::write(&path, text).unwrap();
-        let file = Source::File(path.clone());
+        let file = ConfigSource::File(path.clone());
         let none = env_with(&[]);
         assert_eq!(
             file.admin_address(&none).unwrap(),
@@ -2012,11 +2012,11 @@ mod tests {
 
         let env = env_with(&[("AZURE_COSTS_PROXY_ADMIN", "127.0.0.1:9292")]);
         assert_eq!(
-            Source::Environment.admin_address(&env).unwrap(),
+            ConfigSource::Environment.admin_address(&env).unwrap(),
             Some("127.0.0.1:9292".parse().unwrap())
         );
         assert_eq!(
-            Source::Environment.admin_address(&none).unwrap(),
+            ConfigSource::Environment.admin_address(&none).unwrap(),
             Some("127.0.0.1:9090".parse().unwrap())
         );
     }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use clap::Parser;
 
 use azure_costs_proxy::cli::{Cli, Command};
-use azure_costs_proxy::config::{self, Config, Source};
+use azure_costs_proxy::config::{self, Config, ConfigSource};
 use azure_costs_proxy::inspect::{self, InspectError};
 use azure_costs_proxy::{Options, Reloader, admin, demo, logging};
 
@@ -61,7 +61,7 @@ fn main() -> ExitCode {
                 Err(code) => code,
             },
             _ => {
-                let source = Source::locate(cli.config.as_deref(), &config::process_env);
+                let source = ConfigSource::locate(cli.config.as_deref(), &config::process_env);
                 match load_from(&source) {
                     Ok(config) => serve(config, source).await,
                     Err(code) => code,
@@ -72,17 +72,17 @@ fn main() -> ExitCode {
 }
 
 fn load(path: Option<&Path>) -> Result<Config, ExitCode> {
-    load_from(&Source::locate(path, &config::process_env))
+    load_from(&ConfigSource::locate(path, &config::process_env))
 }
 
-fn load_from(source: &Source) -> Result<Config, ExitCode> {
+fn load_from(source: &ConfigSource) -> Result<Config, ExitCode> {
     source.load(&config::process_env).map_err(|e| {
         eprintln!("config error: {e}");
         ExitCode::from(EXIT_CONFIG)
     })
 }
 
-async fn serve(config: Config, source: Source) -> ExitCode {
+async fn serve(config: Config, source: ConfigSource) -> ExitCode {
     let listener = match tokio::net::TcpListener::bind(config.listen.address).await {
         Ok(l) => l,
         Err(e) => {
@@ -104,7 +104,7 @@ async fn serve(config: Config, source: Source) -> ExitCode {
 
 /// SIGHUP asks for a reload; the config is read again from where it was found at start-up.
 #[cfg(unix)]
-fn reloader(source: Source) -> Option<Reloader> {
+fn reloader(source: ConfigSource) -> Option<Reloader> {
     use azure_costs_proxy::ReloadRequest;
     use tokio::signal::unix::{SignalKind, signal};
     let mut hangup = match signal(SignalKind::hangup()) {
@@ -128,7 +128,7 @@ fn reloader(source: Source) -> Option<Reloader> {
 }
 
 #[cfg(not(unix))]
-fn reloader(_source: Source) -> Option<Reloader> {
+fn reloader(_source: ConfigSource) -> Option<Reloader> {
     None
 }
 
@@ -136,7 +136,7 @@ fn reloader(_source: Source) -> Option<Reloader> {
 /// error: Docker reserves exit code 2 of a HEALTHCHECK). Reads only the admin address, so it
 /// works where the secrets are not readable.
 async fn healthcheck(path: Option<&Path>, timeout: Duration) -> ExitCode {
-    let source = Source::locate(path, &config::process_env);
+    let source = ConfigSource::locate(path, &config::process_env);
     let address = match source.admin_address(&config::process_env) {
         Ok(Some(address)) => address,
         Ok(None) => {

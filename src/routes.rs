@@ -39,7 +39,7 @@ pub struct RouteTable {
 impl RouteTable {
     /// Builds the table from validated config routes; `policy` gives the transaction rule of
     /// `per_transaction` routes.
-    pub fn new(routes: &[config::Route], policy: &TokenPolicy) -> Self {
+    pub fn new(routes: &[config::RouteConfig], policy: &TokenPolicy) -> Self {
         let mut routes: Vec<Arc<Route>> = routes
             .iter()
             .map(|r| {
@@ -139,9 +139,9 @@ mod tests {
     use super::*;
 
     fn table(prefixes: &[&str]) -> RouteTable {
-        let routes: Vec<config::Route> = prefixes
+        let routes: Vec<config::RouteConfig> = prefixes
             .iter()
-            .map(|p| config::Route {
+            .map(|p| config::RouteConfig {
                 prefix: (*p).into(),
                 credential: "default".into(),
                 delegate: None,

@@ -244,7 +244,7 @@ async fn reap(pool: std::sync::Weak<Pool>) {
 
 impl Upstream {
     /// A client for the configured upstream.
-    pub fn new(cfg: &config::Upstream, tls: rustls::ClientConfig) -> Result<Self, String> {
+    pub fn new(cfg: &config::UpstreamConfig, tls: rustls::ClientConfig) -> Result<Self, String> {
         let scheme = cfg
             .url
             .scheme()

@@ -26,7 +26,7 @@ use moka::Expiry;
 use moka::future::Cache;
 use moka::ops::compute::Op;
 
-use crate::config::{Config, Credential, Secret, TokenMode};
+use crate::config::{Config, CredentialConfig, Secret, TokenMode};
 use crate::lock;
 use crate::metrics::{Metrics, StsOutcome};
 use schedule::Schedule;
@@ -320,7 +320,7 @@ impl Expiry<TokenKey, Arc<Token>> for TokenExpiry {
 
 struct Inner {
     sts: StsClient,
-    credentials: HashMap<Arc<str>, Credential>,
+    credentials: HashMap<Arc<str>, CredentialConfig>,
     max_age: Duration,
     refresh_before: Duration,
     cache: Cache<TokenKey, Arc<Token>>,

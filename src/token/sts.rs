@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::schedule::DEFAULT_EXPIRES_IN;
-use crate::config::{Credential, Secret};
+use crate::config::{CredentialConfig, Secret};
 
 /// Largest STS answer read; a bigger one is an error, not an allocation.
 pub const MAX_STS_ANSWER: usize = 64 * 1024;
@@ -89,7 +89,7 @@ impl StsClient {
     }
 
     /// The client-credentials grant.
-    pub async fn issue(&self, credential: &Credential) -> Result<Issued, StsFailure> {
+    pub async fn issue(&self, credential: &CredentialConfig) -> Result<Issued, StsFailure> {
         let form = [
             ("client_id", credential.client_id.as_str()),
             ("client_secret", credential.client_secret.expose()),
