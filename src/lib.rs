@@ -22,6 +22,7 @@ pub mod proxy;
 pub mod routes;
 pub mod server;
 pub mod simulator;
+mod sync;
 pub mod tls;
 pub mod token;
 pub mod upstream;
@@ -35,6 +36,7 @@ use tokio::sync::{mpsc, oneshot};
 
 pub use config::Config;
 pub use error::ProxyError;
+pub(crate) use sync::lock;
 
 use crate::config::ConfigError;
 use crate::live::{Live, Reloaded};
@@ -160,14 +162,6 @@ pub async fn run_with(
         task.abort();
     }
     Ok(())
-}
-
-/// Locks a mutex whose data is updated in single steps, so that a panic elsewhere cannot leave
-/// it half-written: a poisoned lock is used as it is.
-pub(crate) fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn warn_if_hosts_unset(config: &Config, local: std::net::SocketAddr) {
