@@ -1,0 +1,223 @@
+#!/usr/bin/env python3
+"""Checks the layout rules of docs/architecture.md on src/:
+
+- no file longer than MAX_LINES lines (tests included);
+- no import cycle between files: a file's imports are its `use crate::`, `use super::`,
+  `use self::` trees and inline `crate::a::b` paths, each resolved to the file that defines the
+  item (following `pub use` re-exports), and the resulting graph must have no cycle.
+
+Usage: tools/check-layout.py [--graph]   (exit 1 on a violation; --graph prints every edge)
+"""
+import re
+import sys
+from pathlib import Path
+
+MAX_LINES = 650
+SRC = Path(__file__).resolve().parent.parent / "src"
+
+
+def module_of(path: Path) -> tuple:
+    rel = path.relative_to(SRC).with_suffix("")
+    parts = list(rel.parts)
+    if parts in (["lib"], ["main"]):
+        return ()
+    if parts[-1] == "mod":
+        parts = parts[:-1]
+    return tuple(parts)
+
+
+def strip_comments(text: str) -> str:
+    """Blanks comments, string and char literals, so that only code is searched."""
+    out, i, n = [], 0, len(text)
+    while i < n:
+        c = text[i]
+        if text.startswith("//", i):
+            i = text.find("\n", i)
+            i = n if i < 0 else i
+        elif text.startswith("/*", i):
+            depth, i = 1, i + 2
+            while i < n and depth:
+                depth += text.startswith("/*", i) - text.startswith("*/", i)
+                i += 2 if text.startswith(("/*", "*/"), i) else 1
+        elif re.match(r'(?<![\w])b?r(#*)"', text[i:]) and (i == 0 or not (text[i - 1].isalnum() or text[i - 1] == "_")):
+            m = re.match(r'b?r(#*)"', text[i:])
+            end = text.find('"' + m.group(1), i + m.end())
+            i = n if end < 0 else end + 1 + len(m.group(1))
+            out.append('""')
+        elif c == '"':
+            i += 1
+            while i < n and text[i] != '"':
+                i += 2 if text[i] == "\\" else 1
+            i += 1
+            out.append('""')
+        elif c == "'" and re.match(r"'(\\.[^']*|[^'\\])'", text[i:]):
+            i += re.match(r"'(\\.[^']*|[^'\\])'", text[i:]).end()
+            out.append("' '")
+        else:
+            out.append(c)
+            i += 1
+    return "".join(out)
+
+
+def expand(prefix: str, tree: str) -> list:
+    """Expands a use tree (`a::{b, c::{d, e}}`) into full paths."""
+    tree = tree.strip()
+    depth, start = 0, None
+    for i, ch in enumerate(tree):
+        if ch == "{" and depth == 0:
+            start = i
+        depth += ch == "{"
+        depth -= ch == "}"
+    if start is None:
+        return [prefix + tree] if tree else []
+    head, inner = tree[:start], tree[start + 1 : tree.rindex("}")]
+    parts, depth, cur = [], 0, ""
+    for ch in inner:
+        if ch == "," and depth == 0:
+            parts.append(cur)
+            cur = ""
+            continue
+        depth += ch == "{"
+        depth -= ch == "}"
+        cur += ch
+    parts.append(cur)
+    out = []
+    for part in parts:
+        out += expand(prefix + head, part)
+    return out
+
+
+def inline_mods(text: str) -> list:
+    """The (start, end) offsets of inline `mod name { ... }` blocks, such as `mod tests`."""
+    spans = []
+    for m in re.finditer(r"\bmod\s+\w+\s*\{", text):
+        depth, i = 1, m.end()
+        while i < len(text) and depth:
+            depth += (text[i] == "{") - (text[i] == "}")
+            i += 1
+        spans.append((m.start(), i))
+    return spans
+
+
+def use_paths(text: str):
+    """Yields (is_pub, path, inline mod depth) for each leaf of each `use` statement and each
+    inline `crate::` path, `as` renames dropped."""
+    spans = inline_mods(text)
+
+    def depth(at):
+        return sum(start <= at < end for start, end in spans)
+
+    for m in re.finditer(r"(pub(?:\([^)]*\))?\s+)?\buse\s+([^;]+);", text):
+        tree = re.sub(r"\s+as\s+\w+", "", m.group(2))
+        for path in expand("", re.sub(r"\s+", "", tree)):
+            yield bool(m.group(1)), path, depth(m.start())
+    for m in re.finditer(r"(?<![:\w])crate(?:::\w+)+", text):
+        yield False, m.group(0), depth(m.start())
+
+
+def main() -> int:
+    files = {module_of(p): p for p in SRC.rglob("*.rs") if p.name != "main.rs"}
+    texts = {m: strip_comments(p.read_text()) for m, p in files.items()}
+    problems = []
+    for m, p in files.items():
+        lines = p.read_text().count("\n")
+        if lines > MAX_LINES:
+            problems.append(f"{p.relative_to(SRC.parent)}: {lines} lines (limit {MAX_LINES})")
+
+    reexports = {m: {} for m in files}
+    for m, text in texts.items():
+        for is_pub, path, inner in use_paths(text):
+            if is_pub and not inner:
+                reexports[m][path.split("::")[-1]] = path
+
+    def absolute(m: tuple, path: str, inner: int = 0):
+        segs = [s for s in path.split("::") if s]
+        m = m + ("#inline",) * inner
+        if not segs:
+            return None
+        if segs[0] == "crate":
+            base, segs = (), segs[1:]
+        elif segs[0] in ("self", "super"):
+            base = m
+            while segs and segs[0] in ("self", "super"):
+                base = base[:-1] if segs[0] == "super" else base
+                segs = segs[1:]
+            if base and base[-1] == "#inline":
+                return None  # something inside the same file
+        elif (m + (segs[0],)) in files:
+            base = m  # a child module named without `self::`
+        else:
+            return None
+        return base, segs
+
+    def resolve(m: tuple, path: str, seen=(), inner=0):
+        found = absolute(m, path, inner)
+        if found is None:
+            return None
+        mod, segs = found
+        while segs and mod + (segs[0],) in files:
+            mod, segs = mod + (segs[0],), segs[1:]
+        if segs and segs[0] in reexports.get(mod, {}) and (mod, segs[0]) not in seen:
+            target = resolve(mod, reexports[mod][segs[0]], seen + ((mod, segs[0]),))
+            if target is not None:
+                return target
+        return mod
+
+    edges = {m: set() for m in files}
+    for m, text in texts.items():
+        for _, path, inner in use_paths(text):
+            target = resolve(m, path, inner=inner)
+            if target is not None and target != m and target in files:
+                # A parent naming its own child (`mod x; pub use x::Y;`) declares, not depends.
+                if target[: len(m)] == m and len(target) == len(m) + 1 and path.startswith(
+                    (target[-1] + "::", "self::" + target[-1])
+                ):
+                    continue
+                edges[m].add(target)
+
+    if "--graph" in sys.argv:
+        for m in sorted(edges):
+            for t in sorted(edges[m]):
+                print(f"{'::'.join(m) or 'lib'} -> {'::'.join(t) or 'lib'}")
+
+    # Tarjan's strongly connected components: any with two or more files is a cycle.
+    index, low, stack, on, sccs = {}, {}, [], set(), []
+
+    def visit(v):
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on.add(v)
+        for w in edges[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                sccs.append(comp)
+
+    sys.setrecursionlimit(10000)
+    for v in files:
+        if v not in index:
+            visit(v)
+    for comp in sccs:
+        names = sorted(str(files[c].relative_to(SRC.parent)) for c in comp)
+        problems.append("import cycle between " + ", ".join(names))
+
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    if not problems:
+        print(f"layout OK: {len(files)} files, none above {MAX_LINES} lines, no import cycle")
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
