@@ -956,27 +956,9 @@ pub fn summary(c: &Config) -> String {
     out
 }
 
-/// A file's bytes, refusing one larger than `max` before reading it all (a wrong path such as a
-/// log or a device must not be read whole). Zeroized on drop: it may hold a secret or a key.
-pub fn read_limited(path: &Path, max: u64) -> Result<zeroize::Zeroizing<Vec<u8>>, String> {
-    use std::io::Read as _;
-    let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
-    let mut bytes = zeroize::Zeroizing::new(Vec::new());
-    file.take(max + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| e.to_string())?;
-    if bytes.len() as u64 > max {
-        return Err(format!(
-            "the file is larger than {} KiB; is it the right file?",
-            max / 1024
-        ));
-    }
-    Ok(bytes)
-}
-
 /// Reads a secret file, dropping one trailing newline (editors add it) and refusing an empty one.
 fn read_secret_file(path: &Path) -> Result<Secret, String> {
-    let mut bytes = read_limited(path, MAX_SECRET_FILE)?;
+    let mut bytes = crate::files::read_limited(path, MAX_SECRET_FILE)?;
     let mut text = String::from_utf8(std::mem::take(&mut *bytes))
         .map_err(|_| "the file is not UTF-8 text".to_string())?;
     while text.ends_with('\n') || text.ends_with('\r') {

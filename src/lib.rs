@@ -11,6 +11,7 @@ pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod error;
+pub mod files;
 pub mod headers;
 pub mod inbound;
 pub mod inspect;

@@ -14,7 +14,7 @@ const MAX_PEM_FILE: u64 = 4 * 1024 * 1024;
 
 /// Reads every certificate of a PEM file; an unreadable file or one without certificates is an error.
 pub fn read_pem_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    let bytes = crate::config::read_limited(path, MAX_PEM_FILE)?;
+    let bytes = crate::files::read_limited(path, MAX_PEM_FILE)?;
     let certs = CertificateDer::pem_slice_iter(&bytes)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| e.to_string())?;
@@ -44,7 +44,7 @@ pub fn client_config(extra: &[CertificateDer<'static>]) -> Result<rustls::Client
 
 /// Reads the first private key of a PEM file (PKCS#8, PKCS#1 or SEC1).
 pub fn read_pem_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
-    let bytes = crate::config::read_limited(path, MAX_PEM_FILE)?;
+    let bytes = crate::files::read_limited(path, MAX_PEM_FILE)?;
     PrivateKeyDer::from_pem_slice(&bytes).map_err(|e| match e {
         rustls_pki_types::pem::Error::NoItemsFound => "the file holds no PEM private key".into(),
         other => other.to_string(),
