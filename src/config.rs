@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -16,6 +16,8 @@ use std::time::Duration;
 use http::{HeaderName, Uri};
 use serde::Deserialize;
 use toml::Spanned;
+
+use crate::inbound::host::{is_loopback_host, normalize_host};
 
 /// Environment variable naming the config file when `--config` is not given.
 pub const CONFIG_ENV: &str = "AZURE_COSTS_PROXY_CONFIG";
@@ -1019,39 +1021,6 @@ fn redact_quoted(message: &str) -> String {
         inside = !inside;
     }
     out
-}
-
-/// The host of an authority or host name, as the `Host` guard compares it: lower case, without
-/// port, IPv6 brackets or a trailing dot (`[::1]:8080` -> `::1`, `BI.internal.:80` -> `bi.internal`).
-pub fn normalize_host(authority: &str) -> String {
-    host_of(authority).to_ascii_lowercase()
-}
-
-/// The host part of an authority, without port, brackets or trailing dots, case kept. Allocates
-/// nothing: the `Host` guard runs it on every request.
-pub fn host_of(authority: &str) -> &str {
-    let host = if let Some(rest) = authority.strip_prefix('[') {
-        rest.split(']').next().unwrap_or_default()
-    } else {
-        match authority.rsplit_once(':') {
-            Some((host, port))
-                if !host.contains(':') && port.bytes().all(|b| b.is_ascii_digit()) =>
-            {
-                host
-            }
-            _ => authority,
-        }
-    };
-    host.trim_end_matches('.')
-}
-
-/// Whether a host name or address is on this machine's loopback interface.
-pub fn is_loopback_host(host: &str) -> bool {
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    if host.eq_ignore_ascii_case("localhost") {
-        return true;
-    }
-    host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 fn validate(raw: RawConfig, ctx: &Ctx<'_>) -> Result<Config, ConfigError> {
@@ -2088,9 +2057,6 @@ mod tests {
             c.listen.allowed_hosts,
             ["bi.internal", "fe80::1", "gw.local", "*"]
         );
-        assert_eq!(normalize_host("[::1]:8080"), "::1");
-        assert_eq!(normalize_host("::1"), "::1");
-        assert_eq!(normalize_host("LocalHost"), "localhost");
     }
 
     #[test]

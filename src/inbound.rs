@@ -4,6 +4,8 @@
 //! before anything else that reveals the proxy's routes, and the client's `Authorization` header is
 //! removed before forwarding (see `headers::rewrite_request`).
 
+pub mod host;
+
 use aws_lc_rs::digest;
 use base64::Engine as _;
 use http::header::{self, HeaderMap, HeaderValue};

@@ -12,10 +12,10 @@ use hyper::body::Incoming;
 use tokio_rustls::TlsAcceptor;
 
 use crate::body::{AccessLog, ProxyBody};
-use crate::config::{host_of, normalize_host};
 use crate::error::ProxyError;
 use crate::headers::{self, RequestIds};
 use crate::inbound::ApiKeys;
+use crate::inbound::host::{host_of, normalize_host};
 use crate::metrics::Metrics;
 use crate::routes::{self, RouteTable};
 use crate::token::TokenSource;
