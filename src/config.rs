@@ -841,123 +841,6 @@ fn secret_source(value: &toml::Value) -> String {
     }
 }
 
-/// The summary `check` prints: listeners, upstream, STS, credentials (with where each secret comes
-/// from, never the secret), token policy and the route table.
-pub fn summary(c: &Config) -> String {
-    use std::fmt::Write as _;
-    let d = |d: Duration| humantime::format_duration(d).to_string();
-    let mut out = String::new();
-    let _ = writeln!(out, "config:      {}", c.origin);
-    let _ = writeln!(
-        out,
-        "listen:      {}://{}{}, at most {} connections",
-        if c.listen.tls.is_some() {
-            "https"
-        } else {
-            "http"
-        },
-        c.listen.address,
-        if c.listen.address.ip().is_loopback() {
-            " (loopback only)"
-        } else {
-            " (remote clients allowed)"
-        },
-        c.listen.max_connections
-    );
-    if let Some(tls) = &c.listen.tls {
-        let _ = writeln!(
-            out,
-            "tls:         certificate {}, key {}{}",
-            tls.cert_file.display(),
-            tls.key_file.display(),
-            tls.client_ca_file
-                .as_ref()
-                .map(|f| format!(", client certificates required (CA {})", f.display()))
-                .unwrap_or_default()
-        );
-    }
-    let _ = writeln!(
-        out,
-        "api keys:    {}",
-        match c.listen.api_keys.len() {
-            0 => "none (clients are not asked for a key)".to_string(),
-            n => format!("{n} accepted (Bearer, or Basic auth password)"),
-        }
-    );
-    if !c.listen.allowed_hosts.is_empty() {
-        let _ = writeln!(out, "extra hosts: {}", c.listen.allowed_hosts.join(", "));
-    }
-    let _ = writeln!(out, "shutdown:    grace {}", d(c.listen.shutdown_grace));
-    let _ = writeln!(
-        out,
-        "admin:       {}",
-        if c.admin.enabled {
-            format!("http://{}/healthz, /readyz, /metrics", c.admin.address)
-        } else {
-            "disabled".into()
-        }
-    );
-    let _ = writeln!(
-        out,
-        "upstream:    {} (timeout {}, connect timeout {}{})",
-        c.upstream.url,
-        d(c.upstream.timeout),
-        d(c.upstream.connect_timeout),
-        c.upstream
-            .ca_file
-            .as_ref()
-            .map(|f| format!(", extra CA {}", f.display()))
-            .unwrap_or_default()
-    );
-    let _ = writeln!(
-        out,
-        "sts:         {} (timeout {})",
-        c.sts.token_url,
-        d(c.sts.timeout)
-    );
-    let _ = writeln!(
-        out,
-        "token:       mode {}, max_age {}, refresh_before_expiry {}",
-        c.token.mode.as_str(),
-        d(c.token.max_age),
-        d(c.token.refresh_before_expiry)
-    );
-    let _ = writeln!(out, "credentials:");
-    for (name, cred) in &c.credentials {
-        let _ = writeln!(
-            out,
-            "  {name:<12} client_id {}, secret from {}",
-            cred.client_id, cred.secret_source
-        );
-    }
-    let _ = writeln!(out, "routes:");
-    let _ = writeln!(
-        out,
-        "  {:<24} {:<12} {:<16} {:<12} upstream path",
-        "prefix", "credential", "delegate", "mode"
-    );
-    for r in &c.routes {
-        let _ = writeln!(
-            out,
-            "  {:<24} {:<12} {:<16} {:<12} {}",
-            r.prefix,
-            r.credential,
-            r.delegate.as_deref().unwrap_or("-"),
-            r.token_mode.as_str(),
-            if r.upstream_path.is_empty() {
-                "-"
-            } else {
-                &r.upstream_path
-            }
-        );
-    }
-    for w in &c.warnings {
-        let _ = writeln!(out, "warning:     {w}");
-    }
-    let _ = writeln!(out, "config OK");
-    out
-}
-
 /// Reads a secret file, dropping one trailing newline (editors add it) and refusing an empty one.
 fn read_secret_file(path: &Path) -> Result<Secret, String> {
     let mut bytes = crate::files::read_limited(path, MAX_SECRET_FILE)?;
@@ -2101,10 +1984,6 @@ mod tests {
             "{:?}",
             keyed.warnings
         );
-        // The summary says keys are required, never which.
-        let summary = summary(&keyed);
-        assert!(summary.contains("1 accepted"), "{summary}");
-        assert!(!summary.contains("s3cr3t"), "{summary}");
     }
 
     #[test]
@@ -2154,7 +2033,6 @@ mod tests {
             debug.contains("key.pem") && !debug.contains("PRIVATE"),
             "{debug}"
         );
-        assert!(summary(&ok).contains("client certificates required"));
 
         let missing = tls(&format!("cert_file = \"{}\"", path("cert.pem"))).unwrap_err();
         assert_eq!(missing.key, "listen.tls.key_file", "{missing}");

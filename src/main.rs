@@ -188,7 +188,7 @@ fn check(path: Option<&Path>) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
-    print!("{}", azure_costs_proxy::config::summary(&config));
+    print!("{}", azure_costs_proxy::check::summary(&config));
     ExitCode::SUCCESS
 }
 

@@ -1,0 +1,165 @@
+//! `azure-costs-proxy check`: what it prints about a valid configuration. Every setting a reader
+//! would ask about, with where each secret comes from, never a secret itself.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use crate::config::Config;
+
+/// The summary `check` prints: listeners, upstream, STS, credentials (with where each secret comes
+/// from, never the secret), token policy and the route table.
+pub fn summary(c: &Config) -> String {
+    let d = |d: Duration| humantime::format_duration(d).to_string();
+    let mut out = String::new();
+    let _ = writeln!(out, "config:      {}", c.origin);
+    let _ = writeln!(
+        out,
+        "listen:      {}://{}{}, at most {} connections",
+        if c.listen.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        },
+        c.listen.address,
+        if c.listen.address.ip().is_loopback() {
+            " (loopback only)"
+        } else {
+            " (remote clients allowed)"
+        },
+        c.listen.max_connections
+    );
+    if let Some(tls) = &c.listen.tls {
+        let _ = writeln!(
+            out,
+            "tls:         certificate {}, key {}{}",
+            tls.cert_file.display(),
+            tls.key_file.display(),
+            tls.client_ca_file
+                .as_ref()
+                .map(|f| format!(", client certificates required (CA {})", f.display()))
+                .unwrap_or_default()
+        );
+    }
+    let _ = writeln!(
+        out,
+        "api keys:    {}",
+        match c.listen.api_keys.len() {
+            0 => "none (clients are not asked for a key)".to_string(),
+            n => format!("{n} accepted (Bearer, or Basic auth password)"),
+        }
+    );
+    if !c.listen.allowed_hosts.is_empty() {
+        let _ = writeln!(out, "extra hosts: {}", c.listen.allowed_hosts.join(", "));
+    }
+    let _ = writeln!(out, "shutdown:    grace {}", d(c.listen.shutdown_grace));
+    let _ = writeln!(
+        out,
+        "admin:       {}",
+        if c.admin.enabled {
+            format!("http://{}/healthz, /readyz, /metrics", c.admin.address)
+        } else {
+            "disabled".into()
+        }
+    );
+    let _ = writeln!(
+        out,
+        "upstream:    {} (timeout {}, connect timeout {}{})",
+        c.upstream.url,
+        d(c.upstream.timeout),
+        d(c.upstream.connect_timeout),
+        c.upstream
+            .ca_file
+            .as_ref()
+            .map(|f| format!(", extra CA {}", f.display()))
+            .unwrap_or_default()
+    );
+    let _ = writeln!(
+        out,
+        "sts:         {} (timeout {})",
+        c.sts.token_url,
+        d(c.sts.timeout)
+    );
+    let _ = writeln!(
+        out,
+        "token:       mode {}, max_age {}, refresh_before_expiry {}",
+        c.token.mode.as_str(),
+        d(c.token.max_age),
+        d(c.token.refresh_before_expiry)
+    );
+    let _ = writeln!(out, "credentials:");
+    for (name, cred) in &c.credentials {
+        let _ = writeln!(
+            out,
+            "  {name:<12} client_id {}, secret from {}",
+            cred.client_id, cred.secret_source
+        );
+    }
+    let _ = writeln!(out, "routes:");
+    let _ = writeln!(
+        out,
+        "  {:<24} {:<12} {:<16} {:<12} upstream path",
+        "prefix", "credential", "delegate", "mode"
+    );
+    for r in &c.routes {
+        let _ = writeln!(
+            out,
+            "  {:<24} {:<12} {:<16} {:<12} {}",
+            r.prefix,
+            r.credential,
+            r.delegate.as_deref().unwrap_or("-"),
+            r.token_mode.as_str(),
+            if r.upstream_path.is_empty() {
+                "-"
+            } else {
+                &r.upstream_path
+            }
+        );
+    }
+    for w in &c.warnings {
+        let _ = writeln!(out, "warning:     {w}");
+    }
+    let _ = writeln!(out, "config OK");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str =
+        "[credentials.default]\nclient_id = \"abc\"\nclient_secret = { env = \"SECRET\" }\n";
+
+    fn parse(text: &str) -> Config {
+        let env = |name: &str| (name == "SECRET").then(|| "s3cr3t".to_string());
+        crate::config::from_toml(text, "proxy.toml", &env).unwrap()
+    }
+
+    #[test]
+    fn summary_says_keys_are_required_never_which() {
+        let keyed = parse(&format!(
+            "[listen]\naddress = \"0.0.0.0:8080\"\nallow_remote = true\n\
+             api_keys = [{{ env = \"SECRET\" }}]\n{MINIMAL}"
+        ));
+        let summary = summary(&keyed);
+        assert!(summary.contains("1 accepted"), "{summary}");
+        assert!(!summary.contains("s3cr3t"), "{summary}");
+    }
+
+    #[test]
+    fn summary_names_required_client_certificates() {
+        let dir = std::env::temp_dir().join(format!("acp-check-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+        let path = |name: &str| dir.join(name).to_str().unwrap().to_string();
+        std::fs::write(path("cert.pem"), cert.cert.pem()).unwrap();
+        std::fs::write(path("key.pem"), cert.signing_key.serialize_pem()).unwrap();
+        let ok = parse(&format!(
+            "[listen.tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\nclient_ca_file = \"{}\"\n{MINIMAL}",
+            path("cert.pem"),
+            path("key.pem"),
+            path("cert.pem")
+        ));
+        assert!(summary(&ok).contains("client certificates required"));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
