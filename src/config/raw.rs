@@ -1,0 +1,99 @@
+//! The config file as serde reads it: exactly the keys `proxy.toml.example` documents, nothing
+//! else (`deny_unknown_fields`), each value kept with its place in the file (`Spanned`) so that
+//! an error can name its line. Nothing here is checked yet; `validate/` does that.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawConfig {
+    #[serde(default)]
+    pub(super) listen: RawListen,
+    #[serde(default)]
+    pub(super) admin: RawAdmin,
+    #[serde(default)]
+    pub(super) upstream: RawUpstream,
+    #[serde(default)]
+    pub(super) sts: RawSts,
+    #[serde(default)]
+    pub(super) credentials: BTreeMap<String, Spanned<RawCredential>>,
+    #[serde(default)]
+    pub(super) token: RawToken,
+    #[serde(default)]
+    pub(super) routes: Vec<Spanned<RawRoute>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawListen {
+    pub(super) address: Option<Spanned<String>>,
+    pub(super) allow_remote: Option<bool>,
+    pub(super) allowed_hosts: Option<Vec<Spanned<String>>>,
+    pub(super) api_keys: Option<Vec<Spanned<toml::Value>>>,
+    pub(super) tls: Option<Spanned<RawTls>>,
+    pub(super) max_connections: Option<Spanned<i64>>,
+    pub(super) shutdown_grace: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawTls {
+    pub(super) cert_file: Option<Spanned<String>>,
+    pub(super) key_file: Option<Spanned<String>>,
+    pub(super) client_ca_file: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAdmin {
+    pub(super) enabled: Option<bool>,
+    pub(super) address: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawUpstream {
+    pub(super) url: Option<Spanned<String>>,
+    pub(super) timeout: Option<Spanned<String>>,
+    pub(super) connect_timeout: Option<Spanned<String>>,
+    pub(super) ca_file: Option<Spanned<String>>,
+    pub(super) allow_insecure_http: Option<bool>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSts {
+    pub(super) token_url: Option<Spanned<String>>,
+    pub(super) timeout: Option<Spanned<String>>,
+    pub(super) allow_insecure_http: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawCredential {
+    pub(super) client_id: Spanned<String>,
+    pub(super) client_secret: Spanned<toml::Value>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawToken {
+    pub(super) mode: Option<Spanned<String>>,
+    pub(super) max_age: Option<Spanned<String>>,
+    pub(super) refresh_before_expiry: Option<Spanned<String>>,
+    pub(super) transaction_idle: Option<Spanned<String>>,
+    pub(super) transaction_header: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRoute {
+    pub(super) prefix: Spanned<String>,
+    pub(super) credential: Option<Spanned<String>>,
+    pub(super) delegate: Option<Spanned<String>>,
+    pub(super) token_mode: Option<Spanned<String>>,
+    pub(super) upstream_path: Option<Spanned<String>>,
+}
