@@ -1,0 +1,176 @@
+//! Value parsers shared by several tables: durations, socket addresses, URLs, token modes. Each
+//! names its key in the error and says what to write instead.
+
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::time::Duration;
+
+use http::Uri;
+use toml::Spanned;
+
+use crate::config::TokenMode;
+use crate::config::diagnostics::{ConfigError, Ctx};
+use crate::inbound::host::is_loopback_host;
+
+/// A humantime duration (`"30s"`, `"5m"`), longer than zero; `default` when the key is absent.
+pub(super) fn duration(
+    ctx: &Ctx<'_>,
+    value: &Option<Spanned<String>>,
+    key: &str,
+    default: Duration,
+) -> Result<Duration, ConfigError> {
+    let Some(v) = value else { return Ok(default) };
+    let d = humantime::parse_duration(v.get_ref().trim()).map_err(|e| {
+        ctx.error(
+            Some(v.span()),
+            key,
+            format!("`{}` is not a duration ({e})", v.get_ref()),
+            "write a duration such as \"30s\", \"5m\" or \"1h\"",
+        )
+    })?;
+    if d.is_zero() {
+        return Err(ctx.error(
+            Some(v.span()),
+            key,
+            "must be longer than zero",
+            "write a duration such as \"30s\"",
+        ));
+    }
+    Ok(d)
+}
+
+/// A socket address (`localhost:` is read as `127.0.0.1:`); `default` when the key is absent.
+pub(in crate::config) fn socket_addr(
+    ctx: &Ctx<'_>,
+    value: &Option<Spanned<String>>,
+    key: &str,
+    default: &str,
+) -> Result<SocketAddr, ConfigError> {
+    let text = value.as_ref().map_or(default, |v| v.get_ref().as_str());
+    let text = if text.starts_with("localhost:") {
+        text.replacen("localhost", "127.0.0.1", 1)
+    } else {
+        text.to_string()
+    };
+    text.trim().parse().map_err(|_| {
+        ctx.error(
+            value.as_ref().map(Spanned::span),
+            key,
+            format!("`{text}` is not an IP address with a port"),
+            "write for example \"127.0.0.1:8080\" or \"[::1]:8080\"",
+        )
+    })
+}
+
+/// An absolute https URL (http only to a loopback host or with `allow_insecure_http`), with
+/// the span it came from; `default` when the key is absent.
+pub(super) fn http_url(
+    ctx: &Ctx<'_>,
+    value: &Option<Spanned<String>>,
+    key: &str,
+    default: &str,
+    allow_insecure_http: bool,
+) -> Result<(Uri, Option<Range<usize>>), ConfigError> {
+    let span = value.as_ref().map(Spanned::span);
+    let text = value
+        .as_ref()
+        .map_or(default, |v| v.get_ref().as_str())
+        .trim();
+    let bad = |why: &str| {
+        ctx.error(
+            span.clone(),
+            key,
+            format!("`{text}` is not a usable URL: {why}"),
+            "write an absolute URL such as \"https://api.azure-costs.com\"",
+        )
+    };
+    let uri: Uri = text.parse().map_err(|_| bad("it does not parse"))?;
+    let scheme = uri.scheme_str().ok_or_else(|| bad("no scheme"))?;
+    let host = uri.host().ok_or_else(|| bad("no host"))?;
+    if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
+        return Err(bad("user information in the URL is not supported"));
+    }
+    match scheme {
+        "https" => {}
+        "http" if is_loopback_host(host) || allow_insecure_http => {}
+        "http" => {
+            let table = key.split('.').next().unwrap_or_default();
+            return Err(ctx.error(
+                span,
+                key,
+                format!("plain http:// to {host} would send the credential unencrypted"),
+                format!(
+                    "use https://, or set allow_insecure_http = true in [{table}] if the network \
+                     path is protected by other means"
+                ),
+            ));
+        }
+        _ => return Err(bad("the scheme must be https (or http to a loopback host)")),
+    }
+    Ok((uri, span))
+}
+
+/// A token mode by its config name; `default` when the key is absent.
+pub(super) fn token_mode(
+    ctx: &Ctx<'_>,
+    value: &Option<Spanned<String>>,
+    key: &str,
+    default: TokenMode,
+) -> Result<TokenMode, ConfigError> {
+    let Some(v) = value else { return Ok(default) };
+    match v.get_ref().as_str() {
+        "interval" => Ok(TokenMode::Interval),
+        "per_request" => Ok(TokenMode::PerRequest),
+        "per_transaction" => Ok(TokenMode::PerTransaction),
+        other => Err(ctx.error(
+            Some(v.span()),
+            key,
+            format!("unknown token mode `{other}`"),
+            "use \"interval\", \"per_request\" or \"per_transaction\"",
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use crate::config::DEFAULT_SHUTDOWN_GRACE;
+    use crate::config::testing::{MINIMAL, parse};
+
+    #[test]
+    fn durations_are_humantime_and_errors_point_at_them() {
+        let c = parse(&format!("{MINIMAL}[upstream]\ntimeout = \"90s\"\n")).unwrap();
+        assert_eq!(c.upstream.timeout, Duration::from_secs(90));
+        assert_eq!(c.listen.shutdown_grace, DEFAULT_SHUTDOWN_GRACE);
+        let c = parse(&format!("[listen]\nshutdown_grace = \"2m\"\n{MINIMAL}")).unwrap();
+        assert_eq!(c.listen.shutdown_grace, Duration::from_secs(120));
+        let e = parse(&format!("[listen]\nshutdown_grace = \"0s\"\n{MINIMAL}")).unwrap_err();
+        assert_eq!(e.key, "listen.shutdown_grace");
+        assert_eq!(e.line, Some(2));
+        let e = parse(&format!("{MINIMAL}[upstream]\ntimeout = \"soon\"\n")).unwrap_err();
+        assert_eq!(e.key, "upstream.timeout");
+        assert_eq!(e.line, Some(5));
+    }
+
+    #[test]
+    fn plain_http_only_to_loopback() {
+        assert!(
+            parse(&format!(
+                "{MINIMAL}[upstream]\nurl = \"http://127.0.0.1:9\"\n"
+            ))
+            .is_ok()
+        );
+        let e = parse(&format!(
+            "{MINIMAL}[sts]\ntoken_url = \"http://sts.example\"\n"
+        ))
+        .unwrap_err();
+        assert!(e.to_string().contains("allow_insecure_http"), "{e}");
+        assert!(
+            parse(&format!(
+                "{MINIMAL}[sts]\ntoken_url = \"http://sts.example\"\nallow_insecure_http = true\n"
+            ))
+            .is_ok()
+        );
+    }
+}
