@@ -5,7 +5,7 @@
 use toml::Spanned;
 
 use super::diagnostics::{ConfigError, Ctx};
-use super::raw::{RawConfig, RawCredential, RawRoute, RawTls};
+use super::raw::{RawConfig, RawCredential, RawListen, RawRoute, RawTls};
 use super::validate::validate;
 use super::{CONFIG_ENV, Config, EnvLookup};
 
@@ -36,8 +36,37 @@ pub fn from_env(env: EnvLookup<'_>) -> Result<Config, ConfigError> {
         env_keys: ENV_KEYS,
         env,
     };
+    // An empty variable counts as unset, as a shell's `VAR=` usually means.
     let var = |name: &str| env(name).filter(|v| !v.is_empty());
-    let spanned = |v: String| Spanned::new(0..0, v);
+    let client_id = client_id(&var)?;
+    let mut raw = RawConfig {
+        listen: listen(&ctx, &var)?,
+        ..RawConfig::default()
+    };
+    raw.admin.address = var("AZURE_COSTS_PROXY_ADMIN").map(unspanned);
+    raw.upstream.url = var("AZURE_COSTS_UPSTREAM_URL").map(unspanned);
+    raw.sts.token_url = var("AZURE_COSTS_TOKEN_URL").map(unspanned);
+    raw.credentials.insert(
+        "default".into(),
+        unspanned(RawCredential {
+            client_id: unspanned(client_id),
+            client_secret: env_reference("AZURE_COSTS_CLIENT_SECRET"),
+        }),
+    );
+    if let Some(delegate) = var("AZURE_COSTS_DELEGATE") {
+        raw.routes.push(unspanned(RawRoute {
+            prefix: unspanned("/".into()),
+            credential: None,
+            delegate: Some(unspanned(delegate)),
+            token_mode: None,
+            upstream_path: None,
+        }));
+    }
+    validate(raw, &ctx)
+}
+
+/// The client id, when both it and the secret are set: without a file, they are the minimum.
+fn client_id(var: EnvLookup<'_>) -> Result<String, ConfigError> {
     let client_id = var("AZURE_COSTS_CLIENT_ID");
     let secret_set = var("AZURE_COSTS_CLIENT_SECRET").is_some();
     let (Some(client_id), true) = (client_id, secret_set) else {
@@ -58,6 +87,11 @@ pub fn from_env(env: EnvLookup<'_>) -> Result<Config, ConfigError> {
             )),
         });
     };
+    Ok(client_id)
+}
+
+/// `[listen]` from the `AZURE_COSTS_PROXY_*` variables.
+fn listen(ctx: &Ctx<'_>, var: EnvLookup<'_>) -> Result<RawListen, ConfigError> {
     let allow_remote = match var("AZURE_COSTS_PROXY_ALLOW_REMOTE").as_deref() {
         None => None,
         Some("true" | "1" | "yes") => Some(true),
@@ -71,70 +105,46 @@ pub fn from_env(env: EnvLookup<'_>) -> Result<Config, ConfigError> {
             ));
         }
     };
-    let mut secret_ref = toml::Table::new();
-    secret_ref.insert(
-        "env".into(),
-        toml::Value::String("AZURE_COSTS_CLIENT_SECRET".into()),
-    );
-    let mut raw = RawConfig::default();
-    raw.listen.address = var("AZURE_COSTS_PROXY_LISTEN").map(spanned);
-    raw.listen.allow_remote = allow_remote;
-    raw.listen.allowed_hosts = var("AZURE_COSTS_PROXY_ALLOWED_HOSTS").map(|hosts| {
+    let mut listen = RawListen {
+        address: var("AZURE_COSTS_PROXY_LISTEN").map(unspanned),
+        allow_remote,
+        ..RawListen::default()
+    };
+    listen.allowed_hosts = var("AZURE_COSTS_PROXY_ALLOWED_HOSTS").map(|hosts| {
         hosts
             .split(',')
             .map(str::trim)
             .filter(|h| !h.is_empty())
-            .map(|h| spanned(h.to_string()))
+            .map(|h| unspanned(h.to_string()))
             .collect()
     });
     if var("AZURE_COSTS_PROXY_API_KEY").is_some() {
-        let mut key_ref = toml::Table::new();
-        key_ref.insert(
-            "env".into(),
-            toml::Value::String("AZURE_COSTS_PROXY_API_KEY".into()),
-        );
-        raw.listen.api_keys = Some(vec![Spanned::new(0..0, toml::Value::Table(key_ref))]);
+        listen.api_keys = Some(vec![env_reference("AZURE_COSTS_PROXY_API_KEY")]);
     }
     let (cert, key) = (
         var("AZURE_COSTS_PROXY_TLS_CERT"),
         var("AZURE_COSTS_PROXY_TLS_KEY"),
     );
     if cert.is_some() || key.is_some() {
-        raw.listen.tls = Some(Spanned::new(
-            0..0,
-            RawTls {
-                cert_file: cert.map(spanned),
-                key_file: key.map(spanned),
-                client_ca_file: None,
-            },
-        ));
+        listen.tls = Some(unspanned(RawTls {
+            cert_file: cert.map(unspanned),
+            key_file: key.map(unspanned),
+            client_ca_file: None,
+        }));
     }
-    raw.admin.address = var("AZURE_COSTS_PROXY_ADMIN").map(spanned);
-    raw.upstream.url = var("AZURE_COSTS_UPSTREAM_URL").map(spanned);
-    raw.sts.token_url = var("AZURE_COSTS_TOKEN_URL").map(spanned);
-    raw.credentials.insert(
-        "default".into(),
-        Spanned::new(
-            0..0,
-            RawCredential {
-                client_id: spanned(client_id),
-                client_secret: Spanned::new(0..0, toml::Value::Table(secret_ref)),
-            },
-        ),
-    );
-    if let Some(delegate) = var("AZURE_COSTS_DELEGATE") {
-        raw.routes.push(Spanned::new(
-            0..0,
-            RawRoute {
-                prefix: spanned("/".into()),
-                credential: None,
-                delegate: Some(spanned(delegate)),
-                token_mode: None,
-                upstream_path: None,
-            },
-        ));
-    }
-    validate(raw, &ctx)
+    Ok(listen)
+}
+
+/// A value with no place in a file: errors about it name the variable instead of a line.
+fn unspanned<T>(value: T) -> Spanned<T> {
+    Spanned::new(0..0, value)
+}
+
+/// The secret reference `{ env = "NAME" }`, resolved (and reported) like one written in a file.
+fn env_reference(name: &str) -> Spanned<toml::Value> {
+    let mut reference = toml::Table::new();
+    reference.insert("env".into(), toml::Value::String(name.into()));
+    unspanned(toml::Value::Table(reference))
 }
 
 #[cfg(test)]
