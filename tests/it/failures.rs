@@ -1,13 +1,10 @@
 //! Failing peers: the STS rejecting, down, unreachable or answering garbage; the upstream down,
 //! slow, or stalling mid-body. Each gets the SPEC's status and a JSON error body.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
-mod support;
 
 use std::time::{Duration, Instant};
 
+use crate::support::{Setup, bounded, closed_port, simulator, start};
 use azure_costs_proxy::simulator::{Simulator, StsFault};
-use support::{Setup, bounded, closed_port, simulator, start};
 
 async fn error_body(r: reqwest::Response) -> serde_json::Value {
     assert_eq!(r.headers()["content-type"], "application/json");

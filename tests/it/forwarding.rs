@@ -1,10 +1,7 @@
 //! Forwarding: exact paths and queries, Host, header hygiene, request ids, prefix routes, h2c,
 //! CONNECT and the inbound target checks.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod support;
-
-use support::{Setup, bounded, client, raw, raw_status, simulator, start};
+use crate::support::{Setup, bounded, client, raw, raw_status, simulator, start};
 
 #[tokio::test]
 async fn path_and_query_pass_byte_for_byte_and_host_is_the_upstream() {
@@ -144,7 +141,7 @@ async fn prefix_is_stripped_and_upstream_path_prepended() {
 async fn h2c_clients_are_served() {
     bounded(async {
         let proxy = start(simulator().await, Setup::default()).await;
-        let h2 = support::h2_client();
+        let h2 = crate::support::h2_client();
         let r = h2
             .get(proxy.url("/v1/costs/by-month?from=2026-01&to=2026-03"))
             .send()

@@ -1,12 +1,5 @@
 //! Test support: spawn the proxy in-process on 127.0.0.1:0 in front of a simulator, bounded in
 //! time. Nothing more.
-#![allow(
-    dead_code,
-    unreachable_pub,
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic
-)]
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -19,16 +12,15 @@ use azure_costs_proxy::{ReloadRequest, Reloader};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinHandle;
 
-pub mod pki;
-pub mod process;
+pub(crate) mod pki;
+pub(crate) mod process;
 
 /// Upper bound for any single test.
-pub const TEST_LIMIT: Duration = Duration::from_secs(60);
+pub(crate) const TEST_LIMIT: Duration = Duration::from_secs(60);
 
 /// Runs a test body with a time limit, so a hang fails instead of blocking CI.
-pub async fn bounded<F: Future>(body: F) -> F::Output {
+pub(crate) async fn bounded<F: Future>(body: F) -> F::Output {
     tokio::time::timeout(TEST_LIMIT, body)
         .await
         .expect("test exceeded its time limit")
@@ -36,23 +28,23 @@ pub async fn bounded<F: Future>(body: F) -> F::Output {
 
 /// What a test changes in the generated config.
 #[derive(Default, Clone)]
-pub struct Setup {
+pub(crate) struct Setup {
     /// Extra lines inside `[listen]`.
-    pub listen: String,
+    pub(crate) listen: String,
     /// Replaces the simulator's API URL.
-    pub upstream_url: Option<String>,
+    pub(crate) upstream_url: Option<String>,
     /// Replaces the simulator's STS URL.
-    pub sts_url: Option<String>,
+    pub(crate) sts_url: Option<String>,
     /// Extra lines inside `[upstream]`.
-    pub upstream: String,
+    pub(crate) upstream: String,
     /// Extra lines inside `[sts]`.
-    pub sts: String,
+    pub(crate) sts: String,
     /// Whole extra sections (`[token]`, `[[routes]]`, ...).
-    pub extra: String,
+    pub(crate) extra: String,
 }
 
 /// The secret as tests configure it (read through `{ env = "SIM_SECRET" }`).
-pub fn config_text(sim: &Simulator, setup: &Setup) -> String {
+pub(crate) fn config_text(sim: &Simulator, setup: &Setup) -> String {
     format!(
         "[listen]\naddress = \"127.0.0.1:0\"\n{}\n\n\
          [admin]\naddress = \"127.0.0.1:0\"\n\n\
@@ -71,7 +63,7 @@ pub fn config_text(sim: &Simulator, setup: &Setup) -> String {
 
 /// The generated config with `extra` sections, its secret read from the file `dir/secret`
 /// (written here with the simulator's secret) instead of the environment.
-pub fn secret_file_config(sim: &Simulator, dir: &process::Scratch, extra: &str) -> String {
+pub(crate) fn secret_file_config(sim: &Simulator, dir: &process::Scratch, extra: &str) -> String {
     let secret = dir.write("secret", &sim.client_secret());
     let setup = Setup {
         extra: extra.into(),
@@ -84,7 +76,7 @@ pub fn secret_file_config(sim: &Simulator, dir: &process::Scratch, extra: &str) 
 }
 
 /// Parses the generated config with the simulator's secret in the (fake) environment.
-pub fn config(sim: &Simulator, setup: &Setup) -> config::Config {
+pub(crate) fn config(sim: &Simulator, setup: &Setup) -> config::Config {
     let secret = sim.client_secret().to_string();
     config::from_toml(&config_text(sim, setup), "test.toml", &move |name: &str| {
         (name == "SIM_SECRET").then(|| secret.clone())
@@ -93,24 +85,23 @@ pub fn config(sim: &Simulator, setup: &Setup) -> config::Config {
 }
 
 /// A proxy running in this process.
-pub struct Running {
-    pub addr: SocketAddr,
-    pub admin: SocketAddr,
+pub(crate) struct Running {
+    pub(crate) addr: SocketAddr,
+    pub(crate) admin: SocketAddr,
     /// A pooled client for [`Running::get`], as a BI tool keeps its connections.
     client: reqwest::Client,
-    pub sim: Simulator,
+    pub(crate) sim: Simulator,
     stop: Option<oneshot::Sender<()>>,
-    task: JoinHandle<anyhow::Result<()>>,
 }
 
 impl Running {
     /// `http://127.0.0.1:PORT{path}`.
-    pub fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }
 
     /// GET `path` through the proxy.
-    pub async fn get(&self, path: &str) -> reqwest::Response {
+    pub(crate) async fn get(&self, path: &str) -> reqwest::Response {
         self.client
             .get(self.url(path))
             .send()
@@ -119,29 +110,21 @@ impl Running {
     }
 
     /// The admin listener's `/metrics` text.
-    pub async fn metrics(&self) -> String {
+    pub(crate) async fn metrics(&self) -> String {
         let r = self.client.get(self.admin_url("/metrics")).send().await;
         r.expect("GET /metrics").text().await.expect("metrics text")
     }
 
     /// `http://ADMIN{path}` on the admin listener.
-    pub fn admin_url(&self, path: &str) -> String {
+    pub(crate) fn admin_url(&self, path: &str) -> String {
         format!("http://{}{path}", self.admin)
     }
 
     /// Signals shutdown without waiting for it.
-    pub fn begin_stop(&mut self) {
+    pub(crate) fn begin_stop(&mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
-    }
-
-    /// Signals shutdown and waits for `run` to return.
-    pub async fn stop(mut self) -> anyhow::Result<()> {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        (&mut self.task).await.expect("proxy task panicked")
     }
 }
 
@@ -154,7 +137,7 @@ impl Drop for Running {
 }
 
 /// A simulator with default settings.
-pub async fn simulator() -> Simulator {
+pub(crate) async fn simulator() -> Simulator {
     Simulator::builder()
         .spawn()
         .await
@@ -162,14 +145,14 @@ pub async fn simulator() -> Simulator {
 }
 
 /// Starts the proxy in front of `sim`.
-pub async fn start(sim: Simulator, setup: Setup) -> Running {
+pub(crate) async fn start(sim: Simulator, setup: Setup) -> Running {
     let cfg = config(&sim, &setup);
     launch(sim, cfg, None).await
 }
 
 /// Starts the proxy from the config file at `path` (read as `run` reads it; the environment
 /// lookup sees nothing), with live reload through [`reload`] on the returned sender.
-pub async fn start_from_file(
+pub(crate) async fn start_from_file(
     sim: Simulator,
     path: std::path::PathBuf,
 ) -> (Running, mpsc::Sender<ReloadRequest>) {
@@ -184,7 +167,7 @@ pub async fn start_from_file(
 }
 
 /// Asks for a reload and waits for its outcome.
-pub async fn reload(tx: &mpsc::Sender<ReloadRequest>) -> Result<Reloaded, String> {
+pub(crate) async fn reload(tx: &mpsc::Sender<ReloadRequest>) -> Result<Reloaded, String> {
     let (done, outcome) = oneshot::channel();
     tx.send(ReloadRequest { done: Some(done) })
         .await
@@ -203,7 +186,7 @@ async fn launch(sim: Simulator, cfg: config::Config, reloader: Option<Reloader>)
         reloader,
         systemd: false,
     };
-    let task = tokio::spawn(azure_costs_proxy::run_with(cfg, listener, options, async {
+    tokio::spawn(azure_costs_proxy::run_with(cfg, listener, options, async {
         let _ = stopped.await;
     }));
     Running {
@@ -212,12 +195,11 @@ async fn launch(sim: Simulator, cfg: config::Config, reloader: Option<Reloader>)
         client: client(),
         sim,
         stop: Some(stop),
-        task,
     }
 }
 
 /// A plain HTTP client without connection pooling surprises.
-pub fn client() -> reqwest::Client {
+pub(crate) fn client() -> reqwest::Client {
     reqwest::Client::builder()
         .no_proxy()
         .redirect(reqwest::redirect::Policy::none())
@@ -226,7 +208,7 @@ pub fn client() -> reqwest::Client {
 }
 
 /// A client that speaks HTTP/2 in the clear (h2c) from the first byte.
-pub fn h2_client() -> reqwest::Client {
+pub(crate) fn h2_client() -> reqwest::Client {
     reqwest::Client::builder()
         .no_proxy()
         .http2_prior_knowledge()
@@ -235,13 +217,13 @@ pub fn h2_client() -> reqwest::Client {
 }
 
 /// An address nothing listens on (bound, then released).
-pub async fn closed_port() -> SocketAddr {
+pub(crate) async fn closed_port() -> SocketAddr {
     let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     l.local_addr().expect("addr")
 }
 
 /// Sends raw bytes and reads the whole answer (the request should say `Connection: close`).
-pub async fn raw(addr: SocketAddr, request: &str) -> String {
+pub(crate) async fn raw(addr: SocketAddr, request: &str) -> String {
     let mut stream = TcpStream::connect(addr).await.expect("connect");
     stream
         .write_all(request.as_bytes())
@@ -253,7 +235,7 @@ pub async fn raw(addr: SocketAddr, request: &str) -> String {
 }
 
 /// Status code of a raw HTTP/1.1 answer.
-pub fn raw_status(answer: &str) -> u16 {
+pub(crate) fn raw_status(answer: &str) -> u16 {
     answer
         .split_whitespace()
         .nth(1)

@@ -7,14 +7,14 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
 /// A CA that signs leaf certificates.
-pub struct Ca {
+pub(crate) struct Ca {
     issuer: CertifiedIssuer<'static, KeyPair>,
 }
 
 /// A leaf certificate and its key, PEM.
-pub struct Leaf {
-    pub cert_pem: String,
-    pub key_pem: String,
+pub(crate) struct Leaf {
+    pub(crate) cert_pem: String,
+    pub(crate) key_pem: String,
 }
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
@@ -22,7 +22,7 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 }
 
 impl Ca {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         Ca {
@@ -31,12 +31,12 @@ impl Ca {
     }
 
     /// The CA certificate, PEM.
-    pub fn pem(&self) -> String {
+    pub(crate) fn pem(&self) -> String {
         self.issuer.pem()
     }
 
     /// A certificate for `name` (a DNS name; also the client name of a client certificate).
-    pub fn leaf(&self, name: &str) -> Leaf {
+    pub(crate) fn leaf(&self, name: &str) -> Leaf {
         let key = KeyPair::generate().unwrap();
         let cert = CertificateParams::new(vec![name.to_string()])
             .unwrap()
@@ -49,7 +49,7 @@ impl Ca {
     }
 
     /// A rustls server configuration for `localhost` signed by this CA.
-    pub fn server_config(&self) -> rustls::ServerConfig {
+    pub(crate) fn server_config(&self) -> rustls::ServerConfig {
         let leaf = self.leaf("localhost");
         rustls::ServerConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
@@ -61,7 +61,7 @@ impl Ca {
 
     /// A rustls client configuration trusting only this CA, with a client certificate if given,
     /// offering h2 and http/1.1.
-    pub fn client_config(&self, identity: Option<&Leaf>) -> rustls::ClientConfig {
+    pub(crate) fn client_config(&self, identity: Option<&Leaf>) -> rustls::ClientConfig {
         let mut roots = rustls::RootCertStore::empty();
         roots
             .add(CertificateDer::from_pem_slice(self.pem().as_bytes()).unwrap())
@@ -82,11 +82,11 @@ impl Ca {
 }
 
 impl Leaf {
-    pub fn chain(&self) -> Vec<CertificateDer<'static>> {
+    pub(crate) fn chain(&self) -> Vec<CertificateDer<'static>> {
         vec![CertificateDer::from_pem_slice(self.cert_pem.as_bytes()).unwrap()]
     }
 
-    pub fn key(&self) -> PrivateKeyDer<'static> {
+    pub(crate) fn key(&self) -> PrivateKeyDer<'static> {
         PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from_pem_slice(self.key_pem.as_bytes()).unwrap())
     }
 }

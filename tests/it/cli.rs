@@ -1,15 +1,12 @@
 //! The binary as an operator meets it: config errors and exit codes, `check`, `demo`, logs that
 //! never hold a secret or a token, and a clean exit on SIGTERM.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
-mod support;
 
 use std::process::Stdio;
 use std::time::Duration;
 
+use crate::support::process::{Proxy, Scratch, collect_lines, command, wait_for_line};
+use crate::support::{Setup, bounded, client, config_text, simulator};
 use azure_costs_proxy::simulator::StsFault;
-use support::process::{Proxy, Scratch, collect_lines, command, wait_for_line};
-use support::{Setup, bounded, client, config_text, simulator};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 /// Runs the binary with `args` then `--config path`, the config's secret variable `S` set.

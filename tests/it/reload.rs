@@ -1,18 +1,15 @@
 //! Live reload, in process: a rotated secret file takes effect for new tokens while an open
 //! connection keeps working; an invalid config is refused and the running one keeps serving;
 //! tokens of unchanged credentials survive a reload.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
-mod support;
 
 use std::net::SocketAddr;
 
+use crate::support::process::Scratch;
+use crate::support::{bounded, reload, secret_file_config, simulator, start_from_file};
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Empty};
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
-use support::process::Scratch;
-use support::{bounded, reload, secret_file_config, simulator, start_from_file};
 
 /// One HTTP/1.1 connection to the proxy, kept open across requests.
 async fn connect(addr: SocketAddr) -> SendRequest<Empty<Bytes>> {

@@ -1,12 +1,5 @@
 //! The binary as a child process: scratch config directories, the command with a clean
 //! environment, and its log lines as they come.
-#![allow(
-    dead_code,
-    unreachable_pub,
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic
-)]
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -15,19 +8,19 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_azure-costs-proxy");
+pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_azure-costs-proxy");
 
 /// A scratch directory for config files, removed when dropped.
-pub struct Scratch(pub PathBuf);
+pub(crate) struct Scratch(pub(crate) PathBuf);
 
 impl Scratch {
-    pub fn new(name: &str) -> Self {
+    pub(crate) fn new(name: &str) -> Self {
         let dir = std::env::temp_dir().join(format!("acp-test-{name}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         Scratch(dir)
     }
 
-    pub fn write(&self, name: &str, text: &str) -> PathBuf {
+    pub(crate) fn write(&self, name: &str, text: &str) -> PathBuf {
         let path = self.0.join(name);
         std::fs::write(&path, text).unwrap();
         path
@@ -40,7 +33,7 @@ impl Drop for Scratch {
     }
 }
 
-pub fn command() -> Command {
+pub(crate) fn command() -> Command {
     let mut c = Command::new(BIN);
     c.env_remove("RUST_LOG")
         .env_remove("AZURE_COSTS_PROXY_CONFIG")
@@ -55,7 +48,7 @@ pub fn command() -> Command {
 }
 
 /// Reads a child's stderr line by line into a channel and a transcript.
-pub fn collect_lines(child: &mut Child) -> mpsc::UnboundedReceiver<String> {
+pub(crate) fn collect_lines(child: &mut Child) -> mpsc::UnboundedReceiver<String> {
     let (tx, rx) = mpsc::unbounded_channel();
     let stderr = child.stderr.take().unwrap();
     tokio::spawn(async move {
@@ -69,7 +62,7 @@ pub fn collect_lines(child: &mut Child) -> mpsc::UnboundedReceiver<String> {
     rx
 }
 
-pub async fn wait_for_line(
+pub(crate) async fn wait_for_line(
     rx: &mut mpsc::UnboundedReceiver<String>,
     transcript: &mut Vec<String>,
     needle: &str,
@@ -87,18 +80,18 @@ pub async fn wait_for_line(
 }
 
 /// `azure-costs-proxy run` as a child process, its stderr read line by line.
-pub struct Proxy {
-    pub child: Child,
-    pub lines: mpsc::UnboundedReceiver<String>,
+pub(crate) struct Proxy {
+    pub(crate) child: Child,
+    pub(crate) lines: mpsc::UnboundedReceiver<String>,
     /// Every line read so far.
-    pub transcript: Vec<String>,
+    pub(crate) transcript: Vec<String>,
     /// The data-plane address it logged.
-    pub addr: String,
+    pub(crate) addr: String,
 }
 
 impl Proxy {
     /// Starts `run --config path` with `env` set and waits for its "listening on" line.
-    pub async fn start(path: &std::path::Path, env: &[(&str, &str)]) -> Proxy {
+    pub(crate) async fn start(path: &std::path::Path, env: &[(&str, &str)]) -> Proxy {
         let mut command = command();
         command
             .arg("--config")
@@ -126,17 +119,17 @@ impl Proxy {
     }
 
     /// `http://ADDR{path}`.
-    pub fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }
 
     /// Waits for a log line containing `needle` and returns it.
-    pub async fn wait_for(&mut self, needle: &str) -> String {
+    pub(crate) async fn wait_for(&mut self, needle: &str) -> String {
         wait_for_line(&mut self.lines, &mut self.transcript, needle).await
     }
 
     /// Sends the process a signal (`"HUP"`, `"TERM"`, ...).
-    pub async fn signal(&self, name: &str) {
+    pub(crate) async fn signal(&self, name: &str) {
         let pid = self.child.id().unwrap().to_string();
         let sent = Command::new("kill")
             .args([&format!("-{name}"), &pid])
@@ -147,7 +140,7 @@ impl Proxy {
     }
 
     /// Waits for the process to exit and returns its exit code; reads the rest of its log.
-    pub async fn exit_code(&mut self) -> Option<i32> {
+    pub(crate) async fn exit_code(&mut self) -> Option<i32> {
         let status = tokio::time::timeout(Duration::from_secs(40), self.child.wait())
             .await
             .expect("the process exits in time")

@@ -1,16 +1,12 @@
 //! The binary under a service manager: SIGHUP reloads (a rotated secret file, a broken config),
 //! SIGTERM drains a request in flight and exits 0, systemd's notify protocol, and the
 //! `healthcheck` command's exit codes.
-#![cfg(unix)]
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
-mod support;
 
 use std::time::Duration;
 
+use crate::support::process::{Proxy, Scratch, command};
+use crate::support::{Setup, bounded, client, config_text, secret_file_config, simulator, start};
 use azure_costs_proxy::simulator::StsFault;
-use support::process::{Proxy, Scratch, command};
-use support::{Setup, bounded, client, config_text, secret_file_config, simulator, start};
 
 #[tokio::test]
 async fn sighup_applies_a_rotated_secret_file_and_keeps_a_broken_config_out() {
@@ -301,7 +297,7 @@ async fn healthcheck_exits_0_when_ready_and_1_otherwise() {
         );
 
         // Nothing listening.
-        let closed = support::closed_port().await;
+        let closed = crate::support::closed_port().await;
         let (code, text) = healthcheck(&dir, &format!("[admin]\naddress = \"{closed}\"")).await;
         assert_eq!(code, Some(1), "{text}");
         assert!(text.contains("cannot connect"), "{text}");

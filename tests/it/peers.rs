@@ -2,14 +2,11 @@
 //! a big allocation), an upstream resetting mid-answer (the client sees the answer cut off, never
 //! a complete-looking one), and clients that go away mid-stream (the upstream request is dropped
 //! and the connection count returns to its baseline).
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
-mod support;
 
 use std::time::Duration;
 
+use crate::support::{Running, Setup, bounded, client, simulator, start};
 use azure_costs_proxy::simulator::StsFault;
-use support::{Running, Setup, bounded, client, simulator, start};
 
 async fn sts_error(proxy: &Running) -> (u16, serde_json::Value) {
     let r = proxy.get("/v1/teams").await;
@@ -72,7 +69,7 @@ async fn read_all(mut r: reqwest::Response) -> Result<usize, usize> {
 async fn upstream_reset_mid_answer_cuts_the_response_off_sized_or_chunked_h1_or_h2() {
     bounded(async {
         let proxy = start(simulator().await, Setup::default()).await;
-        let h2 = support::h2_client();
+        let h2 = crate::support::h2_client();
         let reset_after = 300_000;
         for (name, http) in [("http/1.1", client()), ("h2c", h2)] {
             for (kind, query) in [("sized", "bytes=5000000"), ("chunked", "rows=100000")] {
@@ -119,7 +116,7 @@ async fn a_client_leaving_mid_stream_drops_the_upstream_request_and_its_connecti
         let proxy = start(simulator().await, Setup::default()).await;
         assert_eq!(proxy.sim.exports_streaming(), 0);
         wait_for_open_connections(&proxy, 0).await;
-        let h2 = support::h2_client();
+        let h2 = crate::support::h2_client();
         for (name, http) in [("http/1.1", client()), ("h2c", h2)] {
             // 10 GB: it cannot finish while the test runs.
             let mut r = http

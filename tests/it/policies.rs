@@ -1,14 +1,11 @@
 //! Token modes other than interval: `per_request` (a token per request) and `per_transaction`
 //! (a token per burst on a route, by idle gap or by header value).
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
-mod support;
 
 use std::collections::HashSet;
 use std::time::Duration;
 
+use crate::support::{Running, Setup, bounded, client, simulator, start};
 use azure_costs_proxy::simulator::{Simulator, StsFault};
-use support::{Running, Setup, bounded, client, simulator, start};
 
 /// The bearer value of every API request so far, in order.
 fn bearers(proxy: &Running) -> Vec<String> {

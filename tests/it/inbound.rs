@@ -1,21 +1,18 @@
 //! Who may talk to the proxy: inbound API keys (Bearer or Basic password, stripped before
 //! forwarding), HTTPS towards clients with an optional client-certificate check and a certificate
 //! that a reload renews, and the cap on concurrent connections.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
-mod support;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use base64::Engine as _;
-use http::StatusCode;
-use support::pki::{Ca, Leaf};
-use support::process::Scratch;
-use support::{
+use crate::support::pki::{Ca, Leaf};
+use crate::support::process::Scratch;
+use crate::support::{
     Setup, bounded, client, reload, secret_file_config, simulator, start, start_from_file,
 };
+use base64::Engine as _;
+use http::StatusCode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -81,14 +78,14 @@ async fn api_keys_admit_bearer_and_basic_and_are_never_forwarded() {
         // (long before the 10 s keep-alive limit).
         let answer = tokio::time::timeout(
             Duration::from_secs(5),
-            support::raw(
+            crate::support::raw(
                 proxy.addr,
                 "GET /v1/teams HTTP/1.1\r\nHost: localhost\r\n\r\n",
             ),
         )
         .await
         .expect("the connection of a refused client was kept open");
-        assert_eq!(support::raw_status(&answer), 401);
+        assert_eq!(crate::support::raw_status(&answer), 401);
         assert!(
             answer.to_ascii_lowercase().contains("connection: close"),
             "{answer}"

@@ -1,12 +1,9 @@
 //! The admin listener: `/healthz`, `/readyz` before and after the first token and during
 //! shutdown, `/metrics` parsed back after some traffic.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
-mod support;
 
 use std::time::{Duration, SystemTime};
 
-use support::{Setup, bounded, client, simulator, start};
+use crate::support::{Setup, bounded, client, simulator, start};
 
 async fn json(url: String) -> (u16, serde_json::Value) {
     let r = client().get(url).send().await.unwrap();

@@ -1,12 +1,9 @@
 //! Connection limits: silent and half-open connections are closed by the header timeout, and a
 //! client that pauses reading is not mistaken for a stalled upstream.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
-mod support;
 
 use std::time::{Duration, Instant};
 
-use support::{Setup, bounded, simulator, start};
+use crate::support::{Setup, bounded, simulator, start};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 

@@ -1,11 +1,8 @@
 //! CSP delegation and routing: a delegate route strips its prefix and sends a token updated from
 //! the base token; delegates get tokens of their own; prefixes match on whole segments; an
 //! unknown delegate is an `sts_rejected` naming the credential and the delegate.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod support;
-
-use support::{Setup, bounded, simulator, start};
+use crate::support::{Setup, bounded, simulator, start};
 
 fn routes(text: &str) -> Setup {
     Setup {

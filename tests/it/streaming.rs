@@ -1,15 +1,12 @@
 //! Bodies stream through the proxy in both directions and are never buffered whole.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
-mod support;
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use crate::support::{Setup, bounded, client, simulator, start};
 use azure_costs_proxy::simulator::data::fnv1a;
 use bytes::Bytes;
 use http_body::{Body, Frame};
-use support::{Setup, bounded, client, simulator, start};
 
 const MB: u64 = 1024 * 1024;
 

@@ -1,12 +1,9 @@
 //! TLS towards the STS and the API: `ca_file` adds trust roots, HTTP/2 is used where the upstream
 //! offers it by ALPN, and an unknown certificate is refused (verification cannot be turned off).
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod support;
-
+use crate::support::pki::Ca;
+use crate::support::{Setup, bounded, start};
 use azure_costs_proxy::simulator::Simulator;
-use support::pki::Ca;
-use support::{Setup, bounded, start};
 
 /// A throwaway CA and a server configuration for `localhost` signed by it.
 struct TestPki {

@@ -1,8 +1,5 @@
 //! Token engine in interval mode: one STS call for many requests, single flight at cold start,
 //! refresh ahead of expiry without ever sending an expired token, CSP delegation.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
-mod support;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -10,11 +7,11 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
+use crate::support::{Setup, bounded, client, simulator, start};
 use azure_costs_proxy::config::TokenMode;
 use azure_costs_proxy::simulator::{Simulator, StsFault};
 use azure_costs_proxy::tls;
 use azure_costs_proxy::token::{Token, TokenError, TokenKey, TokenSource};
-use support::{Setup, bounded, client, simulator, start};
 
 #[tokio::test]
 async fn many_sequential_requests_cause_one_sts_call() {
@@ -135,7 +132,7 @@ async fn concurrent_misses_wait_for_one_held_sts_call() {
     bounded(async {
         let sim = simulator().await;
         sim.hold_sts();
-        let cfg = support::config(&sim, &Setup::default());
+        let cfg = crate::support::config(&sim, &Setup::default());
         let metrics = Arc::new(azure_costs_proxy::metrics::Metrics::new());
         let tokens = TokenSource::new(&cfg, tls::client_config(&[]).unwrap(), metrics).unwrap();
         let key = TokenKey::new(Arc::from("default"), None);

@@ -1,0 +1,21 @@
+//! The integration tests, one crate: each module is a behaviour of the proxy as a client, an
+//! operator or a service manager meets it; `support` spawns the proxy and its fakes.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+mod admin;
+mod cli;
+mod delegation;
+mod failures;
+mod forwarding;
+mod inbound;
+mod limits;
+mod peers;
+mod policies;
+mod reload;
+#[cfg(unix)]
+mod signals;
+mod streaming;
+mod tls;
+mod tokens;
