@@ -5,7 +5,8 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use crate::support::process::{Proxy, Scratch, collect_lines, command, wait_for_line};
-use crate::support::{Setup, bounded, client, config_text, simulator};
+use crate::support::tokio;
+use crate::support::{Setup, client, config_text, simulator};
 use azure_costs_proxy::simulator::StsFault;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
@@ -23,402 +24,380 @@ async fn with_config(args: &[&str], path: &std::path::Path) -> std::process::Out
 
 #[tokio::test]
 async fn unknown_config_key_exits_2_naming_key_and_line() {
-    bounded(async {
-        let dir = Scratch::new("unknown-key");
-        let path = dir.write(
-            "proxy.toml",
-            "[credentials.default]\nclient_id = \"a\"\nclient_secret = { env = \"S\" }\n\n\
-             [upstream]\nurl = \"https://api.azure-costs.com\"\ntimout = \"5s\"\n",
-        );
-        let out = with_config(&["check"], &path).await;
-        assert_eq!(out.status.code(), Some(2));
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(err.contains("line 7"), "{err}");
-        assert!(err.contains("upstream.timout"), "{err}");
-        assert!(err.contains(path.to_str().unwrap()), "{err}");
-        assert!(err.contains("hint:"), "{err}");
+    let dir = Scratch::new("unknown-key");
+    let path = dir.write(
+        "proxy.toml",
+        "[credentials.default]\nclient_id = \"a\"\nclient_secret = { env = \"S\" }\n\n\
+         [upstream]\nurl = \"https://api.azure-costs.com\"\ntimout = \"5s\"\n",
+    );
+    let out = with_config(&["check"], &path).await;
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("line 7"), "{err}");
+    assert!(err.contains("upstream.timout"), "{err}");
+    assert!(err.contains(path.to_str().unwrap()), "{err}");
+    assert!(err.contains("hint:"), "{err}");
 
-        // `run` refuses the same file the same way, before binding anything.
-        let out = with_config(&[], &path).await;
-        assert_eq!(out.status.code(), Some(2));
-    })
-    .await;
+    // `run` refuses the same file the same way, before binding anything.
+    let out = with_config(&[], &path).await;
+    assert_eq!(out.status.code(), Some(2));
 }
 
 #[tokio::test]
 async fn non_loopback_listen_is_refused_with_a_pointer_to_allow_remote() {
-    bounded(async {
-        let dir = Scratch::new("remote");
-        let path = dir.write(
-            "proxy.toml",
-            "[listen]\naddress = \"0.0.0.0:8080\"\n\n\
-             [credentials.default]\nclient_id = \"a\"\nclient_secret = { env = \"S\" }\n",
-        );
-        let out = with_config(&[], &path).await;
-        assert_eq!(out.status.code(), Some(2));
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(err.contains("allow_remote"), "{err}");
-        assert!(err.contains("line 2"), "{err}");
-    })
-    .await;
+    let dir = Scratch::new("remote");
+    let path = dir.write(
+        "proxy.toml",
+        "[listen]\naddress = \"0.0.0.0:8080\"\n\n\
+         [credentials.default]\nclient_id = \"a\"\nclient_secret = { env = \"S\" }\n",
+    );
+    let out = with_config(&[], &path).await;
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("allow_remote"), "{err}");
+    assert!(err.contains("line 2"), "{err}");
 }
 
 #[tokio::test]
 async fn environment_only_config_without_secret_exits_2() {
-    bounded(async {
-        let dir = Scratch::new("env-only");
-        let out = command()
-            .arg("check")
-            .current_dir(&dir.0)
-            .env("AZURE_COSTS_CLIENT_ID", "abc")
-            .output()
-            .await
-            .unwrap();
-        assert_eq!(out.status.code(), Some(2));
-        assert!(String::from_utf8_lossy(&out.stderr).contains("AZURE_COSTS_CLIENT_SECRET"));
+    let dir = Scratch::new("env-only");
+    let out = command()
+        .arg("check")
+        .current_dir(&dir.0)
+        .env("AZURE_COSTS_CLIENT_ID", "abc")
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("AZURE_COSTS_CLIENT_SECRET"));
 
-        let out = command()
-            .arg("check")
-            .current_dir(&dir.0)
-            .env("AZURE_COSTS_CLIENT_ID", "abc")
-            .env("AZURE_COSTS_CLIENT_SECRET", "env-secret-value")
-            .output()
-            .await
-            .unwrap();
-        assert_eq!(out.status.code(), Some(0));
-        let text = String::from_utf8_lossy(&out.stdout);
-        assert!(text.contains("config:      environment"), "{text}");
-        assert!(!text.contains("env-secret-value"));
-    })
-    .await;
+    let out = command()
+        .arg("check")
+        .current_dir(&dir.0)
+        .env("AZURE_COSTS_CLIENT_ID", "abc")
+        .env("AZURE_COSTS_CLIENT_SECRET", "env-secret-value")
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("config:      environment"), "{text}");
+    assert!(!text.contains("env-secret-value"));
 }
 
 #[tokio::test]
 async fn check_prints_the_summary_without_secrets() {
-    bounded(async {
-        let dir = Scratch::new("check");
-        let secret_file = dir.write("secret", "file-secret-value\n");
-        let path = dir.write(
-            "proxy.toml",
-            &format!(
-                "[credentials.default]\nclient_id = \"id-default\"\nclient_secret = {{ env = \"S\" }}\n\n\
-                 [credentials.csp]\nclient_id = \"id-csp\"\nclient_secret = {{ file = \"{}\" }}\n\n\
-                 [[routes]]\nprefix = \"/\"\n\n\
-                 [[routes]]\nprefix = \"/customers/contoso\"\ncredential = \"csp\"\ndelegate = \"TEAM-CONTOSO\"\n",
-                secret_file.display()
-            ),
-        );
-        let out = command()
-            .args(["check", "--config"])
-            .arg(&path)
-            .env("S", "env-secret-value")
-            .output()
-            .await
-            .unwrap();
-        assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
-        let text = String::from_utf8_lossy(&out.stdout);
-        for expected in [
-            "127.0.0.1:8080",
-            "https://api.azure-costs.com",
-            "id-default",
-            "secret from env S",
-            "/customers/contoso",
-            "TEAM-CONTOSO",
-            "config OK",
-        ] {
-            assert!(text.contains(expected), "missing {expected}: {text}");
-        }
-        let all = format!("{text}{}", String::from_utf8_lossy(&out.stderr));
-        assert!(!all.contains("env-secret-value"));
-        assert!(!all.contains("file-secret-value"));
-    })
-    .await;
+    let dir = Scratch::new("check");
+    let secret_file = dir.write("secret", "file-secret-value\n");
+    let path = dir.write(
+        "proxy.toml",
+        &format!(
+            "[credentials.default]\nclient_id = \"id-default\"\nclient_secret = {{ env = \"S\" }}\n\n\
+             [credentials.csp]\nclient_id = \"id-csp\"\nclient_secret = {{ file = \"{}\" }}\n\n\
+             [[routes]]\nprefix = \"/\"\n\n\
+             [[routes]]\nprefix = \"/customers/contoso\"\ncredential = \"csp\"\ndelegate = \"TEAM-CONTOSO\"\n",
+            secret_file.display()
+        ),
+    );
+    let out = command()
+        .args(["check", "--config"])
+        .arg(&path)
+        .env("S", "env-secret-value")
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    for expected in [
+        "127.0.0.1:8080",
+        "https://api.azure-costs.com",
+        "id-default",
+        "secret from env S",
+        "/customers/contoso",
+        "TEAM-CONTOSO",
+        "config OK",
+    ] {
+        assert!(text.contains(expected), "missing {expected}: {text}");
+    }
+    let all = format!("{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!all.contains("env-secret-value"));
+    assert!(!all.contains("file-secret-value"));
 }
 
 #[tokio::test]
 async fn trace_logs_never_hold_the_secret_or_a_token_and_sigterm_exits_0() {
-    bounded(async {
-        let sim = simulator().await;
-        let secret = sim.client_secret().to_string();
-        let dir = Scratch::new("trace");
-        let setup = Setup {
-            listen: "api_keys = [{ env = \"BI_KEY\" }]".into(),
-            extra: "[[routes]]\nprefix = \"/\"\n\n\
-                    [[routes]]\nprefix = \"/customers/contoso\"\ndelegate = \"TEAM-CONTOSO\"\n\n\
-                    [[routes]]\nprefix = \"/fresh\"\ntoken_mode = \"per_request\"\n"
-                .into(),
-            ..Setup::default()
-        };
-        let path = dir.write("proxy.toml", &config_text(&sim, &setup));
-        let key = "inbound-key-9f3b2c";
-        let wrong_key = "wrong-key-71aa04";
-        let mut proxy = Proxy::start(
-            &path,
-            &[
-                ("SIM_SECRET", &secret),
-                ("BI_KEY", key),
-                ("RUST_LOG", "trace"),
-            ],
-        )
-        .await;
-
-        let c = client();
-        let get = |path: &str| c.get(proxy.url(path)).bearer_auth(key).send();
-        assert_eq!(get("/v1/teams").await.unwrap().status(), 200);
-        assert_eq!(
-            get("/customers/contoso/v1/teams").await.unwrap().status(),
-            200
-        );
-        assert_eq!(get("/fresh/v1/teams").await.unwrap().status(), 200);
-        // A wrong inbound key.
-        let refused = c
-            .get(proxy.url("/v1/teams"))
-            .basic_auth("bi", Some(wrong_key));
-        assert_eq!(refused.send().await.unwrap().status(), 401);
-        // The upstream refuses the cached token: dropped, a fresh one, one retry.
-        sim.revoke_tokens();
-        assert_eq!(get("/v1/teams").await.unwrap().status(), 200);
-        // An STS that echoes the request (secret included) in its error description.
-        sim.set_sts_fault(Some(StsFault::EchoRequest));
-        assert_eq!(get("/fresh/v1/teams").await.unwrap().status(), 502);
-        // The access line of that last request marks the end of what we need to scan.
-        proxy.wait_for("sts_rejected").await;
-
-        proxy.signal("TERM").await;
-        assert_eq!(proxy.exit_code().await, Some(0));
-
-        let log = proxy.transcript.join("\n");
-        let tokens = sim.issued_tokens();
-        assert!(tokens.len() >= 4, "{tokens:?}");
-        assert!(!log.contains(&secret), "the client secret is in the logs");
-        assert!(
-            !log.contains(key) && !log.contains(wrong_key),
-            "an API key is in the logs"
-        );
-        assert!(
-            tokens.iter().any(|t| t.delegate.is_some()),
-            "no delegate update"
-        );
-        for t in &tokens {
-            assert!(!log.contains(&t.token), "token {} is in the logs", t.token);
-        }
-        assert!(!log.contains("Bearer sim_"));
-        // The echoed description was logged, with the secret cut out.
-        assert!(
-            log.contains("cannot parse") && log.contains("[redacted]"),
-            "no scrubbed echo"
-        );
-        assert!(log.contains("token issued"));
-        assert!(
-            log.contains("retrying once with a fresh one"),
-            "no 401 retry"
-        );
-        assert!(log.contains("status=200"));
-    })
+    let sim = simulator().await;
+    let secret = sim.client_secret().to_string();
+    let dir = Scratch::new("trace");
+    let setup = Setup {
+        listen: "api_keys = [{ env = \"BI_KEY\" }]".into(),
+        extra: "[[routes]]\nprefix = \"/\"\n\n\
+                [[routes]]\nprefix = \"/customers/contoso\"\ndelegate = \"TEAM-CONTOSO\"\n\n\
+                [[routes]]\nprefix = \"/fresh\"\ntoken_mode = \"per_request\"\n"
+            .into(),
+        ..Setup::default()
+    };
+    let path = dir.write("proxy.toml", &config_text(&sim, &setup));
+    let key = "inbound-key-9f3b2c";
+    let wrong_key = "wrong-key-71aa04";
+    let mut proxy = Proxy::start(
+        &path,
+        &[
+            ("SIM_SECRET", &secret),
+            ("BI_KEY", key),
+            ("RUST_LOG", "trace"),
+        ],
+    )
     .await;
+
+    let c = client();
+    let get = |path: &str| c.get(proxy.url(path)).bearer_auth(key).send();
+    assert_eq!(get("/v1/teams").await.unwrap().status(), 200);
+    assert_eq!(
+        get("/customers/contoso/v1/teams").await.unwrap().status(),
+        200
+    );
+    assert_eq!(get("/fresh/v1/teams").await.unwrap().status(), 200);
+    // A wrong inbound key.
+    let refused = c
+        .get(proxy.url("/v1/teams"))
+        .basic_auth("bi", Some(wrong_key));
+    assert_eq!(refused.send().await.unwrap().status(), 401);
+    // The upstream refuses the cached token: dropped, a fresh one, one retry.
+    sim.revoke_tokens();
+    assert_eq!(get("/v1/teams").await.unwrap().status(), 200);
+    // An STS that echoes the request (secret included) in its error description.
+    sim.set_sts_fault(Some(StsFault::EchoRequest));
+    assert_eq!(get("/fresh/v1/teams").await.unwrap().status(), 502);
+    // The access line of that last request marks the end of what we need to scan.
+    proxy.wait_for("sts_rejected").await;
+
+    proxy.signal("TERM").await;
+    assert_eq!(proxy.exit_code().await, Some(0));
+
+    let log = proxy.transcript.join("\n");
+    let tokens = sim.issued_tokens();
+    assert!(tokens.len() >= 4, "{tokens:?}");
+    assert!(!log.contains(&secret), "the client secret is in the logs");
+    assert!(
+        !log.contains(key) && !log.contains(wrong_key),
+        "an API key is in the logs"
+    );
+    assert!(
+        tokens.iter().any(|t| t.delegate.is_some()),
+        "no delegate update"
+    );
+    for t in &tokens {
+        assert!(!log.contains(&t.token), "token {} is in the logs", t.token);
+    }
+    assert!(!log.contains("Bearer sim_"));
+    // The echoed description was logged, with the secret cut out.
+    assert!(
+        log.contains("cannot parse") && log.contains("[redacted]"),
+        "no scrubbed echo"
+    );
+    assert!(log.contains("token issued"));
+    assert!(
+        log.contains("retrying once with a fresh one"),
+        "no 401 retry"
+    );
+    assert!(log.contains("status=200"));
 }
 
 #[tokio::test]
 async fn demo_prints_curl_lines_that_return_each_teams_data() {
-    bounded(async {
-        let mut child = command()
-            .args(["demo", "--listen", "127.0.0.1:0"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let mut lines = BufReader::new(stdout).lines();
-        let mut urls = Vec::new();
-        loop {
-            let line = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
-                .await
-                .expect("demo output in time")
-                .unwrap()
-                .expect("demo printed its curl lines");
-            if let Some(rest) = line.trim().strip_prefix("curl -s '") {
-                urls.push(rest.split('\'').next().unwrap().to_string());
-            }
-            if line.contains("Ctrl-C") {
-                break;
-            }
+    let mut child = command()
+        .args(["demo", "--listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let mut urls = Vec::new();
+    loop {
+        let line = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
+            .await
+            .expect("demo output in time")
+            .unwrap()
+            .expect("demo printed its curl lines");
+        if let Some(rest) = line.trim().strip_prefix("curl -s '") {
+            urls.push(rest.split('\'').next().unwrap().to_string());
         }
-        assert!(urls[0].contains("/v1/costs/by-service"), "{urls:?}");
-        let r = client().get(&urls[0]).send().await.unwrap();
-        assert_eq!(r.status(), 200);
-        let body: serde_json::Value = r.json().await.unwrap();
-        assert_eq!(body["currency"], "USD");
-        assert_eq!(body["items"].as_array().unwrap().len(), 8);
-        assert_eq!(body["team"]["id"], "TEAM-PARTNER");
+        if line.contains("Ctrl-C") {
+            break;
+        }
+    }
+    assert!(urls[0].contains("/v1/costs/by-service"), "{urls:?}");
+    let r = client().get(&urls[0]).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["currency"], "USD");
+    assert_eq!(body["items"].as_array().unwrap().len(), 8);
+    assert_eq!(body["team"]["id"], "TEAM-PARTNER");
 
-        // The CSP lines act for their customer teams.
-        for (part, team) in [
-            ("/customers/contoso/", "TEAM-CONTOSO"),
-            ("/customers/fabrikam/", "TEAM-FABRIKAM"),
-        ] {
-            let url = urls.iter().find(|u| u.contains(part)).expect(part);
-            let r = client().get(url).send().await.unwrap();
-            assert_eq!(r.status(), 200, "{url}");
-            let body: serde_json::Value = r.json().await.unwrap();
-            assert!(body.to_string().contains(team), "{url}: {body}");
-        }
-    })
-    .await;
+    // The CSP lines act for their customer teams.
+    for (part, team) in [
+        ("/customers/contoso/", "TEAM-CONTOSO"),
+        ("/customers/fabrikam/", "TEAM-FABRIKAM"),
+    ] {
+        let url = urls.iter().find(|u| u.contains(part)).expect(part);
+        let r = client().get(url).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{url}");
+        let body: serde_json::Value = r.json().await.unwrap();
+        assert!(body.to_string().contains(team), "{url}: {body}");
+    }
 }
 
 #[tokio::test]
 async fn the_example_config_is_valid() {
-    bounded(async {
-        let example = concat!(env!("CARGO_MANIFEST_DIR"), "/proxy.toml.example");
-        let out = command()
-            .args(["check", "--config", example])
-            .env("AZURE_COSTS_CLIENT_SECRET", "example-secret")
-            .output()
-            .await
-            .unwrap();
-        assert_eq!(
-            out.status.code(),
-            Some(0),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(String::from_utf8_lossy(&out.stdout).contains("config OK"));
-    })
-    .await;
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/proxy.toml.example");
+    let out = command()
+        .args(["check", "--config", example])
+        .env("AZURE_COSTS_CLIENT_SECRET", "example-secret")
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("config OK"));
 }
 
 #[tokio::test]
 async fn json_logs_are_one_object_per_line_with_the_access_fields() {
-    bounded(async {
-        let sim = simulator().await;
-        let dir = Scratch::new("json-logs");
-        let path = dir.write("proxy.toml", &config_text(&sim, &Setup::default()));
-        let mut child = command()
-            .args(["--log-format", "json", "--config"])
-            .arg(&path)
-            .env("SIM_SECRET", sim.client_secret())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut rx = collect_lines(&mut child);
-        let mut transcript = Vec::new();
-        let line = wait_for_line(&mut rx, &mut transcript, "listening on").await;
-        let start: serde_json::Value = serde_json::from_str(&line).unwrap();
-        let addr = start["address"].as_str().unwrap().to_string();
+    let sim = simulator().await;
+    let dir = Scratch::new("json-logs");
+    let path = dir.write("proxy.toml", &config_text(&sim, &Setup::default()));
+    let mut child = command()
+        .args(["--log-format", "json", "--config"])
+        .arg(&path)
+        .env("SIM_SECRET", sim.client_secret())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut rx = collect_lines(&mut child);
+    let mut transcript = Vec::new();
+    let line = wait_for_line(&mut rx, &mut transcript, "listening on").await;
+    let start: serde_json::Value = serde_json::from_str(&line).unwrap();
+    let addr = start["address"].as_str().unwrap().to_string();
 
-        let r = client()
-            .get(format!("http://{addr}/v1/costs/by-service?month=2026-10"))
-            .header("x-request-id", "json-log-test")
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200);
-        let line = wait_for_line(&mut rx, &mut transcript, "json-log-test").await;
-        for l in &transcript {
-            serde_json::from_str::<serde_json::Value>(l)
-                .unwrap_or_else(|e| panic!("not JSON ({e}): {l}"));
-        }
-        let access: serde_json::Value = serde_json::from_str(&line).unwrap();
-        assert_eq!(access["target"], "access");
-        assert_eq!(access["method"], "GET");
-        assert_eq!(
-            access["path"], "/v1/costs/by-service",
-            "the query string must not be logged"
-        );
-        assert_eq!(access["route"], "/");
-        assert_eq!(access["status"], 200);
-        assert_eq!(access["request_id"], "json-log-test");
-        assert!(access["bytes"].as_u64().unwrap() > 100);
-        assert!(access["duration_ms"].as_f64().is_some());
-        assert_eq!(access["outcome"], "complete");
-    })
-    .await;
+    let r = client()
+        .get(format!("http://{addr}/v1/costs/by-service?month=2026-10"))
+        .header("x-request-id", "json-log-test")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let line = wait_for_line(&mut rx, &mut transcript, "json-log-test").await;
+    for l in &transcript {
+        serde_json::from_str::<serde_json::Value>(l)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {l}"));
+    }
+    let access: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(access["target"], "access");
+    assert_eq!(access["method"], "GET");
+    assert_eq!(
+        access["path"], "/v1/costs/by-service",
+        "the query string must not be logged"
+    );
+    assert_eq!(access["route"], "/");
+    assert_eq!(access["status"], 200);
+    assert_eq!(access["request_id"], "json-log-test");
+    assert!(access["bytes"].as_u64().unwrap() > 100);
+    assert!(access["duration_ms"].as_f64().is_some());
+    assert_eq!(access["outcome"], "complete");
 }
 
 #[tokio::test]
 async fn token_prints_type_expiry_and_fingerprint_and_the_token_only_when_asked() {
-    bounded(async {
-        let sim = simulator().await;
-        let dir = Scratch::new("token");
-        let setup = Setup {
-            extra: "[[routes]]\nprefix = \"/\"\n\n\
-                    [[routes]]\nprefix = \"/customers/contoso\"\ndelegate = \"TEAM-CONTOSO\"\n"
-                .into(),
-            ..Setup::default()
-        };
-        let path = dir.write("proxy.toml", &config_text(&sim, &setup));
-        let run = |args: &'static [&'static str]| {
-            command()
-                .arg("token")
-                .args(args)
-                .arg("--config")
-                .arg(&path)
-                .env("SIM_SECRET", sim.client_secret())
-                .output()
-        };
+    let sim = simulator().await;
+    let dir = Scratch::new("token");
+    let setup = Setup {
+        extra: "[[routes]]\nprefix = \"/\"\n\n\
+                [[routes]]\nprefix = \"/customers/contoso\"\ndelegate = \"TEAM-CONTOSO\"\n"
+            .into(),
+        ..Setup::default()
+    };
+    let path = dir.write("proxy.toml", &config_text(&sim, &setup));
+    let run = |args: &'static [&'static str]| {
+        command()
+            .arg("token")
+            .args(args)
+            .arg("--config")
+            .arg(&path)
+            .env("SIM_SECRET", sim.client_secret())
+            .output()
+    };
 
-        let out = run(&[]).await.unwrap();
-        assert_eq!(
-            out.status.code(),
-            Some(0),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        let issued = sim.issued_tokens();
-        assert_eq!(issued.len(), 1);
-        for expected in [
-            "route        /",
-            "type         Bearer",
-            "expires      20",
-            "fingerprint  sha256:",
-        ] {
-            assert!(text.contains(expected), "missing {expected}: {text}");
-        }
-        let all = format!("{text}{}", String::from_utf8_lossy(&out.stderr));
-        assert!(
-            !all.contains(&issued[0].token),
-            "token printed without --print"
-        );
-        assert!(!all.contains(&sim.client_secret()));
+    let out = run(&[]).await.unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let issued = sim.issued_tokens();
+    assert_eq!(issued.len(), 1);
+    for expected in [
+        "route        /",
+        "type         Bearer",
+        "expires      20",
+        "fingerprint  sha256:",
+    ] {
+        assert!(text.contains(expected), "missing {expected}: {text}");
+    }
+    let all = format!("{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        !all.contains(&issued[0].token),
+        "token printed without --print"
+    );
+    assert!(!all.contains(&sim.client_secret()));
 
-        let out = run(&["--route", "/customers/contoso/", "--print"])
-            .await
-            .unwrap();
-        assert_eq!(
-            out.status.code(),
-            Some(0),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let delegated = sim.issued_tokens().pop().unwrap();
-        assert_eq!(delegated.delegate.as_deref(), Some("TEAM-CONTOSO"));
-        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), delegated.token);
-        let description = String::from_utf8_lossy(&out.stderr);
-        assert!(
-            description.contains("delegate     TEAM-CONTOSO"),
-            "{description}"
-        );
-        assert!(!description.contains(&delegated.token));
+    let out = run(&["--route", "/customers/contoso/", "--print"])
+        .await
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let delegated = sim.issued_tokens().pop().unwrap();
+    assert_eq!(delegated.delegate.as_deref(), Some("TEAM-CONTOSO"));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), delegated.token);
+    let description = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        description.contains("delegate     TEAM-CONTOSO"),
+        "{description}"
+    );
+    assert!(!description.contains(&delegated.token));
 
-        let out = run(&["--route", "/nowhere"]).await.unwrap();
-        assert_eq!(out.status.code(), Some(2));
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(
-            err.contains("/customers/contoso") && err.contains("/nowhere"),
-            "{err}"
-        );
+    let out = run(&["--route", "/nowhere"]).await.unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("/customers/contoso") && err.contains("/nowhere"),
+        "{err}"
+    );
 
-        sim.set_sts_fault(Some(StsFault::Reject));
-        let out = run(&[]).await.unwrap();
-        assert_eq!(out.status.code(), Some(1));
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(
-            err.contains("rejected") && err.contains("`default`"),
-            "{err}"
-        );
-        assert!(!err.contains(&sim.client_secret()));
-        assert!(out.stdout.is_empty());
-    })
-    .await;
+    sim.set_sts_fault(Some(StsFault::Reject));
+    let out = run(&[]).await.unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("rejected") && err.contains("`default`"),
+        "{err}"
+    );
+    assert!(!err.contains(&sim.client_secret()));
+    assert!(out.stdout.is_empty());
 }

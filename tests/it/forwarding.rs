@@ -1,320 +1,289 @@
 //! Forwarding: exact paths and queries, Host, header hygiene, request ids, prefix routes, h2c,
 //! CONNECT and the inbound target checks.
 
-use crate::support::{Setup, bounded, client, raw, raw_status, simulator, start};
+use crate::support::tokio;
+use crate::support::{Setup, client, raw, raw_status, simulator, start};
 
 #[tokio::test]
 async fn path_and_query_pass_byte_for_byte_and_host_is_the_upstream() {
-    bounded(async {
-        let proxy = start(simulator().await, Setup::default()).await;
-        let pq = "/v1/echo?b=2&a=%2F%20x&c&d=%C3%A9+e&a=1";
-        let r = proxy.get(pq).await;
-        assert_eq!(r.status(), 200);
-        let seen = proxy.sim.requests();
-        assert_eq!(seen.len(), 1);
-        assert_eq!(seen[0].path_and_query, pq);
-        assert_eq!(
-            seen[0].headers["host"],
-            proxy.sim.api_addr().to_string().as_str()
-        );
-        assert_eq!(seen[0].method, "GET");
-    })
-    .await;
+    let proxy = start(simulator().await, Setup::default()).await;
+    let pq = "/v1/echo?b=2&a=%2F%20x&c&d=%C3%A9+e&a=1";
+    let r = proxy.get(pq).await;
+    assert_eq!(r.status(), 200);
+    let seen = proxy.sim.requests();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].path_and_query, pq);
+    assert_eq!(
+        seen[0].headers["host"],
+        proxy.sim.api_addr().to_string().as_str()
+    );
+    assert_eq!(seen[0].method, "GET");
 }
 
 #[tokio::test]
 async fn hop_by_hop_and_client_credentials_are_removed_and_bearer_added() {
-    bounded(async {
-        let proxy = start(simulator().await, Setup::default()).await;
-        let request = format!(
-            "GET /v1/echo?x=1 HTTP/1.1\r\n\
-             Host: localhost:{port}\r\n\
-             Connection: close, X-Hop-Secret\r\n\
-             X-Hop-Secret: do-not-forward\r\n\
-             Keep-Alive: timeout=5\r\n\
-             Proxy-Connection: keep-alive\r\n\
-             TE: trailers\r\n\
-             Trailer: X-Sum\r\n\
-             Upgrade: h2c\r\n\
-             Proxy-Authorization: Basic cHJveHk6c2VjcmV0\r\n\
-             Authorization: Basic d29ya2Jvb2s6c2VjcmV0\r\n\
-             X-Request-Id: bi-refresh-42\r\n\
-             Accept: application/json\r\n\
-             X-Custom: kept\r\n\r\n",
-            port = proxy.addr.port()
-        );
-        let answer = raw(proxy.addr, &request).await;
-        assert_eq!(raw_status(&answer), 200, "{answer}");
-        assert!(
-            answer
-                .to_ascii_lowercase()
-                .contains("x-request-id: bi-refresh-42"),
-            "{answer}"
-        );
+    let proxy = start(simulator().await, Setup::default()).await;
+    let request = format!(
+        "GET /v1/echo?x=1 HTTP/1.1\r\n\
+         Host: localhost:{port}\r\n\
+         Connection: close, X-Hop-Secret\r\n\
+         X-Hop-Secret: do-not-forward\r\n\
+         Keep-Alive: timeout=5\r\n\
+         Proxy-Connection: keep-alive\r\n\
+         TE: trailers\r\n\
+         Trailer: X-Sum\r\n\
+         Upgrade: h2c\r\n\
+         Proxy-Authorization: Basic cHJveHk6c2VjcmV0\r\n\
+         Authorization: Basic d29ya2Jvb2s6c2VjcmV0\r\n\
+         X-Request-Id: bi-refresh-42\r\n\
+         Accept: application/json\r\n\
+         X-Custom: kept\r\n\r\n",
+        port = proxy.addr.port()
+    );
+    let answer = raw(proxy.addr, &request).await;
+    assert_eq!(raw_status(&answer), 200, "{answer}");
+    assert!(
+        answer
+            .to_ascii_lowercase()
+            .contains("x-request-id: bi-refresh-42"),
+        "{answer}"
+    );
 
-        let seen = proxy.sim.requests();
-        let h = &seen[0].headers;
-        for gone in [
-            "connection",
-            "x-hop-secret",
-            "keep-alive",
-            "proxy-connection",
-            "te",
-            "trailer",
-            "upgrade",
-            "proxy-authorization",
-        ] {
-            assert!(!h.contains_key(gone), "{gone} was forwarded");
-        }
-        let auth: Vec<_> = h.get_all("authorization").iter().collect();
-        assert_eq!(auth.len(), 1);
-        let token = auth[0].to_str().unwrap().strip_prefix("Bearer sim_");
-        assert!(token.is_some(), "upstream got {:?}", auth[0]);
-        assert_eq!(h["x-request-id"], "bi-refresh-42");
-        assert_eq!(h["accept"], "application/json");
-        assert_eq!(h["x-custom"], "kept");
-        assert!(!h.contains_key("x-forwarded-for"));
-    })
-    .await;
+    let seen = proxy.sim.requests();
+    let h = &seen[0].headers;
+    for gone in [
+        "connection",
+        "x-hop-secret",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "upgrade",
+        "proxy-authorization",
+    ] {
+        assert!(!h.contains_key(gone), "{gone} was forwarded");
+    }
+    let auth: Vec<_> = h.get_all("authorization").iter().collect();
+    assert_eq!(auth.len(), 1);
+    let token = auth[0].to_str().unwrap().strip_prefix("Bearer sim_");
+    assert!(token.is_some(), "upstream got {:?}", auth[0]);
+    assert_eq!(h["x-request-id"], "bi-refresh-42");
+    assert_eq!(h["accept"], "application/json");
+    assert_eq!(h["x-custom"], "kept");
+    assert!(!h.contains_key("x-forwarded-for"));
 }
 
 #[tokio::test]
 async fn hop_by_hop_headers_of_the_answer_are_removed() {
-    bounded(async {
-        let proxy = start(simulator().await, Setup::default()).await;
-        let r = proxy.get("/v1/echo?hop=1").await;
-        assert_eq!(r.status(), 200);
-        let h = r.headers();
-        assert!(
-            !h.contains_key("x-sim-hop"),
-            "a header named by Connection came through"
-        );
-        assert!(!h.contains_key("keep-alive"));
-        assert!(!h.contains_key("proxy-connection"));
-        assert_eq!(h["x-sim-end-to-end"], "1");
-    })
-    .await;
+    let proxy = start(simulator().await, Setup::default()).await;
+    let r = proxy.get("/v1/echo?hop=1").await;
+    assert_eq!(r.status(), 200);
+    let h = r.headers();
+    assert!(
+        !h.contains_key("x-sim-hop"),
+        "a header named by Connection came through"
+    );
+    assert!(!h.contains_key("keep-alive"));
+    assert!(!h.contains_key("proxy-connection"));
+    assert_eq!(h["x-sim-end-to-end"], "1");
 }
 
 #[tokio::test]
 async fn request_id_is_generated_when_absent_and_echoed() {
-    bounded(async {
-        let proxy = start(simulator().await, Setup::default()).await;
-        let r = proxy.get("/v1/teams").await;
-        let id = r.headers()["x-request-id"].to_str().unwrap().to_string();
-        assert_eq!(id.len(), 16);
-        assert_eq!(proxy.sim.requests()[0].headers["x-request-id"], id.as_str());
-        let other = proxy.get("/v1/teams").await;
-        assert_ne!(other.headers()["x-request-id"].to_str().unwrap(), id);
-    })
-    .await;
+    let proxy = start(simulator().await, Setup::default()).await;
+    let r = proxy.get("/v1/teams").await;
+    let id = r.headers()["x-request-id"].to_str().unwrap().to_string();
+    assert_eq!(id.len(), 16);
+    assert_eq!(proxy.sim.requests()[0].headers["x-request-id"], id.as_str());
+    let other = proxy.get("/v1/teams").await;
+    assert_ne!(other.headers()["x-request-id"].to_str().unwrap(), id);
 }
 
 #[tokio::test]
 async fn prefix_is_stripped_and_upstream_path_prepended() {
-    bounded(async {
-        let setup = Setup {
-            extra: "[[routes]]\nprefix = \"/\"\n\n\
-                    [[routes]]\nprefix = \"/reports\"\nupstream_path = \"/v1/costs\"\n"
-                .into(),
-            ..Setup::default()
-        };
-        let proxy = start(simulator().await, setup).await;
-        let r = proxy.get("/reports/by-service?month=2026-09").await;
-        assert_eq!(r.status(), 200);
-        let body: serde_json::Value = r.json().await.unwrap();
-        assert_eq!(body["month"], "2026-09");
-        // `/reportsx` is not under `/reports`: it goes to `/` unchanged.
-        proxy.get("/reportsx/y").await;
-        let seen: Vec<_> = proxy
-            .sim
-            .requests()
-            .into_iter()
-            .map(|r| r.path_and_query)
-            .collect();
-        assert_eq!(seen, ["/v1/costs/by-service?month=2026-09", "/reportsx/y"]);
-    })
-    .await;
+    let setup = Setup {
+        extra: "[[routes]]\nprefix = \"/\"\n\n\
+                [[routes]]\nprefix = \"/reports\"\nupstream_path = \"/v1/costs\"\n"
+            .into(),
+        ..Setup::default()
+    };
+    let proxy = start(simulator().await, setup).await;
+    let r = proxy.get("/reports/by-service?month=2026-09").await;
+    assert_eq!(r.status(), 200);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["month"], "2026-09");
+    // `/reportsx` is not under `/reports`: it goes to `/` unchanged.
+    proxy.get("/reportsx/y").await;
+    let seen: Vec<_> = proxy
+        .sim
+        .requests()
+        .into_iter()
+        .map(|r| r.path_and_query)
+        .collect();
+    assert_eq!(seen, ["/v1/costs/by-service?month=2026-09", "/reportsx/y"]);
 }
 
 #[tokio::test]
 async fn h2c_clients_are_served() {
-    bounded(async {
-        let proxy = start(simulator().await, Setup::default()).await;
-        let h2 = crate::support::h2_client();
-        let r = h2
-            .get(proxy.url("/v1/costs/by-month?from=2026-01&to=2026-03"))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.version(), reqwest::Version::HTTP_2);
-        assert_eq!(r.status(), 200);
-        let body: serde_json::Value = r.json().await.unwrap();
-        assert_eq!(body["months"].as_array().unwrap().len(), 3);
-        assert_eq!(
-            proxy.sim.requests()[0].path_and_query,
-            "/v1/costs/by-month?from=2026-01&to=2026-03"
-        );
-    })
-    .await;
+    let proxy = start(simulator().await, Setup::default()).await;
+    let h2 = crate::support::h2_client();
+    let r = h2
+        .get(proxy.url("/v1/costs/by-month?from=2026-01&to=2026-03"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.version(), reqwest::Version::HTTP_2);
+    assert_eq!(r.status(), 200);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["months"].as_array().unwrap().len(), 3);
+    assert_eq!(
+        proxy.sim.requests()[0].path_and_query,
+        "/v1/costs/by-month?from=2026-01&to=2026-03"
+    );
 }
 
 #[tokio::test]
 async fn connect_is_refused_with_405() {
-    bounded(async {
-        let proxy = start(simulator().await, Setup::default()).await;
-        let answer = raw(
-            proxy.addr,
-            "CONNECT api.azure-costs.com:443 HTTP/1.1\r\nHost: api.azure-costs.com:443\r\nConnection: close\r\n\r\n",
-        )
-        .await;
-        assert_eq!(raw_status(&answer), 405, "{answer}");
-        assert!(answer.contains("\"error\":\"method_not_allowed\""), "{answer}");
-        assert_eq!(proxy.sim.api_requests(), 0);
-    })
+    let proxy = start(simulator().await, Setup::default()).await;
+    let answer = raw(
+        proxy.addr,
+        "CONNECT api.azure-costs.com:443 HTTP/1.1\r\nHost: api.azure-costs.com:443\r\nConnection: close\r\n\r\n",
+    )
     .await;
+    assert_eq!(raw_status(&answer), 405, "{answer}");
+    assert!(
+        answer.contains("\"error\":\"method_not_allowed\""),
+        "{answer}"
+    );
+    assert_eq!(proxy.sim.api_requests(), 0);
 }
 
 #[tokio::test]
 async fn absolute_form_for_another_host_is_refused() {
-    bounded(async {
-        let proxy = start(simulator().await, Setup::default()).await;
-        let answer = raw(
-            proxy.addr,
-            "GET http://attacker.example/steal HTTP/1.1\r\nHost: attacker.example\r\nConnection: close\r\n\r\n",
-        )
-        .await;
-        assert_eq!(raw_status(&answer), 400, "{answer}");
-        assert!(answer.contains("forbidden_target"), "{answer}");
-        assert_eq!(proxy.sim.api_requests(), 0);
-    })
+    let proxy = start(simulator().await, Setup::default()).await;
+    let answer = raw(
+        proxy.addr,
+        "GET http://attacker.example/steal HTTP/1.1\r\nHost: attacker.example\r\nConnection: close\r\n\r\n",
+    )
     .await;
+    assert_eq!(raw_status(&answer), 400, "{answer}");
+    assert!(answer.contains("forbidden_target"), "{answer}");
+    assert_eq!(proxy.sim.api_requests(), 0);
 }
 
 #[tokio::test]
 async fn foreign_host_header_is_refused() {
-    bounded(async {
-        let proxy = start(simulator().await, Setup::default()).await;
-        let r = client()
-            .get(proxy.url("/v1/teams"))
-            .header("host", "rebind.attacker.example")
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 403);
-        let body: serde_json::Value = r.json().await.unwrap();
-        assert_eq!(body["error"], "forbidden_host");
-        assert_eq!(proxy.sim.api_requests(), 0);
-    })
-    .await;
+    let proxy = start(simulator().await, Setup::default()).await;
+    let r = client()
+        .get(proxy.url("/v1/teams"))
+        .header("host", "rebind.attacker.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["error"], "forbidden_host");
+    assert_eq!(proxy.sim.api_requests(), 0);
 }
 
 #[tokio::test]
 async fn unmatched_path_is_no_route_with_json_body() {
-    bounded(async {
-        let setup = Setup {
-            extra: "[[routes]]\nprefix = \"/contoso\"\n".into(),
-            ..Setup::default()
-        };
-        let proxy = start(simulator().await, setup).await;
-        let r = proxy.get("/contosox/v1").await;
-        assert_eq!(r.status(), 404);
-        assert_eq!(r.headers()["content-type"], "application/json");
-        let id = r.headers()["x-request-id"].to_str().unwrap().to_string();
-        let body: serde_json::Value = r.json().await.unwrap();
-        assert_eq!(body["error"], "no_route");
-        assert_eq!(body["request_id"], id.as_str());
-        assert!(body["message"].as_str().unwrap().len() > 5);
-    })
-    .await;
+    let setup = Setup {
+        extra: "[[routes]]\nprefix = \"/contoso\"\n".into(),
+        ..Setup::default()
+    };
+    let proxy = start(simulator().await, setup).await;
+    let r = proxy.get("/contosox/v1").await;
+    assert_eq!(r.status(), 404);
+    assert_eq!(r.headers()["content-type"], "application/json");
+    let id = r.headers()["x-request-id"].to_str().unwrap().to_string();
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["error"], "no_route");
+    assert_eq!(body["request_id"], id.as_str());
+    assert!(body["message"].as_str().unwrap().len() > 5);
 }
 
 #[tokio::test]
 async fn dot_segments_are_refused() {
-    bounded(async {
-        let proxy = start(simulator().await, Setup::default()).await;
-        let answer = raw(
-            proxy.addr,
-            "GET /v1/../admin HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
-        )
-        .await;
-        assert_eq!(raw_status(&answer), 400, "{answer}");
-        assert_eq!(proxy.sim.api_requests(), 0);
-    })
+    let proxy = start(simulator().await, Setup::default()).await;
+    let answer = raw(
+        proxy.addr,
+        "GET /v1/../admin HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+    )
     .await;
+    assert_eq!(raw_status(&answer), 400, "{answer}");
+    assert_eq!(proxy.sim.api_requests(), 0);
 }
 
 #[tokio::test]
 async fn oversized_request_head_gets_431() {
-    bounded(async {
-        let proxy = start(simulator().await, Setup::default()).await;
-        let big = "a".repeat(70 * 1024);
-        let answer = raw(
-            proxy.addr,
-            &format!("GET /v1/teams HTTP/1.1\r\nHost: localhost\r\nX-Big: {big}\r\nConnection: close\r\n\r\n"),
-        )
-        .await;
-        assert_eq!(raw_status(&answer), 431, "{}", &answer[..answer.len().min(200)]);
-        assert_eq!(proxy.sim.api_requests(), 0);
-    })
+    let proxy = start(simulator().await, Setup::default()).await;
+    let big = "a".repeat(70 * 1024);
+    let answer = raw(
+        proxy.addr,
+        &format!(
+            "GET /v1/teams HTTP/1.1\r\nHost: localhost\r\nX-Big: {big}\r\nConnection: close\r\n\r\n"
+        ),
+    )
     .await;
+    assert_eq!(
+        raw_status(&answer),
+        431,
+        "{}",
+        &answer[..answer.len().min(200)]
+    );
+    assert_eq!(proxy.sim.api_requests(), 0);
 }
 
 #[tokio::test]
 async fn upstream_connections_are_pooled_and_reused() {
-    bounded(async {
-        let proxy = start(simulator().await, Setup::default()).await;
-        for _ in 0..20 {
-            let r = proxy.get("/v1/teams").await;
+    let proxy = start(simulator().await, Setup::default()).await;
+    for _ in 0..20 {
+        let r = proxy.get("/v1/teams").await;
+        assert_eq!(r.status(), 200);
+        r.bytes().await.unwrap();
+    }
+    assert_eq!(
+        proxy.sim.api_connections(),
+        1,
+        "one after another: one connection"
+    );
+    for _ in 0..5 {
+        let (a, b, c) = tokio::join!(
+            proxy.get("/v1/teams"),
+            proxy.get("/v1/costs/by-service"),
+            proxy.get("/v1/teams"),
+        );
+        for r in [a, b, c] {
             assert_eq!(r.status(), 200);
             r.bytes().await.unwrap();
         }
-        assert_eq!(
-            proxy.sim.api_connections(),
-            1,
-            "one after another: one connection"
-        );
-        for _ in 0..5 {
-            let (a, b, c) = tokio::join!(
-                proxy.get("/v1/teams"),
-                proxy.get("/v1/costs/by-service"),
-                proxy.get("/v1/teams"),
-            );
-            for r in [a, b, c] {
-                assert_eq!(r.status(), 200);
-                r.bytes().await.unwrap();
-            }
-        }
-        let used = proxy.sim.api_connections();
-        assert!(
-            used <= 3,
-            "three at a time: at most three connections, saw {used}"
-        );
-        assert_eq!(proxy.sim.api_requests(), 35);
-    })
-    .await;
+    }
+    let used = proxy.sim.api_connections();
+    assert!(
+        used <= 3,
+        "three at a time: at most three connections, saw {used}"
+    );
+    assert_eq!(proxy.sim.api_requests(), 35);
 }
 
 #[tokio::test]
 async fn after_the_upstream_closes_a_connection_requests_go_on_a_new_one() {
-    bounded(async {
-        let proxy = start(simulator().await, Setup::default()).await;
+    let proxy = start(simulator().await, Setup::default()).await;
+    let r = proxy.get("/v1/teams").await;
+    assert_eq!(r.status(), 200);
+    r.bytes().await.unwrap();
+    // The upstream says `Connection: close`: the proxy neither passes that on nor sends the
+    // next request on the closing connection.
+    let r = proxy.get("/v1/echo?close=1").await;
+    assert_eq!(r.status(), 200);
+    assert!(r.headers().get("connection").is_none());
+    r.bytes().await.unwrap();
+    for _ in 0..5 {
         let r = proxy.get("/v1/teams").await;
         assert_eq!(r.status(), 200);
         r.bytes().await.unwrap();
-        // The upstream says `Connection: close`: the proxy neither passes that on nor sends the
-        // next request on the closing connection.
-        let r = proxy.get("/v1/echo?close=1").await;
-        assert_eq!(r.status(), 200);
-        assert!(r.headers().get("connection").is_none());
-        r.bytes().await.unwrap();
-        for _ in 0..5 {
-            let r = proxy.get("/v1/teams").await;
-            assert_eq!(r.status(), 200);
-            r.bytes().await.unwrap();
-        }
-        assert_eq!(proxy.sim.api_connections(), 2);
-        assert_eq!(proxy.sim.api_requests(), 7);
-    })
-    .await;
+    }
+    assert_eq!(proxy.sim.api_connections(), 2);
+    assert_eq!(proxy.sim.api_requests(), 7);
 }

@@ -3,7 +3,8 @@
 
 use std::time::{Duration, Instant};
 
-use crate::support::{Setup, bounded, simulator, start};
+use crate::support::tokio;
+use crate::support::{Setup, simulator, start};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -20,52 +21,46 @@ async fn time_until_closed(mut stream: TcpStream) -> Duration {
 
 #[tokio::test]
 async fn silent_and_half_open_connections_are_closed() {
-    bounded(async {
-        let proxy = start(simulator().await, Setup::default()).await;
-        // One client says nothing at all; one starts the HTTP/2 preface and stops; one sends half
-        // a request head (slowloris).
-        let silent = TcpStream::connect(proxy.addr).await.unwrap();
-        let mut preface = TcpStream::connect(proxy.addr).await.unwrap();
-        preface.write_all(b"PRI * HTTP/2.0\r\n").await.unwrap();
-        let mut slow = TcpStream::connect(proxy.addr).await.unwrap();
-        slow.write_all(b"GET /v1/teams HTTP/1.1\r\nHost: localh")
-            .await
-            .unwrap();
+    let proxy = start(simulator().await, Setup::default()).await;
+    // One client says nothing at all; one starts the HTTP/2 preface and stops; one sends half
+    // a request head (slowloris).
+    let silent = TcpStream::connect(proxy.addr).await.unwrap();
+    let mut preface = TcpStream::connect(proxy.addr).await.unwrap();
+    preface.write_all(b"PRI * HTTP/2.0\r\n").await.unwrap();
+    let mut slow = TcpStream::connect(proxy.addr).await.unwrap();
+    slow.write_all(b"GET /v1/teams HTTP/1.1\r\nHost: localh")
+        .await
+        .unwrap();
 
-        let (a, b, c) = tokio::join!(
-            time_until_closed(silent),
-            time_until_closed(preface),
-            time_until_closed(slow)
-        );
-        for took in [a, b, c] {
-            assert!(took < Duration::from_secs(15), "closed only after {took:?}");
-        }
-        // The proxy still serves everyone else.
-        let r = proxy.get("/v1/teams").await;
-        assert_eq!(r.status(), 200);
-        assert_eq!(proxy.sim.api_requests(), 1);
-    })
-    .await;
+    let (a, b, c) = tokio::join!(
+        time_until_closed(silent),
+        time_until_closed(preface),
+        time_until_closed(slow)
+    );
+    for took in [a, b, c] {
+        assert!(took < Duration::from_secs(15), "closed only after {took:?}");
+    }
+    // The proxy still serves everyone else.
+    let r = proxy.get("/v1/teams").await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(proxy.sim.api_requests(), 1);
 }
 
 #[tokio::test]
 async fn a_client_that_pauses_reading_is_not_cut_off() {
-    bounded(async {
-        let setup = Setup {
-            upstream: "timeout = \"300ms\"".into(),
-            ..Setup::default()
-        };
-        let proxy = start(simulator().await, setup).await;
-        let size = 50 * 1024 * 1024u64;
-        let mut r = proxy.get(&format!("/v1/costs/export?bytes={size}")).await;
-        let mut total = r.chunk().await.unwrap().unwrap().len() as u64;
-        // The BI tool is busy for a while (far longer than upstream.timeout); the upstream is not
-        // to blame, so the answer must go on when the client reads again.
-        tokio::time::sleep(Duration::from_millis(1200)).await;
-        while let Some(chunk) = r.chunk().await.unwrap() {
-            total += chunk.len() as u64;
-        }
-        assert_eq!(total, size);
-    })
-    .await;
+    let setup = Setup {
+        upstream: "timeout = \"300ms\"".into(),
+        ..Setup::default()
+    };
+    let proxy = start(simulator().await, setup).await;
+    let size = 50 * 1024 * 1024u64;
+    let mut r = proxy.get(&format!("/v1/costs/export?bytes={size}")).await;
+    let mut total = r.chunk().await.unwrap().unwrap().len() as u64;
+    // The BI tool is busy for a while (far longer than upstream.timeout); the upstream is not
+    // to blame, so the answer must go on when the client reads again.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    while let Some(chunk) = r.chunk().await.unwrap() {
+        total += chunk.len() as u64;
+    }
+    assert_eq!(total, size);
 }

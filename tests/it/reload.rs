@@ -5,7 +5,8 @@
 use std::net::SocketAddr;
 
 use crate::support::process::Scratch;
-use crate::support::{bounded, reload, secret_file_config, simulator, start_from_file};
+use crate::support::tokio;
+use crate::support::{reload, secret_file_config, simulator, start_from_file};
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Empty};
 use hyper::client::conn::http1::SendRequest;
@@ -45,140 +46,131 @@ fn last_bearer(sim: &azure_costs_proxy::simulator::Simulator) -> String {
 
 #[tokio::test]
 async fn a_rotated_secret_file_is_used_for_new_tokens_and_open_connections_keep_working() {
-    bounded(async {
-        let sim = simulator().await;
-        let dir = Scratch::new("reload-secret");
-        let path = dir.write("proxy.toml", &secret_file_config(&sim, &dir, ""));
-        let (proxy, reloads) = start_from_file(sim, path).await;
-        proxy.sim.wait_for_sts_calls(1).await;
-        let mut conn = connect(proxy.addr).await;
-        assert_eq!(get(&mut conn, "/v1/teams").await.0, 200);
-        let first = proxy.sim.issued_tokens();
-        assert_eq!(first.len(), 1);
-        assert_eq!(
-            last_bearer(&proxy.sim),
-            format!("Bearer {}", first[0].token)
-        );
+    let sim = simulator().await;
+    let dir = Scratch::new("reload-secret");
+    let path = dir.write("proxy.toml", &secret_file_config(&sim, &dir, ""));
+    let (proxy, reloads) = start_from_file(sim, path).await;
+    proxy.sim.wait_for_sts_calls(1).await;
+    let mut conn = connect(proxy.addr).await;
+    assert_eq!(get(&mut conn, "/v1/teams").await.0, 200);
+    let first = proxy.sim.issued_tokens();
+    assert_eq!(first.len(), 1);
+    assert_eq!(
+        last_bearer(&proxy.sim),
+        format!("Bearer {}", first[0].token)
+    );
 
-        // An export in flight across the reload finishes with the config and token it began with.
-        proxy.sim.hold_exports();
-        let mut export = proxy.get("/v1/costs/export?rows=20000").await;
-        assert_eq!(export.status(), 200);
-        let mut exported = export.chunk().await.unwrap().unwrap().len();
+    // An export in flight across the reload finishes with the config and token it began with.
+    proxy.sim.hold_exports();
+    let mut export = proxy.get("/v1/costs/export?rows=20000").await;
+    assert_eq!(export.status(), 200);
+    let mut exported = export.chunk().await.unwrap().unwrap().len();
 
-        // The vendor rotates the secret (the old token stays valid), the operator the file.
-        proxy.sim.rotate_secret("rotated-secret-value");
-        dir.write("secret", "rotated-secret-value\n");
-        let done = reload(&reloads).await.expect("the reload succeeds");
-        assert_eq!(done.discarded, ["default"]);
-        assert_eq!(done.kept_tokens, 0);
-        proxy.sim.release_exports();
-        while let Some(chunk) = export.chunk().await.unwrap() {
-            exported += chunk.len();
-        }
-        assert!(exported > 100_000, "only {exported} bytes");
-        assert_eq!(proxy.sim.exports_finished(), 1);
-        assert_eq!(
-            last_bearer(&proxy.sim),
-            format!("Bearer {}", first[0].token),
-            "the export went upstream with the token of its time"
-        );
+    // The vendor rotates the secret (the old token stays valid), the operator the file.
+    proxy.sim.rotate_secret("rotated-secret-value");
+    dir.write("secret", "rotated-secret-value\n");
+    let done = reload(&reloads).await.expect("the reload succeeds");
+    assert_eq!(done.discarded, ["default"]);
+    assert_eq!(done.kept_tokens, 0);
+    proxy.sim.release_exports();
+    while let Some(chunk) = export.chunk().await.unwrap() {
+        exported += chunk.len();
+    }
+    assert!(exported > 100_000, "only {exported} bytes");
+    assert_eq!(proxy.sim.exports_finished(), 1);
+    assert_eq!(
+        last_bearer(&proxy.sim),
+        format!("Bearer {}", first[0].token),
+        "the export went upstream with the token of its time"
+    );
 
-        // Same connection, new token: issued with the new secret (the STS takes no other now).
-        let (status, body) = get(&mut conn, "/v1/teams").await;
-        assert_eq!(status, 200, "{body:?}");
-        let tokens = proxy.sim.issued_tokens();
-        assert_eq!(tokens.len(), 2, "exactly one new token");
-        assert_eq!(
-            last_bearer(&proxy.sim),
-            format!("Bearer {}", tokens[1].token)
-        );
-        // A new connection too.
-        assert_eq!(proxy.get("/v1/teams").await.status(), 200);
+    // Same connection, new token: issued with the new secret (the STS takes no other now).
+    let (status, body) = get(&mut conn, "/v1/teams").await;
+    assert_eq!(status, 200, "{body:?}");
+    let tokens = proxy.sim.issued_tokens();
+    assert_eq!(tokens.len(), 2, "exactly one new token");
+    assert_eq!(
+        last_bearer(&proxy.sim),
+        format!("Bearer {}", tokens[1].token)
+    );
+    // A new connection too.
+    assert_eq!(proxy.get("/v1/teams").await.status(), 200);
 
-        let metrics = proxy.metrics().await;
-        assert!(
-            metrics.contains("azure_costs_proxy_config_reloads_total{outcome=\"ok\"} 1"),
-            "{metrics}"
-        );
-    })
-    .await;
+    let metrics = proxy.metrics().await;
+    assert!(
+        metrics.contains("azure_costs_proxy_config_reloads_total{outcome=\"ok\"} 1"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]
 async fn an_invalid_config_is_refused_and_the_running_one_keeps_serving() {
-    bounded(async {
-        let sim = simulator().await;
-        let dir = Scratch::new("reload-broken");
-        let good = secret_file_config(&sim, &dir, "");
-        let path = dir.write("proxy.toml", &good);
-        let (proxy, reloads) = start_from_file(sim, path.clone()).await;
-        proxy.sim.wait_for_sts_calls(1).await;
-        let mut conn = connect(proxy.addr).await;
-        assert_eq!(get(&mut conn, "/v1/teams").await.0, 200);
+    let sim = simulator().await;
+    let dir = Scratch::new("reload-broken");
+    let good = secret_file_config(&sim, &dir, "");
+    let path = dir.write("proxy.toml", &good);
+    let (proxy, reloads) = start_from_file(sim, path.clone()).await;
+    proxy.sim.wait_for_sts_calls(1).await;
+    let mut conn = connect(proxy.addr).await;
+    assert_eq!(get(&mut conn, "/v1/teams").await.0, 200);
 
-        // A typo: the error names the file, line and key.
-        dir.write(
-            "proxy.toml",
-            &good.replace("[sts]\n", "[sts]\ntimout = \"5s\"\n"),
-        );
-        let error = reload(&reloads).await.expect_err("a typo is refused");
-        assert!(error.contains("sts.timout"), "{error}");
-        assert!(error.contains(&path.display().to_string()), "{error}");
-        assert!(error.contains("line "), "{error}");
-        assert_eq!(get(&mut conn, "/v1/teams").await.0, 200);
+    // A typo: the error names the file, line and key.
+    dir.write(
+        "proxy.toml",
+        &good.replace("[sts]\n", "[sts]\ntimout = \"5s\"\n"),
+    );
+    let error = reload(&reloads).await.expect_err("a typo is refused");
+    assert!(error.contains("sts.timout"), "{error}");
+    assert!(error.contains(&path.display().to_string()), "{error}");
+    assert!(error.contains("line "), "{error}");
+    assert_eq!(get(&mut conn, "/v1/teams").await.0, 200);
 
-        // A secret file that went missing: refused too, nothing printed of the old secret.
-        dir.write("proxy.toml", &good);
-        std::fs::remove_file(dir.0.join("secret")).unwrap();
-        let error = reload(&reloads)
-            .await
-            .expect_err("a missing secret is refused");
-        assert!(
-            error.contains("credentials.default.client_secret"),
-            "{error}"
-        );
-        assert!(!error.contains(&proxy.sim.client_secret()), "{error}");
+    // A secret file that went missing: refused too, nothing printed of the old secret.
+    dir.write("proxy.toml", &good);
+    std::fs::remove_file(dir.0.join("secret")).unwrap();
+    let error = reload(&reloads)
+        .await
+        .expect_err("a missing secret is refused");
+    assert!(
+        error.contains("credentials.default.client_secret"),
+        "{error}"
+    );
+    assert!(!error.contains(&proxy.sim.client_secret()), "{error}");
 
-        // Still the old config and the old token: no STS call since start-up.
-        assert_eq!(get(&mut conn, "/v1/teams").await.0, 200);
-        assert_eq!(proxy.get("/v1/teams").await.status(), 200);
-        assert_eq!(proxy.sim.sts_calls(), 1);
-        let metrics = proxy.metrics().await;
-        assert!(
-            metrics.contains("azure_costs_proxy_config_reloads_total{outcome=\"error\"} 2"),
-            "{metrics}"
-        );
-    })
-    .await;
+    // Still the old config and the old token: no STS call since start-up.
+    assert_eq!(get(&mut conn, "/v1/teams").await.0, 200);
+    assert_eq!(proxy.get("/v1/teams").await.status(), 200);
+    assert_eq!(proxy.sim.sts_calls(), 1);
+    let metrics = proxy.metrics().await;
+    assert!(
+        metrics.contains("azure_costs_proxy_config_reloads_total{outcome=\"error\"} 2"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]
 async fn a_reload_adds_routes_and_keeps_the_tokens_of_unchanged_credentials() {
-    bounded(async {
-        let sim = simulator().await;
-        let dir = Scratch::new("reload-routes");
-        let path = dir.write("proxy.toml", &secret_file_config(&sim, &dir, ""));
-        let (proxy, reloads) = start_from_file(sim, path).await;
-        proxy.sim.wait_for_sts_calls(1).await;
-        let teams = proxy.get("/v1/teams").await.text().await.unwrap();
+    let sim = simulator().await;
+    let dir = Scratch::new("reload-routes");
+    let path = dir.write("proxy.toml", &secret_file_config(&sim, &dir, ""));
+    let (proxy, reloads) = start_from_file(sim, path).await;
+    proxy.sim.wait_for_sts_calls(1).await;
+    let teams = proxy.get("/v1/teams").await.text().await.unwrap();
 
-        let routes = "[[routes]]\nprefix = \"/\"\n\n\
-                      [[routes]]\nprefix = \"/customers/contoso\"\ndelegate = \"TEAM-CONTOSO\"\n";
-        dir.write("proxy.toml", &secret_file_config(&proxy.sim, &dir, routes));
-        let done = reload(&reloads).await.expect("the reload succeeds");
-        assert!(done.discarded.is_empty(), "{:?}", done.discarded);
-        assert_eq!(done.kept_tokens, 1);
+    let routes = "[[routes]]\nprefix = \"/\"\n\n\
+                  [[routes]]\nprefix = \"/customers/contoso\"\ndelegate = \"TEAM-CONTOSO\"\n";
+    dir.write("proxy.toml", &secret_file_config(&proxy.sim, &dir, routes));
+    let done = reload(&reloads).await.expect("the reload succeeds");
+    assert!(done.discarded.is_empty(), "{:?}", done.discarded);
+    assert_eq!(done.kept_tokens, 1);
 
-        // The new route acts for Contoso: one update of the kept base token, no new issue.
-        let r = proxy.get("/customers/contoso/v1/teams").await;
-        assert_eq!(r.status(), 200);
-        let contoso = r.text().await.unwrap();
-        assert_ne!(contoso, teams, "the delegate route sees its team's data");
-        assert_eq!(proxy.sim.issue_calls(), 1);
-        assert_eq!(proxy.sim.update_calls(), 1);
-        assert_eq!(proxy.get("/v1/teams").await.status(), 200);
-        assert_eq!(proxy.sim.issue_calls(), 1);
-    })
-    .await;
+    // The new route acts for Contoso: one update of the kept base token, no new issue.
+    let r = proxy.get("/customers/contoso/v1/teams").await;
+    assert_eq!(r.status(), 200);
+    let contoso = r.text().await.unwrap();
+    assert_ne!(contoso, teams, "the delegate route sees its team's data");
+    assert_eq!(proxy.sim.issue_calls(), 1);
+    assert_eq!(proxy.sim.update_calls(), 1);
+    assert_eq!(proxy.get("/v1/teams").await.status(), 200);
+    assert_eq!(proxy.sim.issue_calls(), 1);
 }

@@ -5,103 +5,98 @@
 use std::time::Duration;
 
 use crate::support::process::{Proxy, Scratch, command};
-use crate::support::{Setup, bounded, client, config_text, secret_file_config, simulator, start};
+use crate::support::tokio;
+use crate::support::{Setup, client, config_text, secret_file_config, simulator, start};
 use azure_costs_proxy::simulator::StsFault;
 
 #[tokio::test]
 async fn sighup_applies_a_rotated_secret_file_and_keeps_a_broken_config_out() {
-    bounded(async {
-        let sim = simulator().await;
-        let dir = Scratch::new("sighup");
-        let good = secret_file_config(&sim, &dir, "");
-        let path = dir.write("proxy.toml", &good);
-        let mut proxy = Proxy::start(&path, &[]).await;
-        // One pooled client: its keep-alive connection stays open across the reloads.
-        let c = client();
-        assert_eq!(
-            c.get(proxy.url("/v1/teams")).send().await.unwrap().status(),
-            200
-        );
+    let sim = simulator().await;
+    let dir = Scratch::new("sighup");
+    let good = secret_file_config(&sim, &dir, "");
+    let path = dir.write("proxy.toml", &good);
+    let mut proxy = Proxy::start(&path, &[]).await;
+    // One pooled client: its keep-alive connection stays open across the reloads.
+    let c = client();
+    assert_eq!(
+        c.get(proxy.url("/v1/teams")).send().await.unwrap().status(),
+        200
+    );
 
-        sim.rotate_secret("rotated-secret-value");
-        dir.write("secret", "rotated-secret-value");
-        proxy.signal("HUP").await;
-        proxy.wait_for("config reloaded").await;
-        let r = c.get(proxy.url("/v1/teams")).send().await.unwrap();
-        assert_eq!(r.status(), 200);
-        let tokens = sim.issued_tokens();
-        assert_eq!(tokens.len(), 2, "a new token after the reload");
-        let seen = sim.requests();
-        assert_eq!(
-            seen.last().unwrap().headers["authorization"],
-            format!("Bearer {}", tokens[1].token).as_str(),
-            "the token issued with the new secret goes upstream"
-        );
+    sim.rotate_secret("rotated-secret-value");
+    dir.write("secret", "rotated-secret-value");
+    proxy.signal("HUP").await;
+    proxy.wait_for("config reloaded").await;
+    let r = c.get(proxy.url("/v1/teams")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let tokens = sim.issued_tokens();
+    assert_eq!(tokens.len(), 2, "a new token after the reload");
+    let seen = sim.requests();
+    assert_eq!(
+        seen.last().unwrap().headers["authorization"],
+        format!("Bearer {}", tokens[1].token).as_str(),
+        "the token issued with the new secret goes upstream"
+    );
 
-        dir.write(
-            "proxy.toml",
-            &good.replace("[upstream]\n", "[upstream]\nurl = 5\n"),
-        );
-        proxy.signal("HUP").await;
-        let line = proxy.wait_for("config reload failed").await;
-        assert!(line.contains("upstream.url"), "{line}");
-        assert_eq!(
-            c.get(proxy.url("/v1/teams")).send().await.unwrap().status(),
-            200
-        );
-        assert_eq!(sim.issued_tokens().len(), 2);
+    dir.write(
+        "proxy.toml",
+        &good.replace("[upstream]\n", "[upstream]\nurl = 5\n"),
+    );
+    proxy.signal("HUP").await;
+    let line = proxy.wait_for("config reload failed").await;
+    assert!(line.contains("upstream.url"), "{line}");
+    assert_eq!(
+        c.get(proxy.url("/v1/teams")).send().await.unwrap().status(),
+        200
+    );
+    assert_eq!(sim.issued_tokens().len(), 2);
 
-        proxy.signal("TERM").await;
-        assert_eq!(proxy.exit_code().await, Some(0));
-        let log = proxy.transcript.join("\n");
-        assert!(
-            !log.contains("rotated-secret-value"),
-            "the secret is in the log"
-        );
-    })
-    .await;
+    proxy.signal("TERM").await;
+    assert_eq!(proxy.exit_code().await, Some(0));
+    let log = proxy.transcript.join("\n");
+    assert!(
+        !log.contains("rotated-secret-value"),
+        "the secret is in the log"
+    );
 }
 
 #[tokio::test]
 async fn sigterm_lets_a_request_in_flight_finish_refuses_new_connections_and_exits_0() {
-    bounded(async {
-        let sim = simulator().await;
-        sim.hold_exports();
-        let dir = Scratch::new("sigterm");
-        let path = dir.write(
-            "proxy.toml",
-            &config_text(&sim, &Setup::default())
-                .replace("[listen]\n", "[listen]\nshutdown_grace = \"20s\"\n"),
-        );
-        let secret = sim.client_secret();
-        let mut proxy = Proxy::start(&path, &[("SIM_SECRET", &secret)]).await;
-        let mut export = client()
-            .get(proxy.url("/v1/costs/export?rows=20000"))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(export.status(), 200);
-        let mut received = export.chunk().await.unwrap().unwrap().len();
+    let sim = simulator().await;
+    sim.hold_exports();
+    let dir = Scratch::new("sigterm");
+    let path = dir.write(
+        "proxy.toml",
+        &config_text(&sim, &Setup::default())
+            .replace("[listen]\n", "[listen]\nshutdown_grace = \"20s\"\n"),
+    );
+    let secret = sim.client_secret();
+    let mut proxy = Proxy::start(&path, &[("SIM_SECRET", &secret)]).await;
+    let mut export = client()
+        .get(proxy.url("/v1/costs/export?rows=20000"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(export.status(), 200);
+    let mut received = export.chunk().await.unwrap().unwrap().len();
 
-        proxy.signal("TERM").await;
-        proxy.wait_for("no longer accepting connections").await;
-        let refused = tokio::net::TcpStream::connect(&proxy.addr).await;
-        assert!(
-            refused.is_err(),
-            "a new connection was accepted while draining"
-        );
+    proxy.signal("TERM").await;
+    proxy.wait_for("no longer accepting connections").await;
+    let refused = tokio::net::TcpStream::connect(&proxy.addr).await;
+    assert!(
+        refused.is_err(),
+        "a new connection was accepted while draining"
+    );
 
-        sim.release_exports();
-        while let Some(chunk) = export.chunk().await.unwrap() {
-            received += chunk.len();
-        }
-        assert!(received > 100_000, "only {received} bytes");
-        assert_eq!(sim.exports_finished(), 1, "the export ran to its end");
-        assert_eq!(proxy.exit_code().await, Some(0));
-        let log = proxy.transcript.join("\n");
-        assert!(log.contains("all connections closed"), "{log}");
-    })
-    .await;
+    sim.release_exports();
+    while let Some(chunk) = export.chunk().await.unwrap() {
+        received += chunk.len();
+    }
+    assert!(received > 100_000, "only {received} bytes");
+    assert_eq!(sim.exports_finished(), 1, "the export ran to its end");
+    assert_eq!(proxy.exit_code().await, Some(0));
+    let log = proxy.transcript.join("\n");
+    assert!(log.contains("all connections closed"), "{log}");
 }
 
 /// What the proxy sends to `NOTIFY_SOCKET`, in order, watchdog pings counted apart.
@@ -143,88 +138,82 @@ impl Notifications {
 
 #[tokio::test]
 async fn a_second_sigterm_exits_at_once_and_sighup_while_draining_reloads_nothing() {
-    bounded(async {
-        let sim = simulator().await;
-        sim.hold_exports();
-        let dir = Scratch::new("second-signal");
-        let path = dir.write("proxy.toml", &secret_file_config(&sim, &dir, ""));
-        let mut proxy = Proxy::start(&path, &[]).await;
-        let mut export = client()
-            .get(proxy.url("/v1/costs/export?rows=20000"))
-            .send()
-            .await
-            .unwrap();
-        assert!(export.chunk().await.unwrap().is_some());
+    let sim = simulator().await;
+    sim.hold_exports();
+    let dir = Scratch::new("second-signal");
+    let path = dir.write("proxy.toml", &secret_file_config(&sim, &dir, ""));
+    let mut proxy = Proxy::start(&path, &[]).await;
+    let mut export = client()
+        .get(proxy.url("/v1/costs/export?rows=20000"))
+        .send()
+        .await
+        .unwrap();
+    assert!(export.chunk().await.unwrap().is_some());
 
-        proxy.signal("TERM").await;
-        proxy.wait_for("no longer accepting connections").await;
-        proxy.signal("HUP").await;
-        proxy.signal("TERM").await;
-        assert_eq!(
-            proxy.exit_code().await,
-            Some(130),
-            "the export is still held"
-        );
-        let log = proxy.transcript.join("\n");
-        assert!(log.contains("second shutdown signal"), "{log}");
-        assert!(
-            !log.contains("reloading the config"),
-            "a reload ran while draining: {log}"
-        );
-        // The client sees its response cut off, not completed.
-        let mut rest = Ok(None);
-        for _ in 0..1000 {
-            rest = export.chunk().await;
-            if !matches!(rest, Ok(Some(_))) {
-                break;
-            }
+    proxy.signal("TERM").await;
+    proxy.wait_for("no longer accepting connections").await;
+    proxy.signal("HUP").await;
+    proxy.signal("TERM").await;
+    assert_eq!(
+        proxy.exit_code().await,
+        Some(130),
+        "the export is still held"
+    );
+    let log = proxy.transcript.join("\n");
+    assert!(log.contains("second shutdown signal"), "{log}");
+    assert!(
+        !log.contains("reloading the config"),
+        "a reload ran while draining: {log}"
+    );
+    // The client sees its response cut off, not completed.
+    let mut rest = Ok(None);
+    for _ in 0..1000 {
+        rest = export.chunk().await;
+        if !matches!(rest, Ok(Some(_))) {
+            break;
         }
-        assert!(rest.is_err(), "the cut-off export looked complete");
-        sim.release_exports();
-    })
-    .await;
+    }
+    assert!(rest.is_err(), "the cut-off export looked complete");
+    sim.release_exports();
 }
 
 #[tokio::test]
 async fn systemd_hears_ready_reloading_watchdog_and_stopping() {
-    bounded(async {
-        let sim = simulator().await;
-        let dir = Scratch::new("notify");
-        let socket_path = dir.0.join("notify.sock");
-        let socket = tokio::net::UnixDatagram::bind(&socket_path).unwrap();
-        let path = dir.write("proxy.toml", &config_text(&sim, &Setup::default()));
-        let secret = sim.client_secret();
-        let socket_env = socket_path.display().to_string();
-        let mut proxy = Proxy::start(
-            &path,
-            &[
-                ("SIM_SECRET", &secret),
-                ("NOTIFY_SOCKET", &socket_env),
-                ("WATCHDOG_USEC", "400000"),
-            ],
-        )
-        .await;
-
-        let mut notes = Notifications { socket, pings: 0 };
-        let ready = notes.next().await;
-        assert!(ready.lines().any(|l| l == "READY=1"), "{ready}");
-        assert!(ready.contains("STATUS=listening on http://"), "{ready}");
-
-        proxy.signal("HUP").await;
-        let reloading = notes.next().await;
-        assert!(reloading.lines().any(|l| l == "RELOADING=1"), "{reloading}");
-        assert!(reloading.contains("MONOTONIC_USEC="), "{reloading}");
-        let ready = notes.next().await;
-        assert!(ready.lines().any(|l| l == "READY=1"), "{ready}");
-
-        // A watchdog of 400 ms gets a ping every 200 ms: wait for two.
-        notes.wait_for_pings(notes.pings + 2).await;
-        proxy.signal("TERM").await;
-        let stopping = notes.next().await;
-        assert!(stopping.lines().any(|l| l == "STOPPING=1"), "{stopping}");
-        assert_eq!(proxy.exit_code().await, Some(0));
-    })
+    let sim = simulator().await;
+    let dir = Scratch::new("notify");
+    let socket_path = dir.0.join("notify.sock");
+    let socket = tokio::net::UnixDatagram::bind(&socket_path).unwrap();
+    let path = dir.write("proxy.toml", &config_text(&sim, &Setup::default()));
+    let secret = sim.client_secret();
+    let socket_env = socket_path.display().to_string();
+    let mut proxy = Proxy::start(
+        &path,
+        &[
+            ("SIM_SECRET", &secret),
+            ("NOTIFY_SOCKET", &socket_env),
+            ("WATCHDOG_USEC", "400000"),
+        ],
+    )
     .await;
+
+    let mut notes = Notifications { socket, pings: 0 };
+    let ready = notes.next().await;
+    assert!(ready.lines().any(|l| l == "READY=1"), "{ready}");
+    assert!(ready.contains("STATUS=listening on http://"), "{ready}");
+
+    proxy.signal("HUP").await;
+    let reloading = notes.next().await;
+    assert!(reloading.lines().any(|l| l == "RELOADING=1"), "{reloading}");
+    assert!(reloading.contains("MONOTONIC_USEC="), "{reloading}");
+    let ready = notes.next().await;
+    assert!(ready.lines().any(|l| l == "READY=1"), "{ready}");
+
+    // A watchdog of 400 ms gets a ping every 200 ms: wait for two.
+    notes.wait_for_pings(notes.pings + 2).await;
+    proxy.signal("TERM").await;
+    let stopping = notes.next().await;
+    assert!(stopping.lines().any(|l| l == "STOPPING=1"), "{stopping}");
+    assert_eq!(proxy.exit_code().await, Some(0));
 }
 
 /// Runs `healthcheck --config FILE` with a config whose admin address is `admin`.
@@ -254,61 +243,58 @@ async fn healthcheck(dir: &Scratch, admin: &str) -> (Option<i32>, String) {
 
 #[tokio::test]
 async fn healthcheck_exits_0_when_ready_and_1_otherwise() {
-    bounded(async {
-        let dir = Scratch::new("healthcheck");
-        // Ready: a proxy holding its token.
-        let ready = start(simulator().await, Setup::default()).await;
-        ready.sim.wait_for_sts_calls(1).await;
-        let section = format!("[admin]\naddress = \"{}\"", ready.admin);
-        let (code, text) = healthcheck(&dir, &section).await;
-        assert_eq!(code, Some(0), "{text}");
-        assert!(text.contains("\"status\":\"ready\""), "{text}");
+    let dir = Scratch::new("healthcheck");
+    // Ready: a proxy holding its token.
+    let ready = start(simulator().await, Setup::default()).await;
+    ready.sim.wait_for_sts_calls(1).await;
+    let section = format!("[admin]\naddress = \"{}\"", ready.admin);
+    let (code, text) = healthcheck(&dir, &section).await;
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("\"status\":\"ready\""), "{text}");
 
-        // Not ready: the STS refuses the credential, so there is no token.
-        let sim = simulator().await;
-        sim.set_sts_fault(Some(StsFault::Reject));
-        let refused = start(sim, Setup::default()).await;
-        // The STS call has reached the simulator; wait until the proxy has taken the refusal.
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        loop {
-            let body = client()
-                .get(refused.admin_url("/readyz"))
-                .send()
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap();
-            if body.contains("backing_off") {
-                break;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "never backing off: {body}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
+    // Not ready: the STS refuses the credential, so there is no token.
+    let sim = simulator().await;
+    sim.set_sts_fault(Some(StsFault::Reject));
+    let refused = start(sim, Setup::default()).await;
+    // The STS call has reached the simulator; wait until the proxy has taken the refusal.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let body = client()
+            .get(refused.admin_url("/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if body.contains("backing_off") {
+            break;
         }
-        let section = format!("[admin]\naddress = \"{}\"", refused.admin);
-        let (code, text) = healthcheck(&dir, &section).await;
-        assert_eq!(code, Some(1), "{text}");
         assert!(
-            text.contains("503") && text.contains("backing_off"),
-            "{text}"
+            tokio::time::Instant::now() < deadline,
+            "never backing off: {body}"
         );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let section = format!("[admin]\naddress = \"{}\"", refused.admin);
+    let (code, text) = healthcheck(&dir, &section).await;
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.contains("503") && text.contains("backing_off"),
+        "{text}"
+    );
 
-        // Nothing listening.
-        let closed = crate::support::closed_port().await;
-        let (code, text) = healthcheck(&dir, &format!("[admin]\naddress = \"{closed}\"")).await;
-        assert_eq!(code, Some(1), "{text}");
-        assert!(text.contains("cannot connect"), "{text}");
+    // Nothing listening.
+    let closed = crate::support::closed_port().await;
+    let (code, text) = healthcheck(&dir, &format!("[admin]\naddress = \"{closed}\"")).await;
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("cannot connect"), "{text}");
 
-        // Admin disabled, and a config error: 1 as well (Docker reserves 2).
-        let (code, text) = healthcheck(&dir, "[admin]\nenabled = false").await;
-        assert_eq!(code, Some(1), "{text}");
-        assert!(text.contains("disabled"), "{text}");
-        let (code, text) = healthcheck(&dir, "[admin]\nadress = \"x\"").await;
-        assert_eq!(code, Some(1), "{text}");
-        assert!(text.contains("admin.adress"), "{text}");
-    })
-    .await;
+    // Admin disabled, and a config error: 1 as well (Docker reserves 2).
+    let (code, text) = healthcheck(&dir, "[admin]\nenabled = false").await;
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("disabled"), "{text}");
+    let (code, text) = healthcheck(&dir, "[admin]\nadress = \"x\"").await;
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("admin.adress"), "{text}");
 }

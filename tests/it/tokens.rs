@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
-use crate::support::{Setup, bounded, client, simulator, start};
+use crate::support::tokio;
+use crate::support::{Setup, client, simulator, start};
 use azure_costs_proxy::config::TokenMode;
 use azure_costs_proxy::simulator::{Simulator, StsFault};
 use azure_costs_proxy::tls;
@@ -15,45 +16,39 @@ use azure_costs_proxy::token::{Token, TokenError, TokenKey, TokenSource};
 
 #[tokio::test]
 async fn many_sequential_requests_cause_one_sts_call() {
-    bounded(async {
-        let proxy = start(simulator().await, Setup::default()).await;
-        for _ in 0..50 {
-            let r = proxy.get("/v1/teams").await;
-            assert_eq!(r.status(), 200);
-        }
-        assert_eq!(proxy.sim.issue_calls(), 1);
-        assert_eq!(proxy.sim.api_requests(), 50);
-        let tokens: std::collections::HashSet<_> = proxy
-            .sim
-            .requests()
-            .iter()
-            .map(|r| r.headers["authorization"].clone())
-            .collect();
-        assert_eq!(tokens.len(), 1);
-    })
-    .await;
+    let proxy = start(simulator().await, Setup::default()).await;
+    for _ in 0..50 {
+        let r = proxy.get("/v1/teams").await;
+        assert_eq!(r.status(), 200);
+    }
+    assert_eq!(proxy.sim.issue_calls(), 1);
+    assert_eq!(proxy.sim.api_requests(), 50);
+    let tokens: std::collections::HashSet<_> = proxy
+        .sim
+        .requests()
+        .iter()
+        .map(|r| r.headers["authorization"].clone())
+        .collect();
+    assert_eq!(tokens.len(), 1);
 }
 
 #[tokio::test]
 async fn hundred_concurrent_requests_at_cold_start_cause_one_sts_call() {
-    bounded(async {
-        let sim = simulator().await;
-        // A slow STS keeps the first call in flight while all requests arrive.
-        sim.set_sts_fault(Some(StsFault::Slow(Duration::from_millis(300))));
-        let proxy = start(sim, Setup::default()).await;
-        let c = client();
-        let requests = (0..100).map(|_| {
-            let c = c.clone();
-            let url = proxy.url("/v1/costs/by-service");
-            tokio::spawn(async move { c.get(url).send().await.map(|r| r.status()) })
-        });
-        for r in futures_join(requests).await {
-            assert_eq!(r.unwrap().unwrap(), 200);
-        }
-        assert_eq!(proxy.sim.issue_calls(), 1);
-        assert_eq!(proxy.sim.api_requests(), 100);
-    })
-    .await;
+    let sim = simulator().await;
+    // A slow STS keeps the first call in flight while all requests arrive.
+    sim.set_sts_fault(Some(StsFault::Slow(Duration::from_millis(300))));
+    let proxy = start(sim, Setup::default()).await;
+    let c = client();
+    let requests = (0..100).map(|_| {
+        let c = c.clone();
+        let url = proxy.url("/v1/costs/by-service");
+        tokio::spawn(async move { c.get(url).send().await.map(|r| r.status()) })
+    });
+    for r in futures_join(requests).await {
+        assert_eq!(r.unwrap().unwrap(), 200);
+    }
+    assert_eq!(proxy.sim.issue_calls(), 1);
+    assert_eq!(proxy.sim.api_requests(), 100);
 }
 
 async fn futures_join<T>(
@@ -68,258 +63,231 @@ async fn futures_join<T>(
 
 #[tokio::test]
 async fn short_lived_tokens_are_refreshed_ahead_and_never_sent_expired() {
-    bounded(async {
-        let sim = Simulator::builder()
-            .token_ttl(Duration::from_secs(3))
-            .spawn()
-            .await
-            .unwrap();
-        let setup = Setup {
-            extra: "[token]\nrefresh_before_expiry = \"2s\"\n".into(),
-            ..Setup::default()
-        };
-        let proxy = start(sim, setup).await;
-        assert_eq!(proxy.get("/v1/teams").await.status(), 200);
-        // From now on every STS call takes a second. A refresh that made requests wait would show
-        // up as a request slower than that; a refresh ahead of time is invisible to them.
-        proxy
-            .sim
-            .set_sts_fault(Some(StsFault::Slow(Duration::from_secs(1))));
-        let until = Instant::now() + Duration::from_secs(7);
-        let mut slowest = Duration::ZERO;
-        let mut sent = 0;
-        while Instant::now() < until {
-            let started = Instant::now();
-            let r = proxy.get("/v1/teams").await;
-            assert_eq!(r.status(), 200, "request {sent} failed");
-            slowest = slowest.max(started.elapsed());
-            sent += 1;
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
+    let sim = Simulator::builder()
+        .token_ttl(Duration::from_secs(3))
+        .spawn()
+        .await
+        .unwrap();
+    let setup = Setup {
+        extra: "[token]\nrefresh_before_expiry = \"2s\"\n".into(),
+        ..Setup::default()
+    };
+    let proxy = start(sim, setup).await;
+    assert_eq!(proxy.get("/v1/teams").await.status(), 200);
+    // From now on every STS call takes a second. A refresh that made requests wait would show
+    // up as a request slower than that; a refresh ahead of time is invisible to them.
+    proxy
+        .sim
+        .set_sts_fault(Some(StsFault::Slow(Duration::from_secs(1))));
+    let until = Instant::now() + Duration::from_secs(7);
+    let mut slowest = Duration::ZERO;
+    let mut sent = 0;
+    while Instant::now() < until {
+        let started = Instant::now();
+        let r = proxy.get("/v1/teams").await;
+        assert_eq!(r.status(), 200, "request {sent} failed");
+        slowest = slowest.max(started.elapsed());
+        sent += 1;
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(
+        slowest < Duration::from_millis(800),
+        "a request waited {slowest:?} for the STS"
+    );
+    assert_eq!(
+        proxy.sim.bad_token_requests(),
+        0,
+        "an expired token reached the API"
+    );
+    let issued = proxy.sim.issued_tokens();
+    assert!(
+        issued.len() >= 3,
+        "only {} tokens in 7 s of 3 s tokens",
+        issued.len()
+    );
+    for pair in issued.windows(2) {
         assert!(
-            slowest < Duration::from_millis(800),
-            "a request waited {slowest:?} for the STS"
+            pair[1].issued_at < pair[0].expires_at,
+            "the next token came only after the previous one expired"
         );
-        assert_eq!(
-            proxy.sim.bad_token_requests(),
-            0,
-            "an expired token reached the API"
-        );
-        let issued = proxy.sim.issued_tokens();
-        assert!(
-            issued.len() >= 3,
-            "only {} tokens in 7 s of 3 s tokens",
-            issued.len()
-        );
-        for pair in issued.windows(2) {
-            assert!(
-                pair[1].issued_at < pair[0].expires_at,
-                "the next token came only after the previous one expired"
-            );
-        }
-        // Refreshing ahead is not refreshing per request.
-        assert!(
-            issued.len() <= 8,
-            "{} tokens for {sent} requests",
-            issued.len()
-        );
-    })
-    .await;
+    }
+    // Refreshing ahead is not refreshing per request.
+    assert!(
+        issued.len() <= 8,
+        "{} tokens for {sent} requests",
+        issued.len()
+    );
 }
 
 #[tokio::test]
 async fn concurrent_misses_wait_for_one_held_sts_call() {
-    bounded(async {
-        let sim = simulator().await;
-        sim.hold_sts();
-        let cfg = crate::support::config(&sim, &Setup::default());
-        let metrics = Arc::new(azure_costs_proxy::metrics::Metrics::new());
-        let tokens = TokenSource::new(&cfg, tls::client_config(&[]).unwrap(), metrics).unwrap();
-        let key = TokenKey::new(Arc::from("default"), None);
-        type Pending = Pin<Box<dyn Future<Output = Result<Arc<Token>, TokenError>> + Send>>;
-        let mut waiting: Vec<Pending> = (0..100)
-            .map(|_| {
-                let (tokens, key) = (tokens.clone(), key.clone());
-                Box::pin(async move { tokens.get(&key, TokenMode::Interval).await }) as Pending
-            })
-            .collect();
-        // Poll every caller once while the STS holds the first call: all 100 are now waiting.
-        std::future::poll_fn(|cx| {
-            for f in &mut waiting {
-                assert!(f.as_mut().poll(cx).is_pending());
-            }
-            Poll::Ready(())
+    let sim = simulator().await;
+    sim.hold_sts();
+    let cfg = crate::support::config(&sim, &Setup::default());
+    let metrics = Arc::new(azure_costs_proxy::metrics::Metrics::new());
+    let tokens = TokenSource::new(&cfg, tls::client_config(&[]).unwrap(), metrics).unwrap();
+    let key = TokenKey::new(Arc::from("default"), None);
+    type Pending = Pin<Box<dyn Future<Output = Result<Arc<Token>, TokenError>> + Send>>;
+    let mut waiting: Vec<Pending> = (0..100)
+        .map(|_| {
+            let (tokens, key) = (tokens.clone(), key.clone());
+            Box::pin(async move { tokens.get(&key, TokenMode::Interval).await }) as Pending
         })
-        .await;
-        sim.wait_for_sts_calls(1).await;
-        sim.release_sts();
-        let mut bearers = std::collections::HashSet::new();
-        for f in waiting {
-            bearers.insert(f.await.unwrap().bearer().clone());
+        .collect();
+    // Poll every caller once while the STS holds the first call: all 100 are now waiting.
+    std::future::poll_fn(|cx| {
+        for f in &mut waiting {
+            assert!(f.as_mut().poll(cx).is_pending());
         }
-        assert_eq!(bearers.len(), 1);
-        assert_eq!(sim.sts_calls(), 1);
+        Poll::Ready(())
     })
     .await;
+    sim.wait_for_sts_calls(1).await;
+    sim.release_sts();
+    let mut bearers = std::collections::HashSet::new();
+    for f in waiting {
+        bearers.insert(f.await.unwrap().bearer().clone());
+    }
+    assert_eq!(bearers.len(), 1);
+    assert_eq!(sim.sts_calls(), 1);
 }
 
 #[tokio::test]
 async fn token_is_warmed_at_start_up() {
-    bounded(async {
-        let proxy = start(simulator().await, Setup::default()).await;
-        // No request yet: the warm-up alone must reach the STS.
-        tokio::time::timeout(Duration::from_secs(5), proxy.sim.wait_for_sts_calls(1))
-            .await
-            .expect("no warm-up call within 5 s");
-        assert_eq!(proxy.sim.issue_calls(), 1);
-        assert_eq!(proxy.sim.api_requests(), 0);
-    })
-    .await;
+    let proxy = start(simulator().await, Setup::default()).await;
+    // No request yet: the warm-up alone must reach the STS.
+    tokio::time::timeout(Duration::from_secs(5), proxy.sim.wait_for_sts_calls(1))
+        .await
+        .expect("no warm-up call within 5 s");
+    assert_eq!(proxy.sim.issue_calls(), 1);
+    assert_eq!(proxy.sim.api_requests(), 0);
 }
 
 #[tokio::test]
 async fn token_is_kept_fresh_without_traffic() {
-    bounded(async {
-        let sim = Simulator::builder()
-            .token_ttl(Duration::from_secs(2))
-            .spawn()
-            .await
-            .unwrap();
-        let proxy = start(sim, Setup::default()).await;
-        // No request at all: the warm-up and two refreshes ahead of expiry.
-        tokio::time::timeout(Duration::from_secs(10), proxy.sim.wait_for_sts_calls(3))
-            .await
-            .expect("tokens were not refreshed without traffic");
-        let issued = proxy.sim.issued_tokens();
-        for pair in issued.windows(2) {
-            assert!(pair[1].issued_at < pair[0].expires_at);
-        }
-        // A request now gets a token that is still valid, at once.
-        let r = proxy.get("/v1/teams").await;
-        assert_eq!(r.status(), 200);
-        assert_eq!(proxy.sim.bad_token_requests(), 0);
-    })
-    .await;
+    let sim = Simulator::builder()
+        .token_ttl(Duration::from_secs(2))
+        .spawn()
+        .await
+        .unwrap();
+    let proxy = start(sim, Setup::default()).await;
+    // No request at all: the warm-up and two refreshes ahead of expiry.
+    tokio::time::timeout(Duration::from_secs(10), proxy.sim.wait_for_sts_calls(3))
+        .await
+        .expect("tokens were not refreshed without traffic");
+    let issued = proxy.sim.issued_tokens();
+    for pair in issued.windows(2) {
+        assert!(pair[1].issued_at < pair[0].expires_at);
+    }
+    // A request now gets a token that is still valid, at once.
+    let r = proxy.get("/v1/teams").await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(proxy.sim.bad_token_requests(), 0);
 }
 
 #[tokio::test]
 async fn upstream_401_drops_the_token_and_retries_once_with_a_fresh_one() {
-    bounded(async {
-        let proxy = start(simulator().await, Setup::default()).await;
-        assert_eq!(proxy.get("/v1/teams").await.status(), 200);
-        assert_eq!(proxy.sim.issue_calls(), 1);
+    let proxy = start(simulator().await, Setup::default()).await;
+    assert_eq!(proxy.get("/v1/teams").await.status(), 200);
+    assert_eq!(proxy.sim.issue_calls(), 1);
 
-        // Permissions changed: the API refuses the cached token.
-        proxy.sim.revoke_tokens();
-        let r = proxy.get("/v1/teams").await;
-        assert_eq!(r.status(), 200, "the client never sees the refused token");
-        assert_eq!(proxy.sim.issue_calls(), 2, "one extra STS call");
-        assert_eq!(proxy.sim.bad_token_requests(), 1);
-        let seen = proxy.sim.requests();
-        assert_eq!(seen.len(), 3);
-        assert_ne!(
-            seen[1].headers["authorization"],
-            seen[2].headers["authorization"]
-        );
-        // The retry is the same request with the new token.
-        assert_eq!(seen[1].path_and_query, seen[2].path_and_query);
-        assert_eq!(
-            seen[1].headers["x-request-id"],
-            seen[2].headers["x-request-id"]
-        );
+    // Permissions changed: the API refuses the cached token.
+    proxy.sim.revoke_tokens();
+    let r = proxy.get("/v1/teams").await;
+    assert_eq!(r.status(), 200, "the client never sees the refused token");
+    assert_eq!(proxy.sim.issue_calls(), 2, "one extra STS call");
+    assert_eq!(proxy.sim.bad_token_requests(), 1);
+    let seen = proxy.sim.requests();
+    assert_eq!(seen.len(), 3);
+    assert_ne!(
+        seen[1].headers["authorization"],
+        seen[2].headers["authorization"]
+    );
+    // The retry is the same request with the new token.
+    assert_eq!(seen[1].path_and_query, seen[2].path_and_query);
+    assert_eq!(
+        seen[1].headers["x-request-id"],
+        seen[2].headers["x-request-id"]
+    );
 
-        // The fresh token is cached: no further STS call.
-        assert_eq!(proxy.get("/v1/teams").await.status(), 200);
-        assert_eq!(proxy.sim.issue_calls(), 2);
-    })
-    .await;
+    // The fresh token is cached: no further STS call.
+    assert_eq!(proxy.get("/v1/teams").await.status(), 200);
+    assert_eq!(proxy.sim.issue_calls(), 2);
 }
 
 #[tokio::test]
 async fn a_second_401_reaches_the_client() {
-    bounded(async {
-        let proxy = start(simulator().await, Setup::default()).await;
-        proxy.sim.wait_for_sts_calls(1).await;
-        proxy.sim.refuse_all_tokens(true);
-        let r = proxy.get("/v1/teams").await;
-        assert_eq!(r.status(), 401);
-        assert!(r.headers().contains_key("www-authenticate"));
-        let body: serde_json::Value = r.json().await.unwrap();
-        assert_eq!(body["error"], "invalid_token", "the upstream's own answer");
-        assert_eq!(proxy.sim.api_requests(), 2, "sent once, retried once");
-        assert_eq!(proxy.sim.issue_calls(), 2);
+    let proxy = start(simulator().await, Setup::default()).await;
+    proxy.sim.wait_for_sts_calls(1).await;
+    proxy.sim.refuse_all_tokens(true);
+    let r = proxy.get("/v1/teams").await;
+    assert_eq!(r.status(), 401);
+    assert!(r.headers().contains_key("www-authenticate"));
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["error"], "invalid_token", "the upstream's own answer");
+    assert_eq!(proxy.sim.api_requests(), 2, "sent once, retried once");
+    assert_eq!(proxy.sim.issue_calls(), 2);
 
-        // The fresh token was refused too: the refusal is about the requests, not the token.
-        // Further 401s go straight to the client instead of becoming an STS loop.
-        for _ in 0..10 {
-            assert_eq!(proxy.get("/v1/teams").await.status(), 401);
-        }
-        assert_eq!(proxy.sim.api_requests(), 12);
-        assert_eq!(proxy.sim.issue_calls(), 2);
-    })
-    .await;
+    // The fresh token was refused too: the refusal is about the requests, not the token.
+    // Further 401s go straight to the client instead of becoming an STS loop.
+    for _ in 0..10 {
+        assert_eq!(proxy.get("/v1/teams").await.status(), 401);
+    }
+    assert_eq!(proxy.sim.api_requests(), 12);
+    assert_eq!(proxy.sim.issue_calls(), 2);
 }
 
 #[tokio::test]
 async fn a_request_with_a_body_is_not_replayed() {
-    bounded(async {
-        let proxy = start(simulator().await, Setup::default()).await;
-        proxy.sim.wait_for_sts_calls(1).await;
-        proxy.sim.refuse_all_tokens(true);
-        let r = client()
-            .post(proxy.url("/v1/echo"))
-            .body("payload")
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 401);
-        assert_eq!(proxy.sim.api_requests(), 1);
-        assert_eq!(
-            proxy.sim.issue_calls(),
-            1,
-            "no new token for a request it cannot resend"
-        );
-    })
-    .await;
+    let proxy = start(simulator().await, Setup::default()).await;
+    proxy.sim.wait_for_sts_calls(1).await;
+    proxy.sim.refuse_all_tokens(true);
+    let r = client()
+        .post(proxy.url("/v1/echo"))
+        .body("payload")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(proxy.sim.api_requests(), 1);
+    assert_eq!(
+        proxy.sim.issue_calls(),
+        1,
+        "no new token for a request it cannot resend"
+    );
 }
 
 #[tokio::test]
 async fn a_refused_delegate_token_is_rebuilt_from_a_fresh_base_token() {
-    bounded(async {
-        let setup = Setup {
-            extra: "[[routes]]\nprefix = \"/\"\ndelegate = \"TEAM-WOODGROVE\"\n".into(),
-            ..Setup::default()
-        };
-        let proxy = start(simulator().await, setup).await;
-        assert_eq!(proxy.get("/v1/teams").await.status(), 200);
-        // Revoked: the delegate token and the base it came from.
-        proxy.sim.revoke_tokens();
-        let r = proxy.get("/v1/costs/by-service").await;
-        assert_eq!(r.status(), 200);
-        let body: serde_json::Value = r.json().await.unwrap();
-        assert_eq!(body["team"]["id"], "TEAM-WOODGROVE");
-        assert_eq!(proxy.sim.issue_calls(), 2);
-        assert_eq!(proxy.sim.update_calls(), 2);
-    })
-    .await;
+    let setup = Setup {
+        extra: "[[routes]]\nprefix = \"/\"\ndelegate = \"TEAM-WOODGROVE\"\n".into(),
+        ..Setup::default()
+    };
+    let proxy = start(simulator().await, setup).await;
+    assert_eq!(proxy.get("/v1/teams").await.status(), 200);
+    // Revoked: the delegate token and the base it came from.
+    proxy.sim.revoke_tokens();
+    let r = proxy.get("/v1/costs/by-service").await;
+    assert_eq!(r.status(), 200);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["team"]["id"], "TEAM-WOODGROVE");
+    assert_eq!(proxy.sim.issue_calls(), 2);
+    assert_eq!(proxy.sim.update_calls(), 2);
 }
 
 #[tokio::test]
 async fn many_requests_refused_with_one_token_cause_one_new_fetch() {
-    bounded(async {
-        let proxy = start(simulator().await, Setup::default()).await;
-        let c = client();
-        assert_eq!(proxy.get("/v1/teams").await.status(), 200);
-        proxy.sim.revoke_tokens();
-        let requests: Vec<_> = (0..30)
-            .map(|_| tokio::spawn(c.get(proxy.url("/v1/teams")).send()))
-            .collect();
-        for r in requests {
-            assert_eq!(r.await.unwrap().unwrap().status(), 200);
-        }
-        // The first refused request drops the token; the others find the fresh one in the cache
-        // or join its fetch.
-        assert_eq!(proxy.sim.issue_calls(), 2);
-    })
-    .await;
+    let proxy = start(simulator().await, Setup::default()).await;
+    let c = client();
+    assert_eq!(proxy.get("/v1/teams").await.status(), 200);
+    proxy.sim.revoke_tokens();
+    let requests: Vec<_> = (0..30)
+        .map(|_| tokio::spawn(c.get(proxy.url("/v1/teams")).send()))
+        .collect();
+    for r in requests {
+        assert_eq!(r.await.unwrap().unwrap().status(), 200);
+    }
+    // The first refused request drops the token; the others find the fresh one in the cache
+    // or join its fetch.
+    assert_eq!(proxy.sim.issue_calls(), 2);
 }

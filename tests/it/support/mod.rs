@@ -1,30 +1,18 @@
-//! Test support: spawn the proxy in-process on 127.0.0.1:0 in front of a simulator, bounded in
-//! time. Nothing more.
+//! Test support: spawn the proxy in-process on 127.0.0.1:0 in front of a simulator. Nothing more.
 
-use std::future::Future;
 use std::net::SocketAddr;
-use std::time::Duration;
 
+use ::tokio::io::{AsyncReadExt, AsyncWriteExt};
+use ::tokio::net::{TcpListener, TcpStream};
+use ::tokio::sync::{mpsc, oneshot};
 use azure_costs_proxy::config;
 use azure_costs_proxy::live::Reloaded;
 use azure_costs_proxy::simulator::Simulator;
 use azure_costs_proxy::{ReloadRequest, Reloader};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, oneshot};
 
 pub(crate) mod pki;
 pub(crate) mod process;
-
-/// Upper bound for any single test.
-pub(crate) const TEST_LIMIT: Duration = Duration::from_secs(60);
-
-/// Runs a test body with a time limit, so a hang fails instead of blocking CI.
-pub(crate) async fn bounded<F: Future>(body: F) -> F::Output {
-    tokio::time::timeout(TEST_LIMIT, body)
-        .await
-        .expect("test exceeded its time limit")
-}
+pub(crate) mod tokio;
 
 /// What a test changes in the generated config.
 #[derive(Default, Clone)]
@@ -138,6 +126,7 @@ impl Drop for Running {
 
 /// A simulator with default settings.
 pub(crate) async fn simulator() -> Simulator {
+    tokio::assert_bounded();
     Simulator::builder()
         .spawn()
         .await
@@ -176,6 +165,7 @@ pub(crate) async fn reload(tx: &mpsc::Sender<ReloadRequest>) -> Result<Reloaded,
 }
 
 async fn launch(sim: Simulator, cfg: config::Config, reloader: Option<Reloader>) -> Running {
+    tokio::assert_bounded();
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let admin_listener = TcpListener::bind("127.0.0.1:0").await.expect("bind admin");

@@ -15,6 +15,7 @@ pub(crate) struct Scratch(pub(crate) PathBuf);
 
 impl Scratch {
     pub(crate) fn new(name: &str) -> Self {
+        super::tokio::assert_bounded();
         let dir = std::env::temp_dir().join(format!("acp-test-{name}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         Scratch(dir)
@@ -33,7 +34,9 @@ impl Drop for Scratch {
     }
 }
 
+/// The binary with a clean environment, killed when dropped.
 pub(crate) fn command() -> Command {
+    super::tokio::assert_bounded();
     let mut c = Command::new(BIN);
     c.env_remove("RUST_LOG")
         .env_remove("AZURE_COSTS_PROXY_CONFIG")

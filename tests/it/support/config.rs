@@ -1,0 +1,172 @@
+//! Test configs as typed values: the simulator's defaults, overridden key by key (`set`), with
+//! routes and secret references as values; rendered to TOML text the way an operator writes it.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use azure_costs_proxy::config;
+use azure_costs_proxy::simulator::Simulator;
+use toml::{Table, Value};
+
+/// A proxy config for a simulator: loopback listeners, the simulator as upstream and STS, and its
+/// credential as `default` (the secret read from `$SIM_SECRET`, or from a file).
+#[derive(Clone, Default)]
+pub(crate) struct TestConfig {
+    /// `(dotted key, value)` in the order set: a later one wins.
+    overrides: Vec<(String, Value)>,
+    routes: Vec<Route>,
+    secret_file: Option<PathBuf>,
+}
+
+/// One `[[routes]]` entry.
+#[derive(Clone)]
+pub(crate) struct Route(Table);
+
+/// A route for `prefix` with the default credential, no delegate and the global token mode.
+pub(crate) fn route(prefix: &str) -> Route {
+    Route(Table::from_iter([("prefix".to_string(), prefix.into())]))
+}
+
+impl Route {
+    /// Acts for the customer team `team` (CSP delegation).
+    pub(crate) fn delegate(self, team: &str) -> Self {
+        self.with("delegate", team)
+    }
+
+    /// Prepended to the path after the prefix is stripped.
+    pub(crate) fn upstream_path(self, path: &str) -> Self {
+        self.with("upstream_path", path)
+    }
+
+    /// This route's own token mode.
+    pub(crate) fn token_mode(self, mode: &str) -> Self {
+        self.with("token_mode", mode)
+    }
+
+    fn with(mut self, key: &str, value: &str) -> Self {
+        self.0.insert(key.to_string(), value.into());
+        self
+    }
+}
+
+/// A secret reference `{ env = "NAME" }`.
+pub(crate) fn env(name: &str) -> Value {
+    Value::Table(Table::from_iter([("env".to_string(), name.into())]))
+}
+
+/// A secret reference `{ file = "PATH" }`.
+pub(crate) fn file(path: &Path) -> Value {
+    let path = path.display().to_string();
+    Value::Table(Table::from_iter([("file".to_string(), path.into())]))
+}
+
+impl TestConfig {
+    /// The defaults alone.
+    pub(crate) fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets `key`, dotted as in the docs (`"upstream.timeout"`, `"listen.tls.cert_file"`), to
+    /// `value`, over the default. Any key, also one the proxy does not know.
+    pub(crate) fn set(mut self, key: &str, value: impl Into<Value>) -> Self {
+        self.overrides.push((key.to_string(), value.into()));
+        self
+    }
+
+    /// Adds a `[[routes]]` entry (with none, the proxy has its default `/` route).
+    pub(crate) fn route(mut self, route: Route) -> Self {
+        self.routes.push(route);
+        self
+    }
+
+    /// Reads the secret from the file at `path` instead of `$SIM_SECRET`.
+    pub(crate) fn secret_file(mut self, path: PathBuf) -> Self {
+        self.secret_file = Some(path);
+        self
+    }
+
+    /// The config file for `sim`.
+    pub(crate) fn text(&self, sim: &Simulator) -> String {
+        let secret = match &self.secret_file {
+            Some(path) => file(path),
+            None => env("SIM_SECRET"),
+        };
+        let mut table = Table::new();
+        for (key, value) in [
+            ("listen.address", "127.0.0.1:0".into()),
+            ("admin.address", "127.0.0.1:0".into()),
+            ("upstream.url", sim.api_url().into()),
+            ("sts.token_url", sim.sts_url().into()),
+            ("credentials.default.client_id", sim.client_id().into()),
+            ("credentials.default.client_secret", secret),
+        ]
+        .into_iter()
+        .chain(self.overrides.iter().map(|(k, v)| (k.as_str(), v.clone())))
+        {
+            insert(&mut table, key, value);
+        }
+        let routes = self.routes.iter().map(|r| Value::Table(r.0.clone()));
+        if !self.routes.is_empty() {
+            table.insert("routes".to_string(), Value::Array(routes.collect()));
+        }
+        render(&table)
+    }
+
+    /// The validated config for `sim`, with its secret in the (fake) environment.
+    pub(crate) fn parse(&self, sim: &Simulator) -> config::Config {
+        let secret = sim.client_secret();
+        config::from_toml(&self.text(sim), "test.toml", &move |name: &str| {
+            (name == "SIM_SECRET").then(|| secret.clone())
+        })
+        .expect("test config is valid")
+    }
+}
+
+/// Puts `value` at the dotted `key`, creating the tables on the way.
+fn insert(table: &mut Table, key: &str, value: Value) {
+    let (parents, last) = key.rsplit_once('.').map_or(("", key), |(p, l)| (p, l));
+    let mut at = table;
+    for part in parents.split('.').filter(|p| !p.is_empty()) {
+        let next = at
+            .entry(part.to_string())
+            .or_insert_with(|| Value::Table(Table::new()));
+        at = next.as_table_mut().expect("a table on the key's path");
+    }
+    at.insert(last.to_string(), value);
+}
+
+/// Writes each top-level table as a `[section]` of `key = value` lines (a table of tables, like
+/// `credentials`, as one section per entry; `routes` as `[[routes]]`), nested values inline.
+/// One key per line, so that an error names `table.key` and its line as it would for an operator.
+fn render(table: &Table) -> String {
+    let mut out = String::new();
+    let mut section = |name: &str, body: &Table, array: bool| {
+        let (open, close) = if array { ("[[", "]]") } else { ("[", "]") };
+        let _ = writeln!(out, "{open}{name}{close}");
+        for (key, value) in body {
+            let _ = writeln!(out, "{key} = {value}");
+        }
+        out.push('\n');
+    };
+    for (name, value) in table {
+        match value {
+            Value::Table(body) if body.values().all(Value::is_table) => {
+                for (entry, body) in body {
+                    section(&format!("{name}.{entry}"), as_table(body), false);
+                }
+            }
+            Value::Table(body) => section(name, body, false),
+            Value::Array(entries) => {
+                for body in entries {
+                    section(name, as_table(body), true);
+                }
+            }
+            other => panic!("top-level key {name} = {other} is not a table"),
+        }
+    }
+    out
+}
+
+fn as_table(value: &Value) -> &Table {
+    value.as_table().expect("a table")
+}
