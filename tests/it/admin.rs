@@ -4,7 +4,7 @@
 use std::time::{Duration, SystemTime};
 
 use crate::support::tokio;
-use crate::support::{Setup, client, simulator, start};
+use crate::support::{Proxy, client, simulator};
 
 async fn json(url: String) -> (u16, serde_json::Value) {
     let r = client().get(url).send().await.unwrap();
@@ -16,7 +16,7 @@ async fn json(url: String) -> (u16, serde_json::Value) {
 async fn readyz_waits_for_the_first_token_and_turns_503_on_shutdown() {
     let sim = simulator().await;
     sim.hold_sts();
-    let mut proxy = start(sim, Setup::default()).await;
+    let mut proxy = Proxy::builder().sim(sim).spawn().await;
     let (status, _) = json(proxy.admin_url("/healthz")).await;
     assert_eq!(status, 200);
 
@@ -72,7 +72,7 @@ async fn readyz_waits_for_the_first_token_and_turns_503_on_shutdown() {
 async fn readyz_names_a_failing_credential_and_never_the_secret() {
     let sim = simulator().await;
     sim.set_sts_fault(Some(azure_costs_proxy::simulator::StsFault::Reject));
-    let proxy = start(sim, Setup::default()).await;
+    let proxy = Proxy::builder().sim(sim).spawn().await;
     proxy.sim.wait_for_sts_calls(1).await;
     assert_eq!(proxy.get("/v1/teams").await.status(), 502);
     let (status, body) = json(proxy.admin_url("/readyz")).await;
@@ -85,7 +85,7 @@ async fn readyz_names_a_failing_credential_and_never_the_secret() {
 
 #[tokio::test]
 async fn metrics_count_requests_sts_calls_and_token_expiry() {
-    let proxy = start(simulator().await, Setup::default()).await;
+    let proxy = Proxy::builder().spawn().await;
     let c = client();
     for _ in 0..5 {
         let r = proxy.get("/v1/teams").await;

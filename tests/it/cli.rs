@@ -4,9 +4,9 @@
 use std::process::Stdio;
 use std::time::Duration;
 
-use crate::support::process::{Proxy, Scratch, collect_lines, command, wait_for_line};
+use crate::support::process::{ProxyProcess, Scratch, collect_lines, command, wait_for_line};
 use crate::support::tokio;
-use crate::support::{Setup, client, config_text, simulator};
+use crate::support::{TestConfig, client, env, route, simulator};
 use azure_costs_proxy::simulator::StsFault;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
@@ -25,11 +25,15 @@ async fn with_config(args: &[&str], path: &std::path::Path) -> std::process::Out
 #[tokio::test]
 async fn unknown_config_key_exits_2_naming_key_and_line() {
     let dir = Scratch::new("unknown-key");
-    let path = dir.write(
-        "proxy.toml",
-        "[credentials.default]\nclient_id = \"a\"\nclient_secret = { env = \"S\" }\n\n\
-         [upstream]\nurl = \"https://api.azure-costs.com\"\ntimout = \"5s\"\n",
-    );
+    let config = r#"[credentials.default]
+client_id = "a"
+client_secret = { env = "S" }
+
+[upstream]
+url = "https://api.azure-costs.com"
+timout = "5s"
+"#;
+    let path = dir.write("proxy.toml", config);
     let out = with_config(&["check"], &path).await;
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
@@ -46,11 +50,14 @@ async fn unknown_config_key_exits_2_naming_key_and_line() {
 #[tokio::test]
 async fn non_loopback_listen_is_refused_with_a_pointer_to_allow_remote() {
     let dir = Scratch::new("remote");
-    let path = dir.write(
-        "proxy.toml",
-        "[listen]\naddress = \"0.0.0.0:8080\"\n\n\
-         [credentials.default]\nclient_id = \"a\"\nclient_secret = { env = \"S\" }\n",
-    );
+    let config = r#"[listen]
+address = "0.0.0.0:8080"
+
+[credentials.default]
+client_id = "a"
+client_secret = { env = "S" }
+"#;
+    let path = dir.write("proxy.toml", config);
     let out = with_config(&[], &path).await;
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
@@ -89,16 +96,26 @@ async fn environment_only_config_without_secret_exits_2() {
 async fn check_prints_the_summary_without_secrets() {
     let dir = Scratch::new("check");
     let secret_file = dir.write("secret", "file-secret-value\n");
-    let path = dir.write(
-        "proxy.toml",
-        &format!(
-            "[credentials.default]\nclient_id = \"id-default\"\nclient_secret = {{ env = \"S\" }}\n\n\
-             [credentials.csp]\nclient_id = \"id-csp\"\nclient_secret = {{ file = \"{}\" }}\n\n\
-             [[routes]]\nprefix = \"/\"\n\n\
-             [[routes]]\nprefix = \"/customers/contoso\"\ncredential = \"csp\"\ndelegate = \"TEAM-CONTOSO\"\n",
-            secret_file.display()
-        ),
+    let config = format!(
+        r#"[credentials.default]
+client_id = "id-default"
+client_secret = {{ env = "S" }}
+
+[credentials.csp]
+client_id = "id-csp"
+client_secret = {{ file = "{}" }}
+
+[[routes]]
+prefix = "/"
+
+[[routes]]
+prefix = "/customers/contoso"
+credential = "csp"
+delegate = "TEAM-CONTOSO"
+"#,
+        secret_file.display()
     );
+    let path = dir.write("proxy.toml", &config);
     let out = command()
         .args(["check", "--config"])
         .arg(&path)
@@ -134,18 +151,15 @@ async fn trace_logs_never_hold_the_secret_or_a_token_and_sigterm_exits_0() {
     let sim = simulator().await;
     let secret = sim.client_secret().to_string();
     let dir = Scratch::new("trace");
-    let setup = Setup {
-        listen: "api_keys = [{ env = \"BI_KEY\" }]".into(),
-        extra: "[[routes]]\nprefix = \"/\"\n\n\
-                [[routes]]\nprefix = \"/customers/contoso\"\ndelegate = \"TEAM-CONTOSO\"\n\n\
-                [[routes]]\nprefix = \"/fresh\"\ntoken_mode = \"per_request\"\n"
-            .into(),
-        ..Setup::default()
-    };
-    let path = dir.write("proxy.toml", &config_text(&sim, &setup));
+    let config = TestConfig::new()
+        .set("listen.api_keys", vec![env("BI_KEY")])
+        .route(route("/"))
+        .route(route("/customers/contoso").delegate("TEAM-CONTOSO"))
+        .route(route("/fresh").token_mode("per_request"));
+    let path = dir.write("proxy.toml", &config.text(&sim));
     let key = "inbound-key-9f3b2c";
     let wrong_key = "wrong-key-71aa04";
-    let mut proxy = Proxy::start(
+    let mut proxy = ProxyProcess::start(
         &path,
         &[
             ("SIM_SECRET", &secret),
@@ -276,7 +290,7 @@ async fn the_example_config_is_valid() {
 async fn json_logs_are_one_object_per_line_with_the_access_fields() {
     let sim = simulator().await;
     let dir = Scratch::new("json-logs");
-    let path = dir.write("proxy.toml", &config_text(&sim, &Setup::default()));
+    let path = dir.write("proxy.toml", &TestConfig::new().text(&sim));
     let mut child = command()
         .args(["--log-format", "json", "--config"])
         .arg(&path)
@@ -321,13 +335,10 @@ async fn json_logs_are_one_object_per_line_with_the_access_fields() {
 async fn token_prints_type_expiry_and_fingerprint_and_the_token_only_when_asked() {
     let sim = simulator().await;
     let dir = Scratch::new("token");
-    let setup = Setup {
-        extra: "[[routes]]\nprefix = \"/\"\n\n\
-                [[routes]]\nprefix = \"/customers/contoso\"\ndelegate = \"TEAM-CONTOSO\"\n"
-            .into(),
-        ..Setup::default()
-    };
-    let path = dir.write("proxy.toml", &config_text(&sim, &setup));
+    let config = TestConfig::new()
+        .route(route("/"))
+        .route(route("/customers/contoso").delegate("TEAM-CONTOSO"));
+    let path = dir.write("proxy.toml", &config.text(&sim));
     let run = |args: &'static [&'static str]| {
         command()
             .arg("token")

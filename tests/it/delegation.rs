@@ -3,24 +3,15 @@
 //! unknown delegate is an `sts_rejected` naming the credential and the delegate.
 
 use crate::support::tokio;
-use crate::support::{Setup, simulator, start};
-
-fn routes(text: &str) -> Setup {
-    Setup {
-        extra: text.into(),
-        ..Setup::default()
-    }
-}
+use crate::support::{Proxy, route};
 
 #[tokio::test]
 async fn delegate_route_sends_the_updated_token_and_that_teams_data() {
-    let setup = Setup {
-        extra: "[[routes]]\nprefix = \"/\"\n\n\
-                [[routes]]\nprefix = \"/customers/contoso\"\ndelegate = \"TEAM-CONTOSO\"\n"
-            .into(),
-        ..Setup::default()
-    };
-    let proxy = start(simulator().await, setup).await;
+    let proxy = Proxy::builder()
+        .route(route("/"))
+        .route(route("/customers/contoso").delegate("TEAM-CONTOSO"))
+        .spawn()
+        .await;
     let own: serde_json::Value = proxy
         .get("/v1/costs/by-service")
         .await
@@ -54,11 +45,11 @@ async fn delegate_route_sends_the_updated_token_and_that_teams_data() {
 
 #[tokio::test]
 async fn two_delegates_get_two_tokens_and_their_own_data() {
-    let setup = routes(
-        "[[routes]]\nprefix = \"/customers/contoso\"\ndelegate = \"TEAM-CONTOSO\"\n\n\
-         [[routes]]\nprefix = \"/customers/fabrikam\"\ndelegate = \"TEAM-FABRIKAM\"\n",
-    );
-    let proxy = start(simulator().await, setup).await;
+    let proxy = Proxy::builder()
+        .route(route("/customers/contoso").delegate("TEAM-CONTOSO"))
+        .route(route("/customers/fabrikam").delegate("TEAM-FABRIKAM"))
+        .spawn()
+        .await;
     let mut totals = Vec::new();
     for (path, team) in [
         ("/customers/contoso/v1/costs/by-service", "TEAM-CONTOSO"),
@@ -87,11 +78,11 @@ async fn two_delegates_get_two_tokens_and_their_own_data() {
 
 #[tokio::test]
 async fn prefixes_match_on_whole_path_segments() {
-    let setup = routes(
-        "[[routes]]\nprefix = \"/\"\n\n\
-         [[routes]]\nprefix = \"/contoso\"\ndelegate = \"TEAM-CONTOSO\"\n",
-    );
-    let proxy = start(simulator().await, setup).await;
+    let proxy = Proxy::builder()
+        .route(route("/"))
+        .route(route("/contoso").delegate("TEAM-CONTOSO"))
+        .spawn()
+        .await;
     let r = proxy.get("/contoso/v1/teams").await;
     assert_eq!(r.status(), 200);
     // `/contosox` is not under `/contoso`: it goes to `/` unchanged, with the base token.
@@ -114,8 +105,10 @@ async fn prefixes_match_on_whole_path_segments() {
 
 #[tokio::test]
 async fn without_a_root_route_other_paths_have_no_route() {
-    let setup = routes("[[routes]]\nprefix = \"/contoso\"\ndelegate = \"TEAM-CONTOSO\"\n");
-    let proxy = start(simulator().await, setup).await;
+    let proxy = Proxy::builder()
+        .route(route("/contoso").delegate("TEAM-CONTOSO"))
+        .spawn()
+        .await;
     let r = proxy.get("/contosox/v1/teams").await;
     assert_eq!(r.status(), 404);
     let body: serde_json::Value = r.json().await.unwrap();
@@ -125,8 +118,10 @@ async fn without_a_root_route_other_paths_have_no_route() {
 
 #[tokio::test]
 async fn unknown_delegate_is_sts_rejected_naming_credential_and_delegate() {
-    let setup = routes("[[routes]]\nprefix = \"/\"\ndelegate = \"TEAM-NOBODY\"\n");
-    let proxy = start(simulator().await, setup).await;
+    let proxy = Proxy::builder()
+        .route(route("/").delegate("TEAM-NOBODY"))
+        .spawn()
+        .await;
     let r = proxy.get("/v1/teams").await;
     assert_eq!(r.status(), 502);
     let body: serde_json::Value = r.json().await.unwrap();

@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use crate::support::tokio;
-use crate::support::{Setup, closed_port, simulator, start};
+use crate::support::{Proxy, closed_port, simulator};
 use azure_costs_proxy::simulator::{Simulator, StsFault};
 
 async fn error_body(r: reqwest::Response) -> serde_json::Value {
@@ -17,7 +17,7 @@ async fn sts_rejection_is_502_naming_the_credential_never_the_secret() {
     let sim = simulator().await;
     sim.set_sts_fault(Some(StsFault::Reject));
     let secret = sim.client_secret().to_string();
-    let proxy = start(sim, Setup::default()).await;
+    let proxy = Proxy::builder().sim(sim).spawn().await;
     let r = proxy.get("/v1/teams").await;
     assert_eq!(r.status(), 502);
     let text = r.text().await.unwrap();
@@ -34,7 +34,7 @@ async fn sts_rejection_is_502_naming_the_credential_never_the_secret() {
 async fn sts_down_is_503_with_retry_after_and_service_resumes() {
     let sim = simulator().await;
     sim.set_sts_fault(Some(StsFault::Unavailable));
-    let proxy = start(sim, Setup::default()).await;
+    let proxy = Proxy::builder().sim(sim).spawn().await;
     let r = proxy.get("/v1/teams").await;
     assert_eq!(r.status(), 503);
     let retry: u64 = r.headers()["retry-after"]
@@ -73,14 +73,13 @@ async fn sts_down_is_503_with_retry_after_and_service_resumes() {
 
 #[tokio::test]
 async fn sts_unreachable_is_503() {
-    let setup = Setup {
-        sts_url: Some(format!(
-            "http://{}/sts/issue/oauth/token",
-            closed_port().await
-        )),
-        ..Setup::default()
-    };
-    let proxy = start(simulator().await, setup).await;
+    let proxy = Proxy::builder()
+        .set(
+            "sts.token_url",
+            format!("http://{}/sts/issue/oauth/token", closed_port().await),
+        )
+        .spawn()
+        .await;
     let r = proxy.get("/v1/teams").await;
     assert_eq!(r.status(), 503);
     assert!(r.headers().contains_key("retry-after"));
@@ -91,7 +90,7 @@ async fn sts_unreachable_is_503() {
 async fn sts_answer_that_is_not_json_is_503() {
     let sim = simulator().await;
     sim.set_sts_fault(Some(StsFault::NotJson));
-    let proxy = start(sim, Setup::default()).await;
+    let proxy = Proxy::builder().sim(sim).spawn().await;
     let r = proxy.get("/v1/teams").await;
     assert_eq!(r.status(), 503);
     let body = error_body(r).await;
@@ -108,11 +107,11 @@ async fn sts_answer_that_is_not_json_is_503() {
 async fn sts_slower_than_its_timeout_is_503() {
     let sim = simulator().await;
     sim.set_sts_fault(Some(StsFault::Slow(Duration::from_secs(5))));
-    let setup = Setup {
-        sts: "timeout = \"300ms\"".into(),
-        ..Setup::default()
-    };
-    let proxy = start(sim, setup).await;
+    let proxy = Proxy::builder()
+        .sim(sim)
+        .set("sts.timeout", "300ms")
+        .spawn()
+        .await;
     let started = Instant::now();
     let r = proxy.get("/v1/teams").await;
     assert_eq!(r.status(), 503);
@@ -122,11 +121,10 @@ async fn sts_slower_than_its_timeout_is_503() {
 
 #[tokio::test]
 async fn upstream_down_is_502() {
-    let setup = Setup {
-        upstream_url: Some(format!("http://{}", closed_port().await)),
-        ..Setup::default()
-    };
-    let proxy = start(simulator().await, setup).await;
+    let proxy = Proxy::builder()
+        .set("upstream.url", format!("http://{}", closed_port().await))
+        .spawn()
+        .await;
     let r = proxy.get("/v1/teams").await;
     assert_eq!(r.status(), 502);
     assert_eq!(error_body(r).await["error"], "upstream_unavailable");
@@ -136,11 +134,11 @@ async fn upstream_down_is_502() {
 async fn upstream_slower_than_its_timeout_is_504() {
     let sim = simulator().await;
     sim.set_api_delay(Duration::from_secs(5));
-    let setup = Setup {
-        upstream: "timeout = \"300ms\"".into(),
-        ..Setup::default()
-    };
-    let proxy = start(sim, setup).await;
+    let proxy = Proxy::builder()
+        .sim(sim)
+        .set("upstream.timeout", "300ms")
+        .spawn()
+        .await;
     let started = Instant::now();
     let r = proxy.get("/v1/teams").await;
     assert_eq!(r.status(), 504);
@@ -152,11 +150,11 @@ async fn upstream_slower_than_its_timeout_is_504() {
 async fn upstream_stalling_mid_body_cuts_the_response_off() {
     let sim = simulator().await;
     sim.hold_exports();
-    let setup = Setup {
-        upstream: "timeout = \"500ms\"".into(),
-        ..Setup::default()
-    };
-    let proxy = start(sim, setup).await;
+    let proxy = Proxy::builder()
+        .sim(sim)
+        .set("upstream.timeout", "500ms")
+        .spawn()
+        .await;
     let r = proxy.get("/v1/costs/export?bytes=10000000").await;
     assert_eq!(r.status(), 200);
     // The first chunk arrives, then nothing: the proxy must end the response with an error
@@ -170,7 +168,7 @@ async fn upstream_stalling_mid_body_cuts_the_response_off() {
 async fn sts_rate_limit_is_503_and_its_retry_after_is_honoured() {
     let sim = simulator().await;
     sim.set_sts_fault(Some(StsFault::RateLimited(Duration::from_secs(7))));
-    let proxy = start(sim, Setup::default()).await;
+    let proxy = Proxy::builder().sim(sim).spawn().await;
     let r = proxy.get("/v1/teams").await;
     assert_eq!(r.status(), 503);
     let retry: u64 = r.headers()["retry-after"]
@@ -194,7 +192,7 @@ async fn sts_echoing_the_request_does_not_leak_the_secret() {
     let sim = simulator().await;
     sim.set_sts_fault(Some(StsFault::EchoRequest));
     let secret = sim.client_secret().to_string();
-    let proxy = start(sim, Setup::default()).await;
+    let proxy = Proxy::builder().sim(sim).spawn().await;
     let r = proxy.get("/v1/teams").await;
     assert_eq!(r.status(), 502);
     let text = r.text().await.unwrap();
@@ -206,7 +204,7 @@ async fn sts_echoing_the_request_does_not_leak_the_secret() {
 async fn sts_outage_costs_a_handful_of_calls_and_heals_by_itself() {
     let sim = simulator().await;
     sim.set_sts_fault(Some(StsFault::Unavailable));
-    let proxy = start(sim, Setup::default()).await;
+    let proxy = Proxy::builder().sim(sim).spawn().await;
     // 200 requests over 3 s, all while the STS is down.
     let mut ticks = tokio::time::interval(Duration::from_millis(15));
     for _ in 0..200 {
@@ -245,7 +243,7 @@ async fn a_still_valid_token_keeps_serving_while_the_sts_is_down() {
         .spawn()
         .await
         .unwrap();
-    let proxy = start(sim, Setup::default()).await;
+    let proxy = Proxy::builder().sim(sim).spawn().await;
     assert_eq!(proxy.get("/v1/teams").await.status(), 200);
     proxy.sim.set_sts_fault(Some(StsFault::Unavailable));
     // The refresh ahead of expiry fails...

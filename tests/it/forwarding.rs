@@ -2,11 +2,11 @@
 //! CONNECT and the inbound target checks.
 
 use crate::support::tokio;
-use crate::support::{Setup, client, raw, raw_status, simulator, start};
+use crate::support::{Proxy, client, raw, raw_status, route};
 
 #[tokio::test]
 async fn path_and_query_pass_byte_for_byte_and_host_is_the_upstream() {
-    let proxy = start(simulator().await, Setup::default()).await;
+    let proxy = Proxy::builder().spawn().await;
     let pq = "/v1/echo?b=2&a=%2F%20x&c&d=%C3%A9+e&a=1";
     let r = proxy.get(pq).await;
     assert_eq!(r.status(), 200);
@@ -22,7 +22,7 @@ async fn path_and_query_pass_byte_for_byte_and_host_is_the_upstream() {
 
 #[tokio::test]
 async fn hop_by_hop_and_client_credentials_are_removed_and_bearer_added() {
-    let proxy = start(simulator().await, Setup::default()).await;
+    let proxy = Proxy::builder().spawn().await;
     let request = format!(
         "GET /v1/echo?x=1 HTTP/1.1\r\n\
          Host: localhost:{port}\r\n\
@@ -75,7 +75,7 @@ async fn hop_by_hop_and_client_credentials_are_removed_and_bearer_added() {
 
 #[tokio::test]
 async fn hop_by_hop_headers_of_the_answer_are_removed() {
-    let proxy = start(simulator().await, Setup::default()).await;
+    let proxy = Proxy::builder().spawn().await;
     let r = proxy.get("/v1/echo?hop=1").await;
     assert_eq!(r.status(), 200);
     let h = r.headers();
@@ -90,7 +90,7 @@ async fn hop_by_hop_headers_of_the_answer_are_removed() {
 
 #[tokio::test]
 async fn request_id_is_generated_when_absent_and_echoed() {
-    let proxy = start(simulator().await, Setup::default()).await;
+    let proxy = Proxy::builder().spawn().await;
     let r = proxy.get("/v1/teams").await;
     let id = r.headers()["x-request-id"].to_str().unwrap().to_string();
     assert_eq!(id.len(), 16);
@@ -101,13 +101,11 @@ async fn request_id_is_generated_when_absent_and_echoed() {
 
 #[tokio::test]
 async fn prefix_is_stripped_and_upstream_path_prepended() {
-    let setup = Setup {
-        extra: "[[routes]]\nprefix = \"/\"\n\n\
-                [[routes]]\nprefix = \"/reports\"\nupstream_path = \"/v1/costs\"\n"
-            .into(),
-        ..Setup::default()
-    };
-    let proxy = start(simulator().await, setup).await;
+    let proxy = Proxy::builder()
+        .route(route("/"))
+        .route(route("/reports").upstream_path("/v1/costs"))
+        .spawn()
+        .await;
     let r = proxy.get("/reports/by-service?month=2026-09").await;
     assert_eq!(r.status(), 200);
     let body: serde_json::Value = r.json().await.unwrap();
@@ -125,7 +123,7 @@ async fn prefix_is_stripped_and_upstream_path_prepended() {
 
 #[tokio::test]
 async fn h2c_clients_are_served() {
-    let proxy = start(simulator().await, Setup::default()).await;
+    let proxy = Proxy::builder().spawn().await;
     let h2 = crate::support::h2_client();
     let r = h2
         .get(proxy.url("/v1/costs/by-month?from=2026-01&to=2026-03"))
@@ -144,7 +142,7 @@ async fn h2c_clients_are_served() {
 
 #[tokio::test]
 async fn connect_is_refused_with_405() {
-    let proxy = start(simulator().await, Setup::default()).await;
+    let proxy = Proxy::builder().spawn().await;
     let answer = raw(
         proxy.addr,
         "CONNECT api.azure-costs.com:443 HTTP/1.1\r\nHost: api.azure-costs.com:443\r\nConnection: close\r\n\r\n",
@@ -160,7 +158,7 @@ async fn connect_is_refused_with_405() {
 
 #[tokio::test]
 async fn absolute_form_for_another_host_is_refused() {
-    let proxy = start(simulator().await, Setup::default()).await;
+    let proxy = Proxy::builder().spawn().await;
     let answer = raw(
         proxy.addr,
         "GET http://attacker.example/steal HTTP/1.1\r\nHost: attacker.example\r\nConnection: close\r\n\r\n",
@@ -173,7 +171,7 @@ async fn absolute_form_for_another_host_is_refused() {
 
 #[tokio::test]
 async fn foreign_host_header_is_refused() {
-    let proxy = start(simulator().await, Setup::default()).await;
+    let proxy = Proxy::builder().spawn().await;
     let r = client()
         .get(proxy.url("/v1/teams"))
         .header("host", "rebind.attacker.example")
@@ -188,11 +186,7 @@ async fn foreign_host_header_is_refused() {
 
 #[tokio::test]
 async fn unmatched_path_is_no_route_with_json_body() {
-    let setup = Setup {
-        extra: "[[routes]]\nprefix = \"/contoso\"\n".into(),
-        ..Setup::default()
-    };
-    let proxy = start(simulator().await, setup).await;
+    let proxy = Proxy::builder().route(route("/contoso")).spawn().await;
     let r = proxy.get("/contosox/v1").await;
     assert_eq!(r.status(), 404);
     assert_eq!(r.headers()["content-type"], "application/json");
@@ -205,7 +199,7 @@ async fn unmatched_path_is_no_route_with_json_body() {
 
 #[tokio::test]
 async fn dot_segments_are_refused() {
-    let proxy = start(simulator().await, Setup::default()).await;
+    let proxy = Proxy::builder().spawn().await;
     let answer = raw(
         proxy.addr,
         "GET /v1/../admin HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
@@ -217,7 +211,7 @@ async fn dot_segments_are_refused() {
 
 #[tokio::test]
 async fn oversized_request_head_gets_431() {
-    let proxy = start(simulator().await, Setup::default()).await;
+    let proxy = Proxy::builder().spawn().await;
     let big = "a".repeat(70 * 1024);
     let answer = raw(
         proxy.addr,
@@ -237,7 +231,7 @@ async fn oversized_request_head_gets_431() {
 
 #[tokio::test]
 async fn upstream_connections_are_pooled_and_reused() {
-    let proxy = start(simulator().await, Setup::default()).await;
+    let proxy = Proxy::builder().spawn().await;
     for _ in 0..20 {
         let r = proxy.get("/v1/teams").await;
         assert_eq!(r.status(), 200);
@@ -269,7 +263,7 @@ async fn upstream_connections_are_pooled_and_reused() {
 
 #[tokio::test]
 async fn after_the_upstream_closes_a_connection_requests_go_on_a_new_one() {
-    let proxy = start(simulator().await, Setup::default()).await;
+    let proxy = Proxy::builder().spawn().await;
     let r = proxy.get("/v1/teams").await;
     assert_eq!(r.status(), 200);
     r.bytes().await.unwrap();

@@ -9,9 +9,7 @@ use std::time::Duration;
 use crate::support::pki::{Ca, Leaf};
 use crate::support::process::Scratch;
 use crate::support::tokio;
-use crate::support::{
-    Setup, client, reload, secret_file_config, simulator, start, start_from_file,
-};
+use crate::support::{Proxy, TestConfig, client, file, simulator};
 use base64::Engine as _;
 use http::StatusCode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -25,15 +23,10 @@ async fn api_keys_admit_bearer_and_basic_and_are_never_forwarded() {
     let dir = Scratch::new("api-keys");
     let one = dir.write("one", &format!("{KEY_ONE}\n"));
     let two = dir.write("two", KEY_TWO);
-    let setup = Setup {
-        listen: format!(
-            "api_keys = [{{ file = \"{}\" }}, {{ file = \"{}\" }}]",
-            one.display(),
-            two.display()
-        ),
-        ..Setup::default()
-    };
-    let proxy = start(simulator().await, setup).await;
+    let proxy = Proxy::builder()
+        .set("listen.api_keys", vec![file(&one), file(&two)])
+        .spawn()
+        .await;
     let http = client();
     let url = proxy.url("/v1/teams");
 
@@ -152,21 +145,24 @@ fn write_server_cert(dir: &Scratch, ca: &Ca) {
     dir.write("key.pem", &leaf.key_pem);
 }
 
+/// HTTPS towards clients with the certificate and key that [`write_server_cert`] puts in `dir`.
+fn listen_tls(dir: &Scratch) -> TestConfig {
+    let file = |name: &str| dir.0.join(name).display().to_string();
+    TestConfig::new()
+        .set("listen.tls.cert_file", file("cert.pem"))
+        .set("listen.tls.key_file", file("key.pem"))
+}
+
 #[tokio::test]
 async fn https_listener_speaks_h1_and_h2_and_a_reload_renews_its_certificate() {
-    let sim = simulator().await;
     let dir = Scratch::new("listen-tls");
     let first = Ca::new();
     write_server_cert(&dir, &first);
-    let tls = format!(
-        "[listen.tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
-        dir.0.join("cert.pem").display(),
-        dir.0.join("key.pem").display()
-    );
-    let plain_config = secret_file_config(&sim, &dir, "");
-    let secret_file_config_tls = secret_file_config(&sim, &dir, &tls);
-    let path = dir.write("proxy.toml", &secret_file_config_tls);
-    let (proxy, reloads) = start_from_file(sim, path).await;
+    let proxy = Proxy::builder()
+        .config(listen_tls(&dir))
+        .config_file_in(&dir)
+        .spawn()
+        .await;
     let url = format!("https://localhost:{}/v1/teams", proxy.addr.port());
 
     let h2 = tls_client(&first, None, proxy.addr);
@@ -199,23 +195,23 @@ async fn https_listener_speaks_h1_and_h2_and_a_reload_renews_its_certificate() {
     // A renewed certificate from another CA: new connections present it after SIGHUP.
     let second = Ca::new();
     write_server_cert(&dir, &second);
-    reload(&reloads).await.unwrap();
+    proxy.reload().await.unwrap();
     let r = https_get(&second, proxy.addr, &url).await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     let stale = https_get(&first, proxy.addr, &url).await;
     assert!(stale.is_err(), "the old certificate is still presented");
 
     // Turning HTTPS off in place is refused: the port stays HTTPS until a restart.
-    dir.write("proxy.toml", &plain_config);
-    let refused = reload(&reloads).await.unwrap_err();
+    proxy.rewrite_config(TestConfig::new());
+    let refused = proxy.reload().await.unwrap_err();
     assert!(refused.contains("[listen.tls]"), "{refused}");
     let r = https_get(&second, proxy.addr, &url).await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);
-    dir.write("proxy.toml", &secret_file_config_tls);
+    proxy.rewrite_config(listen_tls(&dir));
 
     // A broken key file on reload keeps the running certificate.
     dir.write("key.pem", "not a key");
-    let refused = reload(&reloads).await.unwrap_err();
+    let refused = proxy.reload().await.unwrap_err();
     assert!(refused.contains("listen.tls.key_file"), "{refused}");
     let r = https_get(&second, proxy.addr, &url).await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);
@@ -228,16 +224,8 @@ async fn client_ca_file_requires_a_client_certificate_from_that_ca() {
     write_server_cert(&dir, &server_ca);
     let clients = Ca::new();
     let client_ca = dir.write("clients.pem", &clients.pem());
-    let setup = Setup {
-        extra: format!(
-            "[listen.tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\nclient_ca_file = \"{}\"\n",
-            dir.0.join("cert.pem").display(),
-            dir.0.join("key.pem").display(),
-            client_ca.display()
-        ),
-        ..Setup::default()
-    };
-    let proxy = start(simulator().await, setup).await;
+    let tls = listen_tls(&dir).set("listen.tls.client_ca_file", client_ca.display().to_string());
+    let proxy = Proxy::builder().config(tls).spawn().await;
     let url = format!("https://localhost:{}/v1/teams", proxy.addr.port());
 
     let good = clients.leaf("powerbi-gateway");
@@ -274,11 +262,13 @@ async fn send_get(addr: SocketAddr, path: &str) -> TcpStream {
 async fn connections_beyond_max_connections_wait_and_those_in_flight_finish() {
     let sim = simulator().await;
     sim.hold_exports();
-    let setup = Setup {
-        listen: "max_connections = 2".into(),
-        ..Setup::default()
-    };
-    let proxy = Arc::new(start(sim, setup).await);
+    let proxy = Arc::new(
+        Proxy::builder()
+            .sim(sim)
+            .set("listen.max_connections", 2)
+            .spawn()
+            .await,
+    );
     let rows = 3000;
     let export = format!("/v1/costs/export?rows={rows}");
     let mut first = client().get(proxy.url(&export)).send().await.unwrap();

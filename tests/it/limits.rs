@@ -3,8 +3,8 @@
 
 use std::time::{Duration, Instant};
 
+use crate::support::Proxy;
 use crate::support::tokio;
-use crate::support::{Setup, simulator, start};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -21,7 +21,7 @@ async fn time_until_closed(mut stream: TcpStream) -> Duration {
 
 #[tokio::test]
 async fn silent_and_half_open_connections_are_closed() {
-    let proxy = start(simulator().await, Setup::default()).await;
+    let proxy = Proxy::builder().spawn().await;
     // One client says nothing at all; one starts the HTTP/2 preface and stops; one sends half
     // a request head (slowloris).
     let silent = TcpStream::connect(proxy.addr).await.unwrap();
@@ -48,11 +48,10 @@ async fn silent_and_half_open_connections_are_closed() {
 
 #[tokio::test]
 async fn a_client_that_pauses_reading_is_not_cut_off() {
-    let setup = Setup {
-        upstream: "timeout = \"300ms\"".into(),
-        ..Setup::default()
-    };
-    let proxy = start(simulator().await, setup).await;
+    let proxy = Proxy::builder()
+        .set("upstream.timeout", "300ms")
+        .spawn()
+        .await;
     let size = 50 * 1024 * 1024u64;
     let mut r = proxy.get(&format!("/v1/costs/export?bytes={size}")).await;
     let mut total = r.chunk().await.unwrap().unwrap().len() as u64;

@@ -6,10 +6,10 @@
 use std::time::Duration;
 
 use crate::support::tokio;
-use crate::support::{Running, Setup, client, simulator, start};
+use crate::support::{Proxy, client, simulator};
 use azure_costs_proxy::simulator::StsFault;
 
-async fn sts_error(proxy: &Running) -> (u16, serde_json::Value) {
+async fn sts_error(proxy: &Proxy) -> (u16, serde_json::Value) {
     let r = proxy.get("/v1/teams").await;
     let status = r.status().as_u16();
     (status, r.json().await.unwrap())
@@ -19,7 +19,7 @@ async fn sts_error(proxy: &Running) -> (u16, serde_json::Value) {
 async fn sts_answer_over_64_kib_is_unavailable_not_a_token() {
     let sim = simulator().await;
     sim.set_sts_fault(Some(StsFault::Huge));
-    let proxy = start(sim, Setup::default()).await;
+    let proxy = Proxy::builder().sim(sim).spawn().await;
     let (status, body) = sts_error(&proxy).await;
     assert_eq!(status, 503);
     assert_eq!(body["error"], "sts_unavailable");
@@ -38,7 +38,7 @@ async fn sts_answer_over_64_kib_is_unavailable_not_a_token() {
 async fn sts_answer_cut_off_is_unavailable() {
     let sim = simulator().await;
     sim.set_sts_fault(Some(StsFault::Truncated));
-    let proxy = start(sim, Setup::default()).await;
+    let proxy = Proxy::builder().sim(sim).spawn().await;
     let (status, body) = sts_error(&proxy).await;
     assert_eq!(status, 503);
     assert_eq!(body["error"], "sts_unavailable");
@@ -62,7 +62,7 @@ async fn read_all(mut r: reqwest::Response) -> Result<usize, usize> {
 
 #[tokio::test]
 async fn upstream_reset_mid_answer_cuts_the_response_off_sized_or_chunked_h1_or_h2() {
-    let proxy = start(simulator().await, Setup::default()).await;
+    let proxy = Proxy::builder().spawn().await;
     let h2 = crate::support::h2_client();
     let reset_after = 300_000;
     for (name, http) in [("http/1.1", client()), ("h2c", h2)] {
@@ -92,7 +92,7 @@ async fn upstream_reset_mid_answer_cuts_the_response_off_sized_or_chunked_h1_or_
 
 /// Polls the proxy's open-connection gauge until it shows `n` (no event tells the test that the
 /// proxy has closed its side).
-async fn wait_for_open_connections(proxy: &Running, n: usize) {
+async fn wait_for_open_connections(proxy: &Proxy, n: usize) {
     let line = format!("azure_costs_proxy_connections_open {n}\n");
     loop {
         if proxy.metrics().await.contains(&line) {
@@ -104,7 +104,7 @@ async fn wait_for_open_connections(proxy: &Running, n: usize) {
 
 #[tokio::test]
 async fn a_client_leaving_mid_stream_drops_the_upstream_request_and_its_connection() {
-    let proxy = start(simulator().await, Setup::default()).await;
+    let proxy = Proxy::builder().spawn().await;
     assert_eq!(proxy.sim.exports_streaming(), 0);
     wait_for_open_connections(&proxy, 0).await;
     let h2 = crate::support::h2_client();
@@ -146,7 +146,7 @@ async fn redirects_go_to_the_client_and_are_never_followed_with_the_token_or_the
     // Where a hostile upstream or STS would like the token or the secret to go.
     let catcher = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let steal = format!("http://{}/steal", catcher.local_addr().unwrap());
-    let proxy = start(simulator().await, Setup::default()).await;
+    let proxy = Proxy::builder().spawn().await;
 
     for method in [reqwest::Method::GET, reqwest::Method::POST] {
         let r = client()
@@ -174,7 +174,7 @@ async fn redirects_go_to_the_client_and_are_never_followed_with_the_token_or_the
     // The STS client follows nothing either: its body carries the client secret.
     let sim = simulator().await;
     sim.set_sts_fault(Some(StsFault::Redirect(steal.clone())));
-    let proxy = start(sim, Setup::default()).await;
+    let proxy = Proxy::builder().sim(sim).spawn().await;
     let (status, body) = sts_error(&proxy).await;
     assert_eq!(status, 503);
     assert_eq!(body["error"], "sts_unavailable");

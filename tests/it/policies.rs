@@ -5,11 +5,11 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use crate::support::tokio;
-use crate::support::{Running, Setup, client, simulator, start};
-use azure_costs_proxy::simulator::{Simulator, StsFault};
+use crate::support::{Proxy, ProxyBuilder, client, route, simulator};
+use azure_costs_proxy::simulator::StsFault;
 
 /// The bearer value of every API request so far, in order.
-fn bearers(proxy: &Running) -> Vec<String> {
+fn bearers(proxy: &Proxy) -> Vec<String> {
     proxy
         .sim
         .requests()
@@ -22,16 +22,19 @@ fn distinct(values: &[String]) -> usize {
     values.iter().collect::<HashSet<_>>().len()
 }
 
-fn mode(mode: &str, extra_token_keys: &str) -> Setup {
-    Setup {
-        extra: format!("[token]\nmode = \"{mode}\"\n{extra_token_keys}\n"),
-        ..Setup::default()
-    }
+/// A proxy in `per_transaction` mode, a transaction ending after `idle` without requests.
+fn per_transaction(idle: &str) -> ProxyBuilder {
+    Proxy::builder()
+        .set("token.mode", "per_transaction")
+        .set("token.transaction_idle", idle)
 }
 
 #[tokio::test]
 async fn per_request_gives_every_request_its_own_token() {
-    let proxy = start(simulator().await, mode("per_request", "")).await;
+    let proxy = Proxy::builder()
+        .set("token.mode", "per_request")
+        .spawn()
+        .await;
     for _ in 0..10 {
         let r = proxy.get("/v1/teams").await;
         assert_eq!(r.status(), 200);
@@ -45,12 +48,14 @@ async fn per_request_gives_every_request_its_own_token() {
 
 #[tokio::test]
 async fn per_request_with_a_delegate_updates_a_fresh_base_token_each_time() {
-    let setup = Setup {
-        extra: "[[routes]]\nprefix = \"/\"\ndelegate = \"TEAM-FABRIKAM\"\ntoken_mode = \"per_request\"\n"
-            .into(),
-        ..Setup::default()
-    };
-    let proxy = start(simulator().await, setup).await;
+    let proxy = Proxy::builder()
+        .route(
+            route("/")
+                .delegate("TEAM-FABRIKAM")
+                .token_mode("per_request"),
+        )
+        .spawn()
+        .await;
     for _ in 0..5 {
         let r = proxy.get("/v1/teams").await;
         assert_eq!(r.status(), 200);
@@ -73,11 +78,7 @@ async fn per_request_with_a_delegate_updates_a_fresh_base_token_each_time() {
 
 #[tokio::test]
 async fn per_transaction_starts_a_new_token_after_an_idle_gap() {
-    let proxy = start(
-        simulator().await,
-        mode("per_transaction", "transaction_idle = \"1s\""),
-    )
-    .await;
+    let proxy = per_transaction("1s").spawn().await;
     let get = async || {
         let r = proxy.get("/v1/teams").await;
         assert_eq!(r.status(), 200);
@@ -100,14 +101,10 @@ async fn per_transaction_starts_a_new_token_after_an_idle_gap() {
 
 #[tokio::test]
 async fn per_transaction_starts_a_new_token_for_a_new_header_value() {
-    let proxy = start(
-        simulator().await,
-        mode(
-            "per_transaction",
-            "transaction_idle = \"1h\"\ntransaction_header = \"X-Refresh-Id\"",
-        ),
-    )
-    .await;
+    let proxy = per_transaction("1h")
+        .set("token.transaction_header", "X-Refresh-Id")
+        .spawn()
+        .await;
     let c = client();
     for id in [Some("a"), Some("a"), None, Some("b"), Some("b"), Some("a")] {
         let mut r = c.get(proxy.url("/v1/costs/by-service"));
@@ -136,7 +133,7 @@ async fn concurrent_first_requests_of_a_transaction_cause_one_sts_call() {
     let sim = simulator().await;
     // A slow STS keeps the first fetch in flight while the others arrive.
     sim.set_sts_fault(Some(StsFault::Slow(Duration::from_millis(300))));
-    let proxy = start(sim, mode("per_transaction", "transaction_idle = \"1h\"")).await;
+    let proxy = per_transaction("1h").sim(sim).spawn().await;
     let c = client();
     for (round, id) in ["refresh-1", "refresh-2"].into_iter().enumerate() {
         let requests: Vec<_> = (0..40)
@@ -159,11 +156,7 @@ async fn concurrent_first_requests_of_a_transaction_cause_one_sts_call() {
 
 #[tokio::test]
 async fn per_transaction_keeps_a_route_busy_while_a_response_streams() {
-    let proxy = start(
-        simulator().await,
-        mode("per_transaction", "transaction_idle = \"500ms\""),
-    )
-    .await;
+    let proxy = per_transaction("500ms").spawn().await;
     proxy.sim.hold_exports();
     let mut export = proxy.get("/v1/costs/export?rows=100000").await;
     assert_eq!(export.status(), 200);
@@ -182,14 +175,11 @@ async fn per_transaction_keeps_a_route_busy_while_a_response_streams() {
 
 #[tokio::test]
 async fn per_transaction_routes_do_not_share_transactions() {
-    let setup = Setup {
-        extra: "[token]\nmode = \"per_transaction\"\ntransaction_idle = \"1h\"\n\n\
-                [[routes]]\nprefix = \"/\"\n\n[[routes]]\nprefix = \"/b\"\n"
-            .into(),
-        ..Setup::default()
-    };
-    let sim = Simulator::builder().spawn().await.unwrap();
-    let proxy = start(sim, setup).await;
+    let proxy = per_transaction("1h")
+        .route(route("/"))
+        .route(route("/b"))
+        .spawn()
+        .await;
     for path in ["/v1/teams", "/b/v1/teams", "/v1/teams", "/b/v1/teams"] {
         assert_eq!(proxy.get(path).await.status(), 200);
     }
@@ -203,7 +193,7 @@ async fn per_transaction_routes_do_not_share_transactions() {
 async fn new_transactions_share_the_sts_backoff() {
     let sim = simulator().await;
     sim.set_sts_fault(Some(StsFault::Unavailable));
-    let proxy = start(sim, mode("per_transaction", "transaction_idle = \"1h\"")).await;
+    let proxy = per_transaction("1h").sim(sim).spawn().await;
     let c = client();
     // Every request names a transaction of its own, all while the STS is down.
     for i in 0..50 {

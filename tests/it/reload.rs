@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 
 use crate::support::process::Scratch;
 use crate::support::tokio;
-use crate::support::{reload, secret_file_config, simulator, start_from_file};
+use crate::support::{Proxy, TestConfig, route};
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Empty};
 use hyper::client::conn::http1::SendRequest;
@@ -46,10 +46,8 @@ fn last_bearer(sim: &azure_costs_proxy::simulator::Simulator) -> String {
 
 #[tokio::test]
 async fn a_rotated_secret_file_is_used_for_new_tokens_and_open_connections_keep_working() {
-    let sim = simulator().await;
     let dir = Scratch::new("reload-secret");
-    let path = dir.write("proxy.toml", &secret_file_config(&sim, &dir, ""));
-    let (proxy, reloads) = start_from_file(sim, path).await;
+    let proxy = Proxy::builder().config_file_in(&dir).spawn().await;
     proxy.sim.wait_for_sts_calls(1).await;
     let mut conn = connect(proxy.addr).await;
     assert_eq!(get(&mut conn, "/v1/teams").await.0, 200);
@@ -69,7 +67,7 @@ async fn a_rotated_secret_file_is_used_for_new_tokens_and_open_connections_keep_
     // The vendor rotates the secret (the old token stays valid), the operator the file.
     proxy.sim.rotate_secret("rotated-secret-value");
     dir.write("secret", "rotated-secret-value\n");
-    let done = reload(&reloads).await.expect("the reload succeeds");
+    let done = proxy.reload().await.expect("the reload succeeds");
     assert_eq!(done.discarded, ["default"]);
     assert_eq!(done.kept_tokens, 0);
     proxy.sim.release_exports();
@@ -105,30 +103,26 @@ async fn a_rotated_secret_file_is_used_for_new_tokens_and_open_connections_keep_
 
 #[tokio::test]
 async fn an_invalid_config_is_refused_and_the_running_one_keeps_serving() {
-    let sim = simulator().await;
     let dir = Scratch::new("reload-broken");
-    let good = secret_file_config(&sim, &dir, "");
-    let path = dir.write("proxy.toml", &good);
-    let (proxy, reloads) = start_from_file(sim, path.clone()).await;
+    let proxy = Proxy::builder().config_file_in(&dir).spawn().await;
     proxy.sim.wait_for_sts_calls(1).await;
     let mut conn = connect(proxy.addr).await;
     assert_eq!(get(&mut conn, "/v1/teams").await.0, 200);
 
     // A typo: the error names the file, line and key.
-    dir.write(
-        "proxy.toml",
-        &good.replace("[sts]\n", "[sts]\ntimout = \"5s\"\n"),
-    );
-    let error = reload(&reloads).await.expect_err("a typo is refused");
+    proxy.rewrite_config(TestConfig::new().set("sts.timout", "5s"));
+    let error = proxy.reload().await.expect_err("a typo is refused");
     assert!(error.contains("sts.timout"), "{error}");
-    assert!(error.contains(&path.display().to_string()), "{error}");
+    let path = proxy.config_path().display().to_string();
+    assert!(error.contains(&path), "{error}");
     assert!(error.contains("line "), "{error}");
     assert_eq!(get(&mut conn, "/v1/teams").await.0, 200);
 
     // A secret file that went missing: refused too, nothing printed of the old secret.
-    dir.write("proxy.toml", &good);
+    proxy.rewrite_config(TestConfig::new());
     std::fs::remove_file(dir.0.join("secret")).unwrap();
-    let error = reload(&reloads)
+    let error = proxy
+        .reload()
         .await
         .expect_err("a missing secret is refused");
     assert!(
@@ -150,17 +144,16 @@ async fn an_invalid_config_is_refused_and_the_running_one_keeps_serving() {
 
 #[tokio::test]
 async fn a_reload_adds_routes_and_keeps_the_tokens_of_unchanged_credentials() {
-    let sim = simulator().await;
     let dir = Scratch::new("reload-routes");
-    let path = dir.write("proxy.toml", &secret_file_config(&sim, &dir, ""));
-    let (proxy, reloads) = start_from_file(sim, path).await;
+    let proxy = Proxy::builder().config_file_in(&dir).spawn().await;
     proxy.sim.wait_for_sts_calls(1).await;
     let teams = proxy.get("/v1/teams").await.text().await.unwrap();
 
-    let routes = "[[routes]]\nprefix = \"/\"\n\n\
-                  [[routes]]\nprefix = \"/customers/contoso\"\ndelegate = \"TEAM-CONTOSO\"\n";
-    dir.write("proxy.toml", &secret_file_config(&proxy.sim, &dir, routes));
-    let done = reload(&reloads).await.expect("the reload succeeds");
+    let routes = TestConfig::new()
+        .route(route("/"))
+        .route(route("/customers/contoso").delegate("TEAM-CONTOSO"));
+    proxy.rewrite_config(routes);
+    let done = proxy.reload().await.expect("the reload succeeds");
     assert!(done.discarded.is_empty(), "{:?}", done.discarded);
     assert_eq!(done.kept_tokens, 1);
 

@@ -4,18 +4,18 @@
 
 use std::time::Duration;
 
-use crate::support::process::{Proxy, Scratch, command};
+use crate::support::process::{ProxyProcess, Scratch, command};
 use crate::support::tokio;
-use crate::support::{Setup, client, config_text, secret_file_config, simulator, start};
+use crate::support::{Proxy, TestConfig, client, simulator};
 use azure_costs_proxy::simulator::StsFault;
 
 #[tokio::test]
 async fn sighup_applies_a_rotated_secret_file_and_keeps_a_broken_config_out() {
     let sim = simulator().await;
     let dir = Scratch::new("sighup");
-    let good = secret_file_config(&sim, &dir, "");
-    let path = dir.write("proxy.toml", &good);
-    let mut proxy = Proxy::start(&path, &[]).await;
+    let good = TestConfig::new().secret_file(dir.write("secret", &sim.client_secret()));
+    let path = dir.write("proxy.toml", &good.text(&sim));
+    let mut proxy = ProxyProcess::start(&path, &[]).await;
     // One pooled client: its keep-alive connection stays open across the reloads.
     let c = client();
     assert_eq!(
@@ -38,10 +38,7 @@ async fn sighup_applies_a_rotated_secret_file_and_keeps_a_broken_config_out() {
         "the token issued with the new secret goes upstream"
     );
 
-    dir.write(
-        "proxy.toml",
-        &good.replace("[upstream]\n", "[upstream]\nurl = 5\n"),
-    );
+    dir.write("proxy.toml", &good.set("upstream.url", 5).text(&sim));
     proxy.signal("HUP").await;
     let line = proxy.wait_for("config reload failed").await;
     assert!(line.contains("upstream.url"), "{line}");
@@ -65,13 +62,10 @@ async fn sigterm_lets_a_request_in_flight_finish_refuses_new_connections_and_exi
     let sim = simulator().await;
     sim.hold_exports();
     let dir = Scratch::new("sigterm");
-    let path = dir.write(
-        "proxy.toml",
-        &config_text(&sim, &Setup::default())
-            .replace("[listen]\n", "[listen]\nshutdown_grace = \"20s\"\n"),
-    );
+    let config = TestConfig::new().set("listen.shutdown_grace", "20s");
+    let path = dir.write("proxy.toml", &config.text(&sim));
     let secret = sim.client_secret();
-    let mut proxy = Proxy::start(&path, &[("SIM_SECRET", &secret)]).await;
+    let mut proxy = ProxyProcess::start(&path, &[("SIM_SECRET", &secret)]).await;
     let mut export = client()
         .get(proxy.url("/v1/costs/export?rows=20000"))
         .send()
@@ -141,8 +135,9 @@ async fn a_second_sigterm_exits_at_once_and_sighup_while_draining_reloads_nothin
     let sim = simulator().await;
     sim.hold_exports();
     let dir = Scratch::new("second-signal");
-    let path = dir.write("proxy.toml", &secret_file_config(&sim, &dir, ""));
-    let mut proxy = Proxy::start(&path, &[]).await;
+    let config = TestConfig::new().secret_file(dir.write("secret", &sim.client_secret()));
+    let path = dir.write("proxy.toml", &config.text(&sim));
+    let mut proxy = ProxyProcess::start(&path, &[]).await;
     let mut export = client()
         .get(proxy.url("/v1/costs/export?rows=20000"))
         .send()
@@ -183,10 +178,10 @@ async fn systemd_hears_ready_reloading_watchdog_and_stopping() {
     let dir = Scratch::new("notify");
     let socket_path = dir.0.join("notify.sock");
     let socket = tokio::net::UnixDatagram::bind(&socket_path).unwrap();
-    let path = dir.write("proxy.toml", &config_text(&sim, &Setup::default()));
+    let path = dir.write("proxy.toml", &TestConfig::new().text(&sim));
     let secret = sim.client_secret();
     let socket_env = socket_path.display().to_string();
-    let mut proxy = Proxy::start(
+    let mut proxy = ProxyProcess::start(
         &path,
         &[
             ("SIM_SECRET", &secret),
@@ -216,15 +211,18 @@ async fn systemd_hears_ready_reloading_watchdog_and_stopping() {
     assert_eq!(proxy.exit_code().await, Some(0));
 }
 
-/// Runs `healthcheck --config FILE` with a config whose admin address is `admin`.
+/// Runs `healthcheck --config FILE` with a config whose `[admin]` table holds `admin`.
 async fn healthcheck(dir: &Scratch, admin: &str) -> (Option<i32>, String) {
-    let path = dir.write(
-        "health.toml",
-        &format!(
-            "{admin}\n[credentials.default]\nclient_id = \"x\"\n\
-             client_secret = {{ credential = \"client_secret\" }}\n"
-        ),
+    let config = format!(
+        r#"[admin]
+{admin}
+
+[credentials.default]
+client_id = "x"
+client_secret = {{ credential = "client_secret" }}
+"#
     );
+    let path = dir.write("health.toml", &config);
     let out = command()
         .args(["healthcheck", "--timeout", "5s", "--config"])
         .arg(path)
@@ -245,9 +243,9 @@ async fn healthcheck(dir: &Scratch, admin: &str) -> (Option<i32>, String) {
 async fn healthcheck_exits_0_when_ready_and_1_otherwise() {
     let dir = Scratch::new("healthcheck");
     // Ready: a proxy holding its token.
-    let ready = start(simulator().await, Setup::default()).await;
+    let ready = Proxy::builder().spawn().await;
     ready.sim.wait_for_sts_calls(1).await;
-    let section = format!("[admin]\naddress = \"{}\"", ready.admin);
+    let section = format!(r#"address = "{}""#, ready.admin);
     let (code, text) = healthcheck(&dir, &section).await;
     assert_eq!(code, Some(0), "{text}");
     assert!(text.contains("\"status\":\"ready\""), "{text}");
@@ -255,7 +253,7 @@ async fn healthcheck_exits_0_when_ready_and_1_otherwise() {
     // Not ready: the STS refuses the credential, so there is no token.
     let sim = simulator().await;
     sim.set_sts_fault(Some(StsFault::Reject));
-    let refused = start(sim, Setup::default()).await;
+    let refused = Proxy::builder().sim(sim).spawn().await;
     // The STS call has reached the simulator; wait until the proxy has taken the refusal.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
@@ -276,7 +274,7 @@ async fn healthcheck_exits_0_when_ready_and_1_otherwise() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let section = format!("[admin]\naddress = \"{}\"", refused.admin);
+    let section = format!(r#"address = "{}""#, refused.admin);
     let (code, text) = healthcheck(&dir, &section).await;
     assert_eq!(code, Some(1), "{text}");
     assert!(
@@ -286,15 +284,15 @@ async fn healthcheck_exits_0_when_ready_and_1_otherwise() {
 
     // Nothing listening.
     let closed = crate::support::closed_port().await;
-    let (code, text) = healthcheck(&dir, &format!("[admin]\naddress = \"{closed}\"")).await;
+    let (code, text) = healthcheck(&dir, &format!(r#"address = "{closed}""#)).await;
     assert_eq!(code, Some(1), "{text}");
     assert!(text.contains("cannot connect"), "{text}");
 
     // Admin disabled, and a config error: 1 as well (Docker reserves 2).
-    let (code, text) = healthcheck(&dir, "[admin]\nenabled = false").await;
+    let (code, text) = healthcheck(&dir, "enabled = false").await;
     assert_eq!(code, Some(1), "{text}");
     assert!(text.contains("disabled"), "{text}");
-    let (code, text) = healthcheck(&dir, "[admin]\nadress = \"x\"").await;
+    let (code, text) = healthcheck(&dir, r#"adress = "x""#).await;
     assert_eq!(code, Some(1), "{text}");
     assert!(text.contains("admin.adress"), "{text}");
 }

@@ -4,7 +4,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use crate::support::tokio;
-use crate::support::{Setup, client, simulator, start};
+use crate::support::{Proxy, client, simulator};
 use azure_costs_proxy::simulator::data::fnv1a;
 use bytes::Bytes;
 use http_body::{Body, Frame};
@@ -16,7 +16,7 @@ async fn hundred_megabyte_answer_streams_first_bytes_before_upstream_finishes() 
     let sim = simulator().await;
     // The export produces its first chunk, then waits for our go.
     sim.hold_exports();
-    let proxy = start(sim, Setup::default()).await;
+    let proxy = Proxy::builder().sim(sim).spawn().await;
     let mut r = proxy
         .get(&format!("/v1/costs/export?bytes={}", 100 * MB))
         .await;
@@ -42,7 +42,7 @@ async fn hundred_megabyte_answer_streams_first_bytes_before_upstream_finishes() 
 
 #[tokio::test]
 async fn ten_megabyte_post_arrives_intact() {
-    let proxy = start(simulator().await, Setup::default()).await;
+    let proxy = Proxy::builder().spawn().await;
     let body: Vec<u8> = (0..10 * MB).map(|i| (i * 31 % 251) as u8).collect();
     let expected = format!("{:016x}", fnv1a(&body));
     let r = client()
@@ -61,7 +61,7 @@ async fn ten_megabyte_post_arrives_intact() {
 
 #[tokio::test]
 async fn chunked_upload_without_length_arrives_intact() {
-    let proxy = start(simulator().await, Setup::default()).await;
+    let proxy = Proxy::builder().spawn().await;
     // A body of unknown length: reqwest sends it with chunked transfer encoding.
     let chunks: Vec<Bytes> = (0..64u8).map(|i| Bytes::from(vec![i; 16 * 1024])).collect();
     let all: Vec<u8> = chunks.iter().flat_map(|c| c.to_vec()).collect();

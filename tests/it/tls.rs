@@ -1,9 +1,9 @@
 //! TLS towards the STS and the API: `ca_file` adds trust roots, HTTP/2 is used where the upstream
 //! offers it by ALPN, and an unknown certificate is refused (verification cannot be turned off).
 
+use crate::support::Proxy;
 use crate::support::pki::Ca;
 use crate::support::tokio;
-use crate::support::{Setup, start};
 use azure_costs_proxy::simulator::Simulator;
 
 /// A throwaway CA and a server configuration for `localhost` signed by it.
@@ -41,11 +41,11 @@ async fn https_upstream_and_sts_with_ca_file_speak_h2_where_offered() {
         .unwrap();
     assert!(sim.api_url().starts_with("https://localhost:"));
     let ca = write_ca(&pki.ca_pem);
-    let setup = Setup {
-        upstream: format!("ca_file = \"{}\"", ca.display()),
-        ..Setup::default()
-    };
-    let proxy = start(sim, setup).await;
+    let proxy = Proxy::builder()
+        .sim(sim)
+        .set("upstream.ca_file", ca.display().to_string())
+        .spawn()
+        .await;
     let r = proxy.get("/v1/costs/by-service").await;
     assert_eq!(r.status(), 200);
     let seen = proxy.sim.requests();
@@ -84,7 +84,7 @@ async fn unknown_certificate_is_refused_without_ca_file() {
         .spawn()
         .await
         .unwrap();
-    let proxy = start(sim, Setup::default()).await;
+    let proxy = Proxy::builder().sim(sim).spawn().await;
     let r = proxy.get("/v1/teams").await;
     assert_eq!(r.status(), 502);
     let body: serde_json::Value = r.json().await.unwrap();
@@ -102,7 +102,7 @@ async fn sts_with_unknown_certificate_is_unavailable() {
         .spawn()
         .await
         .unwrap();
-    let proxy = start(sim, Setup::default()).await;
+    let proxy = Proxy::builder().sim(sim).spawn().await;
     let r = proxy.get("/v1/teams").await;
     assert_eq!(r.status(), 503);
     let body: serde_json::Value = r.json().await.unwrap();

@@ -8,7 +8,7 @@ use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use crate::support::tokio;
-use crate::support::{Setup, client, simulator, start};
+use crate::support::{Proxy, TestConfig, client, route, simulator};
 use azure_costs_proxy::config::TokenMode;
 use azure_costs_proxy::simulator::{Simulator, StsFault};
 use azure_costs_proxy::tls;
@@ -16,7 +16,7 @@ use azure_costs_proxy::token::{Token, TokenError, TokenKey, TokenSource};
 
 #[tokio::test]
 async fn many_sequential_requests_cause_one_sts_call() {
-    let proxy = start(simulator().await, Setup::default()).await;
+    let proxy = Proxy::builder().spawn().await;
     for _ in 0..50 {
         let r = proxy.get("/v1/teams").await;
         assert_eq!(r.status(), 200);
@@ -37,7 +37,7 @@ async fn hundred_concurrent_requests_at_cold_start_cause_one_sts_call() {
     let sim = simulator().await;
     // A slow STS keeps the first call in flight while all requests arrive.
     sim.set_sts_fault(Some(StsFault::Slow(Duration::from_millis(300))));
-    let proxy = start(sim, Setup::default()).await;
+    let proxy = Proxy::builder().sim(sim).spawn().await;
     let c = client();
     let requests = (0..100).map(|_| {
         let c = c.clone();
@@ -68,11 +68,11 @@ async fn short_lived_tokens_are_refreshed_ahead_and_never_sent_expired() {
         .spawn()
         .await
         .unwrap();
-    let setup = Setup {
-        extra: "[token]\nrefresh_before_expiry = \"2s\"\n".into(),
-        ..Setup::default()
-    };
-    let proxy = start(sim, setup).await;
+    let proxy = Proxy::builder()
+        .sim(sim)
+        .set("token.refresh_before_expiry", "2s")
+        .spawn()
+        .await;
     assert_eq!(proxy.get("/v1/teams").await.status(), 200);
     // From now on every STS call takes a second. A refresh that made requests wait would show
     // up as a request slower than that; a refresh ahead of time is invisible to them.
@@ -123,7 +123,7 @@ async fn short_lived_tokens_are_refreshed_ahead_and_never_sent_expired() {
 async fn concurrent_misses_wait_for_one_held_sts_call() {
     let sim = simulator().await;
     sim.hold_sts();
-    let cfg = crate::support::config(&sim, &Setup::default());
+    let cfg = TestConfig::new().parse(&sim);
     let metrics = Arc::new(azure_costs_proxy::metrics::Metrics::new());
     let tokens = TokenSource::new(&cfg, tls::client_config(&[]).unwrap(), metrics).unwrap();
     let key = TokenKey::new(Arc::from("default"), None);
@@ -154,7 +154,7 @@ async fn concurrent_misses_wait_for_one_held_sts_call() {
 
 #[tokio::test]
 async fn token_is_warmed_at_start_up() {
-    let proxy = start(simulator().await, Setup::default()).await;
+    let proxy = Proxy::builder().spawn().await;
     // No request yet: the warm-up alone must reach the STS.
     tokio::time::timeout(Duration::from_secs(5), proxy.sim.wait_for_sts_calls(1))
         .await
@@ -170,7 +170,7 @@ async fn token_is_kept_fresh_without_traffic() {
         .spawn()
         .await
         .unwrap();
-    let proxy = start(sim, Setup::default()).await;
+    let proxy = Proxy::builder().sim(sim).spawn().await;
     // No request at all: the warm-up and two refreshes ahead of expiry.
     tokio::time::timeout(Duration::from_secs(10), proxy.sim.wait_for_sts_calls(3))
         .await
@@ -187,7 +187,7 @@ async fn token_is_kept_fresh_without_traffic() {
 
 #[tokio::test]
 async fn upstream_401_drops_the_token_and_retries_once_with_a_fresh_one() {
-    let proxy = start(simulator().await, Setup::default()).await;
+    let proxy = Proxy::builder().spawn().await;
     assert_eq!(proxy.get("/v1/teams").await.status(), 200);
     assert_eq!(proxy.sim.issue_calls(), 1);
 
@@ -217,7 +217,7 @@ async fn upstream_401_drops_the_token_and_retries_once_with_a_fresh_one() {
 
 #[tokio::test]
 async fn a_second_401_reaches_the_client() {
-    let proxy = start(simulator().await, Setup::default()).await;
+    let proxy = Proxy::builder().spawn().await;
     proxy.sim.wait_for_sts_calls(1).await;
     proxy.sim.refuse_all_tokens(true);
     let r = proxy.get("/v1/teams").await;
@@ -239,7 +239,7 @@ async fn a_second_401_reaches_the_client() {
 
 #[tokio::test]
 async fn a_request_with_a_body_is_not_replayed() {
-    let proxy = start(simulator().await, Setup::default()).await;
+    let proxy = Proxy::builder().spawn().await;
     proxy.sim.wait_for_sts_calls(1).await;
     proxy.sim.refuse_all_tokens(true);
     let r = client()
@@ -259,11 +259,10 @@ async fn a_request_with_a_body_is_not_replayed() {
 
 #[tokio::test]
 async fn a_refused_delegate_token_is_rebuilt_from_a_fresh_base_token() {
-    let setup = Setup {
-        extra: "[[routes]]\nprefix = \"/\"\ndelegate = \"TEAM-WOODGROVE\"\n".into(),
-        ..Setup::default()
-    };
-    let proxy = start(simulator().await, setup).await;
+    let proxy = Proxy::builder()
+        .route(route("/").delegate("TEAM-WOODGROVE"))
+        .spawn()
+        .await;
     assert_eq!(proxy.get("/v1/teams").await.status(), 200);
     // Revoked: the delegate token and the base it came from.
     proxy.sim.revoke_tokens();
@@ -277,7 +276,7 @@ async fn a_refused_delegate_token_is_rebuilt_from_a_fresh_base_token() {
 
 #[tokio::test]
 async fn many_requests_refused_with_one_token_cause_one_new_fetch() {
-    let proxy = start(simulator().await, Setup::default()).await;
+    let proxy = Proxy::builder().spawn().await;
     let c = client();
     assert_eq!(proxy.get("/v1/teams").await.status(), 200);
     proxy.sim.revoke_tokens();

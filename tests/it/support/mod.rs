@@ -1,88 +1,66 @@
-//! Test support: spawn the proxy in-process on 127.0.0.1:0 in front of a simulator. Nothing more.
+//! Test support: spawn the proxy in-process on 127.0.0.1:0 in front of a simulator, with a
+//! builder whose defaults fit most tests. Nothing more.
+//!
+//! ```ignore
+//! let proxy = Proxy::builder().route(route("/reports").upstream_path("/v1/costs")).spawn().await;
+//! assert_eq!(proxy.get("/reports/by-service").await.status(), 200);
+//! assert_eq!(proxy.sim.issue_calls(), 1);
+//! ```
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use ::tokio::io::{AsyncReadExt, AsyncWriteExt};
 use ::tokio::net::{TcpListener, TcpStream};
 use ::tokio::sync::{mpsc, oneshot};
-use azure_costs_proxy::config;
 use azure_costs_proxy::live::Reloaded;
 use azure_costs_proxy::simulator::Simulator;
 use azure_costs_proxy::{ReloadRequest, Reloader};
 
+pub(crate) mod config;
 pub(crate) mod pki;
 pub(crate) mod process;
 pub(crate) mod tokio;
 
-/// What a test changes in the generated config.
-#[derive(Default, Clone)]
-pub(crate) struct Setup {
-    /// Extra lines inside `[listen]`.
-    pub(crate) listen: String,
-    /// Replaces the simulator's API URL.
-    pub(crate) upstream_url: Option<String>,
-    /// Replaces the simulator's STS URL.
-    pub(crate) sts_url: Option<String>,
-    /// Extra lines inside `[upstream]`.
-    pub(crate) upstream: String,
-    /// Extra lines inside `[sts]`.
-    pub(crate) sts: String,
-    /// Whole extra sections (`[token]`, `[[routes]]`, ...).
-    pub(crate) extra: String,
-}
+pub(crate) use config::{Route, TestConfig, env, file, route};
+use process::Scratch;
 
-/// The secret as tests configure it (read through `{ env = "SIM_SECRET" }`).
-pub(crate) fn config_text(sim: &Simulator, setup: &Setup) -> String {
-    format!(
-        "[listen]\naddress = \"127.0.0.1:0\"\n{}\n\n\
-         [admin]\naddress = \"127.0.0.1:0\"\n\n\
-         [upstream]\nurl = \"{}\"\n{}\n\n\
-         [sts]\ntoken_url = \"{}\"\n{}\n\n\
-         [credentials.default]\nclient_id = \"{}\"\nclient_secret = {{ env = \"SIM_SECRET\" }}\n\n{}\n",
-        setup.listen,
-        setup.upstream_url.clone().unwrap_or_else(|| sim.api_url()),
-        setup.upstream,
-        setup.sts_url.clone().unwrap_or_else(|| sim.sts_url()),
-        setup.sts,
-        sim.client_id(),
-        setup.extra,
-    )
-}
-
-/// The generated config with `extra` sections, its secret read from the file `dir/secret`
-/// (written here with the simulator's secret) instead of the environment.
-pub(crate) fn secret_file_config(sim: &Simulator, dir: &process::Scratch, extra: &str) -> String {
-    let secret = dir.write("secret", &sim.client_secret());
-    let setup = Setup {
-        extra: extra.into(),
-        ..Setup::default()
-    };
-    config_text(sim, &setup).replace(
-        "client_secret = { env = \"SIM_SECRET\" }",
-        &format!("client_secret = {{ file = \"{}\" }}", secret.display()),
-    )
-}
-
-/// Parses the generated config with the simulator's secret in the (fake) environment.
-pub(crate) fn config(sim: &Simulator, setup: &Setup) -> config::Config {
-    let secret = sim.client_secret().to_string();
-    config::from_toml(&config_text(sim, setup), "test.toml", &move |name: &str| {
-        (name == "SIM_SECRET").then(|| secret.clone())
-    })
-    .expect("test config is valid")
-}
-
-/// A proxy running in this process.
-pub(crate) struct Running {
+/// A proxy running in this process, in front of its simulator; stopped when dropped.
+pub(crate) struct Proxy {
+    /// The data-plane listener.
     pub(crate) addr: SocketAddr,
+    /// The admin listener.
     pub(crate) admin: SocketAddr,
-    /// A pooled client for [`Running::get`], as a BI tool keeps its connections.
-    client: reqwest::Client,
+    /// The fake STS and API behind the proxy.
     pub(crate) sim: Simulator,
+    /// A pooled client for [`Proxy::get`], as a BI tool keeps its connections.
+    client: reqwest::Client,
     stop: Option<oneshot::Sender<()>>,
+    /// Set when the config comes from a file (see [`ProxyBuilder::config_file_in`]).
+    file: Option<ConfigFile>,
 }
 
-impl Running {
+/// A config file the proxy reloads on request, and the secret file it names.
+struct ConfigFile {
+    path: PathBuf,
+    secret: PathBuf,
+    reloads: mpsc::Sender<ReloadRequest>,
+}
+
+/// How to start a [`Proxy`]: by default its own simulator and [`TestConfig::new`].
+#[derive(Default)]
+pub(crate) struct ProxyBuilder {
+    sim: Option<Simulator>,
+    config: TestConfig,
+    dir: Option<PathBuf>,
+}
+
+impl Proxy {
+    /// A builder with the defaults: a fresh simulator, no routes, the secret in the environment.
+    pub(crate) fn builder() -> ProxyBuilder {
+        ProxyBuilder::default()
+    }
+
     /// `http://127.0.0.1:PORT{path}`.
     pub(crate) fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
@@ -114,13 +92,108 @@ impl Running {
             let _ = stop.send(());
         }
     }
+
+    fn file(&self) -> &ConfigFile {
+        self.file
+            .as_ref()
+            .expect("a proxy started with ProxyBuilder::config_file_in")
+    }
+
+    /// The config file it was started from.
+    pub(crate) fn config_path(&self) -> &std::path::Path {
+        &self.file().path
+    }
+
+    /// Replaces the config file with `config` (its secret still read from the same file); the
+    /// proxy sees it at the next [`Proxy::reload`].
+    pub(crate) fn rewrite_config(&self, config: TestConfig) {
+        let file = self.file();
+        let text = config.secret_file(file.secret.clone()).text(&self.sim);
+        std::fs::write(&file.path, text).expect("write the config file");
+    }
+
+    /// Asks for a reload (as SIGHUP does) and waits for its outcome.
+    pub(crate) async fn reload(&self) -> Result<Reloaded, String> {
+        let (done, outcome) = oneshot::channel();
+        let request = ReloadRequest { done: Some(done) };
+        let sent = self.file().reloads.send(request).await;
+        sent.expect("the proxy takes reload requests");
+        outcome.await.expect("the reload answers")
+    }
 }
 
-impl Drop for Running {
+impl Drop for Proxy {
     fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
+        self.begin_stop();
+    }
+}
+
+impl ProxyBuilder {
+    /// In front of `sim` (set up beforehand: faults, held calls, token lifetime).
+    pub(crate) fn sim(mut self, sim: Simulator) -> Self {
+        self.sim = Some(sim);
+        self
+    }
+
+    /// The whole config at once.
+    pub(crate) fn config(mut self, config: TestConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Sets a config key, as [`TestConfig::set`].
+    pub(crate) fn set(mut self, key: &str, value: impl Into<toml::Value>) -> Self {
+        self.config = self.config.set(key, value);
+        self
+    }
+
+    /// Adds a route, as [`TestConfig::route`].
+    pub(crate) fn route(mut self, route: Route) -> Self {
+        self.config = self.config.route(route);
+        self
+    }
+
+    /// Loads the config as `run` loads a file: written to `dir/proxy.toml`, the secret read from
+    /// `dir/secret` (written with the simulator's secret), nothing from the environment; the
+    /// proxy then reloads on [`Proxy::reload`].
+    pub(crate) fn config_file_in(mut self, dir: &Scratch) -> Self {
+        self.dir = Some(dir.0.clone());
+        self
+    }
+
+    /// Starts the proxy on 127.0.0.1:0 with an admin listener on 127.0.0.1:0.
+    pub(crate) async fn spawn(self) -> Proxy {
+        tokio::assert_bounded();
+        let sim = match self.sim {
+            Some(sim) => sim,
+            None => simulator().await,
+        };
+        let Some(dir) = self.dir else {
+            let config = self.config.parse(&sim);
+            return launch(sim, config, None).await;
+        };
+        let secret = dir.join("secret");
+        std::fs::write(&secret, sim.client_secret()).expect("write the secret file");
+        let path = dir.join("proxy.toml");
+        let text = self.config.secret_file(secret.clone()).text(&sim);
+        std::fs::write(&path, text).expect("write the config file");
+        let load = {
+            let path = path.clone();
+            move || azure_costs_proxy::config::load(Some(&path), &|_: &str| None)
+        };
+        let config = load().expect("test config is valid");
+        let (reloads, requests) = mpsc::channel(1);
+        let reloader = Reloader {
+            requests,
+            load: Box::new(load),
+        };
+        let mut proxy = launch(sim, config, Some(reloader)).await;
+        proxy.file = Some(ConfigFile {
+            path,
+            secret,
+            reloads,
+        });
+        proxy
     }
 }
 
@@ -133,39 +206,11 @@ pub(crate) async fn simulator() -> Simulator {
         .expect("simulator starts")
 }
 
-/// Starts the proxy in front of `sim`.
-pub(crate) async fn start(sim: Simulator, setup: Setup) -> Running {
-    let cfg = config(&sim, &setup);
-    launch(sim, cfg, None).await
-}
-
-/// Starts the proxy from the config file at `path` (read as `run` reads it; the environment
-/// lookup sees nothing), with live reload through [`reload`] on the returned sender.
-pub(crate) async fn start_from_file(
+async fn launch(
     sim: Simulator,
-    path: std::path::PathBuf,
-) -> (Running, mpsc::Sender<ReloadRequest>) {
-    let load = move || config::load(Some(&path), &|_: &str| None);
-    let cfg = load().expect("test config is valid");
-    let (tx, requests) = mpsc::channel(1);
-    let reloader = Reloader {
-        requests,
-        load: Box::new(load),
-    };
-    (launch(sim, cfg, Some(reloader)).await, tx)
-}
-
-/// Asks for a reload and waits for its outcome.
-pub(crate) async fn reload(tx: &mpsc::Sender<ReloadRequest>) -> Result<Reloaded, String> {
-    let (done, outcome) = oneshot::channel();
-    tx.send(ReloadRequest { done: Some(done) })
-        .await
-        .expect("the proxy takes reload requests");
-    outcome.await.expect("the reload answers")
-}
-
-async fn launch(sim: Simulator, cfg: config::Config, reloader: Option<Reloader>) -> Running {
-    tokio::assert_bounded();
+    config: azure_costs_proxy::config::Config,
+    reloader: Option<Reloader>,
+) -> Proxy {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let admin_listener = TcpListener::bind("127.0.0.1:0").await.expect("bind admin");
@@ -176,15 +221,21 @@ async fn launch(sim: Simulator, cfg: config::Config, reloader: Option<Reloader>)
         reloader,
         systemd: false,
     };
-    tokio::spawn(azure_costs_proxy::run_with(cfg, listener, options, async {
-        let _ = stopped.await;
-    }));
-    Running {
+    ::tokio::spawn(azure_costs_proxy::run_with(
+        config,
+        listener,
+        options,
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    Proxy {
         addr,
         admin,
-        client: client(),
         sim,
+        client: client(),
         stop: Some(stop),
+        file: None,
     }
 }
 

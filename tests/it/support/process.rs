@@ -83,7 +83,7 @@ pub(crate) async fn wait_for_line(
 }
 
 /// `azure-costs-proxy run` as a child process, its stderr read line by line.
-pub(crate) struct Proxy {
+pub(crate) struct ProxyProcess {
     pub(crate) child: Child,
     pub(crate) lines: mpsc::UnboundedReceiver<String>,
     /// Every line read so far.
@@ -92,9 +92,9 @@ pub(crate) struct Proxy {
     pub(crate) addr: String,
 }
 
-impl Proxy {
+impl ProxyProcess {
     /// Starts `run --config path` with `env` set and waits for its "listening on" line.
-    pub(crate) async fn start(path: &std::path::Path, env: &[(&str, &str)]) -> Proxy {
+    pub(crate) async fn start(path: &std::path::Path, env: &[(&str, &str)]) -> ProxyProcess {
         let mut command = command();
         command
             .arg("--config")
@@ -113,7 +113,7 @@ impl Proxy {
             .unwrap()
             .trim_end_matches('"')
             .to_string();
-        Proxy {
+        ProxyProcess {
             child,
             lines,
             transcript,
