@@ -70,9 +70,10 @@ async fn readyz_waits_for_the_first_token_and_turns_503_on_shutdown() {
 
 #[tokio::test]
 async fn readyz_names_a_failing_credential_and_never_the_secret() {
-    let sim = simulator().await;
-    sim.set_sts_fault(Some(azure_costs_proxy::simulator::StsFault::Reject));
-    let proxy = Proxy::builder().sim(sim).spawn().await;
+    let proxy = Proxy::builder()
+        .sts_fault(azure_costs_proxy::simulator::StsFault::Reject)
+        .spawn()
+        .await;
     proxy.sim.wait_for_sts_calls(1).await;
     assert_eq!(proxy.get("/v1/teams").await.status(), 502);
     let (status, body) = json(proxy.admin_url("/readyz")).await;

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use crate::support::tokio;
 use crate::support::{Proxy, closed_port, simulator};
-use azure_costs_proxy::simulator::{Simulator, StsFault};
+use azure_costs_proxy::simulator::StsFault;
 
 async fn error_body(r: reqwest::Response) -> serde_json::Value {
     assert_eq!(r.headers()["content-type"], "application/json");
@@ -14,10 +14,8 @@ async fn error_body(r: reqwest::Response) -> serde_json::Value {
 
 #[tokio::test]
 async fn sts_rejection_is_502_naming_the_credential_never_the_secret() {
-    let sim = simulator().await;
-    sim.set_sts_fault(Some(StsFault::Reject));
-    let secret = sim.client_secret().to_string();
-    let proxy = Proxy::builder().sim(sim).spawn().await;
+    let proxy = Proxy::builder().sts_fault(StsFault::Reject).spawn().await;
+    let secret = proxy.sim.client_secret();
     let r = proxy.get("/v1/teams").await;
     assert_eq!(r.status(), 502);
     let text = r.text().await.unwrap();
@@ -32,9 +30,10 @@ async fn sts_rejection_is_502_naming_the_credential_never_the_secret() {
 
 #[tokio::test]
 async fn sts_down_is_503_with_retry_after_and_service_resumes() {
-    let sim = simulator().await;
-    sim.set_sts_fault(Some(StsFault::Unavailable));
-    let proxy = Proxy::builder().sim(sim).spawn().await;
+    let proxy = Proxy::builder()
+        .sts_fault(StsFault::Unavailable)
+        .spawn()
+        .await;
     let r = proxy.get("/v1/teams").await;
     assert_eq!(r.status(), 503);
     let retry: u64 = r.headers()["retry-after"]
@@ -88,9 +87,7 @@ async fn sts_unreachable_is_503() {
 
 #[tokio::test]
 async fn sts_answer_that_is_not_json_is_503() {
-    let sim = simulator().await;
-    sim.set_sts_fault(Some(StsFault::NotJson));
-    let proxy = Proxy::builder().sim(sim).spawn().await;
+    let proxy = Proxy::builder().sts_fault(StsFault::NotJson).spawn().await;
     let r = proxy.get("/v1/teams").await;
     assert_eq!(r.status(), 503);
     let body = error_body(r).await;
@@ -105,10 +102,8 @@ async fn sts_answer_that_is_not_json_is_503() {
 
 #[tokio::test]
 async fn sts_slower_than_its_timeout_is_503() {
-    let sim = simulator().await;
-    sim.set_sts_fault(Some(StsFault::Slow(Duration::from_secs(5))));
     let proxy = Proxy::builder()
-        .sim(sim)
+        .sts_fault(StsFault::Slow(Duration::from_secs(5)))
         .set("sts.timeout", "300ms")
         .spawn()
         .await;
@@ -166,9 +161,10 @@ async fn upstream_stalling_mid_body_cuts_the_response_off() {
 
 #[tokio::test]
 async fn sts_rate_limit_is_503_and_its_retry_after_is_honoured() {
-    let sim = simulator().await;
-    sim.set_sts_fault(Some(StsFault::RateLimited(Duration::from_secs(7))));
-    let proxy = Proxy::builder().sim(sim).spawn().await;
+    let proxy = Proxy::builder()
+        .sts_fault(StsFault::RateLimited(Duration::from_secs(7)))
+        .spawn()
+        .await;
     let r = proxy.get("/v1/teams").await;
     assert_eq!(r.status(), 503);
     let retry: u64 = r.headers()["retry-after"]
@@ -189,10 +185,11 @@ async fn sts_rate_limit_is_503_and_its_retry_after_is_honoured() {
 
 #[tokio::test]
 async fn sts_echoing_the_request_does_not_leak_the_secret() {
-    let sim = simulator().await;
-    sim.set_sts_fault(Some(StsFault::EchoRequest));
-    let secret = sim.client_secret().to_string();
-    let proxy = Proxy::builder().sim(sim).spawn().await;
+    let proxy = Proxy::builder()
+        .sts_fault(StsFault::EchoRequest)
+        .spawn()
+        .await;
+    let secret = proxy.sim.client_secret();
     let r = proxy.get("/v1/teams").await;
     assert_eq!(r.status(), 502);
     let text = r.text().await.unwrap();
@@ -202,9 +199,10 @@ async fn sts_echoing_the_request_does_not_leak_the_secret() {
 
 #[tokio::test]
 async fn sts_outage_costs_a_handful_of_calls_and_heals_by_itself() {
-    let sim = simulator().await;
-    sim.set_sts_fault(Some(StsFault::Unavailable));
-    let proxy = Proxy::builder().sim(sim).spawn().await;
+    let proxy = Proxy::builder()
+        .sts_fault(StsFault::Unavailable)
+        .spawn()
+        .await;
     // 200 requests over 3 s, all while the STS is down.
     let mut ticks = tokio::time::interval(Duration::from_millis(15));
     for _ in 0..200 {
@@ -238,12 +236,10 @@ async fn sts_outage_costs_a_handful_of_calls_and_heals_by_itself() {
 #[tokio::test]
 async fn a_still_valid_token_keeps_serving_while_the_sts_is_down() {
     // 4 s tokens: refreshed in the background from 1.8 s of age, never sent after 3.6 s.
-    let sim = Simulator::builder()
+    let proxy = Proxy::builder()
         .token_ttl(Duration::from_secs(4))
         .spawn()
-        .await
-        .unwrap();
-    let proxy = Proxy::builder().sim(sim).spawn().await;
+        .await;
     assert_eq!(proxy.get("/v1/teams").await.status(), 200);
     proxy.sim.set_sts_fault(Some(StsFault::Unavailable));
     // The refresh ahead of expiry fails...

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use crate::support::tokio;
-use crate::support::{Proxy, client, simulator};
+use crate::support::{Proxy, client};
 use azure_costs_proxy::simulator::StsFault;
 
 async fn sts_error(proxy: &Proxy) -> (u16, serde_json::Value) {
@@ -17,9 +17,7 @@ async fn sts_error(proxy: &Proxy) -> (u16, serde_json::Value) {
 
 #[tokio::test]
 async fn sts_answer_over_64_kib_is_unavailable_not_a_token() {
-    let sim = simulator().await;
-    sim.set_sts_fault(Some(StsFault::Huge));
-    let proxy = Proxy::builder().sim(sim).spawn().await;
+    let proxy = Proxy::builder().sts_fault(StsFault::Huge).spawn().await;
     let (status, body) = sts_error(&proxy).await;
     assert_eq!(status, 503);
     assert_eq!(body["error"], "sts_unavailable");
@@ -36,9 +34,10 @@ async fn sts_answer_over_64_kib_is_unavailable_not_a_token() {
 
 #[tokio::test]
 async fn sts_answer_cut_off_is_unavailable() {
-    let sim = simulator().await;
-    sim.set_sts_fault(Some(StsFault::Truncated));
-    let proxy = Proxy::builder().sim(sim).spawn().await;
+    let proxy = Proxy::builder()
+        .sts_fault(StsFault::Truncated)
+        .spawn()
+        .await;
     let (status, body) = sts_error(&proxy).await;
     assert_eq!(status, 503);
     assert_eq!(body["error"], "sts_unavailable");
@@ -172,9 +171,10 @@ async fn redirects_go_to_the_client_and_are_never_followed_with_the_token_or_the
     }
 
     // The STS client follows nothing either: its body carries the client secret.
-    let sim = simulator().await;
-    sim.set_sts_fault(Some(StsFault::Redirect(steal.clone())));
-    let proxy = Proxy::builder().sim(sim).spawn().await;
+    let proxy = Proxy::builder()
+        .sts_fault(StsFault::Redirect(steal.clone()))
+        .spawn()
+        .await;
     let (status, body) = sts_error(&proxy).await;
     assert_eq!(status, 503);
     assert_eq!(body["error"], "sts_unavailable");

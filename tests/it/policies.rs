@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use crate::support::tokio;
-use crate::support::{Proxy, ProxyBuilder, client, route, simulator};
+use crate::support::{Proxy, ProxyBuilder, client, route};
 use azure_costs_proxy::simulator::StsFault;
 
 /// The bearer value of every API request so far, in order.
@@ -130,10 +130,11 @@ async fn per_transaction_starts_a_new_token_for_a_new_header_value() {
 
 #[tokio::test]
 async fn concurrent_first_requests_of_a_transaction_cause_one_sts_call() {
-    let sim = simulator().await;
     // A slow STS keeps the first fetch in flight while the others arrive.
-    sim.set_sts_fault(Some(StsFault::Slow(Duration::from_millis(300))));
-    let proxy = per_transaction("1h").sim(sim).spawn().await;
+    let proxy = per_transaction("1h")
+        .sts_fault(StsFault::Slow(Duration::from_millis(300)))
+        .spawn()
+        .await;
     let c = client();
     for (round, id) in ["refresh-1", "refresh-2"].into_iter().enumerate() {
         let requests: Vec<_> = (0..40)
@@ -191,9 +192,10 @@ async fn per_transaction_routes_do_not_share_transactions() {
 
 #[tokio::test]
 async fn new_transactions_share_the_sts_backoff() {
-    let sim = simulator().await;
-    sim.set_sts_fault(Some(StsFault::Unavailable));
-    let proxy = per_transaction("1h").sim(sim).spawn().await;
+    let proxy = per_transaction("1h")
+        .sts_fault(StsFault::Unavailable)
+        .spawn()
+        .await;
     let c = client();
     // Every request names a transaction of its own, all while the STS is down.
     for i in 0..50 {

@@ -251,9 +251,7 @@ async fn healthcheck_exits_0_when_ready_and_1_otherwise() {
     assert!(text.contains("\"status\":\"ready\""), "{text}");
 
     // Not ready: the STS refuses the credential, so there is no token.
-    let sim = simulator().await;
-    sim.set_sts_fault(Some(StsFault::Reject));
-    let refused = Proxy::builder().sim(sim).spawn().await;
+    let refused = Proxy::builder().sts_fault(StsFault::Reject).spawn().await;
     // The STS call has reached the simulator; wait until the proxy has taken the refusal.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use crate::support::tokio;
 use crate::support::{Proxy, TestConfig, client, route, simulator};
 use azure_costs_proxy::config::TokenMode;
-use azure_costs_proxy::simulator::{Simulator, StsFault};
+use azure_costs_proxy::simulator::StsFault;
 use azure_costs_proxy::tls;
 use azure_costs_proxy::token::{Token, TokenError, TokenKey, TokenSource};
 
@@ -34,10 +34,11 @@ async fn many_sequential_requests_cause_one_sts_call() {
 
 #[tokio::test]
 async fn hundred_concurrent_requests_at_cold_start_cause_one_sts_call() {
-    let sim = simulator().await;
     // A slow STS keeps the first call in flight while all requests arrive.
-    sim.set_sts_fault(Some(StsFault::Slow(Duration::from_millis(300))));
-    let proxy = Proxy::builder().sim(sim).spawn().await;
+    let proxy = Proxy::builder()
+        .sts_fault(StsFault::Slow(Duration::from_millis(300)))
+        .spawn()
+        .await;
     let c = client();
     let requests = (0..100).map(|_| {
         let c = c.clone();
@@ -63,13 +64,8 @@ async fn futures_join<T>(
 
 #[tokio::test]
 async fn short_lived_tokens_are_refreshed_ahead_and_never_sent_expired() {
-    let sim = Simulator::builder()
-        .token_ttl(Duration::from_secs(3))
-        .spawn()
-        .await
-        .unwrap();
     let proxy = Proxy::builder()
-        .sim(sim)
+        .token_ttl(Duration::from_secs(3))
         .set("token.refresh_before_expiry", "2s")
         .spawn()
         .await;
@@ -165,12 +161,10 @@ async fn token_is_warmed_at_start_up() {
 
 #[tokio::test]
 async fn token_is_kept_fresh_without_traffic() {
-    let sim = Simulator::builder()
+    let proxy = Proxy::builder()
         .token_ttl(Duration::from_secs(2))
         .spawn()
-        .await
-        .unwrap();
-    let proxy = Proxy::builder().sim(sim).spawn().await;
+        .await;
     // No request at all: the warm-up and two refreshes ahead of expiry.
     tokio::time::timeout(Duration::from_secs(10), proxy.sim.wait_for_sts_calls(3))
         .await

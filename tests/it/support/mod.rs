@@ -9,12 +9,13 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use ::tokio::io::{AsyncReadExt, AsyncWriteExt};
 use ::tokio::net::{TcpListener, TcpStream};
 use ::tokio::sync::{mpsc, oneshot};
 use azure_costs_proxy::live::Reloaded;
-use azure_costs_proxy::simulator::Simulator;
+use azure_costs_proxy::simulator::{Simulator, StsFault};
 use azure_costs_proxy::{ReloadRequest, Reloader};
 
 pub(crate) mod config;
@@ -47,10 +48,15 @@ struct ConfigFile {
     reloads: mpsc::Sender<ReloadRequest>,
 }
 
+/// Something done to the simulator before the proxy starts.
+type SimStep = Box<dyn FnOnce(&Simulator)>;
+
 /// How to start a [`Proxy`]: by default its own simulator and [`TestConfig::new`].
 #[derive(Default)]
 pub(crate) struct ProxyBuilder {
     sim: Option<Simulator>,
+    /// Done to the simulator before the proxy starts.
+    before_start: Vec<SimStep>,
     config: TestConfig,
     dir: Option<PathBuf>,
 }
@@ -135,6 +141,21 @@ impl ProxyBuilder {
         self
     }
 
+    /// Has the simulator answer token requests with `fault` from the start (before the warm-up).
+    pub(crate) fn sts_fault(self, fault: StsFault) -> Self {
+        self.before_start(move |sim| sim.set_sts_fault(Some(fault)))
+    }
+
+    /// Has the simulator issue tokens that live `ttl` (the first one included).
+    pub(crate) fn token_ttl(self, ttl: Duration) -> Self {
+        self.before_start(move |sim| sim.set_token_ttl(ttl))
+    }
+
+    fn before_start(mut self, step: impl FnOnce(&Simulator) + 'static) -> Self {
+        self.before_start.push(Box::new(step));
+        self
+    }
+
     /// The whole config at once.
     pub(crate) fn config(mut self, config: TestConfig) -> Self {
         self.config = config;
@@ -168,6 +189,9 @@ impl ProxyBuilder {
             Some(sim) => sim,
             None => simulator().await,
         };
+        for step in self.before_start {
+            step(&sim);
+        }
         let Some(dir) = self.dir else {
             let config = self.config.parse(&sim);
             return launch(sim, config, None).await;
