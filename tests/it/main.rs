@@ -1,5 +1,10 @@
 //! The integration tests, one crate: each module is a behaviour of the proxy as a client, an
 //! operator or a service manager meets it; `support` spawns the proxy and its fakes.
+//!
+//! A test starts from `Proxy::builder()` (its own simulator, loopback listeners, the default
+//! config), changes what it is about (`.set("upstream.timeout", "300ms")`, `.route(..)`,
+//! `.sts_fault(..)`), then asserts. Every module says `use crate::support::tokio;`: its
+//! `#[tokio::test]` then runs the test under a 60 s limit (see `support/tokio.rs`).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod support;
