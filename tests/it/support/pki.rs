@@ -22,6 +22,7 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 }
 
 impl Ca {
+    /// A fresh self-signed CA.
     pub(crate) fn new() -> Self {
         let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -82,10 +83,12 @@ impl Ca {
 }
 
 impl Leaf {
+    /// The certificate as a one-element chain, for rustls.
     pub(crate) fn chain(&self) -> Vec<CertificateDer<'static>> {
         vec![CertificateDer::from_pem_slice(self.cert_pem.as_bytes()).unwrap()]
     }
 
+    /// The private key, for rustls.
     pub(crate) fn key(&self) -> PrivateKeyDer<'static> {
         PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from_pem_slice(self.key_pem.as_bytes()).unwrap())
     }

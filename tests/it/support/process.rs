@@ -8,12 +8,14 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
 
+/// The proxy binary that cargo built for these tests.
 pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_azure-costs-proxy");
 
 /// A scratch directory for config files, removed when dropped.
 pub(crate) struct Scratch(pub(crate) PathBuf);
 
 impl Scratch {
+    /// `$TMP/acp-test-{name}-{pid}`: `name` must be unique among the tests.
     pub(crate) fn new(name: &str) -> Self {
         super::tokio::assert_bounded();
         let dir = std::env::temp_dir().join(format!("acp-test-{name}-{}", std::process::id()));
@@ -21,6 +23,7 @@ impl Scratch {
         Scratch(dir)
     }
 
+    /// Writes `text` to the file `name` in the directory and returns its path.
     pub(crate) fn write(&self, name: &str, text: &str) -> PathBuf {
         let path = self.0.join(name);
         std::fs::write(&path, text).unwrap();
@@ -65,6 +68,7 @@ pub(crate) fn collect_lines(child: &mut Child) -> mpsc::UnboundedReceiver<String
     rx
 }
 
+/// Reads lines into `transcript` until one contains `needle` (20 s at most) and returns it.
 pub(crate) async fn wait_for_line(
     rx: &mut mpsc::UnboundedReceiver<String>,
     transcript: &mut Vec<String>,

@@ -38,15 +38,18 @@ pub(crate) mod runtime {
     pub(crate) struct Builder(::tokio::runtime::Builder);
 
     impl Builder {
+        /// As tokio's (the only flavour the tests use).
         pub(crate) fn new_current_thread() -> Self {
             Builder(::tokio::runtime::Builder::new_current_thread())
         }
 
+        /// As tokio's: timers and I/O.
         pub(crate) fn enable_all(mut self) -> Self {
             self.0.enable_all();
             self
         }
 
+        /// As tokio's, wrapped.
         pub(crate) fn build(mut self) -> std::io::Result<Runtime> {
             self.0.build().map(Runtime)
         }
@@ -56,6 +59,7 @@ pub(crate) mod runtime {
     pub(crate) struct Runtime(::tokio::runtime::Runtime);
 
     impl Runtime {
+        /// Runs `body` to completion; panics (fails the test) after [`TEST_LIMIT`].
         pub(crate) fn block_on<F: Future>(&self, body: F) -> F::Output {
             BOUNDED.set(true);
             // The timer exists only inside the runtime: create the timeout there.
