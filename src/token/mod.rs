@@ -7,9 +7,16 @@
 //! a token for one request alone. All share the fetch path (issue, then update for a delegate), the
 //! error type and the backoff, which is kept per (credential, delegate) whatever the transaction.
 
+mod key;
 pub mod schedule;
 pub mod sts;
+// Named after the type it holds, like its siblings; private, so no `token::token` path leaks.
+#[allow(clippy::module_inception)]
+mod token;
 pub mod transaction;
+
+pub use key::TokenKey;
+pub use token::Token;
 
 use std::collections::HashMap;
 use std::collections::hash_map::RandomState;
@@ -17,164 +24,22 @@ use std::fmt;
 use std::future::Future;
 use std::hash::BuildHasher;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use http::HeaderValue;
 use moka::Expiry;
 use moka::future::Cache;
 use moka::ops::compute::Op;
 
-use crate::config::{Config, CredentialConfig, Secret, TokenMode};
+use crate::config::{Config, CredentialConfig, TokenMode};
 use crate::lock;
 use crate::metrics::{Metrics, StsOutcome};
-use schedule::Schedule;
 use sts::{Issued, StsClient, StsFailure};
 
 /// After a 401 made a key fetch a new token, a refusal of that new token within this window goes
 /// to the client instead of causing another fetch.
 pub const REFUSAL_WINDOW: Duration = Duration::from_secs(30);
-
-/// Cache key: tokens are shared per credential and delegate (and transaction, in that mode).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct TokenKey {
-    /// Credential name.
-    pub credential: Arc<str>,
-    /// CSP delegate team, if the token acts for one.
-    pub delegate: Option<Arc<str>>,
-    /// `per_transaction`: the transaction the token is for; 0 for a token shared by every request.
-    pub transaction: u64,
-}
-
-impl TokenKey {
-    /// The key of the shared token of a credential and delegate.
-    pub fn new(credential: Arc<str>, delegate: Option<Arc<str>>) -> Self {
-        TokenKey {
-            credential,
-            delegate,
-            transaction: 0,
-        }
-    }
-
-    /// This key for one transaction.
-    pub fn for_transaction(&self, transaction: u64) -> Self {
-        TokenKey {
-            transaction,
-            ..self.clone()
-        }
-    }
-
-    /// The key backoff is kept under: failures of the STS are failures for every transaction.
-    fn shared(&self) -> Self {
-        self.for_transaction(0)
-    }
-
-    /// The key of the credential's own client-credentials token, the base a delegate token is
-    /// updated from.
-    fn base(&self) -> Self {
-        TokenKey::new(self.credential.clone(), None)
-    }
-}
-
-/// A token ready to send: the precomputed `Authorization` value and its timing.
-pub struct Token {
-    bearer: HeaderValue,
-    access_token: Secret,
-    token_type: String,
-    sent_at: Instant,
-    sent_wall: SystemTime,
-    schedule: Schedule,
-    refreshing: AtomicBool,
-}
-
-impl fmt::Debug for Token {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Token")
-            .field("token", &"[redacted]")
-            .field("schedule", &self.schedule)
-            .finish()
-    }
-}
-
-impl Token {
-    fn new(
-        issued: Issued,
-        sent_at: Instant,
-        sent_wall: SystemTime,
-        source: &Inner,
-    ) -> Option<Self> {
-        let bearer = crate::headers::bearer_value(issued.access_token.expose())?;
-        Some(Token {
-            bearer,
-            access_token: issued.access_token,
-            token_type: issued.token_type,
-            sent_at,
-            sent_wall,
-            schedule: schedule::schedule(issued.expires_in, source.max_age, source.refresh_before),
-            refreshing: AtomicBool::new(false),
-        })
-    }
-
-    /// The `Authorization: Bearer ...` value (marked sensitive).
-    pub fn bearer(&self) -> &HeaderValue {
-        &self.bearer
-    }
-
-    /// Age by both clocks: the monotonic one, and the wall clock, which also counts time the
-    /// machine slept (a suspended VM's monotonic clock stands still).
-    fn age(&self) -> Duration {
-        let mono = self.sent_at.elapsed();
-        let wall = SystemTime::now()
-            .duration_since(self.sent_wall)
-            .unwrap_or(Duration::ZERO);
-        mono.max(wall)
-    }
-
-    /// Whether the token may still be sent.
-    pub fn is_usable(&self) -> bool {
-        self.age() < self.schedule.usable_for
-    }
-
-    /// Whether interval mode should fetch the next token now.
-    pub fn refresh_due(&self) -> bool {
-        self.until_refresh().is_zero()
-    }
-
-    /// Time until interval mode should fetch the next token (zero when due).
-    fn until_refresh(&self) -> Duration {
-        self.schedule.refresh_after.saturating_sub(self.age())
-    }
-
-    /// The token type the STS named (`Bearer`).
-    pub fn token_type(&self) -> &str {
-        &self.token_type
-    }
-
-    /// The token itself, for `azure-costs-proxy token --print` only.
-    pub fn secret(&self) -> &Secret {
-        &self.access_token
-    }
-
-    /// A short fingerprint that tells tokens apart without revealing them: the first 12 hex
-    /// digits of the token's SHA-256 (48 bits of a hash of a random token say nothing about it).
-    pub fn fingerprint(&self) -> String {
-        let digest = aws_lc_rs::digest::digest(
-            &aws_lc_rs::digest::SHA256,
-            self.access_token.expose().as_bytes(),
-        );
-        let hex: String = digest.as_ref()[..6]
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
-        format!("sha256:{hex}")
-    }
-
-    /// Wall-clock time after which the token is no longer sent.
-    pub fn expires_at(&self) -> SystemTime {
-        self.sent_wall + self.schedule.usable_for
-    }
-}
 
 /// Which STS call failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -629,7 +494,7 @@ impl TokenSource {
                 }
                 let base = self.base_token(&base_key, cached_base).await?;
                 let update = |base: Arc<Token>| async move {
-                    let call = inner.sts.update(&base.access_token, delegate);
+                    let call = inner.sts.update(base.secret(), delegate);
                     self.sts_call(key, Step::Update, call).await
                 };
                 let mut result = update(base.clone()).await;
@@ -646,7 +511,14 @@ impl TokenSource {
             }
         };
         let (issued, sent_at, sent_wall) = result.map_err(|f| TokenError::new(key, step, f))?;
-        Token::new(issued, sent_at, sent_wall, inner).ok_or_else(|| {
+        Token::new(
+            issued,
+            sent_at,
+            sent_wall,
+            inner.max_age,
+            inner.refresh_before,
+        )
+        .ok_or_else(|| {
             let reason = "the token cannot be sent in a header".to_string();
             TokenError::unavailable(key, step, reason)
         })
@@ -780,65 +652,6 @@ fn copy_unchanged<V: Clone>(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn token(sent_at: Instant, sent_wall: SystemTime) -> Token {
-        token_living(Duration::from_secs(3600), sent_at, sent_wall)
-    }
-
-    fn token_living(lifetime: Duration, sent_at: Instant, sent_wall: SystemTime) -> Token {
-        Token {
-            bearer: HeaderValue::from_static("Bearer t"),
-            access_token: Secret::new("t"),
-            token_type: "Bearer".into(),
-            sent_at,
-            sent_wall,
-            schedule: schedule::schedule(
-                lifetime,
-                Duration::from_secs(55 * 60),
-                Duration::from_secs(5 * 60),
-            ),
-            refreshing: AtomicBool::new(false),
-        }
-    }
-
-    #[test]
-    fn fresh_token_is_usable_and_not_yet_due() {
-        let t = token(Instant::now(), SystemTime::now());
-        assert!(t.is_usable());
-        assert!(!t.refresh_due());
-    }
-
-    #[test]
-    fn wall_clock_expiry_counts_time_the_machine_slept() {
-        // The monotonic clock says "just issued"; the wall clock says two hours went by (a VM
-        // that was suspended). The token must not be sent.
-        let slept = SystemTime::now() - Duration::from_secs(2 * 3600);
-        let t = token(Instant::now(), slept);
-        assert!(!t.is_usable());
-        assert!(t.refresh_due());
-    }
-
-    #[test]
-    fn wall_clock_going_backwards_does_not_extend_a_token() {
-        // A wall clock set back makes the token look younger; the monotonic age still counts.
-        // A 4 s token sent 5 s ago by the monotonic clock, "in the future" by the wall clock.
-        let five_ago = Instant::now() - Duration::from_secs(5);
-        let t = token_living(
-            Duration::from_secs(4),
-            five_ago,
-            SystemTime::now() + Duration::from_secs(600),
-        );
-        assert!(!t.is_usable());
-        assert!(t.refresh_due());
-    }
-
-    #[test]
-    fn debug_output_redacts_the_token() {
-        let t = token(Instant::now(), SystemTime::now());
-        let shown = format!("{t:?}");
-        assert!(shown.contains("[redacted]"));
-        assert!(!shown.contains("Bearer t"));
-    }
 
     #[test]
     fn token_error_names_credential_and_delegate_for_updates() {
