@@ -8,8 +8,7 @@ use http::{Response, StatusCode};
 
 use crate::body::{AccessLog, ProxyBody};
 use crate::headers::X_REQUEST_ID;
-use crate::token::TokenError;
-use crate::token::sts::StsFailure;
+use crate::token::{StsFailure, TokenError};
 
 /// Marks a response to a refused request (see [`ProxyError::is_refusal`]): such a request does
 /// not count as activity that keeps its connection open.

@@ -7,6 +7,7 @@
 //! a token for one request alone. All share the fetch path (issue, then update for a delegate), the
 //! error type and the backoff, which is kept per (credential, delegate) whatever the transaction.
 
+mod error;
 mod key;
 pub mod schedule;
 pub mod sts;
@@ -15,6 +16,7 @@ pub mod sts;
 mod token;
 pub mod transaction;
 
+pub use error::{Step, StsFailure, TokenError};
 pub use key::TokenKey;
 pub use token::Token;
 
@@ -35,87 +37,11 @@ use moka::ops::compute::Op;
 use crate::config::{Config, CredentialConfig, TokenMode};
 use crate::lock;
 use crate::metrics::{Metrics, StsOutcome};
-use sts::{Issued, StsClient, StsFailure};
+use sts::{Issued, StsClient};
 
 /// After a 401 made a key fetch a new token, a refusal of that new token within this window goes
 /// to the client instead of causing another fetch.
 pub const REFUSAL_WINDOW: Duration = Duration::from_secs(30);
-
-/// Which STS call failed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Step {
-    /// The client-credentials grant.
-    Issue,
-    /// The CSP `update_token` call.
-    Update,
-}
-
-/// A token could not be obtained. Names the credential and delegate, never a secret.
-#[derive(Debug, Clone, thiserror::Error)]
-pub struct TokenError {
-    /// Credential name.
-    pub credential: Arc<str>,
-    /// Delegate, when the failing call was for one.
-    pub delegate: Option<Arc<str>>,
-    /// Which call failed.
-    pub step: Step,
-    /// What went wrong.
-    pub failure: StsFailure,
-    /// How long until the next STS attempt for this key.
-    pub retry_after: Option<Duration>,
-}
-
-impl fmt::Display for TokenError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let who = match (&self.delegate, self.step) {
-            (Some(d), Step::Update) => {
-                format!("credential `{}` acting for delegate `{d}`", self.credential)
-            }
-            _ => format!("credential `{}`", self.credential),
-        };
-        match &self.failure {
-            StsFailure::Rejected { status, code } => {
-                let code = code
-                    .as_deref()
-                    .map(|c| format!("{c}, "))
-                    .unwrap_or_default();
-                let fix = match self.step {
-                    Step::Issue => "check its client_id and client_secret",
-                    Step::Update => "check the delegate team id and the credential's CSP rights",
-                };
-                write!(
-                    f,
-                    "the token service rejected {who} ({code}HTTP {status}): {fix}"
-                )
-            }
-            StsFailure::Unavailable { reason, .. } => {
-                write!(f, "the token service is unavailable for {who}: {reason}")
-            }
-        }
-    }
-}
-
-impl TokenError {
-    /// A failure of `step` for `key`, not yet backed off.
-    fn new(key: &TokenKey, step: Step, failure: StsFailure) -> Self {
-        TokenError {
-            credential: key.credential.clone(),
-            delegate: key.delegate.clone(),
-            step,
-            failure,
-            retry_after: None,
-        }
-    }
-
-    /// The token could not be obtained for a reason of our own (not an STS answer).
-    fn unavailable(key: &TokenKey, step: Step, reason: String) -> Self {
-        let failure = StsFailure::Unavailable {
-            reason,
-            retry_after: None,
-        };
-        TokenError::new(key, step, failure)
-    }
-}
 
 /// What `/readyz` says about a route's token.
 #[derive(Debug, Clone)]
@@ -647,28 +573,4 @@ fn copy_unchanged<V: Clone>(
         .map(|(key, value)| (key.clone(), value.clone()))
         .collect();
     lock(to).extend(entries);
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn token_error_names_credential_and_delegate_for_updates() {
-        let e = TokenError {
-            credential: Arc::from("csp"),
-            delegate: Some(Arc::from("TEAM-X")),
-            step: Step::Update,
-            failure: StsFailure::Rejected {
-                status: 403,
-                code: Some("invalid_delegate".into()),
-            },
-            retry_after: None,
-        };
-        let m = e.to_string();
-        assert!(
-            m.contains("`csp`") && m.contains("`TEAM-X`") && m.contains("403"),
-            "{m}"
-        );
-    }
 }

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::error::StsFailure;
 use super::schedule::DEFAULT_EXPIRES_IN;
 use crate::config::{CredentialConfig, Secret};
 
@@ -22,26 +23,6 @@ pub struct Issued {
     pub expires_in: Duration,
     /// `token_type` as the STS named it (`Bearer` when it did not, or named something odd).
     pub token_type: String,
-}
-
-/// Why an STS call failed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum StsFailure {
-    /// The STS answered 4xx: the request itself is wrong (credential, delegate, rights).
-    Rejected {
-        /// HTTP status.
-        status: u16,
-        /// The OAuth2 `error` code, when the answer had a sane one (`invalid_client`, ...).
-        code: Option<String>,
-    },
-    /// The STS could not be reached, timed out, answered 5xx, 408 or 429, or something that is
-    /// not a usable token.
-    Unavailable {
-        /// What happened, for logs and the error message (never holds the secret).
-        reason: String,
-        /// How long the STS asked us to wait (its `Retry-After`), if it said.
-        retry_after: Option<Duration>,
-    },
 }
 
 /// Talks to one STS token endpoint.
