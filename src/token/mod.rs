@@ -7,6 +7,7 @@
 //! a token for one request alone. All share the fetch path (issue, then update for a delegate), the
 //! error type and the backoff, which is kept per (credential, delegate) whatever the transaction.
 
+mod backoff;
 mod error;
 mod key;
 pub mod schedule;
@@ -16,18 +17,17 @@ pub mod sts;
 mod token;
 pub mod transaction;
 
+pub use backoff::REFUSAL_WINDOW;
 pub use error::{Step, StsFailure, TokenError};
 pub use key::TokenKey;
 pub use token::Token;
 
 use std::collections::HashMap;
-use std::collections::hash_map::RandomState;
 use std::fmt;
 use std::future::Future;
-use std::hash::BuildHasher;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime};
 
 use moka::Expiry;
@@ -35,13 +35,9 @@ use moka::future::Cache;
 use moka::ops::compute::Op;
 
 use crate::config::{Config, CredentialConfig, TokenMode};
-use crate::lock;
 use crate::metrics::{Metrics, StsOutcome};
+use backoff::Backoff;
 use sts::{Issued, StsClient};
-
-/// After a 401 made a key fetch a new token, a refusal of that new token within this window goes
-/// to the client instead of causing another fetch.
-pub const REFUSAL_WINDOW: Duration = Duration::from_secs(30);
 
 /// What `/readyz` says about a route's token.
 #[derive(Debug, Clone)]
@@ -69,14 +65,6 @@ impl TokenState {
     pub fn is_ready(&self) -> bool {
         matches!(self, TokenState::Valid { .. } | TokenState::OnDemand)
     }
-}
-
-/// Remembered STS failures of one cache key, for backoff.
-#[derive(Debug, Clone)]
-struct Failures {
-    count: u32,
-    retry_at: Instant,
-    error: TokenError,
 }
 
 /// Entries live in the cache until their token stops being usable (by the monotonic clock; the
@@ -115,10 +103,7 @@ struct Inner {
     max_age: Duration,
     refresh_before: Duration,
     cache: Cache<TokenKey, Arc<Token>>,
-    failures: Mutex<HashMap<TokenKey, Failures>>,
-    /// When a 401 last made a key drop its token (per credential and delegate).
-    refusals: Mutex<HashMap<TokenKey, Instant>>,
-    jitter: (RandomState, AtomicU64),
+    backoff: Backoff,
     metrics: Arc<Metrics>,
 }
 
@@ -166,9 +151,7 @@ impl TokenSource {
                 max_age: config.token.max_age,
                 refresh_before: config.token.refresh_before_expiry,
                 cache,
-                failures: Mutex::new(HashMap::new()),
-                refusals: Mutex::new(HashMap::new()),
-                jitter: (RandomState::new(), AtomicU64::new(0)),
+                backoff: Backoff::new(),
                 metrics,
             }),
         })
@@ -191,8 +174,9 @@ impl TokenSource {
                 kept += 1;
             }
         }
-        copy_unchanged(&previous.inner.failures, &self.inner.failures, &unchanged);
-        copy_unchanged(&previous.inner.refusals, &self.inner.refusals, &unchanged);
+        self.inner
+            .backoff
+            .adopt(&previous.inner.backoff, &unchanged);
         kept
     }
 
@@ -202,7 +186,7 @@ impl TokenSource {
         match mode {
             TokenMode::Interval | TokenMode::PerTransaction => self.cached(key).await,
             TokenMode::PerRequest => {
-                self.check_backoff(key)?;
+                self.inner.backoff.check(key)?;
                 self.fetch(key, false).await
             }
         }
@@ -220,7 +204,7 @@ impl TokenSource {
         }
         // A failing base token is what holds a delegate back.
         for k in [key, &key.base()] {
-            if let Err(e) = self.check_backoff(k) {
+            if let Err(e) = self.inner.backoff.check(k) {
                 return TokenState::BackingOff {
                     retry_in: e.retry_after.unwrap_or_default(),
                     error: e.to_string(),
@@ -254,7 +238,7 @@ impl TokenSource {
             // fresher one another caller may have put in meanwhile.
             self.evict(key, &token).await;
         }
-        self.check_backoff(key)?;
+        self.inner.backoff.check(key)?;
         // The shared fetch runs in a task of its own: if the request that started it goes away
         // (the client disconnected), the STS call still completes for everyone waiting on it.
         let this = self.clone();
@@ -318,25 +302,17 @@ impl TokenSource {
     /// (revocation, a permission change) holds for the other.
     ///
     /// No retry while the STS is backing off (the token is kept: it may still serve other
-    /// requests), nor when the token was fetched after a refusal less than [`REFUSAL_WINDOW`] ago:
+    /// requests), nor when the token was fetched after a refusal less than [`REFUSAL_WINDOW`](backoff::REFUSAL_WINDOW) ago:
     /// a fresh token refused again means the request is refused, not the token, and fetching on
     /// every such request would turn the API's 401s into a tight STS loop. Of many requests
     /// refused with the same token, only the first drops anything; the others find its
     /// replacement.
     pub async fn refused(&self, key: &TokenKey, token: &Arc<Token>) -> bool {
-        if self.check_backoff(key).is_err() {
+        if self.inner.backoff.check(key).is_err() {
             return false;
         }
-        {
-            let mut refusals = lock(&self.inner.refusals);
-            let shared = key.shared();
-            if let Some(at) = refusals.get(&shared)
-                && at.elapsed() < REFUSAL_WINDOW
-                && token.sent_at >= *at
-            {
-                return false;
-            }
-            refusals.insert(shared, Instant::now());
+        if !self.inner.backoff.note_refusal(key, token.sent_at) {
+            return false;
         }
         if self.evict(key, token).await && key.delegate.is_some() && key.transaction == 0 {
             self.inner.cache.invalidate(&key.base()).await;
@@ -348,7 +324,7 @@ impl TokenSource {
         if token.refreshing.swap(true, Ordering::AcqRel) {
             return;
         }
-        if self.check_backoff(key).is_err() {
+        if self.inner.backoff.check(key).is_err() {
             token.refreshing.store(false, Ordering::Release);
             return;
         }
@@ -372,7 +348,7 @@ impl TokenSource {
     async fn fetch(&self, key: &TokenKey, cached_base: bool) -> Result<Arc<Token>, TokenError> {
         match self.fetch_uncounted(key, cached_base).await {
             Ok(token) => {
-                self.clear_failures(key);
+                self.inner.backoff.clear_failures(key);
                 self.inner.metrics.token_expiry(
                     &key.credential,
                     key.delegate.as_ref(),
@@ -391,7 +367,7 @@ impl TokenSource {
             // already; counting it again here would double the delay and the log lines.
             Err(e) if e.delegate != key.delegate => Err(e),
             Err(mut e) => {
-                e.retry_after = Some(self.record_failure(key, &e));
+                e.retry_after = Some(self.inner.backoff.record_failure(key, &e));
                 Err(e)
             }
         }
@@ -416,7 +392,7 @@ impl TokenSource {
             Some(delegate) => {
                 let base_key = key.base();
                 if !cached_base {
-                    self.check_backoff(&base_key)?;
+                    self.inner.backoff.check(&base_key)?;
                 }
                 let base = self.base_token(&base_key, cached_base).await?;
                 let update = |base: Arc<Token>| async move {
@@ -484,93 +460,4 @@ impl TokenSource {
             Box::pin(self.fetch(base_key, false))
         }
     }
-
-    /// Fails fast while `key` is backing off after STS failures.
-    fn check_backoff(&self, key: &TokenKey) -> Result<(), TokenError> {
-        let failures = lock(&self.inner.failures);
-        if failures.is_empty() {
-            return Ok(());
-        }
-        match failures.get(&key.shared()) {
-            Some(f) => {
-                let now = Instant::now();
-                if now < f.retry_at {
-                    let mut e = f.error.clone();
-                    e.retry_after = Some(f.retry_at - now);
-                    Err(e)
-                } else {
-                    Ok(())
-                }
-            }
-            None => Ok(()),
-        }
-    }
-
-    fn record_failure(&self, key: &TokenKey, error: &TokenError) -> Duration {
-        let (state, counter) = &self.inner.jitter;
-        let random = state.hash_one(counter.fetch_add(1, Ordering::Relaxed));
-        let jitter = (random >> 11) as f64 / (1u64 << 53) as f64;
-        let key = &key.shared();
-        let mut failures = lock(&self.inner.failures);
-        let count = failures.get(key).map_or(0, |f| f.count).saturating_add(1);
-        let mut delay = match error.failure {
-            StsFailure::Rejected { .. } => schedule::rejected_backoff(jitter),
-            StsFailure::Unavailable { .. } => schedule::backoff(count, jitter),
-        };
-        if let StsFailure::Unavailable {
-            retry_after: Some(asked),
-            ..
-        } = &error.failure
-        {
-            // The STS said when to come back; believe it, within reason.
-            delay = delay.max((*asked).min(schedule::STS_RETRY_AFTER_MAX));
-        }
-        failures.insert(
-            key.clone(),
-            Failures {
-                count,
-                retry_at: Instant::now() + delay,
-                error: error.clone(),
-            },
-        );
-        drop(failures);
-        match &error.failure {
-            StsFailure::Rejected { .. } => tracing::error!(
-                credential = %key.credential,
-                delegate = key.delegate.as_deref().unwrap_or("-"),
-                retry_in_s = delay.as_secs_f64(),
-                "configuration error: {error}"
-            ),
-            StsFailure::Unavailable { .. } => tracing::warn!(
-                credential = %key.credential,
-                delegate = key.delegate.as_deref().unwrap_or("-"),
-                retry_in_s = delay.as_secs_f64(),
-                failures = count,
-                "{error}"
-            ),
-        }
-        delay
-    }
-
-    fn clear_failures(&self, key: &TokenKey) {
-        let mut failures = lock(&self.inner.failures);
-        if !failures.is_empty() {
-            failures.remove(&key.shared());
-        }
-    }
-}
-
-/// Copies the entries of the credentials `unchanged` accepts from one per-key map to another
-/// (one lock at a time).
-fn copy_unchanged<V: Clone>(
-    from: &Mutex<HashMap<TokenKey, V>>,
-    to: &Mutex<HashMap<TokenKey, V>>,
-    unchanged: &impl Fn(&str) -> bool,
-) {
-    let entries: Vec<(TokenKey, V)> = lock(from)
-        .iter()
-        .filter(|(key, _)| unchanged(&key.credential))
-        .map(|(key, value)| (key.clone(), value.clone()))
-        .collect();
-    lock(to).extend(entries);
 }

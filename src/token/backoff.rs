@@ -1,0 +1,160 @@
+//! Backoff after STS failures and the memory of 401 refusals, both kept per (credential,
+//! delegate) whatever the transaction: when the next STS attempt for a key may be made, and
+//! whether a token the upstream refused may be replaced.
+
+use std::collections::HashMap;
+use std::collections::hash_map::RandomState;
+use std::hash::BuildHasher;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use super::error::{StsFailure, TokenError};
+use super::key::TokenKey;
+use super::schedule;
+use crate::lock;
+
+/// After a 401 made a key fetch a new token, a refusal of that new token within this window goes
+/// to the client instead of causing another fetch.
+pub const REFUSAL_WINDOW: Duration = Duration::from_secs(30);
+
+/// Remembered STS failures of one cache key, for backoff.
+#[derive(Debug, Clone)]
+struct Failures {
+    count: u32,
+    retry_at: Instant,
+    error: TokenError,
+}
+
+/// The STS failures and 401 refusals of every key.
+pub(super) struct Backoff {
+    failures: Mutex<HashMap<TokenKey, Failures>>,
+    /// When a 401 last made a key drop its token (per credential and delegate).
+    refusals: Mutex<HashMap<TokenKey, Instant>>,
+    jitter: (RandomState, AtomicU64),
+}
+
+impl Backoff {
+    pub(super) fn new() -> Self {
+        Backoff {
+            failures: Mutex::new(HashMap::new()),
+            refusals: Mutex::new(HashMap::new()),
+            jitter: (RandomState::new(), AtomicU64::new(0)),
+        }
+    }
+
+    /// Takes over the failures and refusals of the credentials `unchanged` accepts from
+    /// `previous` (the backoff of the config before a reload).
+    pub(super) fn adopt(&self, previous: &Backoff, unchanged: &impl Fn(&str) -> bool) {
+        copy_unchanged(&previous.failures, &self.failures, unchanged);
+        copy_unchanged(&previous.refusals, &self.refusals, unchanged);
+    }
+
+    /// Fails fast while `key` is backing off after STS failures.
+    pub(super) fn check(&self, key: &TokenKey) -> Result<(), TokenError> {
+        let failures = lock(&self.failures);
+        if failures.is_empty() {
+            return Ok(());
+        }
+        match failures.get(&key.shared()) {
+            Some(f) => {
+                let now = Instant::now();
+                if now < f.retry_at {
+                    let mut e = f.error.clone();
+                    e.retry_after = Some(f.retry_at - now);
+                    Err(e)
+                } else {
+                    Ok(())
+                }
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Counts a failure of `key`: returns the delay before its next STS attempt (longer with each
+    /// failure, slowest from the first for a rejection) and logs the error once.
+    pub(super) fn record_failure(&self, key: &TokenKey, error: &TokenError) -> Duration {
+        let (state, counter) = &self.jitter;
+        let random = state.hash_one(counter.fetch_add(1, Ordering::Relaxed));
+        let jitter = (random >> 11) as f64 / (1u64 << 53) as f64;
+        let key = &key.shared();
+        let mut failures = lock(&self.failures);
+        let count = failures.get(key).map_or(0, |f| f.count).saturating_add(1);
+        let mut delay = match error.failure {
+            StsFailure::Rejected { .. } => schedule::rejected_backoff(jitter),
+            StsFailure::Unavailable { .. } => schedule::backoff(count, jitter),
+        };
+        if let StsFailure::Unavailable {
+            retry_after: Some(asked),
+            ..
+        } = &error.failure
+        {
+            // The STS said when to come back; believe it, within reason.
+            delay = delay.max((*asked).min(schedule::STS_RETRY_AFTER_MAX));
+        }
+        failures.insert(
+            key.clone(),
+            Failures {
+                count,
+                retry_at: Instant::now() + delay,
+                error: error.clone(),
+            },
+        );
+        drop(failures);
+        match &error.failure {
+            StsFailure::Rejected { .. } => tracing::error!(
+                credential = %key.credential,
+                delegate = key.delegate.as_deref().unwrap_or("-"),
+                retry_in_s = delay.as_secs_f64(),
+                "configuration error: {error}"
+            ),
+            StsFailure::Unavailable { .. } => tracing::warn!(
+                credential = %key.credential,
+                delegate = key.delegate.as_deref().unwrap_or("-"),
+                retry_in_s = delay.as_secs_f64(),
+                failures = count,
+                "{error}"
+            ),
+        }
+        delay
+    }
+
+    /// `key` got a token: its next failure starts the backoff from the shortest delay.
+    pub(super) fn clear_failures(&self, key: &TokenKey) {
+        let mut failures = lock(&self.failures);
+        if !failures.is_empty() {
+            failures.remove(&key.shared());
+        }
+    }
+
+    /// The upstream refused (401) a token of `key` sent at `sent_at`: returns whether that token
+    /// may be replaced, and if so remembers the refusal. Not when the token was fetched after a
+    /// refusal less than [`REFUSAL_WINDOW`] ago.
+    pub(super) fn note_refusal(&self, key: &TokenKey, sent_at: Instant) -> bool {
+        let mut refusals = lock(&self.refusals);
+        let shared = key.shared();
+        if let Some(at) = refusals.get(&shared)
+            && at.elapsed() < REFUSAL_WINDOW
+            && sent_at >= *at
+        {
+            return false;
+        }
+        refusals.insert(shared, Instant::now());
+        true
+    }
+}
+
+/// Copies the entries of the credentials `unchanged` accepts from one per-key map to another
+/// (one lock at a time).
+fn copy_unchanged<V: Clone>(
+    from: &Mutex<HashMap<TokenKey, V>>,
+    to: &Mutex<HashMap<TokenKey, V>>,
+    unchanged: &impl Fn(&str) -> bool,
+) {
+    let entries: Vec<(TokenKey, V)> = lock(from)
+        .iter()
+        .filter(|(key, _)| unchanged(&key.credential))
+        .map(|(key, value)| (key.clone(), value.clone()))
+        .collect();
+    lock(to).extend(entries);
+}
