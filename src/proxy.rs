@@ -197,7 +197,8 @@ impl Proxy {
         }
         let token = self.tokens.get(&key, route.token_mode).await?;
         if let Some(transactions) = &route.transactions
-            && !transactions.is_ongoing(key.transaction)
+            && let Some(id) = key.transaction
+            && !transactions.is_ongoing(id)
         {
             // The transaction ended while its token was fetched: this request still uses the
             // token, but the cache must not keep it.

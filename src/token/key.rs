@@ -9,8 +9,9 @@ pub struct TokenKey {
     pub credential: Arc<str>,
     /// CSP delegate team, if the token acts for one.
     pub delegate: Option<Arc<str>>,
-    /// `per_transaction`: the transaction the token is for; 0 for a token shared by every request.
-    pub transaction: u64,
+    /// `per_transaction`: the transaction the token is for; `None` for a token shared by every
+    /// request.
+    pub transaction: Option<u64>,
 }
 
 impl TokenKey {
@@ -19,21 +20,24 @@ impl TokenKey {
         TokenKey {
             credential,
             delegate,
-            transaction: 0,
+            transaction: None,
         }
     }
 
     /// This key for one transaction.
     pub fn for_transaction(&self, transaction: u64) -> Self {
         TokenKey {
-            transaction,
+            transaction: Some(transaction),
             ..self.clone()
         }
     }
 
     /// The key backoff is kept under: failures of the STS are failures for every transaction.
     pub(super) fn shared(&self) -> Self {
-        self.for_transaction(0)
+        TokenKey {
+            transaction: None,
+            ..self.clone()
+        }
     }
 
     /// The key of the credential's own client-credentials token, the base a delegate token is

@@ -149,7 +149,7 @@ impl TokenSource {
     pub async fn adopt(&self, previous: &TokenSource, unchanged: impl Fn(&str) -> bool) -> usize {
         let mut kept = 0;
         for (key, token) in previous.inner.cache.iter() {
-            if key.transaction == 0
+            if key.transaction.is_none()
                 && unchanged(&key.credential)
                 && token.is_usable()
                 && !token.refresh_due()
@@ -213,7 +213,7 @@ impl TokenSource {
             if token.is_usable() {
                 // A transaction's token is not refreshed ahead: the transaction may be over by
                 // then. One that outlives its token fetches the next when it runs out.
-                if key.transaction == 0 && token.refresh_due() {
+                if key.transaction.is_none() && token.refresh_due() {
                     self.refresh_in_background(key, &token);
                 }
                 return Ok(token);
@@ -228,7 +228,7 @@ impl TokenSource {
         let this = self.clone();
         let owned = key.clone();
         let fetch = async move {
-            let cached_base = owned.transaction == 0;
+            let cached_base = owned.transaction.is_none();
             match tokio::spawn(async move { this.fetch(&owned, cached_base).await }).await {
                 Ok(result) => result,
                 Err(e) => Err(TokenError::unavailable(
@@ -298,7 +298,7 @@ impl TokenSource {
         if !self.inner.backoff.note_refusal(key, token.sent_at) {
             return false;
         }
-        if self.evict(key, token).await && key.delegate.is_some() && key.transaction == 0 {
+        if self.evict(key, token).await && key.delegate.is_some() && key.transaction.is_none() {
             self.inner.cache.invalidate(&key.base()).await;
         }
         true
@@ -341,7 +341,8 @@ impl TokenSource {
                 tracing::info!(
                     credential = %key.credential,
                     delegate = key.delegate.as_deref().unwrap_or("-"),
-                    transaction = key.transaction,
+                    // 0: the token shared by every request, as this line always said.
+                    transaction = key.transaction.unwrap_or(0),
                     valid_for_s = token.schedule.usable_for.as_secs(),
                     "token issued"
                 );

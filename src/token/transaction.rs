@@ -17,7 +17,7 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 use crate::lock;
 
 /// Transaction ids are unique in the process, so that the token cache keys of two routes never
-/// collide. 0 is never used: it means "no transaction".
+/// collide.
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 fn next_id() -> u64 {
