@@ -51,6 +51,16 @@ impl TokenState {
     }
 }
 
+/// Which base token a delegate token is updated from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BaseToken {
+    /// The credential's cached token (fetched once on a miss): the shared interval token.
+    Cached,
+    /// A token fetched for this update alone: per-request and per-transaction tokens, so that a
+    /// permission change takes effect for them.
+    Fresh,
+}
+
 /// Entries live in the cache until their token stops being usable (by the monotonic clock; the
 /// wall clock is checked on every read).
 struct TokenExpiry;
@@ -171,7 +181,7 @@ impl TokenSource {
             TokenMode::Interval | TokenMode::PerTransaction => self.cached(key).await,
             TokenMode::PerRequest => {
                 self.inner.backoff.check(key)?;
-                self.fetch(key, false).await
+                self.fetch(key, BaseToken::Fresh).await
             }
         }
     }
@@ -228,8 +238,11 @@ impl TokenSource {
         let this = self.clone();
         let owned = key.clone();
         let fetch = async move {
-            let cached_base = owned.transaction.is_none();
-            match tokio::spawn(async move { this.fetch(&owned, cached_base).await }).await {
+            let base = match owned.transaction {
+                None => BaseToken::Cached,
+                Some(_) => BaseToken::Fresh,
+            };
+            match tokio::spawn(async move { this.fetch(&owned, base).await }).await {
                 Ok(result) => result,
                 Err(e) => Err(TokenError::unavailable(
                     key,
@@ -317,7 +330,7 @@ impl TokenSource {
         let old = token.clone();
         tokio::spawn(async move {
             // Only the shared interval token (never a transaction's) is refreshed ahead.
-            match this.fetch(&key, true).await {
+            match this.fetch(&key, BaseToken::Cached).await {
                 Ok(new) => this.inner.cache.insert(key, new).await,
                 // The old token keeps serving until its end; the next request after the backoff
                 // tries again.
@@ -329,8 +342,8 @@ impl TokenSource {
     /// Fetches a new token for `key` (for a delegate: the base token, cached or fresh, then its
     /// update) and keeps the backoff state of the key. A fresh base is fetched for per-request and
     /// per-transaction tokens, so that a permission change takes effect for them.
-    async fn fetch(&self, key: &TokenKey, cached_base: bool) -> Result<Arc<Token>, TokenError> {
-        match self.fetch_uncounted(key, cached_base).await {
+    async fn fetch(&self, key: &TokenKey, base: BaseToken) -> Result<Arc<Token>, TokenError> {
+        match self.fetch_uncounted(key, base).await {
             Ok(token) => {
                 self.inner.backoff.clear_failures(key);
                 self.inner.metrics.token_expiry(
@@ -358,11 +371,7 @@ impl TokenSource {
         }
     }
 
-    async fn fetch_uncounted(
-        &self,
-        key: &TokenKey,
-        cached_base: bool,
-    ) -> Result<Token, TokenError> {
+    async fn fetch_uncounted(&self, key: &TokenKey, base: BaseToken) -> Result<Token, TokenError> {
         let inner = &*self.inner;
         let Some(credential) = inner.credentials.get(&key.credential) else {
             let reason = "no such credential in the configuration".to_string();
@@ -376,23 +385,23 @@ impl TokenSource {
             ),
             Some(delegate) => {
                 let base_key = key.base();
-                if !cached_base {
+                if base == BaseToken::Fresh {
                     self.inner.backoff.check(&base_key)?;
                 }
-                let base = self.base_token(&base_key, cached_base).await?;
+                let base_token = self.base_token(&base_key, base).await?;
                 let update = |base: Arc<Token>| async move {
                     let call = inner.sts.update(base.secret(), delegate);
                     self.sts_call(key, Step::Update, call).await
                 };
-                let mut result = update(base.clone()).await;
-                if cached_base
+                let mut result = update(base_token.clone()).await;
+                if base == BaseToken::Cached
                     && matches!(result, Err(StsFailure::Rejected { status: 401, .. }))
-                    && self.evict(&base_key, &base).await
+                    && self.evict(&base_key, &base_token).await
                 {
                     // The STS no longer accepts the cached base token (revoked before its end):
                     // that says nothing about the delegate. Update a fresh base once before
                     // calling it a rejection.
-                    result = update(self.base_token(&base_key, true).await?).await;
+                    result = update(self.base_token(&base_key, BaseToken::Cached).await?).await;
                 }
                 (Step::Update, result)
             }
@@ -437,12 +446,11 @@ impl TokenSource {
     fn base_token<'a>(
         &'a self,
         base_key: &'a TokenKey,
-        cached: bool,
+        base: BaseToken,
     ) -> Pin<Box<dyn Future<Output = Result<Arc<Token>, TokenError>> + Send + 'a>> {
-        if cached {
-            Box::pin(self.cached(base_key))
-        } else {
-            Box::pin(self.fetch(base_key, false))
+        match base {
+            BaseToken::Cached => Box::pin(self.cached(base_key)),
+            BaseToken::Fresh => Box::pin(self.fetch(base_key, BaseToken::Fresh)),
         }
     }
 }
