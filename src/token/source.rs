@@ -5,7 +5,6 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime};
@@ -60,6 +59,9 @@ enum BaseToken {
     /// permission change takes effect for them.
     Fresh,
 }
+
+/// An STS answer and the moment its request was sent (a token's life counts from then).
+type StsAnswer = Result<(Issued, Instant, SystemTime), StsFailure>;
 
 /// Entries live in the cache until their token stops being usable (by the monotonic clock; the
 /// wall clock is checked on every read).
@@ -216,48 +218,6 @@ impl TokenSource {
         self.inner.cache.invalidate(key).await;
     }
 
-    /// Interval mode: the cached token while usable (refreshing it in the background once due),
-    /// else one fetch shared by every concurrent caller.
-    async fn cached(&self, key: &TokenKey) -> Result<Arc<Token>, TokenError> {
-        if let Some(token) = self.inner.cache.get(key).await {
-            if token.is_usable() {
-                // A transaction's token is not refreshed ahead: the transaction may be over by
-                // then. One that outlives its token fetches the next when it runs out.
-                if key.transaction.is_none() && token.refresh_due() {
-                    self.refresh_in_background(key, &token);
-                }
-                return Ok(token);
-            }
-            // Past its end by the wall clock (the machine slept): drop exactly this entry, not a
-            // fresher one another caller may have put in meanwhile.
-            self.evict(key, &token).await;
-        }
-        self.inner.backoff.check(key)?;
-        // The shared fetch runs in a task of its own: if the request that started it goes away
-        // (the client disconnected), the STS call still completes for everyone waiting on it.
-        let this = self.clone();
-        let owned = key.clone();
-        let fetch = async move {
-            let base = match owned.transaction {
-                None => BaseToken::Cached,
-                Some(_) => BaseToken::Fresh,
-            };
-            match tokio::spawn(async move { this.fetch(&owned, base).await }).await {
-                Ok(result) => result,
-                Err(e) => Err(TokenError::unavailable(
-                    key,
-                    Step::Issue,
-                    format!("the token fetch was interrupted ({e})"),
-                )),
-            }
-        };
-        self.inner
-            .cache
-            .try_get_with_by_ref(key, fetch)
-            .await
-            .map_err(|e| (*e).clone())
-    }
-
     /// Keeps the interval-mode token of `key` warm for as long as the returned future runs: fetches
     /// it now (again after the backoff when the STS fails) and looks at it whenever it is due, which
     /// starts its refresh in the background, so requests find a fresh token even after a quiet hour.
@@ -276,34 +236,17 @@ impl TokenSource {
         }
     }
 
-    /// Drops `token` from the cache if it is still the one cached for `key` (when it outlived its
-    /// use); returns whether it did.
-    async fn evict(&self, key: &TokenKey, token: &Arc<Token>) -> bool {
-        let result = self
-            .inner
-            .cache
-            .entry_by_ref(key)
-            .and_compute_with(|entry| async move {
-                match entry {
-                    Some(e) if Arc::ptr_eq(e.value(), token) => Op::Remove,
-                    _ => Op::Nop,
-                }
-            })
-            .await;
-        matches!(result, moka::ops::compute::CompResult::Removed(_))
-    }
-
     /// The upstream answered 401 to `token`: returns whether to retry with a fresh token, having
     /// dropped this one so that the next [`TokenSource::get`] fetches it. For a delegate token,
     /// the cached base token it was updated from goes too: what made the API refuse one
     /// (revocation, a permission change) holds for the other.
     ///
     /// No retry while the STS is backing off (the token is kept: it may still serve other
-    /// requests), nor when the token was fetched after a refusal less than [`REFUSAL_WINDOW`](super::REFUSAL_WINDOW) ago:
-    /// a fresh token refused again means the request is refused, not the token, and fetching on
-    /// every such request would turn the API's 401s into a tight STS loop. Of many requests
-    /// refused with the same token, only the first drops anything; the others find its
-    /// replacement.
+    /// requests), nor when the token was fetched after a refusal less than
+    /// [`REFUSAL_WINDOW`](super::REFUSAL_WINDOW) ago: a fresh token refused again means the request
+    /// is refused, not the token, and fetching on every such request would turn the API's 401s
+    /// into a tight STS loop. Of many requests refused with the same token, only the first drops
+    /// anything; the others find its replacement.
     pub async fn refused(&self, key: &TokenKey, token: &Arc<Token>) -> bool {
         if self.inner.backoff.check(key).is_err() {
             return false;
@@ -317,6 +260,70 @@ impl TokenSource {
         true
     }
 
+    /// Interval and per-transaction mode: the token cached under `key`, fetched once on a miss. A
+    /// transaction's delegate token is updated from a fresh base (see [`BaseToken`]).
+    async fn cached(&self, key: &TokenKey) -> Result<Arc<Token>, TokenError> {
+        let base = match key.transaction {
+            None => BaseToken::Cached,
+            Some(_) => BaseToken::Fresh,
+        };
+        self.cached_or_fetch(
+            key,
+            move |this, key| async move { this.fetch(&key, base).await },
+        )
+        .await
+    }
+
+    /// The cached token of `key` while usable (refreshing it in the background once due), else
+    /// one run of `fetch` shared by every concurrent caller. Taking the fetch as an argument is what
+    /// lets a delegate's fetch look up its base token here ([`TokenSource::cached_base`]) without
+    /// calling back into itself.
+    async fn cached_or_fetch<F, Fut>(
+        &self,
+        key: &TokenKey,
+        fetch: F,
+    ) -> Result<Arc<Token>, TokenError>
+    where
+        F: FnOnce(TokenSource, TokenKey) -> Fut,
+        Fut: Future<Output = Result<Arc<Token>, TokenError>> + Send + 'static,
+    {
+        if let Some(token) = self.inner.cache.get(key).await {
+            if token.is_usable() {
+                // A transaction's token is not refreshed ahead: the transaction may be over by
+                // then. One that outlives its token fetches the next when it runs out.
+                if key.transaction.is_none() && token.refresh_due() {
+                    self.refresh_in_background(key, &token);
+                }
+                return Ok(token);
+            }
+            // Past its end by the wall clock (the machine slept): drop exactly this entry, not a
+            // fresher one another caller may have put in meanwhile.
+            self.evict(key, &token).await;
+        }
+        self.inner.backoff.check(key)?;
+        // The shared fetch runs in a task of its own: if the request that started it goes away
+        // (the client disconnected), the STS call still completes for everyone waiting on it.
+        // Only the caller whose future the cache runs spawns it.
+        let task = fetch(self.clone(), key.clone());
+        let shared = async move {
+            match tokio::spawn(task).await {
+                Ok(result) => result,
+                Err(e) => Err(TokenError::unavailable(
+                    key,
+                    Step::Issue,
+                    format!("the token fetch was interrupted ({e})"),
+                )),
+            }
+        };
+        self.inner
+            .cache
+            .try_get_with_by_ref(key, shared)
+            .await
+            .map_err(|e| (*e).clone())
+    }
+
+    /// Starts fetching the next token of `key` in a task of its own, unless one is already on its
+    /// way or the key is backing off; the cache gets it when it comes.
     fn refresh_in_background(&self, key: &TokenKey, token: &Arc<Token>) {
         if token.refreshing.swap(true, Ordering::AcqRel) {
             return;
@@ -339,11 +346,153 @@ impl TokenSource {
         });
     }
 
-    /// Fetches a new token for `key` (for a delegate: the base token, cached or fresh, then its
-    /// update) and keeps the backoff state of the key. A fresh base is fetched for per-request and
-    /// per-transaction tokens, so that a permission change takes effect for them.
+    /// Drops `token` from the cache if it is still the one cached for `key` (when it outlived its
+    /// use); returns whether it did.
+    async fn evict(&self, key: &TokenKey, token: &Arc<Token>) -> bool {
+        let result = self
+            .inner
+            .cache
+            .entry_by_ref(key)
+            .and_compute_with(|entry| async move {
+                match entry {
+                    Some(e) if Arc::ptr_eq(e.value(), token) => Op::Remove,
+                    _ => Op::Nop,
+                }
+            })
+            .await;
+        matches!(result, moka::ops::compute::CompResult::Removed(_))
+    }
+
+    /// Fetches a new token for `key`: the credential's own token, or for a delegate the update of
+    /// a base token (cached or fresh, as `base` says). Either way the key's backoff, expiry metric
+    /// and log line are kept by [`TokenSource::record_outcome`].
     async fn fetch(&self, key: &TokenKey, base: BaseToken) -> Result<Arc<Token>, TokenError> {
-        match self.fetch_uncounted(key, base).await {
+        match &key.delegate {
+            None => self.fetch_own(key).await,
+            Some(delegate) => self.fetch_delegated(key, delegate, base).await,
+        }
+    }
+
+    /// A credential's own token: one client-credentials grant, recorded under `key`.
+    async fn fetch_own(&self, key: &TokenKey) -> Result<Arc<Token>, TokenError> {
+        let result = self.issue(key).await;
+        self.record_outcome(key, result)
+    }
+
+    /// A delegate's token: the base token of the credential, then one `update_token` call for the
+    /// delegate (two when the STS refused a cached base), recorded under `key`.
+    async fn fetch_delegated(
+        &self,
+        key: &TokenKey,
+        delegate: &str,
+        base: BaseToken,
+    ) -> Result<Arc<Token>, TokenError> {
+        // A credential missing from the configuration is a failure of this key, like any other.
+        if let Err(e) = self.credential(key) {
+            return self.record_outcome(key, Err(e));
+        }
+        let base_key = key.base();
+        // A failure of the base token was recorded (and backed off) under the base key already;
+        // it is returned as it is: recording it again here would double the delay and the logs.
+        let mut base_token = match base {
+            BaseToken::Cached => self.cached_base(&base_key).await?,
+            BaseToken::Fresh => {
+                self.inner.backoff.check(&base_key)?;
+                self.fetch_own(&base_key).await?
+            }
+        };
+        let mut answer = self.update(key, delegate, &base_token).await;
+        if base == BaseToken::Cached
+            && matches!(answer, Err(StsFailure::Rejected { status: 401, .. }))
+            && self.evict(&base_key, &base_token).await
+        {
+            // The STS no longer accepts the cached base token (revoked before its end): that says
+            // nothing about the delegate. Update a fresh base once before calling it a rejection.
+            base_token = self.cached_base(&base_key).await?;
+            answer = self.update(key, delegate, &base_token).await;
+        }
+        let result = self.token_from(key, Step::Update, answer);
+        self.record_outcome(key, result)
+    }
+
+    /// The credential's own token that delegate tokens are updated from: the cache entry it
+    /// shares with the credential's interval token, fetched once on a miss.
+    async fn cached_base(&self, base_key: &TokenKey) -> Result<Arc<Token>, TokenError> {
+        self.cached_or_fetch(
+            base_key,
+            |this, key| async move { this.fetch_own(&key).await },
+        )
+        .await
+    }
+
+    /// The client-credentials grant for the credential of `key`.
+    async fn issue(&self, key: &TokenKey) -> Result<Token, TokenError> {
+        let credential = self.credential(key)?;
+        let answer = self
+            .sts_call(key, Step::Issue, self.inner.sts.issue(credential))
+            .await;
+        self.token_from(key, Step::Issue, answer)
+    }
+
+    /// The `update_token` call for `delegate` with `base` as Bearer; the STS answer as it is (a
+    /// 401 may call for a fresh base rather than an error).
+    async fn update(&self, key: &TokenKey, delegate: &str, base: &Token) -> StsAnswer {
+        let call = self.inner.sts.update(base.secret(), delegate);
+        self.sts_call(key, Step::Update, call).await
+    }
+
+    /// Makes one STS call for `key`, counts its outcome in the metrics and returns the answer
+    /// with the moment the call was sent (a token's life counts from then, so network time only
+    /// ever shortens its use).
+    async fn sts_call(
+        &self,
+        key: &TokenKey,
+        step: Step,
+        call: impl Future<Output = Result<Issued, StsFailure>>,
+    ) -> StsAnswer {
+        let (sent_at, sent_wall) = (Instant::now(), SystemTime::now());
+        let result = call.await;
+        let outcome = match &result {
+            Ok(_) => StsOutcome::Ok,
+            Err(StsFailure::Rejected { .. }) => StsOutcome::Rejected,
+            Err(StsFailure::Unavailable { .. }) => StsOutcome::Unavailable,
+        };
+        self.inner.metrics.sts(&key.credential, step, outcome);
+        result.map(|issued| (issued, sent_at, sent_wall))
+    }
+
+    /// The configuration of the credential of `key`.
+    fn credential(&self, key: &TokenKey) -> Result<&CredentialConfig, TokenError> {
+        self.inner.credentials.get(&key.credential).ok_or_else(|| {
+            let reason = "no such credential in the configuration".to_string();
+            TokenError::unavailable(key, Step::Issue, reason)
+        })
+    }
+
+    /// The token in the STS `answer` to `step` for `key`, or the error naming what failed.
+    fn token_from(
+        &self,
+        key: &TokenKey,
+        step: Step,
+        answer: StsAnswer,
+    ) -> Result<Token, TokenError> {
+        let (issued, sent_at, sent_wall) = answer.map_err(|f| TokenError::new(key, step, f))?;
+        let (max_age, refresh_before) = (self.inner.max_age, self.inner.refresh_before);
+        Token::new(issued, sent_at, sent_wall, max_age, refresh_before).ok_or_else(|| {
+            let reason = "the token cannot be sent in a header".to_string();
+            TokenError::unavailable(key, step, reason)
+        })
+    }
+
+    /// Keeps the outcome of a fetch for `key`: a new token clears the key's failures, sets its
+    /// expiry metric and is logged; a failure is recorded for the backoff, which sets its
+    /// `retry_after`.
+    fn record_outcome(
+        &self,
+        key: &TokenKey,
+        result: Result<Token, TokenError>,
+    ) -> Result<Arc<Token>, TokenError> {
+        match result {
             Ok(token) => {
                 self.inner.backoff.clear_failures(key);
                 self.inner.metrics.token_expiry(
@@ -361,96 +510,10 @@ impl TokenSource {
                 );
                 Ok(Arc::new(token))
             }
-            // A failure of the base token was counted (and backed off) under the base key
-            // already; counting it again here would double the delay and the log lines.
-            Err(e) if e.delegate != key.delegate => Err(e),
             Err(mut e) => {
                 e.retry_after = Some(self.inner.backoff.record_failure(key, &e));
                 Err(e)
             }
-        }
-    }
-
-    async fn fetch_uncounted(&self, key: &TokenKey, base: BaseToken) -> Result<Token, TokenError> {
-        let inner = &*self.inner;
-        let Some(credential) = inner.credentials.get(&key.credential) else {
-            let reason = "no such credential in the configuration".to_string();
-            return Err(TokenError::unavailable(key, Step::Issue, reason));
-        };
-        let (step, result) = match &key.delegate {
-            None => (
-                Step::Issue,
-                self.sts_call(key, Step::Issue, inner.sts.issue(credential))
-                    .await,
-            ),
-            Some(delegate) => {
-                let base_key = key.base();
-                if base == BaseToken::Fresh {
-                    self.inner.backoff.check(&base_key)?;
-                }
-                let base_token = self.base_token(&base_key, base).await?;
-                let update = |base: Arc<Token>| async move {
-                    let call = inner.sts.update(base.secret(), delegate);
-                    self.sts_call(key, Step::Update, call).await
-                };
-                let mut result = update(base_token.clone()).await;
-                if base == BaseToken::Cached
-                    && matches!(result, Err(StsFailure::Rejected { status: 401, .. }))
-                    && self.evict(&base_key, &base_token).await
-                {
-                    // The STS no longer accepts the cached base token (revoked before its end):
-                    // that says nothing about the delegate. Update a fresh base once before
-                    // calling it a rejection.
-                    result = update(self.base_token(&base_key, BaseToken::Cached).await?).await;
-                }
-                (Step::Update, result)
-            }
-        };
-        let (issued, sent_at, sent_wall) = result.map_err(|f| TokenError::new(key, step, f))?;
-        Token::new(
-            issued,
-            sent_at,
-            sent_wall,
-            inner.max_age,
-            inner.refresh_before,
-        )
-        .ok_or_else(|| {
-            let reason = "the token cannot be sent in a header".to_string();
-            TokenError::unavailable(key, step, reason)
-        })
-    }
-
-    /// Makes one STS call for `key`, counts its outcome in the metrics and returns the answer
-    /// with the moment the call was sent (a token's life counts from then, so network time only
-    /// ever shortens its use).
-    async fn sts_call(
-        &self,
-        key: &TokenKey,
-        step: Step,
-        call: impl Future<Output = Result<Issued, StsFailure>>,
-    ) -> Result<(Issued, Instant, SystemTime), StsFailure> {
-        let (sent_at, sent_wall) = (Instant::now(), SystemTime::now());
-        let result = call.await;
-        let outcome = match &result {
-            Ok(_) => StsOutcome::Ok,
-            Err(StsFailure::Rejected { .. }) => StsOutcome::Rejected,
-            Err(StsFailure::Unavailable { .. }) => StsOutcome::Unavailable,
-        };
-        self.inner.metrics.sts(&key.credential, step, outcome);
-        result.map(|issued| (issued, sent_at, sent_wall))
-    }
-
-    /// The base token a delegate token is updated from: cached (interval mode) or fresh. Boxed
-    /// with an explicit `Send` because it recurses into [`TokenSource::cached`] /
-    /// [`TokenSource::fetch`].
-    fn base_token<'a>(
-        &'a self,
-        base_key: &'a TokenKey,
-        base: BaseToken,
-    ) -> Pin<Box<dyn Future<Output = Result<Arc<Token>, TokenError>> + Send + 'a>> {
-        match base {
-            BaseToken::Cached => Box::pin(self.cached(base_key)),
-            BaseToken::Fresh => Box::pin(self.fetch(base_key, BaseToken::Fresh)),
         }
     }
 }
