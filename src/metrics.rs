@@ -14,8 +14,6 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use crate::token::Step;
-
 /// Labels of a proxied request.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
@@ -48,17 +46,6 @@ struct RouteLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReloadLabels {
     outcome: &'static str,
-}
-
-/// How an STS call ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StsOutcome {
-    /// A token was issued.
-    Ok,
-    /// The STS answered 4xx (credential, delegate or rights).
-    Rejected,
-    /// Unreachable, timed out, 5xx, 408/429, or not a token.
-    Unavailable,
 }
 
 /// The process's metrics. Cheap to update from any task; shared by `Arc`.
@@ -166,19 +153,13 @@ impl Metrics {
         self.duration.observe(elapsed.as_secs_f64());
     }
 
-    /// An STS call ended.
-    pub fn sts(&self, credential: &Arc<str>, kind: Step, outcome: StsOutcome) {
+    /// An STS call of `kind` (`issue` or `update`) for `credential` ended with `outcome` (`ok`,
+    /// `rejected` or `unavailable`). The token source names both; metrics only counts them.
+    pub fn sts(&self, credential: &Arc<str>, kind: &'static str, outcome: &'static str) {
         let labels = StsLabels {
             credential: credential.clone(),
-            kind: match kind {
-                Step::Issue => "issue",
-                Step::Update => "update",
-            },
-            outcome: match outcome {
-                StsOutcome::Ok => "ok",
-                StsOutcome::Rejected => "rejected",
-                StsOutcome::Unavailable => "unavailable",
-            },
+            kind,
+            outcome,
         };
         self.sts.get_or_create(&labels).inc();
     }
@@ -243,7 +224,7 @@ mod tests {
         let route: Arc<str> = Arc::from("/customers/contoso");
         m.request(Some(&route), 200, Duration::from_millis(3));
         m.request(None, 404, Duration::from_millis(1));
-        m.sts(&Arc::from("default"), Step::Update, StsOutcome::Rejected);
+        m.sts(&Arc::from("default"), "update", "rejected");
         m.token_expiry(
             &Arc::from("default"),
             None,

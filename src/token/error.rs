@@ -28,6 +28,16 @@ pub enum StsFailure {
     },
 }
 
+impl StsFailure {
+    /// The `outcome` label of the STS call in the metrics (`ok` is a call that did not fail).
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            StsFailure::Rejected { .. } => "rejected",
+            StsFailure::Unavailable { .. } => "unavailable",
+        }
+    }
+}
+
 /// Which STS call failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Step {
@@ -35,6 +45,16 @@ pub enum Step {
     Issue,
     /// The CSP `update_token` call.
     Update,
+}
+
+impl Step {
+    /// The `kind` label of the STS call in the metrics.
+    pub fn metric_label(self) -> &'static str {
+        match self {
+            Step::Issue => "issue",
+            Step::Update => "update",
+        }
+    }
 }
 
 /// A token could not be obtained. Names the credential and delegate, never a secret.
@@ -107,6 +127,22 @@ impl TokenError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn metric_labels_are_the_ones_operators_query() {
+        assert_eq!(Step::Issue.metric_label(), "issue");
+        assert_eq!(Step::Update.metric_label(), "update");
+        let rejected = StsFailure::Rejected {
+            status: 401,
+            code: None,
+        };
+        assert_eq!(rejected.metric_label(), "rejected");
+        let unavailable = StsFailure::Unavailable {
+            reason: "down".into(),
+            retry_after: None,
+        };
+        assert_eq!(unavailable.metric_label(), "unavailable");
+    }
 
     #[test]
     fn token_error_names_credential_and_delegate_for_updates() {

@@ -20,7 +20,7 @@ use super::schedule;
 use super::sts::{Issued, StsClient};
 use super::token::Token;
 use crate::config::{Config, CredentialConfig, TokenMode};
-use crate::metrics::{Metrics, StsOutcome};
+use crate::metrics::Metrics;
 
 /// What `/readyz` says about a route's token.
 #[derive(Debug, Clone)]
@@ -453,11 +453,12 @@ impl TokenSource {
         let (sent_at, sent_wall) = (Instant::now(), SystemTime::now());
         let result = call.await;
         let outcome = match &result {
-            Ok(_) => StsOutcome::Ok,
-            Err(StsFailure::Rejected { .. }) => StsOutcome::Rejected,
-            Err(StsFailure::Unavailable { .. }) => StsOutcome::Unavailable,
+            Ok(_) => "ok",
+            Err(failure) => failure.metric_label(),
         };
-        self.inner.metrics.sts(&key.credential, step, outcome);
+        self.inner
+            .metrics
+            .sts(&key.credential, step.metric_label(), outcome);
         result.map(|issued| (issued, sent_at, sent_wall))
     }
 
