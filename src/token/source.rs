@@ -518,3 +518,50 @@ impl TokenSource {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::simulator::Simulator;
+
+    const TEAM: &str = "TEAM-WOODGROVE";
+
+    fn source(sim: &Simulator) -> TokenSource {
+        let text = format!(
+            "[sts]\ntoken_url = \"{}\"\n\
+             [credentials.default]\nclient_id = \"{}\"\nclient_secret = {{ env = \"S\" }}\n\
+             [[routes]]\nprefix = \"/\"\ndelegate = \"{TEAM}\"\n",
+            sim.sts_url(),
+            sim.client_id(),
+        );
+        let secret = sim.client_secret();
+        let config =
+            crate::config::from_toml(&text, "test.toml", &move |_: &str| Some(secret.clone()))
+                .unwrap_or_else(|e| panic!("{e}"));
+        let tls = crate::tls::client_config(&[]).unwrap();
+        TokenSource::new(&config, tls, Arc::new(Metrics::new())).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_revoked_cached_base_is_replaced_before_a_delegate_update_fails() {
+        let sim = Simulator::builder().spawn().await.unwrap();
+        let tokens = source(&sim);
+        let base = TokenKey::new(Arc::from("default"), None);
+        let delegate = TokenKey::new(Arc::from("default"), Some(Arc::from(TEAM)));
+        tokens.get(&base, TokenMode::Interval).await.unwrap();
+        sim.revoke_tokens();
+        // The STS refuses (401) to update the cached base: that is the base's fault, not the
+        // delegate's. One fresh base, one more update, and the delegate has its token.
+        let token = tokens.get(&delegate, TokenMode::Interval).await.unwrap();
+        assert!(token.is_usable());
+        assert_eq!((sim.issue_calls(), sim.update_calls()), (2, 2));
+        // The fresh base took the revoked one's place in the cache.
+        assert!(tokens.state(&base, TokenMode::Interval).await.is_ready());
+        assert!(
+            tokens
+                .state(&delegate, TokenMode::Interval)
+                .await
+                .is_ready()
+        );
+    }
+}
