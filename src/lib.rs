@@ -21,6 +21,7 @@ pub mod logging;
 pub mod metrics;
 pub mod notify;
 pub mod proxy;
+pub mod respond;
 pub mod routes;
 pub mod server;
 pub mod simulator;

@@ -17,6 +17,7 @@ use crate::headers::{self, RequestIds};
 use crate::inbound::ApiKeys;
 use crate::inbound::host::{host_of, normalize_host};
 use crate::metrics::Metrics;
+use crate::respond;
 use crate::routes::{self, RouteTable};
 use crate::token::TokenSource;
 use crate::upstream::{PooledBody, Upstream};
@@ -166,12 +167,12 @@ impl Proxy {
                 Response::from_parts(parts, body)
             }
             Err(e) => {
-                let (status, code) = e.status_and_code();
+                let (status, code) = respond::status_and_code(&e);
                 if status.is_server_error() && !matches!(e, ProxyError::Token(_)) {
                     // Token failures are logged once per STS call by the token source.
                     tracing::warn!(request_id = request_id.to_str().unwrap_or("-"), code, "{e}");
                 }
-                e.into_response(&request_id, Some(log))
+                respond::error_response(e, &request_id, Some(log))
             }
         }
     }

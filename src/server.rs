@@ -17,11 +17,12 @@ use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::time::Instant;
 
-use crate::error::Refused;
 use crate::live::Live;
 use crate::metrics::Metrics;
+use crate::respond::Refused;
 
-/// Largest request head accepted (SPEC: 64 KiB, 431 above).
+/// Largest request head accepted: 64 KiB, answered with 431 above (README, "Errors the proxy
+/// returns itself").
 pub const MAX_HEADER_BYTES: usize = 64 * 1024;
 /// Time a client has to send a complete request head (slowloris guard). It also bounds the wait
 /// for the first request on a new connection, whatever protocol the client pretends to speak.

@@ -13,6 +13,7 @@ use azure_costs_proxy::config;
 use azure_costs_proxy::headers::{self, RequestIds};
 use azure_costs_proxy::metrics::Metrics;
 use azure_costs_proxy::proxy::Proxy;
+use azure_costs_proxy::respond;
 use http::header::{self, HeaderName, HeaderValue};
 use http::{Method, Version};
 use libfuzzer_sys::fuzz_target;
@@ -203,9 +204,9 @@ fuzz_target!(|data: &[u8]| {
             }
         }
         Err(e) => {
-            let (status, code) = e.status_and_code();
+            let (status, code) = respond::status_and_code(&e);
             assert!(status.is_client_error() || status.is_server_error(), "{status}");
-            let response = e.into_response(&request_id, None);
+            let response = respond::error_response(e, &request_id, None);
             assert_eq!(response.status(), status);
             assert!(!code.is_empty());
             let shown = format!("{:?}", response.headers());
