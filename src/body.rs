@@ -1,19 +1,17 @@
 //! The response body the proxy sends: the upstream's body streamed through (with an idle timeout)
-//! or a small body of the proxy's own; either way it writes the access line when it ends.
+//! or a small body of the proxy's own; either way it writes the request's [`AccessLog`] when it
+//! ends.
 
 use std::error::Error as StdError;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll, ready};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderValue, Method, StatusCode};
 use http_body::{Body, Frame, SizeHint};
 use tokio::time::Sleep;
 
-use crate::metrics::Metrics;
-use crate::token::transaction::Activity;
+use crate::access_log::AccessLog;
 use crate::upstream::PooledBody;
 
 /// Error type of [`ProxyBody`]: hyper's error or the idle timeout.
@@ -23,55 +21,6 @@ pub type BoxError = Box<dyn StdError + Send + Sync>;
 #[derive(Debug, thiserror::Error)]
 #[error("the upstream sent no response data for {0:?}")]
 pub struct BodyIdleTimeout(Duration);
-
-/// What the access line says about one request. Written once, when the response body ends or is
-/// dropped (a client that disconnects mid-stream is logged as `aborted`).
-#[derive(Debug)]
-pub struct AccessLog {
-    /// Request method.
-    pub method: Method,
-    /// Request path, without the query string (which may carry customer data).
-    pub path: String,
-    /// Prefix of the matched route, if any.
-    pub route: Option<Arc<str>>,
-    /// Response status.
-    pub status: StatusCode,
-    /// When the request arrived.
-    pub start: Instant,
-    /// Request id.
-    pub request_id: HeaderValue,
-    /// Body bytes sent so far.
-    pub bytes: u64,
-    /// The proxy's error code, if the proxy answered itself.
-    pub error: Option<&'static str>,
-    /// Whether the request was sent again with a fresh token after the upstream refused one.
-    pub retried: bool,
-    /// `per_transaction` routes: keeps the route's transaction busy until the response ends.
-    pub activity: Option<Activity>,
-    /// Where the request is counted when it ends.
-    pub metrics: Arc<Metrics>,
-}
-
-impl AccessLog {
-    fn finish(&mut self, outcome: &'static str) {
-        let elapsed = self.start.elapsed();
-        self.metrics
-            .request(self.route.as_ref(), self.status.as_u16(), elapsed);
-        tracing::info!(
-            target: "access",
-            method = %self.method,
-            path = %self.path,
-            route = self.route.as_deref().unwrap_or("-"),
-            status = self.status.as_u16(),
-            duration_ms = (elapsed.as_secs_f64() * 1e6).round() / 1e3,
-            bytes = self.bytes,
-            request_id = self.request_id.to_str().unwrap_or("-"),
-            error = self.error.unwrap_or("-"),
-            retried = self.retried,
-            outcome,
-        );
-    }
-}
 
 enum Kind {
     Upstream {
@@ -118,7 +67,7 @@ impl ProxyBody {
     }
 
     fn end(&mut self, outcome: &'static str) {
-        if let Some(mut log) = self.log.take() {
+        if let Some(log) = self.log.take() {
             log.finish(outcome);
         }
     }
@@ -177,7 +126,7 @@ impl Body for ProxyBody {
         match &result {
             Poll::Ready(Some(Ok(frame))) => {
                 if let (Some(log), Some(data)) = (this.log.as_mut(), frame.data_ref()) {
-                    log.bytes += data.len() as u64;
+                    log.sent(data.len() as u64);
                 }
             }
             Poll::Ready(Some(Err(e))) => {

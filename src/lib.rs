@@ -5,6 +5,7 @@
 //! team), injects `Authorization: Bearer ...` and streams the request to the API and the answer
 //! back. [`run`] is the whole data plane; `main` only parses the command line around it.
 
+pub mod access_log;
 pub mod admin;
 pub mod body;
 pub mod check;

@@ -2,7 +2,6 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
 
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Version};
@@ -11,7 +10,8 @@ use http_body_util::{Either, Empty};
 use hyper::body::Incoming;
 use tokio_rustls::TlsAcceptor;
 
-use crate::body::{AccessLog, ProxyBody};
+use crate::access_log::AccessLog;
+use crate::body::ProxyBody;
 use crate::error::ProxyError;
 use crate::headers::{self, RequestIds};
 use crate::inbound::ApiKeys;
@@ -138,31 +138,14 @@ impl Proxy {
     /// Handles one request. Never fails: errors become JSON answers.
     pub async fn handle(&self, request: Request<Incoming>) -> Response<ProxyBody> {
         let request_id = self.ids.for_request(request.headers());
-        let mut log = AccessLog {
-            method: request.method().clone(),
-            // The path is copied only for an access line that will be written.
-            path: if tracing::enabled!(target: "access", tracing::Level::INFO) {
-                request.uri().path().to_string()
-            } else {
-                String::new()
-            },
-            route: None,
-            status: StatusCode::OK,
-            start: Instant::now(),
-            request_id: request_id.clone(),
-            bytes: 0,
-            error: None,
-            retried: false,
-            activity: None,
-            metrics: self.metrics.clone(),
-        };
+        let mut log = AccessLog::new(&request, request_id.clone(), self.metrics.clone());
         match self.forward(request, &request_id, &mut log).await {
             Ok(response) => {
                 let (mut parts, body) = response.into_parts();
                 headers::rewrite_response(&mut parts.headers, &request_id);
                 // hyper writes the version of the client's connection, whatever the upstream spoke.
                 parts.version = Version::default();
-                log.status = parts.status;
+                log.answered(parts.status);
                 let body = ProxyBody::upstream(body, self.upstream.timeout(), Some(log));
                 Response::from_parts(parts, body)
             }
@@ -185,7 +168,7 @@ impl Proxy {
     ) -> Result<Response<PooledBody>, ProxyError> {
         let (mut parts, body) = request.into_parts();
         let (route, upstream_uri) = self.plan(&parts)?;
-        log.route = Some(route.prefix.clone());
+        log.route(route.prefix.clone());
 
         let mut key = route.token_key();
         if let Some(transactions) = &route.transactions {
@@ -194,7 +177,7 @@ impl Proxy {
                 self.tokens.forget(&key.for_transaction(ended)).await;
             }
             key = key.for_transaction(entered.id);
-            log.activity = Some(entered.activity);
+            log.hold(entered.activity);
         }
         let token = self.tokens.get(&key, route.token_mode).await?;
         if let Some(transactions) = &route.transactions
@@ -238,7 +221,7 @@ impl Proxy {
             delegate = key.delegate.as_deref().unwrap_or("-"),
             "the upstream refused the token (401); retrying once with a fresh one"
         );
-        log.retried = true;
+        log.retried();
         self.metrics.token_retry(&route.prefix);
         let fresh = self.tokens.get(&key, route.token_mode).await?;
         let (method, uri, mut headers) = replay;

@@ -7,7 +7,8 @@ use std::time::Duration;
 use http::header::{self, HeaderValue};
 use http::{Response, StatusCode};
 
-use crate::body::{AccessLog, ProxyBody};
+use crate::access_log::AccessLog;
+use crate::body::ProxyBody;
 use crate::error::ProxyError;
 use crate::headers::X_REQUEST_ID;
 use crate::inbound::CHALLENGES;
@@ -51,8 +52,7 @@ pub fn error_response(
         "request_id": request_id.to_str().unwrap_or_default(),
     });
     let log = log.map(|mut l| {
-        l.status = status;
-        l.error = Some(code);
+        l.failed(status, code);
         l
     });
     let mut response = Response::new(ProxyBody::full(body.to_string(), log));

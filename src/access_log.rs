@@ -1,0 +1,111 @@
+//! The access line of one request and its request metrics: started when the request arrives,
+//! filled in as the request goes through the proxy, written once when the response body ends or
+//! is dropped (see [`crate::body::ProxyBody`]).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::{HeaderValue, Method, Request, StatusCode};
+
+use crate::metrics::Metrics;
+use crate::token::transaction::Activity;
+
+/// What the access line says about one request. A client that disconnects mid-stream is logged
+/// as `aborted`.
+#[derive(Debug)]
+pub struct AccessLog {
+    method: Method,
+    /// Without the query string, which may carry customer data.
+    path: String,
+    /// Prefix of the matched route, if any.
+    route: Option<Arc<str>>,
+    status: StatusCode,
+    /// When the request arrived.
+    start: Instant,
+    request_id: HeaderValue,
+    /// Body bytes sent so far.
+    bytes: u64,
+    /// The proxy's error code, if the proxy answered itself.
+    error: Option<&'static str>,
+    /// Whether the request was sent again with a fresh token after the upstream refused one.
+    retried: bool,
+    /// `per_transaction` routes: keeps the route's transaction busy until the response ends.
+    activity: Option<Activity>,
+    /// Where the request is counted when it ends.
+    metrics: Arc<Metrics>,
+}
+
+impl AccessLog {
+    /// Starts the record of `request` as it arrives.
+    pub fn new<B>(request: &Request<B>, request_id: HeaderValue, metrics: Arc<Metrics>) -> Self {
+        AccessLog {
+            method: request.method().clone(),
+            // The path is copied only for an access line that will be written.
+            path: if tracing::enabled!(target: "access", tracing::Level::INFO) {
+                request.uri().path().to_string()
+            } else {
+                String::new()
+            },
+            route: None,
+            status: StatusCode::OK,
+            start: Instant::now(),
+            request_id,
+            bytes: 0,
+            error: None,
+            retried: false,
+            activity: None,
+            metrics,
+        }
+    }
+
+    /// The request matched the route with this prefix.
+    pub fn route(&mut self, prefix: Arc<str>) {
+        self.route = Some(prefix);
+    }
+
+    /// The request belongs to a transaction, which stays busy until the record is written.
+    pub fn hold(&mut self, activity: Activity) {
+        self.activity = Some(activity);
+    }
+
+    /// The request was sent again with a fresh token.
+    pub fn retried(&mut self) {
+        self.retried = true;
+    }
+
+    /// The upstream answered with `status`.
+    pub fn answered(&mut self, status: StatusCode) {
+        self.status = status;
+    }
+
+    /// The proxy answered itself, with `status` and the error code `code`.
+    pub fn failed(&mut self, status: StatusCode, code: &'static str) {
+        self.status = status;
+        self.error = Some(code);
+    }
+
+    /// `n` more body bytes went to the client.
+    pub fn sent(&mut self, n: u64) {
+        self.bytes += n;
+    }
+
+    /// Counts the request and writes the access line; `outcome` says how the body ended.
+    pub fn finish(self, outcome: &'static str) {
+        let elapsed = self.start.elapsed();
+        self.metrics
+            .request(self.route.as_ref(), self.status.as_u16(), elapsed);
+        tracing::info!(
+            target: "access",
+            method = %self.method,
+            path = %self.path,
+            route = self.route.as_deref().unwrap_or("-"),
+            status = self.status.as_u16(),
+            duration_ms = (elapsed.as_secs_f64() * 1e6).round() / 1e3,
+            bytes = self.bytes,
+            request_id = self.request_id.to_str().unwrap_or("-"),
+            error = self.error.unwrap_or("-"),
+            retried = self.retried,
+            outcome,
+        );
+    }
+}
