@@ -1,0 +1,186 @@
+//! The pooled HTTP client towards the Azure Costs API: hyper's connections over rustls (HTTP/2 by
+//! ALPN where the upstream offers it), a pool of its own for the one upstream, connect and
+//! response timeouts. This file is the client (requests in, response heads out); `pool.rs` holds
+//! the connections, `body.rs` the response body that gives its connection back.
+
+mod body;
+mod pool;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::header::{self, HeaderValue};
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{Request, Response, Uri, Version};
+use hyper_util::client::legacy::connect::HttpConnector;
+
+pub use body::PooledBody;
+pub use pool::UpstreamBody;
+
+use crate::config;
+use crate::error::ProxyError;
+use pool::{Conn, Pool, innermost};
+
+/// The upstream API client. Cheap to share; connections are pooled.
+///
+/// One upstream, one pool: a stack of idle HTTP/1.1 connections (the most recently used first,
+/// warm in every cache) or one shared HTTP/2 connection when ALPN chose h2. Each connection is
+/// driven by a task of its own. An HTTP/1.1 connection goes back to the pool when its response
+/// body has been read to the end; a response dropped half-read closes it.
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    pool: Arc<Pool>,
+    scheme: Scheme,
+    authority: Authority,
+    /// `Host` for HTTP/1.1 requests (HTTP/2 carries the authority in the URI).
+    host: HeaderValue,
+    base_path: String,
+    timeout: Duration,
+}
+
+impl Upstream {
+    /// A client for the configured upstream.
+    pub fn new(cfg: &config::UpstreamConfig, tls: rustls::ClientConfig) -> Result<Self, String> {
+        let scheme = cfg
+            .url
+            .scheme()
+            .cloned()
+            .ok_or("upstream URL has no scheme")?;
+        let authority = cfg
+            .url
+            .authority()
+            .cloned()
+            .ok_or("upstream URL has no host")?;
+        // Like a browser: the port only when it is not the scheme's default.
+        let default_port = if scheme == Scheme::HTTPS { 443 } else { 80 };
+        let host = match authority.port_u16() {
+            Some(port) if port != default_port => authority.as_str(),
+            _ => authority.host(),
+        };
+        let host = HeaderValue::from_str(host)
+            .map_err(|_| "upstream host cannot be sent as a Host header")?;
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(cfg.connect_timeout));
+        http.set_keepalive(Some(Duration::from_secs(60)));
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_all_versions()
+            .wrap_connector(http);
+        Ok(Upstream {
+            pool: Arc::new(Pool::new(connector)),
+            scheme,
+            authority,
+            host,
+            base_path: cfg.base_path.clone(),
+            timeout: cfg.timeout,
+        })
+    }
+
+    /// Path prefix of the upstream URL ("" for the root).
+    pub fn base_path(&self) -> &str {
+        &self.base_path
+    }
+
+    /// The upstream URI for a path-and-query built by [`crate::routes::upstream_path_and_query`].
+    pub fn uri(&self, path_and_query: &str) -> Result<Uri, ProxyError> {
+        let pq = PathAndQuery::try_from(path_and_query)
+            .map_err(|_| ProxyError::BadRequest("the request path cannot be forwarded"))?;
+        Uri::builder()
+            .scheme(self.scheme.clone())
+            .authority(self.authority.clone())
+            .path_and_query(pq)
+            .build()
+            .map_err(|_| ProxyError::BadRequest("the request path cannot be forwarded"))
+    }
+
+    /// Time allowed for the response head and for each gap in the response body.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// Sends a request (absolute URI from [`Self::uri`]) and waits for the response head, at most
+    /// `upstream.timeout`, connecting included.
+    pub async fn send(
+        &self,
+        request: Request<UpstreamBody>,
+    ) -> Result<Response<PooledBody>, ProxyError> {
+        match tokio::time::timeout(self.timeout, self.exchange(request)).await {
+            Ok(result) => result,
+            Err(_) => Err(ProxyError::UpstreamTimeout(self.timeout)),
+        }
+    }
+
+    async fn exchange(
+        &self,
+        mut request: Request<UpstreamBody>,
+    ) -> Result<Response<PooledBody>, ProxyError> {
+        // A pooled connection the upstream has just closed gives the request back unsent; it
+        // then goes on a new connection. A request that was sent is never sent twice here.
+        let mut fresh = false;
+        loop {
+            let conn = match self.pool.checkout() {
+                Some(conn) => conn,
+                None => {
+                    fresh = true;
+                    self.pool.connect(request.uri()).await?
+                }
+            };
+            let result = match conn {
+                Conn::H2(mut sender) => {
+                    request.headers_mut().remove(header::HOST);
+                    *request.version_mut() = Version::HTTP_2;
+                    sender
+                        .try_send_request(request)
+                        .await
+                        .map(|r| r.map(|b| PooledBody::new(b, None)))
+                }
+                Conn::H1(mut sender) => {
+                    request
+                        .headers_mut()
+                        .insert(header::HOST, self.host.clone());
+                    *request.version_mut() = Version::HTTP_11;
+                    origin_form(request.uri_mut());
+                    match sender.try_send_request(request).await {
+                        Ok(r) => {
+                            let lease = self.pool.lease(sender);
+                            Ok(r.map(|b| PooledBody::new(b, Some(lease))))
+                        }
+                        Err(e) => Err(e),
+                    }
+                }
+            };
+            match result {
+                Ok(response) => return Ok(response),
+                Err(mut e) => match e.take_message() {
+                    Some(mut unsent) if !fresh => {
+                        // Back to the absolute form for the next connection, whichever it is.
+                        *unsent.uri_mut() = self.absolute(unsent.uri())?;
+                        request = unsent;
+                    }
+                    _ => {
+                        return Err(ProxyError::UpstreamUnavailable(format!(
+                            "request failed ({})",
+                            innermost(e.error())
+                        )));
+                    }
+                },
+            }
+        }
+    }
+
+    fn absolute(&self, uri: &Uri) -> Result<Uri, ProxyError> {
+        self.uri(uri.path_and_query().map_or("/", PathAndQuery::as_str))
+    }
+}
+
+/// HTTP/1.1 sends the origin form (`/path?query`); `Host` names the authority.
+fn origin_form(uri: &mut Uri) {
+    let pq = uri
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
+    *uri = Uri::from(pq);
+}

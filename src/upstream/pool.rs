@@ -1,0 +1,266 @@
+//! The connection pool of the upstream client: a stack of idle HTTP/1.1 connections (the most
+//! recently used first, warm in every cache) or one shared HTTP/2 connection when ALPN chose h2,
+//! each driven by a task of its own, and the reaper that closes idle ones.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::Uri;
+use http_body_util::{Either, Empty};
+use hyper::body::Incoming;
+use hyper::client::conn::{http1, http2};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::{Connection, HttpConnector};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use tower_service::Service;
+
+use crate::error::ProxyError;
+
+/// A request body sent upstream: the client's, streamed, or none (a request the proxy may replay).
+pub type UpstreamBody = Either<Incoming, Empty<Bytes>>;
+
+/// How long an idle pooled connection is kept.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+/// Idle HTTP/1.1 connections kept at most; more are closed when their response ends.
+const POOL_MAX_IDLE: usize = 1024;
+
+/// TCP, then TLS where the URL is https.
+pub(super) type Connector = HttpsConnector<HttpConnector>;
+
+/// The connections to the one upstream.
+pub(super) struct Pool {
+    connector: Connector,
+    idle: Mutex<VecDeque<Idle>>,
+    h2: Mutex<Option<Shared>>,
+    /// The upstream has spoken HTTP/2: connections are then opened one at a time, so that
+    /// requests arriving together share one instead of each opening its own.
+    h2_seen: AtomicBool,
+    h2_connect: tokio::sync::Mutex<()>,
+    /// The task that closes connections idle for [`POOL_IDLE_TIMEOUT`] runs.
+    reaper: AtomicBool,
+}
+
+/// The HTTP/2 connection every request shares.
+struct Shared {
+    sender: http2::SendRequest<UpstreamBody>,
+    last_used: Instant,
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool").finish_non_exhaustive()
+    }
+}
+
+struct Idle {
+    sender: http1::SendRequest<UpstreamBody>,
+    since: Instant,
+}
+
+impl Idle {
+    fn stale(&self, now: Instant) -> bool {
+        expired(self.sender.is_closed(), self.since, now)
+    }
+}
+
+/// A connection ready for one request.
+pub(super) enum Conn {
+    H1(http1::SendRequest<UpstreamBody>),
+    H2(http2::SendRequest<UpstreamBody>),
+}
+
+/// An HTTP/1.1 connection lent to one response: it goes back to the pool when the response body
+/// has been read to the end (see [`super::PooledBody`]).
+pub(super) struct Lease {
+    sender: http1::SendRequest<UpstreamBody>,
+    pool: Arc<Pool>,
+}
+
+impl Lease {
+    /// Gives the connection back to the pool.
+    pub(super) fn release(self) {
+        self.pool.checkin(self.sender);
+    }
+}
+
+impl Pool {
+    /// An empty pool that opens connections through `connector`.
+    pub(super) fn new(connector: Connector) -> Self {
+        Pool {
+            connector,
+            idle: Mutex::new(VecDeque::new()),
+            h2: Mutex::new(None),
+            h2_seen: AtomicBool::new(false),
+            h2_connect: tokio::sync::Mutex::new(()),
+            reaper: AtomicBool::new(false),
+        }
+    }
+
+    /// The shared HTTP/2 connection if one is open, else an idle HTTP/1.1 connection that is
+    /// ready (closed and expired ones are dropped on the way).
+    pub(super) fn checkout(&self) -> Option<Conn> {
+        if let Some(h2) = self.shared_h2() {
+            return Some(Conn::H2(h2));
+        }
+        let now = Instant::now();
+        loop {
+            let idle = crate::lock(&self.idle).pop_back()?;
+            // Only ready connections are put back, so one that is not ready has closed since.
+            if !idle.stale(now) && idle.sender.is_ready() {
+                return Some(Conn::H1(idle.sender));
+            }
+        }
+    }
+
+    /// Lends an HTTP/1.1 connection to the response it has just received.
+    pub(super) fn lease(self: &Arc<Self>, sender: http1::SendRequest<UpstreamBody>) -> Lease {
+        Lease {
+            sender,
+            pool: self.clone(),
+        }
+    }
+
+    /// The shared HTTP/2 connection, if one is open.
+    fn shared_h2(&self) -> Option<http2::SendRequest<UpstreamBody>> {
+        let mut slot = crate::lock(&self.h2);
+        match slot.as_mut() {
+            Some(shared) if !shared.sender.is_closed() => {
+                shared.last_used = Instant::now();
+                Some(shared.sender.clone())
+            }
+            Some(_) => {
+                *slot = None;
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// An HTTP/1.1 connection whose response ended: back on the stack once it is ready for the
+    /// next request, unless the pool is full. It is ready at once unless its request body is
+    /// still being sent (an upstream that answered an upload early) or its task has not yet
+    /// seen the end of the exchange: then a small task waits for that, so that no request ever
+    /// queues behind someone else's upload.
+    fn checkin(self: &Arc<Self>, mut sender: http1::SendRequest<UpstreamBody>) {
+        if sender.is_ready() {
+            self.push_idle(sender);
+        } else if !sender.is_closed() {
+            let pool = self.clone();
+            tokio::spawn(async move {
+                if sender.ready().await.is_ok() {
+                    pool.push_idle(sender);
+                }
+            });
+        }
+    }
+
+    fn push_idle(&self, sender: http1::SendRequest<UpstreamBody>) {
+        let mut idle = crate::lock(&self.idle);
+        if idle.len() < POOL_MAX_IDLE {
+            idle.push_back(Idle {
+                sender,
+                since: Instant::now(),
+            });
+        }
+    }
+
+    /// Opens a connection: TCP, TLS where the URL is https, HTTP/2 if ALPN chose it. Once the
+    /// upstream has spoken HTTP/2, one request at a time opens a connection and those waiting
+    /// behind it share the result.
+    pub(super) async fn connect(self: &Arc<Self>, uri: &Uri) -> Result<Conn, ProxyError> {
+        // The first connection, of either kind, starts the task that closes idle ones.
+        if !self.reaper.swap(true, Ordering::Relaxed) {
+            tokio::spawn(reap(Arc::downgrade(self)));
+        }
+        let _one_at_a_time = if self.h2_seen.load(Ordering::Relaxed) {
+            let gate = self.h2_connect.lock().await;
+            if let Some(h2) = self.shared_h2() {
+                return Ok(Conn::H2(h2));
+            }
+            Some(gate)
+        } else {
+            None
+        };
+        let connect_failed = |e: &(dyn std::error::Error + 'static)| {
+            ProxyError::UpstreamUnavailable(format!("connection failed ({})", innermost(e)))
+        };
+        let io = self
+            .connector
+            .clone()
+            .call(uri.clone())
+            .await
+            .map_err(|e| connect_failed(&*e))?;
+        if io.connected().is_negotiated_h2() {
+            let (sender, connection) = http2::Builder::new(TokioExecutor::new())
+                .timer(TokioTimer::new())
+                .handshake(io)
+                .await
+                .map_err(|e| connect_failed(&e))?;
+            run_connection(connection);
+            *crate::lock(&self.h2) = Some(Shared {
+                sender: sender.clone(),
+                last_used: Instant::now(),
+            });
+            self.h2_seen.store(true, Ordering::Relaxed);
+            Ok(Conn::H2(sender))
+        } else {
+            let (sender, connection) = http1::Builder::new()
+                .handshake(io)
+                .await
+                .map_err(|e| connect_failed(&e))?;
+            run_connection(connection);
+            Ok(Conn::H1(sender))
+        }
+    }
+}
+
+/// Whether a pooled connection is done with: closed, or idle since `since` for
+/// [`POOL_IDLE_TIMEOUT`] or more.
+fn expired(closed: bool, since: Instant, now: Instant) -> bool {
+    closed || now.duration_since(since) >= POOL_IDLE_TIMEOUT
+}
+
+/// A connection's own task: it reads answers and writes requests until the connection closes.
+fn run_connection<F>(connection: F)
+where
+    F: Future<Output = Result<(), hyper::Error>> + Send + 'static,
+{
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!(error = %e, "upstream connection ended");
+        }
+    });
+}
+
+/// Every 30 s, closes the connections idle for [`POOL_IDLE_TIMEOUT`] or more; ends with the pool.
+async fn reap(pool: std::sync::Weak<Pool>) {
+    let mut every = tokio::time::interval(POOL_IDLE_TIMEOUT / 3);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        let Some(pool) = pool.upgrade() else { return };
+        let now = Instant::now();
+        crate::lock(&pool.idle).retain(|idle| !idle.stale(now));
+        let mut h2 = crate::lock(&pool.h2);
+        if h2
+            .as_ref()
+            .is_some_and(|shared| expired(shared.sender.is_closed(), shared.last_used, now))
+        {
+            // Requests in flight keep their clones; the connection closes after them.
+            *h2 = None;
+        }
+    }
+}
+
+/// The innermost cause of an error: short and secret-free ("Connection refused", "invalid peer
+/// certificate: UnknownIssuer").
+pub(super) fn innermost(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = e;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    cause.to_string()
+}
