@@ -2,9 +2,8 @@
 //! data and messages; [`crate::respond`] turns it into a status and a JSON body (the table in the
 //! README, "Errors the proxy returns itself").
 
-use std::time::Duration;
-
 use crate::token::TokenError;
+use crate::upstream::UpstreamError;
 
 /// Everything that makes the proxy answer a request itself instead of the upstream.
 #[derive(Debug, thiserror::Error)]
@@ -33,12 +32,9 @@ pub enum ProxyError {
     /// No token: the STS refused or could not be reached.
     #[error(transparent)]
     Token(#[from] TokenError),
-    /// The upstream connection failed or was reset.
-    #[error("the Azure Costs API is unreachable: {0}")]
-    UpstreamUnavailable(String),
-    /// The upstream did not answer in `upstream.timeout`.
-    #[error("the Azure Costs API did not answer within {0:?}")]
-    UpstreamTimeout(Duration),
+    /// The upstream could not be reached, did not answer in time, or cannot take the path.
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
 }
 
 impl ProxyError {
@@ -61,6 +57,7 @@ pub(crate) mod tests {
     use crate::token::Step;
     use crate::token::StsFailure;
     use std::sync::Arc;
+    use std::time::Duration;
 
     /// A token failure of the `default` credential, as the token source reports it.
     pub(crate) fn token_error(failure: StsFailure, retry: Option<Duration>) -> ProxyError {

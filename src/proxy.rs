@@ -192,10 +192,10 @@ impl Proxy {
         parts.uri = upstream_uri;
         headers::rewrite_request(&mut parts.headers, token.bearer(), request_id);
         if !is_replayable(&parts.method, &body) {
-            return self
+            return Ok(self
                 .upstream
                 .send(Request::from_parts(parts, Either::Left(body)))
-                .await;
+                .await?);
         }
 
         // A request without a body can be sent again if the upstream refuses the token (revoked,
@@ -230,7 +230,7 @@ impl Proxy {
         *again.method_mut() = method;
         *again.uri_mut() = uri;
         *again.headers_mut() = headers;
-        self.upstream.send(again).await
+        Ok(self.upstream.send(again).await?)
     }
 
     /// The synchronous half of a request: every inbound check (CONNECT, target and `Host`, API

@@ -13,6 +13,7 @@ use crate::error::ProxyError;
 use crate::headers::X_REQUEST_ID;
 use crate::inbound::CHALLENGES;
 use crate::token::StsFailure;
+use crate::upstream::UpstreamError;
 
 /// Marks a response to a refused request (see [`ProxyError::is_refusal`]): such a request does
 /// not count as activity that keeps its connection open.
@@ -32,8 +33,12 @@ pub fn status_and_code(e: &ProxyError) -> (StatusCode, &'static str) {
             StsFailure::Rejected { .. } => (StatusCode::BAD_GATEWAY, "sts_rejected"),
             StsFailure::Unavailable { .. } => (StatusCode::SERVICE_UNAVAILABLE, "sts_unavailable"),
         },
-        ProxyError::UpstreamUnavailable(_) => (StatusCode::BAD_GATEWAY, "upstream_unavailable"),
-        ProxyError::UpstreamTimeout(_) => (StatusCode::GATEWAY_TIMEOUT, "upstream_timeout"),
+        ProxyError::Upstream(e) => match e {
+            UpstreamError::Unavailable(_) => (StatusCode::BAD_GATEWAY, "upstream_unavailable"),
+            UpstreamError::Timeout(_) => (StatusCode::GATEWAY_TIMEOUT, "upstream_timeout"),
+            // A path the upstream's URI cannot hold is the client's to fix.
+            UpstreamError::InvalidPath => (StatusCode::BAD_REQUEST, "bad_request"),
+        },
     }
 }
 
@@ -137,15 +142,16 @@ mod tests {
                 "sts_unavailable",
             ),
             (
-                ProxyError::UpstreamUnavailable("x".into()),
+                UpstreamError::Unavailable("x".into()).into(),
                 502,
                 "upstream_unavailable",
             ),
             (
-                ProxyError::UpstreamTimeout(Duration::from_secs(1)),
+                UpstreamError::Timeout(Duration::from_secs(1)).into(),
                 504,
                 "upstream_timeout",
             ),
+            (UpstreamError::InvalidPath.into(), 400, "bad_request"),
         ];
         for (e, status, code) in cases {
             let (s, c) = status_and_code(&e);

@@ -4,6 +4,7 @@
 //! the connections, `body.rs` the response body that gives its connection back.
 
 mod body;
+mod error;
 mod pool;
 
 use std::sync::Arc;
@@ -15,11 +16,12 @@ use http::{Request, Response, Uri, Version};
 use hyper_util::client::legacy::connect::HttpConnector;
 
 pub use body::PooledBody;
+pub use error::UpstreamError;
 pub use pool::UpstreamBody;
 
 use crate::config;
-use crate::error::ProxyError;
-use pool::{Conn, Pool, innermost};
+use error::innermost;
+use pool::{Conn, Pool};
 
 /// The upstream API client. Cheap to share; connections are pooled.
 ///
@@ -85,15 +87,14 @@ impl Upstream {
     }
 
     /// The upstream URI for a path-and-query built by [`crate::routes::upstream_path_and_query`].
-    pub fn uri(&self, path_and_query: &str) -> Result<Uri, ProxyError> {
-        let pq = PathAndQuery::try_from(path_and_query)
-            .map_err(|_| ProxyError::BadRequest("the request path cannot be forwarded"))?;
+    pub fn uri(&self, path_and_query: &str) -> Result<Uri, UpstreamError> {
+        let pq = PathAndQuery::try_from(path_and_query).map_err(|_| UpstreamError::InvalidPath)?;
         Uri::builder()
             .scheme(self.scheme.clone())
             .authority(self.authority.clone())
             .path_and_query(pq)
             .build()
-            .map_err(|_| ProxyError::BadRequest("the request path cannot be forwarded"))
+            .map_err(|_| UpstreamError::InvalidPath)
     }
 
     /// Time allowed for the response head and for each gap in the response body.
@@ -106,17 +107,17 @@ impl Upstream {
     pub async fn send(
         &self,
         request: Request<UpstreamBody>,
-    ) -> Result<Response<PooledBody>, ProxyError> {
+    ) -> Result<Response<PooledBody>, UpstreamError> {
         match tokio::time::timeout(self.timeout, self.exchange(request)).await {
             Ok(result) => result,
-            Err(_) => Err(ProxyError::UpstreamTimeout(self.timeout)),
+            Err(_) => Err(UpstreamError::Timeout(self.timeout)),
         }
     }
 
     async fn exchange(
         &self,
         mut request: Request<UpstreamBody>,
-    ) -> Result<Response<PooledBody>, ProxyError> {
+    ) -> Result<Response<PooledBody>, UpstreamError> {
         // A pooled connection the upstream has just closed gives the request back unsent; it
         // then goes on a new connection. A request that was sent is never sent twice here.
         let mut fresh = false;
@@ -161,7 +162,7 @@ impl Upstream {
                         request = unsent;
                     }
                     _ => {
-                        return Err(ProxyError::UpstreamUnavailable(format!(
+                        return Err(UpstreamError::Unavailable(format!(
                             "request failed ({})",
                             innermost(e.error())
                         )));
@@ -171,7 +172,7 @@ impl Upstream {
         }
     }
 
-    fn absolute(&self, uri: &Uri) -> Result<Uri, ProxyError> {
+    fn absolute(&self, uri: &Uri) -> Result<Uri, UpstreamError> {
         self.uri(uri.path_and_query().map_or("/", PathAndQuery::as_str))
     }
 }

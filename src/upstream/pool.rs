@@ -17,7 +17,7 @@ use hyper_util::client::legacy::connect::{Connection, HttpConnector};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tower_service::Service;
 
-use crate::error::ProxyError;
+use super::error::{UpstreamError, innermost};
 
 /// A request body sent upstream: the client's, streamed, or none (a request the proxy may replay).
 pub type UpstreamBody = Either<Incoming, Empty<Bytes>>;
@@ -170,7 +170,7 @@ impl Pool {
     /// Opens a connection: TCP, TLS where the URL is https, HTTP/2 if ALPN chose it. Once the
     /// upstream has spoken HTTP/2, one request at a time opens a connection and those waiting
     /// behind it share the result.
-    pub(super) async fn connect(self: &Arc<Self>, uri: &Uri) -> Result<Conn, ProxyError> {
+    pub(super) async fn connect(self: &Arc<Self>, uri: &Uri) -> Result<Conn, UpstreamError> {
         // The first connection, of either kind, starts the task that closes idle ones.
         if !self.reaper.swap(true, Ordering::Relaxed) {
             tokio::spawn(reap(Arc::downgrade(self)));
@@ -185,7 +185,7 @@ impl Pool {
             None
         };
         let connect_failed = |e: &(dyn std::error::Error + 'static)| {
-            ProxyError::UpstreamUnavailable(format!("connection failed ({})", innermost(e)))
+            UpstreamError::Unavailable(format!("connection failed ({})", innermost(e)))
         };
         let io = self
             .connector
@@ -253,14 +253,4 @@ async fn reap(pool: std::sync::Weak<Pool>) {
             *h2 = None;
         }
     }
-}
-
-/// The innermost cause of an error: short and secret-free ("Connection refused", "invalid peer
-/// certificate: UnknownIssuer").
-pub(super) fn innermost(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut cause = e;
-    while let Some(next) = cause.source() {
-        cause = next;
-    }
-    cause.to_string()
 }

@@ -1,0 +1,28 @@
+//! The upstream client's own error: what can go wrong between the proxy and the Azure Costs API.
+//! The request path wraps it (`ProxyError::Upstream`) and answers with a status of its choosing.
+
+use std::time::Duration;
+
+/// Why the upstream client could not deliver a response head.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    /// The connection failed or was reset.
+    #[error("the Azure Costs API is unreachable: {0}")]
+    Unavailable(String),
+    /// The upstream did not answer in `upstream.timeout`.
+    #[error("the Azure Costs API did not answer within {0:?}")]
+    Timeout(Duration),
+    /// The path cannot be made into a URI towards the upstream.
+    #[error("the request path cannot be forwarded")]
+    InvalidPath,
+}
+
+/// The innermost cause of an error: short and secret-free ("Connection refused", "invalid peer
+/// certificate: UnknownIssuer").
+pub(super) fn innermost(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = e;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    cause.to_string()
+}
