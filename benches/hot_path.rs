@@ -8,8 +8,7 @@ use std::time::Duration;
 
 use azure_costs_proxy::config::{RouteConfig, Secret, TokenMode, TokenPolicy};
 use azure_costs_proxy::headers::{self, RequestIds};
-use azure_costs_proxy::inbound::ApiKeys;
-use azure_costs_proxy::proxy::HostGuard;
+use azure_costs_proxy::inbound::{ApiKeys, HostGuard};
 use azure_costs_proxy::routes::{self, RouteTable};
 use divan::{Bencher, black_box};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};

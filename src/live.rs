@@ -16,9 +16,9 @@ use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::{Config, TokenMode};
-use crate::inbound::ApiKeys;
+use crate::inbound::{ApiKeys, HostGuard, InboundPolicy};
 use crate::metrics::Metrics;
-use crate::proxy::{HostGuard, Inbound, Proxy};
+use crate::proxy::Proxy;
 use crate::routes::RouteTable;
 use crate::tls;
 use crate::token::{TokenKey, TokenSource};
@@ -188,7 +188,7 @@ pub fn build(config: &Config, local: SocketAddr, metrics: &Arc<Metrics>) -> anyh
     let upstream = Upstream::new(&config.upstream, tls)
         .map_err(anyhow::Error::msg)
         .context("upstream client")?;
-    let inbound = Inbound {
+    let inbound = InboundPolicy {
         hosts: HostGuard::new(local, &config.listen.allowed_hosts),
         keys: ApiKeys::new(&config.listen.api_keys),
         tls: config

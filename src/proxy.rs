@@ -1,6 +1,5 @@
 //! One request, top to bottom: inbound checks -> route -> token -> rewrite -> forward -> response.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use http::header::{self, HeaderValue};
@@ -14,8 +13,7 @@ use crate::access_log::AccessLog;
 use crate::body::ProxyBody;
 use crate::error::ProxyError;
 use crate::headers::{self, RequestIds};
-use crate::inbound::ApiKeys;
-use crate::inbound::host::{host_of, normalize_host};
+use crate::inbound::InboundPolicy;
 use crate::metrics::Metrics;
 use crate::respond;
 use crate::routes::{self, RouteTable};
@@ -27,71 +25,13 @@ fn is_replayable(method: &Method, body: &Incoming) -> bool {
     matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) && body.is_end_stream()
 }
 
-/// Names the `Host` header may carry (DNS-rebinding guard): a web page that resolves its own name
-/// to 127.0.0.1 still sends its own name as `Host`, and is refused.
-#[derive(Debug)]
-pub struct HostGuard {
-    any: bool,
-    names: Vec<String>,
-}
-
-impl HostGuard {
-    /// localhost, 127.0.0.1, [::1], the listen address and the configured extra names.
-    pub fn new(listen: SocketAddr, allowed: &[String]) -> Self {
-        let mut names: Vec<String> = ["localhost", "127.0.0.1", "::1"]
-            .iter()
-            .map(|s| (*s).to_string())
-            .collect();
-        names.push(listen.ip().to_string());
-        names.extend(allowed.iter().map(|h| normalize_host(h)));
-        HostGuard {
-            any: allowed.iter().any(|h| h == "*"),
-            names,
-        }
-    }
-
-    /// [`Self::accepts`] for a raw header value: one that is not UTF-8 names no configured host.
-    pub fn accepts_bytes(&self, authority: &[u8]) -> bool {
-        self.any || std::str::from_utf8(authority).is_ok_and(|a| self.accepts(a))
-    }
-
-    /// Whether an authority (`host[:port]`, `[v6]:port`) names this proxy.
-    pub fn accepts(&self, authority: &str) -> bool {
-        if self.any {
-            return true;
-        }
-        let host = host_of(authority);
-        self.names.iter().any(|n| n.eq_ignore_ascii_case(host))
-    }
-}
-
-/// Who may talk to the proxy: the `Host` guard, the API keys and the TLS server side.
-pub struct Inbound {
-    /// The DNS-rebinding guard.
-    pub hosts: HostGuard,
-    /// `listen.api_keys`.
-    pub keys: ApiKeys,
-    /// `[listen.tls]`: new connections are TLS handshakes with this configuration.
-    pub tls: Option<TlsAcceptor>,
-}
-
-impl std::fmt::Debug for Inbound {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Inbound")
-            .field("hosts", &self.hosts)
-            .field("keys", &self.keys)
-            .field("tls", &self.tls.is_some())
-            .finish()
-    }
-}
-
 /// Everything one request needs, shared by all connections.
 #[derive(Debug)]
 pub struct Proxy {
     routes: RouteTable,
     tokens: TokenSource,
     upstream: Upstream,
-    inbound: Inbound,
+    inbound: InboundPolicy,
     ids: RequestIds,
     metrics: Arc<Metrics>,
 }
@@ -102,7 +42,7 @@ impl Proxy {
         routes: RouteTable,
         tokens: TokenSource,
         upstream: Upstream,
-        inbound: Inbound,
+        inbound: InboundPolicy,
         metrics: Arc<Metrics>,
     ) -> Self {
         Proxy {
@@ -240,13 +180,7 @@ impl Proxy {
         &self,
         parts: &http::request::Parts,
     ) -> Result<(&Arc<routes::Route>, http::Uri), ProxyError> {
-        if parts.method == Method::CONNECT {
-            return Err(ProxyError::MethodNotAllowed);
-        }
-        self.check_target(parts)?;
-        if !self.inbound.keys.admit(&parts.headers) {
-            return Err(ProxyError::Unauthorized);
-        }
+        self.inbound.check(parts)?;
         let path = parts.uri.path();
         if routes::has_dot_segment(path) {
             return Err(ProxyError::BadRequest(
@@ -261,64 +195,5 @@ impl Proxy {
             parts.uri.query(),
         );
         Ok((route, self.upstream.uri(&upstream_pq)?))
-    }
-
-    /// The DNS-rebinding guard and the absolute-form rule: the token goes only to the configured
-    /// upstream, whatever the request names.
-    fn check_target(&self, request: &http::request::Parts) -> Result<(), ProxyError> {
-        let uri_authority = request.uri.authority().map(|a| a.as_str());
-        if request.version < Version::HTTP_2
-            && let Some(authority) = uri_authority
-            && !self.inbound.hosts.accepts(authority)
-        {
-            return Err(ProxyError::ForbiddenTarget);
-        }
-        // HTTP/2 carries the host in :authority; HTTP/1 in Host.
-        let host = match uri_authority {
-            Some(a) if request.version >= Version::HTTP_2 => Some(a.as_bytes()),
-            _ => request.headers.get(header::HOST).map(HeaderValue::as_bytes),
-        };
-        match host {
-            Some(h) if !self.inbound.hosts.accepts_bytes(h) => {
-                let shown: String = String::from_utf8_lossy(h).chars().take(100).collect();
-                Err(ProxyError::ForbiddenHost(shown))
-            }
-            _ => Ok(()),
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn host_guard_accepts_loopback_names_and_configured_ones() {
-        let g = HostGuard::new("127.0.0.1:8080".parse().unwrap(), &["bi.internal".into()]);
-        for ok in [
-            "localhost",
-            "localhost:8080",
-            "LOCALHOST:1",
-            "127.0.0.1:8080",
-            "[::1]:8080",
-            "bi.internal",
-            "bi.internal.:80",
-        ] {
-            assert!(g.accepts(ok), "{ok}");
-        }
-        for bad in [
-            "evil.example",
-            "evil.example:8080",
-            "localhost.evil.example",
-            "127.0.0.2",
-        ] {
-            assert!(!g.accepts(bad), "{bad}");
-        }
-        let any = HostGuard::new("127.0.0.1:8080".parse().unwrap(), &["*".into()]);
-        assert!(any.accepts("evil.example"));
-        // Raw header values: not UTF-8 names nothing, unless any name is allowed.
-        assert!(g.accepts_bytes(b"LOCALHOST:8080"));
-        assert!(!g.accepts_bytes(b"local\xffhost"));
-        assert!(any.accepts_bytes(b"local\xffhost"));
     }
 }

@@ -1,10 +1,8 @@
-//! Inbound API keys (`listen.api_keys`): who may spend the proxy's credential when the port is not
+//! API keys (`listen.api_keys`): who may spend the proxy's credential when the port is not
 //! private to one machine. A key is accepted as `Authorization: Bearer KEY` or as the password of
 //! Basic auth (what Power BI, Tableau and Qlik offer as "username and password"). The check runs
 //! before anything else that reveals the proxy's routes, and the client's `Authorization` header is
-//! removed before forwarding (see `headers::rewrite_request`).
-
-pub mod host;
+//! removed before forwarding (see `crate::headers::rewrite_request`).
 
 use aws_lc_rs::digest;
 use base64::Engine as _;
