@@ -1,9 +1,12 @@
-//! One request, top to bottom: inbound checks -> route -> token -> rewrite -> forward -> response.
+//! One request, as phases in order: inbound checks -> route -> token -> rewrite -> forward ->
+//! retry on refusal -> response. [`Proxy::handle`] reads as that list; each phase is a function
+//! below it, in the same order.
 
 use std::sync::Arc;
 
-use http::header::{self, HeaderValue};
-use http::{Method, Request, Response, StatusCode, Version};
+use http::header::{self, HeaderMap, HeaderValue};
+use http::request::Parts;
+use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
 use http_body_util::{Either, Empty};
 use hyper::body::Incoming;
@@ -16,13 +19,239 @@ use crate::headers::{self, RequestIds};
 use crate::inbound::InboundPolicy;
 use crate::metrics::Metrics;
 use crate::respond;
-use crate::routes::{self, RouteTable};
-use crate::token::TokenSource;
-use crate::upstream::{PooledBody, Upstream};
+use crate::routes::{self, Route, RouteTable};
+use crate::token::transaction::Transactions;
+use crate::token::{Token, TokenKey, TokenSource};
+use crate::upstream::{PooledBody, Upstream, UpstreamBody};
 
-/// Whether a request may be sent twice: a safe method and no body.
-fn is_replayable(method: &Method, body: &Incoming) -> bool {
-    matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) && body.is_end_stream()
+impl Proxy {
+    /// Handles one request. Never fails: errors become JSON answers.
+    pub async fn handle(&self, request: Request<Incoming>) -> Response<ProxyBody> {
+        let request_id = self.ids.for_request(request.headers());
+        let mut log = AccessLog::new(&request, request_id.clone(), self.metrics.clone());
+        let answer = self.phases(request, &request_id, &mut log).await;
+        // The last step comes after this returns: the response body takes `log` and writes the
+        // access line and the request metrics when it ends or is dropped.
+        self.response(answer, &request_id, log)
+    }
+
+    /// The phases up to the upstream's answer, in order; the first that fails ends the request
+    /// with its error.
+    async fn phases(
+        &self,
+        request: Request<Incoming>,
+        request_id: &HeaderValue,
+        log: &mut AccessLog,
+    ) -> Result<Response<PooledBody>, ProxyError> {
+        let (mut parts, body) = request.into_parts();
+        self.check_inbound(&parts)?;
+        let (route, upstream_uri) = self.route(&parts)?;
+        log.route(route.prefix.clone());
+        let (key, token) = self.token(route, &parts.headers, log).await?;
+        rewrite(&mut parts, upstream_uri, token.bearer(), request_id);
+        let replay = Replay::of(&parts, &body);
+        let body = match replay {
+            Some(_) => Either::Right(Empty::new()),
+            None => Either::Left(body),
+        };
+        let response = self.forward(Request::from_parts(parts, body)).await?;
+        match replay {
+            Some(replay) => {
+                self.retry_on_refusal(response, replay, route, &key, &token, log)
+                    .await
+            }
+            None => Ok(response),
+        }
+    }
+
+    /// Inbound checks: CONNECT, the target and `Host` (DNS rebinding), the API key.
+    fn check_inbound(&self, parts: &Parts) -> Result<(), ProxyError> {
+        self.inbound.check(parts)
+    }
+
+    /// Route: no dot segments, the longest matching prefix, and the upstream URI the request goes
+    /// to (base path, the route's upstream path, the rest of the path, the query as sent).
+    fn route(&self, parts: &Parts) -> Result<(&Arc<Route>, Uri), ProxyError> {
+        let path = parts.uri.path();
+        if routes::has_dot_segment(path) {
+            return Err(ProxyError::BadRequest(
+                "the path holds a `.` or `..` segment; send a normalised path",
+            ));
+        }
+        let (route, rest) = self.routes.find(path).ok_or(ProxyError::NoRoute)?;
+        let upstream_pq = routes::upstream_path_and_query(
+            self.upstream.base_path(),
+            &route.upstream_path,
+            rest,
+            parts.uri.query(),
+        );
+        Ok((route, self.upstream.uri(&upstream_pq)?))
+    }
+
+    /// Token: the route's token, from the cache or the STS. A `per_transaction` route first
+    /// places the request in its transaction.
+    async fn token(
+        &self,
+        route: &Route,
+        headers: &HeaderMap,
+        log: &mut AccessLog,
+    ) -> Result<(TokenKey, Arc<Token>), ProxyError> {
+        let key = match &route.transactions {
+            Some(transactions) => {
+                self.enter_transaction(route, transactions, headers, log)
+                    .await
+            }
+            None => route.token_key(),
+        };
+        let token = self.tokens.get(&key, route.token_mode).await?;
+        if let Some(transactions) = &route.transactions
+            && let Some(id) = key.transaction
+            && !transactions.is_ongoing(id)
+        {
+            // The transaction ended while its token was fetched: this request still uses the
+            // token, but the cache must not keep it.
+            self.tokens.forget(&key).await;
+        }
+        Ok((key, token))
+    }
+
+    /// Transaction bookkeeping: the request joins an ongoing transaction or opens one, the
+    /// tokens of transactions that ended meanwhile are dropped, and the access record keeps the
+    /// transaction busy until the response ends. Returns the key of the transaction's token.
+    async fn enter_transaction(
+        &self,
+        route: &Route,
+        transactions: &Arc<Transactions>,
+        headers: &HeaderMap,
+        log: &mut AccessLog,
+    ) -> TokenKey {
+        let key = route.token_key();
+        let entered = transactions.enter(headers);
+        for ended in entered.ended {
+            self.tokens.forget(&key.for_transaction(ended)).await;
+        }
+        log.hold(entered.activity);
+        key.for_transaction(entered.id)
+    }
+
+    /// Forward: sends the request upstream and waits for the response head.
+    async fn forward(
+        &self,
+        request: Request<UpstreamBody>,
+    ) -> Result<Response<PooledBody>, ProxyError> {
+        Ok(self.upstream.send(request).await?)
+    }
+
+    /// Retry on refusal: a 401 to a request that can be sent again, for a token the token source
+    /// agrees was refused (revoked, or permissions changed since it was issued), sends the request
+    /// once more with a fresh token. Any other answer goes to the client as it is.
+    async fn retry_on_refusal(
+        &self,
+        response: Response<PooledBody>,
+        replay: Replay,
+        route: &Route,
+        key: &TokenKey,
+        token: &Arc<Token>,
+        log: &mut AccessLog,
+    ) -> Result<Response<PooledBody>, ProxyError> {
+        if response.status() != StatusCode::UNAUTHORIZED || !self.tokens.refused(key, token).await {
+            return Ok(response);
+        }
+        drop(response);
+        tracing::info!(
+            request_id = replay.request_id(),
+            route = %route.prefix,
+            credential = %key.credential,
+            delegate = key.delegate.as_deref().unwrap_or("-"),
+            "the upstream refused the token (401); retrying once with a fresh one"
+        );
+        log.retried();
+        self.metrics.token_retry(&route.prefix);
+        let fresh = self.tokens.get(key, route.token_mode).await?;
+        self.forward(replay.with_bearer(fresh.bearer())).await
+    }
+
+    /// Response: the upstream's answer with its headers rewritten, or the proxy's own JSON answer
+    /// to an error. Either way the body holds the access record `log`.
+    fn response(
+        &self,
+        answer: Result<Response<PooledBody>, ProxyError>,
+        request_id: &HeaderValue,
+        mut log: AccessLog,
+    ) -> Response<ProxyBody> {
+        match answer {
+            Ok(response) => {
+                let (mut parts, body) = response.into_parts();
+                headers::rewrite_response(&mut parts.headers, request_id);
+                // hyper writes the version of the client's connection, whatever the upstream spoke.
+                parts.version = Version::default();
+                log.answered(parts.status);
+                let body = ProxyBody::upstream(body, self.upstream.timeout(), Some(log));
+                Response::from_parts(parts, body)
+            }
+            Err(e) => {
+                let (status, code) = respond::status_and_code(&e);
+                if status.is_server_error() && !matches!(e, ProxyError::Token(_)) {
+                    // Token failures are logged once per STS call by the token source.
+                    tracing::warn!(request_id = request_id.to_str().unwrap_or("-"), code, "{e}");
+                }
+                respond::error_response(e, request_id, Some(log))
+            }
+        }
+    }
+
+    /// The synchronous half of a request: the inbound checks and the route, as [`Self::handle`]
+    /// runs them. Nothing here waits or allocates a token; the fuzz target `request` drives it.
+    pub fn plan(&self, parts: &Parts) -> Result<(&Arc<Route>, Uri), ProxyError> {
+        self.check_inbound(parts)?;
+        self.route(parts)
+    }
+}
+
+/// Rewrite: the request goes to the upstream URI, without hop-by-hop headers or the client's
+/// credentials, with the route's bearer token and the request id.
+fn rewrite(parts: &mut Parts, upstream_uri: Uri, bearer: &HeaderValue, request_id: &HeaderValue) {
+    parts.uri = upstream_uri;
+    headers::rewrite_request(&mut parts.headers, bearer, request_id);
+}
+
+/// A request kept so that it can be sent again with a fresh token.
+struct Replay {
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+}
+
+impl Replay {
+    /// A copy of a rewritten request that may be sent twice: a safe method and no body.
+    /// Requests with a body are never sent twice.
+    fn of(parts: &Parts, body: &Incoming) -> Option<Self> {
+        let safe = matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS);
+        (safe && body.is_end_stream()).then(|| Replay {
+            method: parts.method.clone(),
+            uri: parts.uri.clone(),
+            headers: parts.headers.clone(),
+        })
+    }
+
+    /// The request id the rewritten request carries.
+    fn request_id(&self) -> &str {
+        self.headers
+            .get(&headers::X_REQUEST_ID)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("-")
+    }
+
+    /// The same request with `bearer` in place of the refused token.
+    fn with_bearer(self, bearer: &HeaderValue) -> Request<UpstreamBody> {
+        let mut headers = self.headers;
+        headers.insert(header::AUTHORIZATION, bearer.clone());
+        let mut again = Request::new(Either::Right(Empty::new()));
+        *again.method_mut() = self.method;
+        *again.uri_mut() = self.uri;
+        *again.headers_mut() = headers;
+        again
+    }
 }
 
 /// Everything one request needs, shared by all connections.
@@ -73,127 +302,5 @@ impl Proxy {
     /// The TLS acceptor new connections go through, when `[listen.tls]` is set.
     pub fn tls(&self) -> Option<&TlsAcceptor> {
         self.inbound.tls.as_ref()
-    }
-
-    /// Handles one request. Never fails: errors become JSON answers.
-    pub async fn handle(&self, request: Request<Incoming>) -> Response<ProxyBody> {
-        let request_id = self.ids.for_request(request.headers());
-        let mut log = AccessLog::new(&request, request_id.clone(), self.metrics.clone());
-        match self.forward(request, &request_id, &mut log).await {
-            Ok(response) => {
-                let (mut parts, body) = response.into_parts();
-                headers::rewrite_response(&mut parts.headers, &request_id);
-                // hyper writes the version of the client's connection, whatever the upstream spoke.
-                parts.version = Version::default();
-                log.answered(parts.status);
-                let body = ProxyBody::upstream(body, self.upstream.timeout(), Some(log));
-                Response::from_parts(parts, body)
-            }
-            Err(e) => {
-                let (status, code) = respond::status_and_code(&e);
-                if status.is_server_error() && !matches!(e, ProxyError::Token(_)) {
-                    // Token failures are logged once per STS call by the token source.
-                    tracing::warn!(request_id = request_id.to_str().unwrap_or("-"), code, "{e}");
-                }
-                respond::error_response(e, &request_id, Some(log))
-            }
-        }
-    }
-
-    async fn forward(
-        &self,
-        request: Request<Incoming>,
-        request_id: &HeaderValue,
-        log: &mut AccessLog,
-    ) -> Result<Response<PooledBody>, ProxyError> {
-        let (mut parts, body) = request.into_parts();
-        let (route, upstream_uri) = self.plan(&parts)?;
-        log.route(route.prefix.clone());
-
-        let mut key = route.token_key();
-        if let Some(transactions) = &route.transactions {
-            let entered = transactions.enter(&parts.headers);
-            for ended in entered.ended {
-                self.tokens.forget(&key.for_transaction(ended)).await;
-            }
-            key = key.for_transaction(entered.id);
-            log.hold(entered.activity);
-        }
-        let token = self.tokens.get(&key, route.token_mode).await?;
-        if let Some(transactions) = &route.transactions
-            && let Some(id) = key.transaction
-            && !transactions.is_ongoing(id)
-        {
-            // The transaction ended while its token was fetched: this request still uses the
-            // token, but the cache must not keep it.
-            self.tokens.forget(&key).await;
-        }
-
-        parts.uri = upstream_uri;
-        headers::rewrite_request(&mut parts.headers, token.bearer(), request_id);
-        if !is_replayable(&parts.method, &body) {
-            return Ok(self
-                .upstream
-                .send(Request::from_parts(parts, Either::Left(body)))
-                .await?);
-        }
-
-        // A request without a body can be sent again if the upstream refuses the token (revoked,
-        // or permissions changed since it was issued).
-        let replay = (
-            parts.method.clone(),
-            parts.uri.clone(),
-            parts.headers.clone(),
-        );
-        let response = self
-            .upstream
-            .send(Request::from_parts(parts, Either::Right(Empty::new())))
-            .await?;
-        if response.status() != StatusCode::UNAUTHORIZED || !self.tokens.refused(&key, &token).await
-        {
-            return Ok(response);
-        }
-        drop(response);
-        tracing::info!(
-            request_id = request_id.to_str().unwrap_or("-"),
-            route = %route.prefix,
-            credential = %key.credential,
-            delegate = key.delegate.as_deref().unwrap_or("-"),
-            "the upstream refused the token (401); retrying once with a fresh one"
-        );
-        log.retried();
-        self.metrics.token_retry(&route.prefix);
-        let fresh = self.tokens.get(&key, route.token_mode).await?;
-        let (method, uri, mut headers) = replay;
-        headers.insert(header::AUTHORIZATION, fresh.bearer().clone());
-        let mut again = Request::new(Either::Right(Empty::new()));
-        *again.method_mut() = method;
-        *again.uri_mut() = uri;
-        *again.headers_mut() = headers;
-        Ok(self.upstream.send(again).await?)
-    }
-
-    /// The synchronous half of a request: every inbound check (CONNECT, target and `Host`, API
-    /// key, dot segments), then the route and the upstream URI the request goes to. Nothing here
-    /// waits or allocates a token; the fuzz target `request` drives it.
-    pub fn plan(
-        &self,
-        parts: &http::request::Parts,
-    ) -> Result<(&Arc<routes::Route>, http::Uri), ProxyError> {
-        self.inbound.check(parts)?;
-        let path = parts.uri.path();
-        if routes::has_dot_segment(path) {
-            return Err(ProxyError::BadRequest(
-                "the path holds a `.` or `..` segment; send a normalised path",
-            ));
-        }
-        let (route, rest) = self.routes.find(path).ok_or(ProxyError::NoRoute)?;
-        let upstream_pq = routes::upstream_path_and_query(
-            self.upstream.base_path(),
-            &route.upstream_path,
-            rest,
-            parts.uri.query(),
-        );
-        Ok((route, self.upstream.uri(&upstream_pq)?))
     }
 }
