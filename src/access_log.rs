@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use http::{HeaderValue, Method, Request, StatusCode};
+use tracing::Span;
 
 use crate::metrics::Metrics;
 use crate::token::transaction::Activity;
@@ -33,11 +34,18 @@ pub struct AccessLog {
     activity: Option<Activity>,
     /// Where the request is counted when it ends.
     metrics: Arc<Metrics>,
+    /// The request's span (request id, method, route).
+    span: Span,
 }
 
 impl AccessLog {
-    /// Starts the record of `request` as it arrives.
-    pub fn new<B>(request: &Request<B>, request_id: HeaderValue, metrics: Arc<Metrics>) -> Self {
+    /// Starts the record of `request` as it arrives; `span` is the request's span.
+    pub fn new<B>(
+        request: &Request<B>,
+        request_id: HeaderValue,
+        metrics: Arc<Metrics>,
+        span: Span,
+    ) -> Self {
         AccessLog {
             method: request.method().clone(),
             // The path is copied only for an access line that will be written.
@@ -55,7 +63,13 @@ impl AccessLog {
             retried: false,
             activity: None,
             metrics,
+            span,
         }
+    }
+
+    /// The request's span, for what the response body logs after `Proxy::handle` has returned.
+    pub fn span(&self) -> &Span {
+        &self.span
     }
 
     /// The request matched the route with this prefix.
@@ -89,7 +103,9 @@ impl AccessLog {
         self.bytes += n;
     }
 
-    /// Counts the request and writes the access line; `outcome` says how the body ended.
+    /// Counts the request and writes the access line; `outcome` says how the body ended. The
+    /// line is written outside the request's span: it carries its own fields (method, route,
+    /// request id...), as documented in docs/operations.md, and stays the same line it always was.
     pub fn finish(self, outcome: &'static str) {
         let elapsed = self.start.elapsed();
         self.metrics

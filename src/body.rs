@@ -130,7 +130,11 @@ impl Body for ProxyBody {
                 }
             }
             Poll::Ready(Some(Err(e))) => {
-                tracing::warn!(error = %e, "response body failed; the client sees it cut off");
+                {
+                    // The body streams after `Proxy::handle` returned: enter the request's span.
+                    let _request = this.log.as_ref().map(|log| log.span().enter());
+                    tracing::warn!(error = %e, "response body failed; the client sees it cut off");
+                }
                 this.end("upstream_error");
             }
             Poll::Ready(None) => this.end("complete"),

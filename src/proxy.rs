@@ -11,6 +11,7 @@ use http_body::Body as _;
 use http_body_util::{Either, Empty};
 use hyper::body::Incoming;
 use tokio_rustls::TlsAcceptor;
+use tracing::{Instrument as _, Span};
 
 use crate::access_log::AccessLog;
 use crate::body::ProxyBody;
@@ -28,11 +29,28 @@ impl Proxy {
     /// Handles one request. Never fails: errors become JSON answers.
     pub async fn handle(&self, request: Request<Incoming>) -> Response<ProxyBody> {
         let request_id = self.ids.for_request(request.headers());
-        let mut log = AccessLog::new(&request, request_id.clone(), self.metrics.clone());
-        let answer = self.phases(request, &request_id, &mut log).await;
-        // The last step comes after this returns: the response body takes `log` and writes the
-        // access line and the request metrics when it ends or is dropped.
-        self.response(answer, &request_id, log)
+        // Every line logged for this request carries its id, method and route (once known),
+        // without passing them by hand; the response body enters the span too.
+        let span = tracing::info_span!(
+            "request",
+            request_id = %request_id.to_str().unwrap_or("-"),
+            method = %request.method(),
+            route = tracing::field::Empty,
+        );
+        let mut log = AccessLog::new(
+            &request,
+            request_id.clone(),
+            self.metrics.clone(),
+            span.clone(),
+        );
+        async move {
+            let answer = self.phases(request, &request_id, &mut log).await;
+            // The last step comes after this returns: the response body takes `log` and writes
+            // the access line and the request metrics when it ends or is dropped.
+            self.response(answer, &request_id, log)
+        }
+        .instrument(span)
+        .await
     }
 
     /// The phases up to the upstream's answer, in order; the first that fails ends the request
@@ -46,6 +64,7 @@ impl Proxy {
         let (mut parts, body) = request.into_parts();
         self.check_inbound(&parts)?;
         let (route, upstream_uri) = self.route(&parts)?;
+        Span::current().record("route", tracing::field::display(&route.prefix));
         log.route(route.prefix.clone());
         let (key, token) = self.token(route, &parts.headers, log).await?;
         rewrite(&mut parts, upstream_uri, token.bearer(), request_id);
@@ -159,8 +178,6 @@ impl Proxy {
         }
         drop(response);
         tracing::info!(
-            request_id = replay.request_id(),
-            route = %route.prefix,
             credential = %key.credential,
             delegate = key.delegate.as_deref().unwrap_or("-"),
             "the upstream refused the token (401); retrying once with a fresh one"
@@ -193,7 +210,7 @@ impl Proxy {
                 let (status, code) = respond::status_and_code(&e);
                 if status.is_server_error() && !matches!(e, ProxyError::Token(_)) {
                     // Token failures are logged once per STS call by the token source.
-                    tracing::warn!(request_id = request_id.to_str().unwrap_or("-"), code, "{e}");
+                    tracing::warn!(code, "{e}");
                 }
                 respond::error_response(e, request_id, Some(log))
             }
@@ -232,14 +249,6 @@ impl Replay {
             uri: parts.uri.clone(),
             headers: parts.headers.clone(),
         })
-    }
-
-    /// The request id the rewritten request carries.
-    fn request_id(&self) -> &str {
-        self.headers
-            .get(&headers::X_REQUEST_ID)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("-")
     }
 
     /// The same request with `bearer` in place of the refused token.
