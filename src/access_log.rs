@@ -1,6 +1,6 @@
 //! The access line of one request and its request metrics: started when the request arrives,
 //! filled in as the request goes through the proxy, written once when the response body ends or
-//! is dropped (see [`crate::body::ProxyBody`]).
+//! is dropped (see `ProxyBody` in `body.rs`).
 
 use std::sync::Arc;
 use std::time::Instant;

@@ -1,5 +1,5 @@
 //! The request-path error enum: everything that makes the proxy answer a request itself. Pure
-//! data and messages; [`crate::respond`] turns it into a status and a JSON body (the table in the
+//! data and messages; `respond.rs` turns it into a status and a JSON body (the table in the
 //! README, "Errors the proxy returns itself").
 
 use crate::token::TokenError;
@@ -39,7 +39,7 @@ pub enum ProxyError {
 
 impl ProxyError {
     /// The inbound guards' answers: no key, a foreign Host or target, CONNECT. The client is
-    /// refused rather than failed, so its connection is not kept (see [`crate::respond`]).
+    /// refused rather than failed, so its connection is not kept (see `respond.rs`).
     pub fn is_refusal(&self) -> bool {
         matches!(
             self,

@@ -40,7 +40,6 @@ use tokio::sync::{mpsc, oneshot};
 
 pub use config::Config;
 pub use error::ProxyError;
-pub(crate) use sync::lock;
 
 use crate::config::ConfigError;
 use crate::live::{Live, Reloaded};

@@ -172,7 +172,7 @@ impl Live {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        crate::lock(&self.state)
+        crate::sync::lock(&self.state)
     }
 }
 

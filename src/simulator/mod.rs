@@ -27,7 +27,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use crate::lock;
+use crate::sync::lock;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use super::error::{StsFailure, TokenError};
 use super::key::TokenKey;
 use super::schedule;
-use crate::lock;
+use crate::sync::lock;
 
 /// After a 401 made a key fetch a new token, a refusal of that new token within this window goes
 /// to the client instead of causing another fetch.

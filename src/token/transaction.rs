@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 
-use crate::lock;
+use crate::sync::lock;
 
 /// Transaction ids are unique in the process, so that the token cache keys of two routes never
 /// collide.

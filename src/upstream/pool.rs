@@ -73,7 +73,7 @@ pub(super) enum Conn {
 }
 
 /// An HTTP/1.1 connection lent to one response: it goes back to the pool when the response body
-/// has been read to the end (see [`super::PooledBody`]).
+/// has been read to the end (see `PooledBody` in `body.rs`).
 pub(super) struct Lease {
     sender: http1::SendRequest<UpstreamBody>,
     pool: Arc<Pool>,
@@ -107,7 +107,7 @@ impl Pool {
         }
         let now = Instant::now();
         loop {
-            let idle = crate::lock(&self.idle).pop_back()?;
+            let idle = crate::sync::lock(&self.idle).pop_back()?;
             // Only ready connections are put back, so one that is not ready has closed since.
             if !idle.stale(now) && idle.sender.is_ready() {
                 return Some(Conn::H1(idle.sender));
@@ -125,7 +125,7 @@ impl Pool {
 
     /// The shared HTTP/2 connection, if one is open.
     fn shared_h2(&self) -> Option<http2::SendRequest<UpstreamBody>> {
-        let mut slot = crate::lock(&self.h2);
+        let mut slot = crate::sync::lock(&self.h2);
         match slot.as_mut() {
             Some(shared) if !shared.sender.is_closed() => {
                 shared.last_used = Instant::now();
@@ -158,7 +158,7 @@ impl Pool {
     }
 
     fn push_idle(&self, sender: http1::SendRequest<UpstreamBody>) {
-        let mut idle = crate::lock(&self.idle);
+        let mut idle = crate::sync::lock(&self.idle);
         if idle.len() < POOL_MAX_IDLE {
             idle.push_back(Idle {
                 sender,
@@ -200,7 +200,7 @@ impl Pool {
                 .await
                 .map_err(|e| connect_failed(&e))?;
             run_connection(connection);
-            *crate::lock(&self.h2) = Some(Shared {
+            *crate::sync::lock(&self.h2) = Some(Shared {
                 sender: sender.clone(),
                 last_used: Instant::now(),
             });
@@ -243,8 +243,8 @@ async fn reap(pool: std::sync::Weak<Pool>) {
         every.tick().await;
         let Some(pool) = pool.upgrade() else { return };
         let now = Instant::now();
-        crate::lock(&pool.idle).retain(|idle| !idle.stale(now));
-        let mut h2 = crate::lock(&pool.h2);
+        crate::sync::lock(&pool.idle).retain(|idle| !idle.stale(now));
+        let mut h2 = crate::sync::lock(&pool.h2);
         if h2
             .as_ref()
             .is_some_and(|shared| expired(shared.sender.is_closed(), shared.last_used, now))
