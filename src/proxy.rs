@@ -68,6 +68,7 @@ impl Proxy {
         log.route(route.prefix.clone());
         let (key, token) = self.token(route, &parts.headers, log).await?;
         rewrite(&mut parts, upstream_uri, token.bearer(), request_id);
+        // A request without a body is kept, to go again if the upstream refuses the token.
         let replay = Replay::of(&parts, &body);
         let body = match replay {
             Some(_) => Either::Right(Empty::new()),
