@@ -29,20 +29,16 @@ impl Proxy {
     /// Handles one request. Never fails: errors become JSON answers.
     pub async fn handle(&self, request: Request<Incoming>) -> Response<ProxyBody> {
         let request_id = self.ids.for_request(request.headers());
-        // Every line logged for this request carries its id, method and route (once known),
-        // without passing them by hand; the response body enters the span too.
-        let span = tracing::info_span!(
-            "request",
-            request_id = %request_id.to_str().unwrap_or("-"),
-            method = %request.method(),
-            route = tracing::field::Empty,
-        );
-        let mut log = AccessLog::new(
-            &request,
-            request_id.clone(),
-            self.metrics.clone(),
-            span.clone(),
-        );
+        let mut log = AccessLog::new(&request, request_id.clone(), self.metrics.clone());
+        // Lines logged inside the request carry its span (request id, method, route) without
+        // passing them by hand. With debug logging on, the span covers the whole request, so the
+        // token source's and hyper's lines carry it too; otherwise it is made only when a line
+        // needs it (it is not free: see `AccessLog::span`).
+        let span = if tracing::enabled!(tracing::Level::DEBUG) {
+            log.span().clone()
+        } else {
+            Span::none()
+        };
         async move {
             let answer = self.phases(request, &request_id, &mut log).await;
             // The last step comes after this returns: the response body takes `log` and writes
@@ -64,7 +60,6 @@ impl Proxy {
         let (mut parts, body) = request.into_parts();
         self.check_inbound(&parts)?;
         let (route, upstream_uri) = self.route(&parts)?;
-        Span::current().record("route", tracing::field::display(&route.prefix));
         log.route(route.prefix.clone());
         let (key, token) = self.token(route, &parts.headers, log).await?;
         rewrite(&mut parts, upstream_uri, token.bearer(), request_id);
@@ -178,11 +173,13 @@ impl Proxy {
             return Ok(response);
         }
         drop(response);
-        tracing::info!(
-            credential = %key.credential,
-            delegate = key.delegate.as_deref().unwrap_or("-"),
-            "the upstream refused the token (401); retrying once with a fresh one"
-        );
+        log.span().in_scope(|| {
+            tracing::info!(
+                credential = %key.credential,
+                delegate = key.delegate.as_deref().unwrap_or("-"),
+                "the upstream refused the token (401); retrying once with a fresh one"
+            )
+        });
         log.retried();
         self.metrics.token_retry(&route.prefix);
         let fresh = self.tokens.get(key, route.token_mode).await?;
@@ -211,7 +208,7 @@ impl Proxy {
                 let (status, code) = respond::status_and_code(&e);
                 if status.is_server_error() && !matches!(e, ProxyError::Token(_)) {
                     // Token failures are logged once per STS call by the token source.
-                    tracing::warn!(code, "{e}");
+                    log.span().in_scope(|| tracing::warn!(code, "{e}"));
                 }
                 respond::error_response(e, request_id, Some(log))
             }
