@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::support::process::{ProxyProcess, Scratch, collect_lines, command, wait_for_line};
 use crate::support::tokio;
-use crate::support::{TestConfig, client, env, route, simulator};
+use crate::support::{TestConfig, client, closed_port, env, route, simulator};
 use azure_costs_proxy::simulator::StsFault;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
@@ -329,6 +329,44 @@ async fn json_logs_are_one_object_per_line_with_the_access_fields() {
     assert!(access["bytes"].as_u64().unwrap() > 100);
     assert!(access["duration_ms"].as_f64().is_some());
     assert_eq!(access["outcome"], "complete");
+}
+
+#[tokio::test]
+async fn lines_inside_a_request_carry_its_request_id_method_and_route() {
+    let sim = simulator().await;
+    let dir = Scratch::new("request-span");
+    let dead = format!("http://{}", closed_port().await);
+    let config = TestConfig::new().set("upstream.url", dead).text(&sim);
+    let path = dir.write("proxy.toml", &config);
+    for format in ["text", "json"] {
+        let secret = sim.client_secret();
+        let env = [("SIM_SECRET", secret.as_str())];
+        let mut proxy = ProxyProcess::start_with(&["--log-format", format], &path, &env).await;
+        let r = client()
+            .get(proxy.url("/v1/teams"))
+            .header("x-request-id", "span-test")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 502);
+        // The warning about the dead upstream names none of the request's fields itself.
+        let line = proxy.wait_for("unreachable").await;
+        if format == "text" {
+            assert!(
+                line.contains("request{request_id=span-test method=GET route=/}:"),
+                "{line}"
+            );
+        } else {
+            let event: serde_json::Value = serde_json::from_str(&line).unwrap();
+            let span = &event["spans"][0];
+            assert_eq!(span["name"], "request", "{line}");
+            assert_eq!(span["request_id"], "span-test", "{line}");
+            assert_eq!(span["method"], "GET", "{line}");
+            assert_eq!(span["route"], "/", "{line}");
+        }
+        proxy.signal("TERM").await;
+        assert_eq!(proxy.exit_code().await, Some(0));
+    }
 }
 
 #[tokio::test]

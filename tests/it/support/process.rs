@@ -99,8 +99,18 @@ pub(crate) struct ProxyProcess {
 impl ProxyProcess {
     /// Starts `run --config path` with `env` set and waits for its "listening on" line.
     pub(crate) async fn start(path: &std::path::Path, env: &[(&str, &str)]) -> ProxyProcess {
+        ProxyProcess::start_with(&[], path, env).await
+    }
+
+    /// [`Self::start`] with extra command-line arguments before `--config`.
+    pub(crate) async fn start_with(
+        args: &[&str],
+        path: &std::path::Path,
+        env: &[(&str, &str)],
+    ) -> ProxyProcess {
         let mut command = command();
         command
+            .args(args)
             .arg("--config")
             .arg(path)
             .envs(env.iter().copied())
@@ -113,9 +123,9 @@ impl ProxyProcess {
         let addr = line
             .split("listening on http://")
             .nth(1)
-            .and_then(|rest| rest.split_whitespace().next())
+            // The address ends at a space (text) or a quote (JSON).
+            .and_then(|rest| rest.split([' ', '"']).next())
             .unwrap()
-            .trim_end_matches('"')
             .to_string();
         ProxyProcess {
             child,
