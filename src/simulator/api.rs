@@ -18,7 +18,8 @@ use serde_json::json;
 use tokio::sync::watch;
 
 use super::data::{self, PARTNER, Team};
-use super::{RecordedRequest, SimBody, State, json, lock};
+use super::state::{RecordedRequest, SimBody, State, json};
+use crate::sync::lock;
 
 /// Size of one export chunk.
 const CHUNK: usize = 64 * 1024;

@@ -16,24 +16,19 @@
 
 mod api;
 pub mod data;
+mod state;
 mod sts;
 
 use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
 use std::future::Future;
-use std::hash::BuildHasher;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use crate::sync::lock;
-use std::time::{Duration, Instant};
-
-use bytes::Bytes;
-use http::{HeaderMap, Method, Request, Response, Version};
-use http_body_util::BodyExt as _;
-use http_body_util::combinators::BoxBody;
+use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -41,128 +36,15 @@ use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+pub use state::{IssuedToken, RecordedRequest, StsFault, TOKEN_PATH};
+use state::{SimBody, State};
+
+use crate::sync::lock;
+
 /// Client id the simulator accepts unless the builder sets another.
 pub const DEMO_CLIENT_ID: &str = "3f1c0d2e-demo-4c7a-9a51-azurecosts01";
 /// Client secret the simulator accepts unless the builder sets another.
 pub const DEMO_CLIENT_SECRET: &str = "demo-secret-not-for-production";
-/// Path of the token endpoint, as the vendor's.
-pub const TOKEN_PATH: &str = "/sts/issue/oauth/token";
-
-/// Body type of the simulator's answers.
-type SimBody = BoxBody<Bytes, std::io::Error>;
-
-/// A way for the STS to misbehave.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum StsFault {
-    /// Answer 503 with an HTML page, like a load balancer with no healthy backend.
-    Unavailable,
-    /// Wait this long before answering normally.
-    Slow(Duration),
-    /// Refuse every client: 401 `invalid_client`.
-    Reject,
-    /// Answer 200 with something that is not JSON.
-    NotJson,
-    /// Answer 429 with this `Retry-After`.
-    RateLimited(Duration),
-    /// Answer 400 with the request body (client secret included) echoed in `error_description`,
-    /// like a careless STS; the proxy must not repeat it anywhere.
-    EchoRequest,
-    /// Answer 200 with a 1 MiB JSON token (a broken or hostile STS).
-    Huge,
-    /// Promise a 200-byte JSON token, send its first 40 bytes and close the connection.
-    Truncated,
-    /// Answer 307 (repeat the request, body included) with this `Location`.
-    Redirect(String),
-}
-
-/// A token the STS issued.
-#[derive(Debug, Clone)]
-pub struct IssuedToken {
-    /// The token text (tests scan logs for it).
-    pub token: String,
-    /// The customer team it acts for (`None` for a client-credentials token).
-    pub delegate: Option<String>,
-    /// For an updated token: the token that was sent as Bearer to update it.
-    pub updated_from: Option<String>,
-    /// When it was issued.
-    pub issued_at: Instant,
-    /// When the API stops accepting it.
-    pub expires_at: Instant,
-}
-
-/// A request the API received.
-#[derive(Debug, Clone)]
-pub struct RecordedRequest {
-    /// Method.
-    pub method: Method,
-    /// Path and query exactly as received.
-    pub path_and_query: String,
-    /// Headers as received.
-    pub headers: HeaderMap,
-    /// HTTP version of the proxy's connection.
-    pub version: Version,
-}
-
-/// Shared state of both servers.
-#[derive(Debug)]
-struct State {
-    client_id: String,
-    client_secret: Mutex<String>,
-    token_ttl: Mutex<Duration>,
-    tokens: Mutex<HashMap<String, IssuedToken>>,
-    issued: Mutex<Vec<IssuedToken>>,
-    issue_calls: AtomicUsize,
-    update_calls: AtomicUsize,
-    sts_fault: Mutex<Option<StsFault>>,
-    api_delay: Mutex<Duration>,
-    api_requests: AtomicUsize,
-    /// Connections the API has accepted.
-    api_connections: Arc<AtomicUsize>,
-    recorded: Mutex<VecDeque<RecordedRequest>>,
-    record_limit: usize,
-    bad_tokens: AtomicUsize,
-    refuse_tokens: AtomicBool,
-    exports_open: watch::Sender<bool>,
-    sts_open: watch::Sender<bool>,
-    sts_seen: watch::Sender<usize>,
-    exports_finished: AtomicUsize,
-    /// Export bodies that exist (being produced or waiting to be read).
-    exports_streaming: watch::Sender<usize>,
-    random: (RandomState, AtomicU64),
-}
-
-impl State {
-    fn random_hex(&self) -> String {
-        let (state, counter) = &self.random;
-        let a = state.hash_one(counter.fetch_add(1, Ordering::Relaxed));
-        let b = state.hash_one(counter.fetch_add(1, Ordering::Relaxed));
-        format!("{a:016x}{b:016x}")
-    }
-
-    fn issue(&self, delegate: Option<String>, updated_from: Option<String>) -> IssuedToken {
-        let ttl = *lock(&self.token_ttl);
-        let now = Instant::now();
-        let token = IssuedToken {
-            token: format!("sim_{}", self.random_hex()),
-            delegate,
-            updated_from,
-            issued_at: now,
-            expires_at: now + ttl,
-        };
-        lock(&self.tokens).insert(token.token.clone(), token.clone());
-        lock(&self.issued).push(token.clone());
-        token
-    }
-
-    /// The token behind an `Authorization: Bearer` header, if known, unexpired and not revoked.
-    fn valid_token(&self, headers: &HeaderMap) -> Option<IssuedToken> {
-        let value = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
-        let token = value.strip_prefix("Bearer ")?;
-        let found = lock(&self.tokens).get(token).cloned()?;
-        (Instant::now() < found.expires_at).then_some(found)
-    }
-}
-
 /// Configures a [`Simulator`].
 #[derive(Debug, Clone)]
 pub struct SimulatorBuilder {
@@ -504,17 +386,4 @@ async fn serve<F, Fut>(
             }
         });
     }
-}
-
-/// A JSON answer.
-fn json(status: u16, value: &serde_json::Value) -> Response<SimBody> {
-    let body =
-        http_body_util::Full::new(Bytes::from(value.to_string())).map_err(|never| match never {});
-    let mut response = Response::new(BoxBody::new(body));
-    *response.status_mut() = http::StatusCode::from_u16(status).unwrap_or_default();
-    response.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static("application/json"),
-    );
-    response
 }

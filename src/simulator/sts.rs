@@ -11,7 +11,9 @@ use http_body_util::combinators::BoxBody;
 use hyper::body::Incoming;
 use serde_json::json;
 
-use super::{IssuedToken, SimBody, State, StsFault, TOKEN_PATH, data, json, lock};
+use super::data;
+use super::state::{IssuedToken, SimBody, State, StsFault, TOKEN_PATH, json};
+use crate::sync::lock;
 
 /// Largest request body the simulated STS reads.
 const MAX_BODY: usize = 16 * 1024;
