@@ -62,7 +62,7 @@ impl Proxy {
         let (route, upstream_uri) = self.route(&parts)?;
         log.route(route.prefix.clone());
         let (key, token) = self.token(route, &parts.headers, log).await?;
-        rewrite(&mut parts, upstream_uri, token.bearer(), request_id);
+        Self::rewrite(&mut parts, upstream_uri, token.bearer(), request_id);
         // A request without a body is kept, to go again if the upstream refuses the token.
         let replay = Replay::of(&parts, &body);
         let body = match replay {
@@ -149,6 +149,18 @@ impl Proxy {
         key.for_transaction(entered.id)
     }
 
+    /// Rewrite: the request goes to the upstream URI, without hop-by-hop headers or the client's
+    /// credentials, with the route's bearer token and the request id.
+    fn rewrite(
+        parts: &mut Parts,
+        upstream_uri: Uri,
+        bearer: &HeaderValue,
+        request_id: &HeaderValue,
+    ) {
+        parts.uri = upstream_uri;
+        headers::rewrite_request(&mut parts.headers, bearer, request_id);
+    }
+
     /// Forward: sends the request upstream and waits for the response head.
     async fn forward(
         &self,
@@ -221,13 +233,6 @@ impl Proxy {
         self.check_inbound(parts)?;
         self.route(parts)
     }
-}
-
-/// Rewrite: the request goes to the upstream URI, without hop-by-hop headers or the client's
-/// credentials, with the route's bearer token and the request id.
-fn rewrite(parts: &mut Parts, upstream_uri: Uri, bearer: &HeaderValue, request_id: &HeaderValue) {
-    parts.uri = upstream_uri;
-    headers::rewrite_request(&mut parts.headers, bearer, request_id);
 }
 
 /// A request kept so that it can be sent again with a fresh token.
