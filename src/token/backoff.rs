@@ -35,6 +35,7 @@ pub(super) struct Backoff {
 }
 
 impl Backoff {
+    /// No failures and no refusals yet.
     pub(super) fn new() -> Self {
         Backoff {
             failures: Mutex::new(HashMap::new()),

@@ -544,6 +544,13 @@ mod tests {
 
     #[tokio::test]
     async fn a_revoked_cached_base_is_replaced_before_a_delegate_update_fails() {
+        // Bounded like every test that talks to a server: a hang fails instead of blocking.
+        tokio::time::timeout(Duration::from_secs(60), revoked_cached_base())
+            .await
+            .expect("the test finishes within 60 s");
+    }
+
+    async fn revoked_cached_base() {
         let sim = Simulator::builder().spawn().await.unwrap();
         let tokens = source(&sim);
         let base = TokenKey::new(Arc::from("default"), None);

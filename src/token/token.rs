@@ -19,6 +19,7 @@ pub struct Token {
     /// When the STS request was sent (monotonic clock): the token's age counts from then.
     pub(super) sent_at: Instant,
     sent_wall: SystemTime,
+    /// When to refresh it and when to stop using it.
     pub(super) schedule: Schedule,
     /// Set while a refresh ahead of expiry runs, so that only one starts.
     pub(super) refreshing: AtomicBool,

@@ -1,5 +1,6 @@
 //! Failing peers: the STS rejecting, down, unreachable or answering garbage; the upstream down,
-//! slow, or stalling mid-body. Each gets the SPEC's status and a JSON error body.
+//! slow, or stalling mid-body. Each gets the status of README.md's error table ("Errors the proxy returns
+//! itself") and a JSON error body.
 
 use std::time::{Duration, Instant};
 

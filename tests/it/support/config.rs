@@ -14,20 +14,20 @@ use toml::{Table, Value};
 pub(crate) struct TestConfig {
     /// `(dotted key, value)` in the order set: a later one wins.
     overrides: Vec<(String, Value)>,
-    routes: Vec<Route>,
+    routes: Vec<RouteSpec>,
     secret_file: Option<PathBuf>,
 }
 
 /// One `[[routes]]` entry.
 #[derive(Clone)]
-pub(crate) struct Route(Table);
+pub(crate) struct RouteSpec(Table);
 
 /// A route for `prefix` with the default credential, no delegate and the global token mode.
-pub(crate) fn route(prefix: &str) -> Route {
-    Route(Table::from_iter([("prefix".to_string(), prefix.into())]))
+pub(crate) fn route(prefix: &str) -> RouteSpec {
+    RouteSpec(Table::from_iter([("prefix".to_string(), prefix.into())]))
 }
 
-impl Route {
+impl RouteSpec {
     /// Acts for the customer team `team` (CSP delegation).
     pub(crate) fn delegate(self, team: &str) -> Self {
         self.with("delegate", team)
@@ -74,7 +74,7 @@ impl TestConfig {
     }
 
     /// Adds a `[[routes]]` entry (with none, the proxy has its default `/` route).
-    pub(crate) fn route(mut self, route: Route) -> Self {
+    pub(crate) fn route(mut self, route: RouteSpec) -> Self {
         self.routes.push(route);
         self
     }

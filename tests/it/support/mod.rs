@@ -23,7 +23,7 @@ pub(crate) mod pki;
 pub(crate) mod process;
 pub(crate) mod tokio;
 
-pub(crate) use config::{Route, TestConfig, env, file, route};
+pub(crate) use config::{RouteSpec, TestConfig, env, file, route};
 use process::Scratch;
 
 /// A proxy running in this process, in front of its simulator; stopped when dropped.
@@ -169,7 +169,7 @@ impl ProxyBuilder {
     }
 
     /// Adds a route, as [`TestConfig::route`].
-    pub(crate) fn route(mut self, route: Route) -> Self {
+    pub(crate) fn route(mut self, route: RouteSpec) -> Self {
         self.config = self.config.route(route);
         self
     }

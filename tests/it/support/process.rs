@@ -88,7 +88,9 @@ pub(crate) async fn wait_for_line(
 
 /// `azure-costs-proxy run` as a child process, its stderr read line by line.
 pub(crate) struct ProxyProcess {
+    /// The process.
     pub(crate) child: Child,
+    /// Its stderr lines not read yet.
     pub(crate) lines: mpsc::UnboundedReceiver<String>,
     /// Every line read so far.
     pub(crate) transcript: Vec<String>,
