@@ -65,6 +65,19 @@ impl Ctx<'_> {
         )
     }
 
+    /// A warning about the value at `span`: `origin, line N: text` (without the line when
+    /// there is no file).
+    pub(super) fn warning(
+        &self,
+        span: Option<Range<usize>>,
+        text: impl std::fmt::Display,
+    ) -> String {
+        match self.line_of(span) {
+            Some(line) => format!("{}, line {line}: {text}", self.origin),
+            None => format!("{}: {text}", self.origin),
+        }
+    }
+
     /// The one way a validation error is built: the key is replaced by its environment
     /// variable when the config comes from the environment.
     pub(super) fn error(

@@ -38,13 +38,12 @@ pub(super) fn credentials(
         }
         let secret_key = format!("{key}.client_secret");
         if matches!(cred.client_secret.get_ref(), toml::Value::String(_)) {
-            warnings.push(format!(
-                "{}{}: {secret_key} is written in the config file; secrets belong outside it: \
-                 {{ env = \"VAR\" }}, {{ file = \"/path\" }} or {{ credential = \"name\" }}",
-                ctx.origin,
-                ctx.line_of(Some(cred.client_secret.span()))
-                    .map(|l| format!(", line {l}"))
-                    .unwrap_or_default(),
+            warnings.push(ctx.warning(
+                Some(cred.client_secret.span()),
+                format_args!(
+                    "{secret_key} is written in the config file; secrets belong outside it: \
+                     {{ env = \"VAR\" }}, {{ file = \"/path\" }} or {{ credential = \"name\" }}"
+                ),
             ));
         }
         let client_secret = resolve_secret(ctx, &cred.client_secret, &secret_key)?;

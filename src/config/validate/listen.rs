@@ -105,11 +105,6 @@ fn api_keys(
     let mut api_keys = Vec::new();
     for k in raw {
         let key = resolve_secret(ctx, &k, "listen.api_keys")?;
-        let line = || {
-            ctx.line_of(Some(k.span()))
-                .map(|l| format!(", line {l}"))
-                .unwrap_or_default()
-        };
         // What a client can send as a Bearer token or a Basic password, and must type exactly.
         let text = key.expose();
         if text.len() > MAX_API_KEY || !text.bytes().all(|b| b.is_ascii_graphic()) {
@@ -124,19 +119,19 @@ fn api_keys(
             ));
         }
         if text.len() < MIN_API_KEY {
-            warnings.push(format!(
-                "{}{}: an API key is shorter than {MIN_API_KEY} characters; generate a long \
-                 random one (`openssl rand -hex 24`)",
-                ctx.origin,
-                line()
+            warnings.push(ctx.warning(
+                Some(k.span()),
+                format_args!(
+                    "an API key is shorter than {MIN_API_KEY} characters; generate a long \
+                     random one (`openssl rand -hex 24`)"
+                ),
             ));
         }
         if matches!(k.get_ref(), toml::Value::String(_)) {
-            warnings.push(format!(
-                "{}{}: an API key is written in the config file; keys belong outside it: \
-                 {{ env = \"VAR\" }}, {{ file = \"/path\" }} or {{ credential = \"name\" }}",
-                ctx.origin,
-                line()
+            warnings.push(ctx.warning(
+                Some(k.span()),
+                "an API key is written in the config file; keys belong outside it: \
+                 { env = \"VAR\" }, { file = \"/path\" } or { credential = \"name\" }",
             ));
         }
         api_keys.push(key);
