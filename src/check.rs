@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use crate::config::Config;
+use crate::config::{Config, Egress, TrustRoots};
 
 /// The summary `check` prints: listeners, upstream, STS, credentials (with where each secret comes
 /// from, never the secret), token policy and the route table.
@@ -63,22 +63,20 @@ pub fn summary(c: &Config) -> String {
     );
     let _ = writeln!(
         out,
-        "upstream:    {} (timeout {}, connect timeout {}{})",
+        "upstream:    {} (timeout {}, connect timeout {})",
         c.upstream.url,
         d(c.upstream.timeout),
         d(c.upstream.connect_timeout),
-        c.upstream
-            .ca_file
-            .as_ref()
-            .map(|f| format!(", extra CA {}", f.display()))
-            .unwrap_or_default()
     );
+    let _ = writeln!(out, "  way out:   {}", way_out(&c.outbound.api));
     let _ = writeln!(
         out,
         "sts:         {} (timeout {})",
         c.sts.token_url,
         d(c.sts.timeout)
     );
+    let _ = writeln!(out, "  way out:   {}", way_out(&c.outbound.sts));
+    let _ = writeln!(out, "trust:       {}", trust(&c.outbound.trust));
     let _ = writeln!(
         out,
         "token:       mode {}, max_age {}, refresh_before_expiry {}",
@@ -120,6 +118,41 @@ pub fn summary(c: &Config) -> String {
     }
     let _ = writeln!(out, "config OK");
     out
+}
+
+/// "direct (why)" or "via http://proxy:3128 (from where), auth: yes"; never the credentials.
+fn way_out(egress: &Egress) -> String {
+    match egress {
+        Egress::Direct(why) => format!("direct ({why})"),
+        Egress::Via(proxy) => format!(
+            "via {} (from {}), auth: {}, CONNECT tunnel",
+            proxy.shown,
+            proxy.source,
+            if proxy.authorization.is_some() {
+                "yes"
+            } else {
+                "no"
+            }
+        ),
+    }
+}
+
+/// The roots in use, with their counts.
+fn trust(t: &TrustRoots) -> String {
+    let mut parts = Vec::new();
+    if t.use_system {
+        parts.push(format!("system store ({} certificates)", t.system.len()));
+    }
+    if t.bundled {
+        parts.push(format!(
+            "bundled Mozilla roots ({})",
+            webpki_roots::TLS_SERVER_ROOTS.len()
+        ));
+    }
+    if let Some(f) = &t.ca_file {
+        parts.push(format!("ca_file {} ({})", f.display(), t.extra.len()));
+    }
+    parts.join(", ")
 }
 
 #[cfg(test)]

@@ -51,7 +51,11 @@ pub async fn fetch(config: &Config, prefix: &str) -> Result<Fetched, InspectErro
             known: known.join(", "),
         });
     };
-    let tls = crate::tls::client_config(&config.upstream.ca_certs).map_err(InspectError::Setup)?;
+    let tls = config
+        .outbound
+        .trust
+        .client_config()
+        .map_err(InspectError::Setup)?;
     let metrics = Arc::new(crate::metrics::Metrics::new());
     let tokens = TokenSource::new(config, tls, metrics).map_err(InspectError::Setup)?;
     // A token for this command alone, whatever the route's mode: never one from a cache.

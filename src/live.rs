@@ -20,7 +20,6 @@ use crate::inbound::{ApiKeys, HostGuard, InboundPolicy};
 use crate::metrics::Metrics;
 use crate::proxy::Proxy;
 use crate::routes::RouteTable;
-use crate::tls;
 use crate::token::{TokenKey, TokenSource};
 use crate::upstream::Upstream;
 
@@ -179,13 +178,16 @@ impl Live {
 /// The request path for `config` on the listener at `local`. Does not start anything: no token
 /// is fetched until a request (or [`Live::start`]'s keepers) asks.
 pub fn build(config: &Config, local: SocketAddr, metrics: &Arc<Metrics>) -> anyhow::Result<Proxy> {
-    let tls = tls::client_config(&config.upstream.ca_certs)
+    let tls = config
+        .outbound
+        .trust
+        .client_config()
         .map_err(anyhow::Error::msg)
         .context("TLS client configuration")?;
     let tokens = TokenSource::new(config, tls.clone(), metrics.clone())
         .map_err(anyhow::Error::msg)
         .context("STS client")?;
-    let upstream = Upstream::new(&config.upstream, tls)
+    let upstream = Upstream::new(&config.upstream, &config.outbound.api, tls)
         .map_err(anyhow::Error::msg)
         .context("upstream client")?;
     let inbound = InboundPolicy {
@@ -210,7 +212,7 @@ pub fn build(config: &Config, local: SocketAddr, metrics: &Arc<Metrics>) -> anyh
 /// them when the STS, its trust roots or the token lifetimes changed.
 fn discarded_credentials(old: &Config, new: &Config) -> Vec<String> {
     let everything = old.sts.token_url != new.sts.token_url
-        || old.upstream.ca_certs != new.upstream.ca_certs
+        || old.outbound.trust != new.outbound.trust
         || old.token.max_age != new.token.max_age
         || old.token.refresh_before_expiry != new.token.refresh_before_expiry;
     new.credentials

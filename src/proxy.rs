@@ -8,7 +8,7 @@ use http::header::{self, HeaderMap, HeaderValue};
 use http::request::Parts;
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
-use http_body_util::{Either, Empty};
+use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use tokio_rustls::TlsAcceptor;
 use tracing::{Instrument as _, Span};
@@ -66,7 +66,7 @@ impl Proxy {
         // A request without a body is kept, to go again if the upstream refuses the token.
         let replay = Replay::of(&parts, &body);
         let body = match replay {
-            Some(_) => Either::Right(Empty::new()),
+            Some(_) => Either::Right(Full::default()),
             None => Either::Left(body),
         };
         let response = self.forward(Request::from_parts(parts, body)).await?;
@@ -258,7 +258,7 @@ impl Replay {
     fn with_bearer(self, bearer: &HeaderValue) -> Request<UpstreamBody> {
         let mut headers = self.headers;
         headers.insert(header::AUTHORIZATION, bearer.clone());
-        let mut again = Request::new(Either::Right(Empty::new()));
+        let mut again = Request::new(Either::Right(Full::default()));
         *again.method_mut() = self.method;
         *again.uri_mut() = self.uri;
         *again.headers_mut() = headers;

@@ -1,5 +1,5 @@
-//! rustls configurations: the one client configuration used towards both the STS and the API (webpki
-//! roots plus the operator's `ca_file`, verification always on), and the server configuration of
+//! rustls configurations: the one client configuration used towards both the STS and the API (the
+//! system and/or bundled roots plus the operator's `ca_file`, verification always on), and the server configuration of
 //! `[listen.tls]`. aws-lc-rs is the crypto provider of both.
 
 use std::path::Path;
@@ -24,14 +24,36 @@ pub fn read_pem_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, Strin
     Ok(certs)
 }
 
-/// A rustls client configuration trusting the webpki roots and `extra` certificates.
-pub fn client_config(extra: &[CertificateDer<'static>]) -> Result<rustls::ClientConfig, String> {
+/// The operating system's trust roots (the Windows certificate store, the macOS keychain; on
+/// Linux `SSL_CERT_FILE`/`SSL_CERT_DIR` or the distribution's bundle), with what could not be
+/// read. rustls-native-certs rather than rustls-platform-verifier: it gives certificates, which
+/// go into the one root store with the bundled roots and `ca_file` on every platform, read once
+/// per config load (a few milliseconds) instead of a second verifier per system.
+pub fn system_roots() -> (Vec<CertificateDer<'static>>, Vec<String>) {
+    let found = rustls_native_certs::load_native_certs();
+    let errors = found.errors.iter().map(ToString::to_string).collect();
+    (found.certs, errors)
+}
+
+/// How many of `certs` rustls can use as trust roots, and how many it cannot.
+pub fn usable_roots(certs: &[CertificateDer<'static>]) -> (usize, usize) {
+    RootCertStore::empty().add_parsable_certificates(certs.iter().cloned())
+}
+
+/// A rustls client configuration (STS and API) trusting the bundled Mozilla roots if `bundled`,
+/// and `certs` (the system's and `ca_file`'s, see `config::TrustRoots::certificates`); certificates
+/// rustls cannot parse are skipped (system stores hold odd ones). Verification is always on.
+pub fn client_config<'a>(
+    bundled: bool,
+    certs: impl Iterator<Item = &'a CertificateDer<'static>>,
+) -> Result<rustls::ClientConfig, String> {
     let mut roots = RootCertStore::empty();
-    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    for cert in extra {
-        roots
-            .add(cert.clone())
-            .map_err(|e| format!("ca_file: {e}"))?;
+    if bundled {
+        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    }
+    roots.add_parsable_certificates(certs.cloned());
+    if roots.is_empty() {
+        return Err("no trust root could be used".into());
     }
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let config = rustls::ClientConfig::builder_with_provider(provider)

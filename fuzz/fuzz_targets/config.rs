@@ -17,8 +17,14 @@ fuzz_target!(|data: &[u8]| {
         return;
     }
     // Secrets come from the (fake) environment; files and the credential directory are not read
-    // unless the input names a path.
-    let env = |name: &str| (name != "CREDENTIALS_DIRECTORY").then(|| SECRET.to_string());
+    // unless the input names a path. The outbound proxy variables (HTTPS_PROXY and friends, any
+    // case) are not secrets: `check` shows the proxy they name, so they are left unset.
+    let env = |name: &str| {
+        let proxy_variable = ["https_proxy", "http_proxy", "all_proxy", "no_proxy"]
+            .iter()
+            .any(|v| name.eq_ignore_ascii_case(v));
+        (name != "CREDENTIALS_DIRECTORY" && !proxy_variable).then(|| SECRET.to_string())
+    };
     let shown = match azure_costs_proxy::config::from_toml(text, "fuzz.toml", &env) {
         Ok(config) => {
             assert!(!config.routes.is_empty(), "a valid config has a route");

@@ -15,6 +15,7 @@
 
 mod diagnostics;
 mod env;
+mod no_proxy;
 mod raw;
 mod secret;
 mod source;
@@ -32,6 +33,7 @@ use http::{HeaderName, Uri};
 
 pub use diagnostics::ConfigError;
 pub use env::from_env;
+pub use no_proxy::NoProxy;
 pub use secret::Secret;
 pub use source::{ConfigSource, from_toml, load, load_file, locate};
 
@@ -94,6 +96,8 @@ pub struct Config {
     pub upstream: UpstreamConfig,
     /// The Azure Costs token service.
     pub sts: StsConfig,
+    /// How the STS and the API are reached, and the roots their certificates must chain to.
+    pub outbound: OutboundConfig,
     /// Credentials by name.
     pub credentials: BTreeMap<String, CredentialConfig>,
     /// Token policy defaults.
@@ -175,12 +179,83 @@ pub struct UpstreamConfig {
     pub base_path: String,
     /// Time allowed for the response head, and for each gap between response body chunks.
     pub timeout: Duration,
-    /// Time allowed to establish a TCP (and TLS) connection.
+    /// Time allowed to establish a TCP (and TLS) connection, the outbound proxy's tunnel included.
     pub connect_timeout: Duration,
-    /// Extra PEM trust roots (from `ca_file`), used towards the STS too.
+}
+
+/// `[outbound]`: the way out to the STS and the API (direct or through the outbound proxy, decided
+/// once per target when the config is loaded) and the trust roots of both.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboundConfig {
+    /// The way to the API (`upstream.url`).
+    pub api: Egress,
+    /// The way to the STS (`sts.token_url`).
+    pub sts: Egress,
+    /// The roots a certificate of the STS or the API must chain to.
+    pub trust: TrustRoots,
+}
+
+/// How one target is reached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Egress {
+    /// A direct connection; the reason, for `check` ("loopback target", "matches no_proxy", ...).
+    Direct(&'static str),
+    /// A `CONNECT` tunnel through the outbound proxy.
+    Via(ProxyEndpoint),
+}
+
+/// An outbound HTTP proxy. Its credentials are a [`Secret`]: they never print.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProxyEndpoint {
+    /// `host:port` to connect to.
+    pub authority: http::uri::Authority,
+    /// The proxy as messages name it: `http://host:port`, never with credentials.
+    pub shown: String,
+    /// Where the proxy was set: `[outbound] proxy` or the environment variable's name.
+    pub source: String,
+    /// The `Proxy-Authorization` value (`Basic ...`), when credentials are set.
+    pub authorization: Option<Secret>,
+}
+
+/// The trust roots of the STS and the API: `[outbound] trust` and `ca_file`, read when the
+/// config is loaded (so a reload picks up a root IT has just installed).
+#[derive(Clone, PartialEq)]
+pub struct TrustRoots {
+    /// The operating system's roots, when `trust` names `"system"` (else empty).
+    pub system: Vec<rustls_pki_types::CertificateDer<'static>>,
+    /// Whether `"system"` is in `trust`.
+    pub use_system: bool,
+    /// Whether the bundled Mozilla roots (`"bundled"`) are trusted.
+    pub bundled: bool,
+    /// `ca_file`, if set.
     pub ca_file: Option<PathBuf>,
     /// The certificates read from `ca_file`.
-    pub ca_certs: Vec<rustls_pki_types::CertificateDer<'static>>,
+    pub extra: Vec<rustls_pki_types::CertificateDer<'static>>,
+}
+
+impl TrustRoots {
+    /// The system's certificates (when used) and those of `ca_file`; the bundled roots are
+    /// [`TrustRoots::bundled`].
+    pub fn certificates(&self) -> impl Iterator<Item = &rustls_pki_types::CertificateDer<'static>> {
+        self.system.iter().chain(&self.extra)
+    }
+
+    /// The client configuration (STS and API) for these roots.
+    pub fn client_config(&self) -> Result<rustls::ClientConfig, String> {
+        crate::tls::client_config(self.bundled, self.certificates())
+    }
+}
+
+impl fmt::Debug for TrustRoots {
+    // Counts, not some hundred certificates.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TrustRoots")
+            .field("system", &self.use_system.then_some(self.system.len()))
+            .field("bundled", &self.bundled)
+            .field("ca_file", &self.ca_file)
+            .field("extra", &self.extra.len())
+            .finish()
+    }
 }
 
 /// The token service.

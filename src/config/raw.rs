@@ -19,6 +19,8 @@ pub(super) struct RawConfig {
     #[serde(default)]
     pub(super) sts: RawSts,
     #[serde(default)]
+    pub(super) outbound: RawOutbound,
+    #[serde(default)]
     pub(super) credentials: BTreeMap<String, Spanned<RawCredential>>,
     #[serde(default)]
     pub(super) token: RawToken,
@@ -69,6 +71,23 @@ pub(super) struct RawSts {
     pub(super) token_url: Option<Spanned<String>>,
     pub(super) timeout: Option<Spanned<String>>,
     pub(super) allow_insecure_http: Option<bool>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawOutbound {
+    pub(super) proxy: Option<Spanned<String>>,
+    pub(super) no_proxy: Option<Vec<Spanned<String>>>,
+    pub(super) proxy_auth: Option<Spanned<RawProxyAuth>>,
+    pub(super) trust: Option<Spanned<Vec<Spanned<String>>>>,
+    pub(super) ca_file: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawProxyAuth {
+    pub(super) username: Spanned<String>,
+    pub(super) password: Spanned<toml::Value>,
 }
 
 #[derive(Deserialize)]

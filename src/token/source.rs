@@ -129,6 +129,7 @@ impl TokenSource {
             &config.sts.token_url,
             config.sts.timeout,
             config.upstream.connect_timeout,
+            &config.outbound.sts,
             tls,
         )?;
         let credentials = config
@@ -538,7 +539,7 @@ mod tests {
         let config =
             crate::config::from_toml(&text, "test.toml", &move |_: &str| Some(secret.clone()))
                 .unwrap_or_else(|e| panic!("{e}"));
-        let tls = crate::tls::client_config(&[]).unwrap();
+        let tls = config.outbound.trust.client_config().unwrap();
         TokenSource::new(&config, tls, Arc::new(Metrics::new())).unwrap()
     }
 

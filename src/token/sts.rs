@@ -3,11 +3,18 @@
 
 use std::time::Duration;
 
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http_body_util::{BodyExt, Either, Full};
 use serde::Deserialize;
 
 use super::error::StsFailure;
 use super::schedule::DEFAULT_EXPIRES_IN;
-use crate::config::{CredentialConfig, Secret};
+use crate::config::{CredentialConfig, Egress, Secret};
+use crate::upstream::{Limits, Upstream, UpstreamError};
+
+/// `User-Agent` of the STS calls.
+const USER_AGENT: &str = concat!("azure-costs-proxy/", env!("CARGO_PKG_VERSION"));
 
 /// Largest STS answer read; a bigger one is an error, not an allocation.
 pub const MAX_STS_ANSWER: usize = 64 * 1024;
@@ -25,11 +32,15 @@ pub struct Issued {
     pub token_type: String,
 }
 
-/// Talks to one STS token endpoint.
+/// Talks to one STS token endpoint, through the same pooled client (and outbound proxy tunnel)
+/// as the API: connections are reused, HTTP/2 where the STS offers it.
 #[derive(Debug, Clone)]
 pub struct StsClient {
-    http: reqwest::Client,
-    url: reqwest::Url,
+    http: Upstream,
+    /// Path and query of the token URL.
+    path: String,
+    /// Time allowed for one call, answer included.
+    timeout: Duration,
 }
 
 #[derive(Deserialize)]
@@ -48,67 +59,119 @@ struct ErrorAnswer {
 }
 
 impl StsClient {
-    /// A client for `token_url` with the given TLS settings and per-call timeout. Redirects are
-    /// not followed: the form body carries the client secret.
+    /// A client for `token_url`, reached the way `egress` says, with the given TLS settings and
+    /// per-call timeout. Redirects are not followed (the client never does): the form body
+    /// carries the client secret.
     pub fn new(
         token_url: &http::Uri,
         timeout: Duration,
         connect_timeout: Duration,
+        egress: &Egress,
         tls: rustls::ClientConfig,
     ) -> Result<Self, String> {
-        let url = reqwest::Url::parse(&token_url.to_string()).map_err(|e| e.to_string())?;
-        let http = reqwest::Client::builder()
-            .tls_backend_preconfigured(tls)
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(timeout)
-            .connect_timeout(connect_timeout.min(timeout))
-            .no_proxy()
-            .user_agent(concat!("azure-costs-proxy/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| e.to_string())?;
-        Ok(StsClient { http, url })
+        let limits = Limits {
+            timeout,
+            connect_timeout: connect_timeout.min(timeout),
+        };
+        let http = Upstream::to(token_url, limits, egress, tls)?;
+        let path = token_url
+            .path_and_query()
+            .map_or("/", |pq| pq.as_str())
+            .to_string();
+        Ok(StsClient {
+            http,
+            path,
+            timeout,
+        })
     }
 
     /// The client-credentials grant.
     pub async fn issue(&self, credential: &CredentialConfig) -> Result<Issued, StsFailure> {
-        let form = [
-            ("client_id", credential.client_id.as_str()),
-            ("client_secret", credential.client_secret.expose()),
-            ("grant_type", "client_credentials"),
-        ];
-        let request = self.http.post(self.url.clone()).form(&form);
-        self.send(request, credential.client_secret.expose()).await
+        // Sized up front (percent-encoding at most triples a byte), so that no reallocation
+        // leaves a copy of the secret behind; the buffer itself becomes the body, uncopied.
+        let secret = credential.client_secret.expose();
+        let capacity = 3 * (credential.client_id.len() + secret.len()) + 64;
+        let form = form_urlencoded::Serializer::new(String::with_capacity(capacity))
+            .append_pair("client_id", &credential.client_id)
+            .append_pair("client_secret", secret)
+            .append_pair("grant_type", "client_credentials")
+            .finish();
+        let body = Bytes::from(form);
+        self.send(
+            "application/x-www-form-urlencoded",
+            None,
+            body,
+            credential.client_secret.expose(),
+        )
+        .await
     }
 
     /// The CSP `update_token` call: the issued token as Bearer, the customer team as delegate.
     pub async fn update(&self, base: &Secret, delegate: &str) -> Result<Issued, StsFailure> {
         let body = serde_json::json!({ "grant_type": "update_token", "delegate": delegate });
-        let request = self
-            .http
-            .post(self.url.clone())
-            .bearer_auth(base.expose())
-            .json(&body);
-        self.send(request, base.expose()).await
+        let bearer =
+            crate::headers::bearer_value(base.expose()).ok_or_else(|| StsFailure::Unavailable {
+                reason: "the base token cannot be sent in a header".into(),
+                retry_after: None,
+            })?;
+        self.send(
+            "application/json",
+            Some(bearer),
+            Bytes::from(body.to_string()),
+            base.expose(),
+        )
+        .await
     }
 
-    /// Sends one STS request and reads its answer. `secret` (what the request carried) is
-    /// removed from every text that leaves this function: an STS may echo what it was sent.
+    /// Sends one STS request and reads its answer, all within the STS timeout. `secret` (what
+    /// the request carried) is removed from every text that leaves this function: an STS may
+    /// echo what it was sent.
     async fn send(
         &self,
-        request: reqwest::RequestBuilder,
+        content_type: &'static str,
+        authorization: Option<HeaderValue>,
+        body: Bytes,
+        secret: &str,
+    ) -> Result<Issued, StsFailure> {
+        let call = self.call(content_type, authorization, body, secret);
+        match tokio::time::timeout(self.timeout, call).await {
+            Ok(result) => result,
+            Err(_) => Err(StsFailure::Unavailable {
+                reason: "the STS did not answer in time".into(),
+                retry_after: None,
+            }),
+        }
+    }
+
+    async fn call(
+        &self,
+        content_type: &'static str,
+        authorization: Option<HeaderValue>,
+        body: Bytes,
         secret: &str,
     ) -> Result<Issued, StsFailure> {
         let unavailable = |reason: String| StsFailure::Unavailable {
             reason: scrub(&reason, secret),
             retry_after: None,
         };
-        let mut response = request.send().await.map_err(|e| {
-            unavailable(if e.is_timeout() {
-                "the STS did not answer in time".to_string()
-            } else if e.is_connect() {
-                format!("cannot connect to the STS ({})", root_cause(&e))
-            } else {
-                format!("STS request failed ({})", root_cause(&e))
+        let uri = self
+            .http
+            .uri(&self.path)
+            .map_err(|e| unavailable(e.to_string()))?;
+        let mut request = http::Request::post(uri)
+            .header(header::CONTENT_TYPE, content_type)
+            .header(header::ACCEPT, "application/json")
+            .header(header::USER_AGENT, USER_AGENT)
+            .body(Either::Right(Full::new(body)))
+            .map_err(|e| unavailable(format!("STS request failed ({e})")))?;
+        if let Some(value) = authorization {
+            request.headers_mut().insert(header::AUTHORIZATION, value);
+        }
+        let response = self.http.send(request).await.map_err(|e| {
+            unavailable(match e {
+                UpstreamError::Timeout(_) => "the STS did not answer in time".to_string(),
+                UpstreamError::Unavailable(why) => format!("cannot reach the STS: {why}"),
+                UpstreamError::InvalidPath => "the token URL cannot be sent".to_string(),
             })
         })?;
         let status = response.status();
@@ -121,13 +184,14 @@ impl StsClient {
         // The answer holds a token: it is read into one buffer that never grows (so no copy is
         // left behind by a reallocation) and that is overwritten when dropped.
         let mut body = zeroize::Zeroizing::new(Vec::with_capacity(MAX_STS_ANSWER));
-        while let Some(chunk) = response.chunk().await.map_err(|e| {
-            unavailable(if e.is_timeout() {
-                "the STS did not finish its answer in time".to_string()
-            } else {
-                format!("the STS answer was cut off ({})", root_cause(&e))
-            })
-        })? {
+        let mut answer = response.into_body();
+        while let Some(frame) = answer.frame().await {
+            let frame = frame.map_err(|e| {
+                unavailable(format!("the STS answer was cut off ({})", root_cause(&e)))
+            })?;
+            let Ok(chunk) = frame.into_data() else {
+                continue;
+            };
             if body.len() + chunk.len() > MAX_STS_ANSWER {
                 return Err(unavailable(format!(
                     "the STS answer is larger than {} KiB",

@@ -4,6 +4,7 @@
 //! the connections, `body.rs` the response body that gives its connection back.
 
 mod body;
+mod connect;
 mod error;
 mod pool;
 
@@ -23,6 +24,15 @@ use crate::config;
 use error::innermost;
 use pool::{Conn, Pool};
 
+/// The timeouts of an [`Upstream`].
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// For each response head and each gap in a response body.
+    pub timeout: Duration,
+    /// For TCP and TLS (and the outbound proxy's tunnel).
+    pub connect_timeout: Duration,
+}
+
 /// The upstream API client. Cheap to share; connections are pooled.
 ///
 /// One upstream, one pool: a stack of idle HTTP/1.1 connections (the most recently used first,
@@ -41,18 +51,32 @@ pub struct Upstream {
 }
 
 impl Upstream {
-    /// A client for the configured upstream.
-    pub fn new(cfg: &config::UpstreamConfig, tls: rustls::ClientConfig) -> Result<Self, String> {
-        let scheme = cfg
-            .url
-            .scheme()
-            .cloned()
-            .ok_or("upstream URL has no scheme")?;
-        let authority = cfg
-            .url
-            .authority()
-            .cloned()
-            .ok_or("upstream URL has no host")?;
+    /// A client for the configured upstream, reached the way `egress` says.
+    pub fn new(
+        cfg: &config::UpstreamConfig,
+        egress: &config::Egress,
+        tls: rustls::ClientConfig,
+    ) -> Result<Self, String> {
+        let limits = Limits {
+            timeout: cfg.timeout,
+            connect_timeout: cfg.connect_timeout,
+        };
+        Self::to(&cfg.url, limits, egress, tls)
+    }
+
+    /// A client for the origin of `url` (the STS uses one too), within `limits`.
+    pub fn to(
+        url: &Uri,
+        limits: Limits,
+        egress: &config::Egress,
+        tls: rustls::ClientConfig,
+    ) -> Result<Self, String> {
+        let Limits {
+            timeout,
+            connect_timeout,
+        } = limits;
+        let scheme = url.scheme().cloned().ok_or("the URL has no scheme")?;
+        let authority = url.authority().cloned().ok_or("the URL has no host")?;
         // Like a browser: the port only when it is not the scheme's default.
         let default_port = if scheme == Scheme::HTTPS { 443 } else { 80 };
         let host = match authority.port_u16() {
@@ -64,20 +88,24 @@ impl Upstream {
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_nodelay(true);
-        http.set_connect_timeout(Some(cfg.connect_timeout));
+        http.set_connect_timeout(Some(connect_timeout));
         http.set_keepalive(Some(Duration::from_secs(60)));
+        let via = match egress {
+            config::Egress::Direct(_) => None,
+            config::Egress::Via(proxy) => Some(proxy.clone()),
+        };
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls)
             .https_or_http()
             .enable_all_versions()
-            .wrap_connector(http);
+            .wrap_connector(connect::Connector::new(http, via, connect_timeout));
         Ok(Upstream {
             pool: Arc::new(Pool::new(connector)),
             scheme,
             authority,
             host,
-            base_path: cfg.base_path.clone(),
-            timeout: cfg.timeout,
+            base_path: url.path().trim_end_matches('/').to_string(),
+            timeout,
         })
     }
 

@@ -9,26 +9,27 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::Uri;
-use http_body_util::{Either, Empty};
+use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::connect::{Connection, HttpConnector};
+use hyper_util::client::legacy::connect::Connection;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tower_service::Service;
 
 use super::error::{UpstreamError, innermost};
 
-/// A request body sent upstream: the client's, streamed, or none (a request the proxy may replay).
-pub type UpstreamBody = Either<Incoming, Empty<Bytes>>;
+/// A request body sent upstream: the client's, streamed, or one held whole (empty for a request
+/// the proxy may replay; the form or JSON of an STS call).
+pub type UpstreamBody = Either<Incoming, Full<Bytes>>;
 
 /// How long an idle pooled connection is kept.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 /// Idle HTTP/1.1 connections kept at most; more are closed when their response ends.
 const POOL_MAX_IDLE: usize = 1024;
 
-/// TCP, then TLS where the URL is https.
-pub(super) type Connector = HttpsConnector<HttpConnector>;
+/// TCP (directly or through the outbound proxy's tunnel), then TLS where the URL is https.
+pub(super) type Connector = HttpsConnector<super::connect::Connector>;
 
 /// The connections to the one upstream.
 pub(super) struct Pool {

@@ -4,6 +4,9 @@
 use std::process::Stdio;
 use std::time::Duration;
 
+use base64::Engine as _;
+
+use crate::support::connect_proxy::{ConnectProxy, ConnectProxyOptions};
 use crate::support::process::{ProxyProcess, Scratch, collect_lines, command, wait_for_line};
 use crate::support::tokio;
 use crate::support::{TestConfig, client, closed_port, env, route, simulator};
@@ -151,7 +154,27 @@ async fn trace_logs_never_hold_the_secret_or_a_token_and_sigterm_exits_0() {
     let sim = simulator().await;
     let secret = sim.client_secret().to_string();
     let dir = Scratch::new("trace");
+    // Everything goes out through an outbound proxy that wants credentials, by a name only it
+    // resolves: its password must not reach the logs either.
+    let proxy_password = "proxy-pw-0c4e2a";
+    let proxy_basic = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("svc-bi:{proxy_password}"))
+    );
+    let outbound = ConnectProxy::start(ConnectProxyOptions {
+        require_auth: Some(proxy_basic.clone()),
+        ..Default::default()
+    })
+    .await;
+    let named = |url: String| url.replacen("127.0.0.1", "sim.costs.test", 1);
     let config = TestConfig::new()
+        .set("upstream.url", named(sim.api_url()))
+        .set("upstream.allow_insecure_http", true)
+        .set("sts.token_url", named(sim.sts_url()))
+        .set("sts.allow_insecure_http", true)
+        .set("outbound.proxy", outbound.url())
+        .set("outbound.proxy_auth.username", "svc-bi")
+        .set("outbound.proxy_auth.password", env("PROXY_PW"))
         .set("listen.api_keys", vec![env("BI_KEY")])
         .route(route("/"))
         .route(route("/customers/contoso").delegate("TEAM-CONTOSO"))
@@ -164,6 +187,7 @@ async fn trace_logs_never_hold_the_secret_or_a_token_and_sigterm_exits_0() {
         &[
             ("SIM_SECRET", &secret),
             ("BI_KEY", key),
+            ("PROXY_PW", proxy_password),
             ("RUST_LOG", "trace"),
         ],
     )
@@ -198,6 +222,17 @@ async fn trace_logs_never_hold_the_secret_or_a_token_and_sigterm_exits_0() {
     let tokens = sim.issued_tokens();
     assert!(tokens.len() >= 4, "{tokens:?}");
     assert!(!log.contains(&secret), "the client secret is in the logs");
+    assert!(
+        !log.contains(proxy_password) && !log.contains(&proxy_basic[6..]),
+        "the outbound proxy's credentials are in the logs"
+    );
+    assert!(
+        outbound
+            .lines()
+            .iter()
+            .any(|l| l.starts_with("CONNECT sim.costs.test:")),
+        "the outbound proxy was not used"
+    );
     assert!(
         !log.contains(key) && !log.contains(wrong_key),
         "an API key is in the logs"

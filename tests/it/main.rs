@@ -16,6 +16,7 @@ mod failures;
 mod forwarding;
 mod inbound;
 mod limits;
+mod outbound;
 mod peers;
 mod policies;
 mod reload;

@@ -11,7 +11,6 @@ use crate::support::tokio;
 use crate::support::{Proxy, TestConfig, client, route, simulator};
 use azure_costs_proxy::config::TokenMode;
 use azure_costs_proxy::simulator::StsFault;
-use azure_costs_proxy::tls;
 use azure_costs_proxy::token::{Token, TokenError, TokenKey, TokenSource};
 
 #[tokio::test]
@@ -121,7 +120,8 @@ async fn concurrent_misses_wait_for_one_held_sts_call() {
     sim.hold_sts();
     let cfg = TestConfig::new().parse(&sim);
     let metrics = Arc::new(azure_costs_proxy::metrics::Metrics::new());
-    let tokens = TokenSource::new(&cfg, tls::client_config(&[]).unwrap(), metrics).unwrap();
+    let tokens =
+        TokenSource::new(&cfg, cfg.outbound.trust.client_config().unwrap(), metrics).unwrap();
     let key = TokenKey::new(Arc::from("default"), None);
     type Pending = Pin<Box<dyn Future<Output = Result<Arc<Token>, TokenError>> + Send>>;
     let mut waiting: Vec<Pending> = (0..100)

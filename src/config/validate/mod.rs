@@ -7,6 +7,7 @@ mod credentials;
 mod fields;
 mod listen;
 mod listen_tls;
+mod outbound;
 mod routes;
 mod sts;
 mod token;
@@ -23,8 +24,15 @@ pub(super) fn validate(raw: RawConfig, ctx: &Ctx<'_>) -> Result<Config, ConfigEr
     let mut warnings = Vec::new();
     let listen = listen::listen(ctx, raw.listen, &mut warnings)?;
     let admin = admin::admin(ctx, &raw.admin, listen.allow_remote)?;
-    let upstream = upstream::upstream(ctx, raw.upstream)?;
+    let (upstream, upstream_ca_file) = upstream::upstream(ctx, raw.upstream)?;
     let sts = sts::sts(ctx, &raw.sts)?;
+    let outbound = outbound::outbound(
+        ctx,
+        raw.outbound,
+        upstream_ca_file,
+        [&upstream.url, &sts.token_url],
+        &mut warnings,
+    )?;
     let credentials = credentials::credentials(ctx, &raw.credentials, &mut warnings)?;
     let token = token::token(ctx, &raw.token)?;
     let routes = routes::routes(ctx, &raw.routes, &credentials, token.mode, &mut warnings)?;
@@ -34,6 +42,7 @@ pub(super) fn validate(raw: RawConfig, ctx: &Ctx<'_>) -> Result<Config, ConfigEr
         admin,
         upstream,
         sts,
+        outbound,
         credentials,
         token,
         routes,

@@ -1,15 +1,20 @@
-//! `[upstream]`: the Azure Costs API, its timeouts and the extra trust roots.
+//! `[upstream]`: the Azure Costs API and its timeouts.
 
-use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+use toml::Spanned;
 
 use super::fields::{duration, http_url};
 use crate::config::diagnostics::{ConfigError, Ctx};
 use crate::config::raw::RawUpstream;
 use crate::config::{DEFAULT_UPSTREAM, UpstreamConfig};
 
-/// Checks `[upstream]`; `ca_file` is read now, so a bad file is a config error.
-pub(super) fn upstream(ctx: &Ctx<'_>, raw: RawUpstream) -> Result<UpstreamConfig, ConfigError> {
+/// Checks `[upstream]`. Its `ca_file`, the old place of `[outbound] ca_file`, is handed back
+/// for `[outbound]` to read.
+pub(super) fn upstream(
+    ctx: &Ctx<'_>,
+    raw: RawUpstream,
+) -> Result<(UpstreamConfig, Option<Spanned<String>>), ConfigError> {
     let (url, upstream_span) = http_url(
         ctx,
         &raw.url,
@@ -26,18 +31,7 @@ pub(super) fn upstream(ctx: &Ctx<'_>, raw: RawUpstream) -> Result<UpstreamConfig
         ));
     }
     let base_path = url.path().trim_end_matches('/').to_string();
-    let ca_certs = match &raw.ca_file {
-        None => Vec::new(),
-        Some(f) => crate::tls::read_pem_certs(Path::new(f.get_ref())).map_err(|e| {
-            ctx.error(
-                Some(f.span()),
-                "upstream.ca_file",
-                format!("cannot use {} as trust roots: {e}", f.get_ref()),
-                "point ca_file at a readable PEM file of CA certificates",
-            )
-        })?,
-    };
-    Ok(UpstreamConfig {
+    let config = UpstreamConfig {
         url,
         base_path,
         timeout: duration(
@@ -52,7 +46,6 @@ pub(super) fn upstream(ctx: &Ctx<'_>, raw: RawUpstream) -> Result<UpstreamConfig
             "upstream.connect_timeout",
             Duration::from_secs(10),
         )?,
-        ca_file: raw.ca_file.map(|f| PathBuf::from(f.into_inner())),
-        ca_certs,
-    })
+    };
+    Ok((config, raw.ca_file))
 }

@@ -16,6 +16,8 @@ pub(crate) struct TestConfig {
     overrides: Vec<(String, Value)>,
     routes: Vec<RouteSpec>,
     secret_file: Option<PathBuf>,
+    /// Environment variables the config is loaded with, besides `$SIM_SECRET`.
+    env_vars: Vec<(String, String)>,
 }
 
 /// One `[[routes]]` entry.
@@ -79,6 +81,13 @@ impl TestConfig {
         self
     }
 
+    /// Loads the config with the environment variable `name` set to `value` (in-process: the
+    /// process environment is not touched).
+    pub(crate) fn env_var(mut self, name: &str, value: &str) -> Self {
+        self.env_vars.push((name.to_string(), value.to_string()));
+        self
+    }
+
     /// Reads the secret from the file at `path` instead of `$SIM_SECRET`.
     pub(crate) fn secret_file(mut self, path: PathBuf) -> Self {
         self.secret_file = Some(path);
@@ -116,7 +125,13 @@ impl TestConfig {
     pub(crate) fn parse(&self, sim: &Simulator) -> config::Config {
         let secret = sim.client_secret();
         config::from_toml(&self.text(sim), "test.toml", &move |name: &str| {
-            (name == "SIM_SECRET").then(|| secret.clone())
+            if name == "SIM_SECRET" {
+                return Some(secret.clone());
+            }
+            self.env_vars
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| v.clone())
         })
         .expect("test config is valid")
     }

@@ -19,6 +19,7 @@ use azure_costs_proxy::simulator::{Simulator, StsFault};
 use azure_costs_proxy::{ReloadRequest, Reloader};
 
 pub(crate) mod config;
+pub(crate) mod connect_proxy;
 pub(crate) mod pki;
 pub(crate) mod process;
 pub(crate) mod tokio;
@@ -168,6 +169,12 @@ impl ProxyBuilder {
         self
     }
 
+    /// Sets an environment variable for the config, as [`TestConfig::env_var`].
+    pub(crate) fn env_var(mut self, name: &str, value: &str) -> Self {
+        self.config = self.config.env_var(name, value);
+        self
+    }
+
     /// Adds a route, as [`TestConfig::route`].
     pub(crate) fn route(mut self, route: RouteSpec) -> Self {
         self.config = self.config.route(route);
@@ -281,10 +288,18 @@ pub(crate) fn h2_client() -> reqwest::Client {
         .expect("h2c client")
 }
 
-/// An address nothing listens on (bound, then released).
+/// An address nothing listens on, for good: a socket bound to it that never listens is kept for
+/// the rest of the test run, so connections are refused and no other test can take the port
+/// (one that was bound and released could be reused by a server that accepts and stays silent).
 pub(crate) async fn closed_port() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    l.local_addr().expect("addr")
+    static HELD: std::sync::Mutex<Vec<::tokio::net::TcpSocket>> = std::sync::Mutex::new(Vec::new());
+    let socket = ::tokio::net::TcpSocket::new_v4().expect("socket");
+    socket
+        .bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .expect("bind");
+    let addr = socket.local_addr().expect("addr");
+    HELD.lock().unwrap_or_else(|e| e.into_inner()).push(socket);
+    addr
 }
 
 /// Sends raw bytes and reads the whole answer (the request should say `Connection: close`).

@@ -51,7 +51,12 @@ impl Ca {
 
     /// A rustls server configuration for `localhost` signed by this CA.
     pub(crate) fn server_config(&self) -> rustls::ServerConfig {
-        let leaf = self.leaf("localhost");
+        self.server_config_for("localhost")
+    }
+
+    /// A rustls server configuration for the DNS name `name` signed by this CA.
+    pub(crate) fn server_config_for(&self, name: &str) -> rustls::ServerConfig {
+        let leaf = self.leaf(name);
         rustls::ServerConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
             .unwrap()

@@ -45,11 +45,17 @@ pub(crate) fn command() -> Command {
         .env_remove("AZURE_COSTS_PROXY_CONFIG")
         .env_remove("AZURE_COSTS_CLIENT_ID")
         .env_remove("AZURE_COSTS_CLIENT_SECRET")
+        // The machine's outbound proxy and trust settings are not the test's.
+        .env_remove("SSL_CERT_FILE")
+        .env_remove("SSL_CERT_DIR")
         // A test runner under systemd must not hear its children's READY and STOPPING.
         .env_remove("NOTIFY_SOCKET")
         .env_remove("WATCHDOG_USEC")
         .env_remove("WATCHDOG_PID")
         .kill_on_drop(true);
+    for name in ["https_proxy", "http_proxy", "all_proxy", "no_proxy"] {
+        c.env_remove(name).env_remove(name.to_ascii_uppercase());
+    }
     c
 }
 
@@ -148,6 +154,7 @@ impl ProxyProcess {
     }
 
     /// Sends the process a signal (`"HUP"`, `"TERM"`, ...).
+    #[cfg(unix)]
     pub(crate) async fn signal(&self, name: &str) {
         let pid = self.child.id().unwrap().to_string();
         let sent = Command::new("kill")
