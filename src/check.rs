@@ -6,6 +6,18 @@ use std::time::Duration;
 
 use crate::config::{Config, Egress, TrustRoots};
 
+/// What reloads the config: SIGHUP, and a change to which files.
+fn reload(c: &Config) -> String {
+    if !c.reload.watch {
+        return "on SIGHUP only ([reload] watch = false)".into();
+    }
+    if c.files.is_empty() {
+        return "on SIGHUP (the config names no file to watch)".into();
+    }
+    let files: Vec<String> = c.files.iter().map(|f| f.display().to_string()).collect();
+    format!("on SIGHUP, or a change to {}", files.join(", "))
+}
+
 /// The summary `check` prints: listeners, upstream, STS, credentials (with where each secret comes
 /// from, never the secret), token policy and the route table.
 pub fn summary(c: &Config) -> String {
@@ -52,6 +64,7 @@ pub fn summary(c: &Config) -> String {
         let _ = writeln!(out, "extra hosts: {}", c.listen.allowed_hosts.join(", "));
     }
     let _ = writeln!(out, "shutdown:    grace {}", d(c.listen.shutdown_grace));
+    let _ = writeln!(out, "reload:      {}", reload(c));
     let _ = writeln!(
         out,
         "admin:       {}",

@@ -30,6 +30,7 @@ mod sync;
 pub mod tls;
 pub mod token;
 pub mod upstream;
+pub mod watch;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -43,9 +44,11 @@ pub use error::ProxyError;
 
 use crate::config::ConfigError;
 use crate::live::{Live, Reloaded};
+use crate::watch::{FileWatch, WatchTiming};
 
-/// Reads the config again when asked (SIGHUP): each message on `requests` makes the proxy call
-/// `load` and, if it succeeds, serve new requests with what it returned.
+/// Reads the config again when asked (SIGHUP) or, with `[reload] watch`, when a file of it
+/// changes: each message on `requests`, and each settled change, makes the proxy call `load`
+/// and, if it succeeds, serve new requests with what it returned.
 pub struct Reloader {
     /// One message per reload request.
     pub requests: mpsc::Receiver<ReloadRequest>,
@@ -56,8 +59,40 @@ pub struct Reloader {
 /// A request to reload the config.
 #[derive(Debug, Default)]
 pub struct ReloadRequest {
+    /// What asked for it.
+    pub trigger: ReloadTrigger,
     /// Hears how the reload went: what changed, or why the running config stayed.
     pub done: Option<oneshot::Sender<Result<Reloaded, String>>>,
+}
+
+/// What asked for a reload: named in the reload's log lines and in the
+/// `config_reloads_total` metric, so an operator can tell a rotation from a signal.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ReloadTrigger {
+    /// SIGHUP, or a caller of [`Reloader`] (tests).
+    #[default]
+    Signal,
+    /// A change to the config file or a file it names (`[reload] watch`).
+    File,
+}
+
+impl ReloadTrigger {
+    /// Every trigger, for the metric's label sets.
+    pub const ALL: [ReloadTrigger; 2] = [ReloadTrigger::Signal, ReloadTrigger::File];
+
+    /// The name in logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReloadTrigger::Signal => "signal",
+            ReloadTrigger::File => "file",
+        }
+    }
+}
+
+impl std::fmt::Display for ReloadTrigger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// Optional parts of [`run_with`].
@@ -65,11 +100,13 @@ pub struct ReloadRequest {
 pub struct Options {
     /// The admin listener, bound by the caller; `None`: no admin endpoints.
     pub admin: Option<TcpListener>,
-    /// Live reload; `None`: the config is fixed.
+    /// Live reload (by request and by file changes); `None`: the config is fixed.
     pub reloader: Option<Reloader>,
     /// Tell systemd (`NOTIFY_SOCKET`) about readiness, reloads and shutdown, and ping its
     /// watchdog. Only for the process's own service (`run`), not a proxy embedded in tests.
     pub systemd: bool,
+    /// How `[reload] watch` notices file changes (with a `reloader` only). Tests shorten it.
+    pub watch: WatchTiming,
 }
 
 /// Binds the admin listener of `config`, if it is enabled.
@@ -137,9 +174,10 @@ pub async fn run_with(
         None => None,
     };
     let notifier = notify::Notifier::new(options.systemd);
+    let timing = options.watch;
     let reload_task = options
         .reloader
-        .map(|reloader| tokio::spawn(reload_on_request(live.clone(), reloader, notifier)));
+        .map(|reloader| tokio::spawn(reload_on_request(live.clone(), reloader, notifier, timing)));
     let stop_reloads = reload_task.as_ref().map(|task| task.abort_handle());
     let watchdog = notifier
         .watchdog_interval()
@@ -161,8 +199,13 @@ pub async fn run_with(
     };
     server::serve(listener, live.clone(), shutdown).await;
     live.close();
-    for task in [admin_task, reload_task, watchdog].into_iter().flatten() {
+    for task in [admin_task, watchdog].into_iter().flatten() {
         task.abort();
+    }
+    if let Some(task) = reload_task {
+        // Wait for it to be dropped: the file watcher (and its thread) goes with it.
+        task.abort();
+        let _ = task.await;
     }
     Ok(())
 }
@@ -177,35 +220,102 @@ fn warn_if_hosts_unset(config: &Config, local: std::net::SocketAddr) {
     }
 }
 
-/// Reloads the config on each request: a valid one replaces the running one for new requests;
-/// an invalid one is logged and the running one stays.
-async fn reload_on_request(live: Arc<Live>, mut reloader: Reloader, notifier: notify::Notifier) {
-    while let Some(request) = reloader.requests.recv().await {
-        notifier.reloading();
-        tracing::info!("reloading the config");
-        let outcome = reload(&live, &reloader).await;
-        match &outcome {
-            Ok(done) => {
-                for setting in &done.need_restart {
-                    tracing::warn!("{setting} changed: it takes effect after a restart");
+/// Reloads the config on each request, and when a file of it changes (`[reload] watch`): a
+/// valid one replaces the running one for new requests; an invalid one is logged and the running
+/// one stays. One reload at a time, whatever asks.
+async fn reload_on_request(
+    live: Arc<Live>,
+    mut reloader: Reloader,
+    notifier: notify::Notifier,
+    timing: WatchTiming,
+) {
+    for trigger in ReloadTrigger::ALL {
+        live.metrics().reload_trigger(trigger.as_str());
+    }
+    let mut files = live.watched_files().map(|f| FileWatch::start(f, timing));
+    let mut requests_open = true;
+    loop {
+        let (trigger, done) = tokio::select! {
+            request = reloader.requests.recv(), if requests_open => match request {
+                Some(request) => {
+                    // What the files are now is what this reload applies.
+                    if let Some(watch) = files.as_mut() {
+                        watch.rebase();
+                    }
+                    (request.trigger, request.done)
                 }
-                tracing::info!(
-                    discarded = ?done.discarded,
-                    kept_tokens = done.kept_tokens,
-                    "config reloaded; new requests use it"
-                );
-                notifier.ready("config reloaded");
+                None => {
+                    requests_open = false;
+                    continue;
+                }
+            },
+            changed = next_change(&mut files) => {
+                tracing::info!(changed = ?changed, "config files changed");
+                (ReloadTrigger::File, None)
             }
-            Err(e) => {
-                tracing::error!("config reload failed, the running config stays: {e}");
-                notifier.ready("config reload failed; the running config stays (see the log)");
-            }
+        };
+        let outcome = reload_now(&live, &reloader, trigger, notifier).await;
+        if outcome.is_ok() {
+            follow_config(&live, &mut files, timing);
         }
-        live.metrics().reload(outcome.is_ok());
-        if let Some(done) = request.done {
+        if let Some(done) = done {
             let _ = done.send(outcome);
         }
     }
+}
+
+/// The next change of the watched files; never, when nothing is watched.
+async fn next_change(files: &mut Option<FileWatch>) -> Vec<std::path::PathBuf> {
+    match files {
+        Some(watch) => watch.changed().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// After a reload, the watch follows the new config: its files, and `[reload] watch` itself.
+fn follow_config(live: &Live, files: &mut Option<FileWatch>, timing: WatchTiming) {
+    match (files.as_mut(), live.watched_files()) {
+        (Some(watch), Some(now)) => watch.follow(now),
+        (None, Some(now)) => *files = Some(FileWatch::start(now, timing)),
+        (Some(_), None) => {
+            tracing::info!("[reload] watch is off: only a signal reloads the config now");
+            *files = None;
+        }
+        (None, None) => {}
+    }
+}
+
+/// One reload, whatever asked for it: the same validation, log lines, metric and systemd
+/// notifications for a signal and for a file change.
+async fn reload_now(
+    live: &Live,
+    reloader: &Reloader,
+    trigger: ReloadTrigger,
+    notifier: notify::Notifier,
+) -> Result<Reloaded, String> {
+    notifier.reloading();
+    tracing::info!(%trigger, "reloading the config");
+    let outcome = reload(live, reloader).await;
+    match &outcome {
+        Ok(done) => {
+            for setting in &done.need_restart {
+                tracing::warn!("{setting} changed: it takes effect after a restart");
+            }
+            tracing::info!(
+                %trigger,
+                discarded = ?done.discarded,
+                kept_tokens = done.kept_tokens,
+                "config reloaded; new requests use it"
+            );
+            notifier.ready("config reloaded");
+        }
+        Err(e) => {
+            tracing::error!(%trigger, "config reload failed, the running config stays: {e}");
+            notifier.ready("config reload failed; the running config stays (see the log)");
+        }
+    }
+    live.metrics().reload(trigger.as_str(), outcome.is_ok());
+    outcome
 }
 
 async fn reload(live: &Live, reloader: &Reloader) -> Result<Reloaded, String> {

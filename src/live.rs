@@ -7,6 +7,7 @@
 //! source; the others are discarded, so a rotated secret or a changed STS takes effect at once.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -105,6 +106,14 @@ impl Live {
     /// Connections served at once (bound at start-up; a reload asks for a restart to change it).
     pub fn max_connections(&self) -> usize {
         self.lock().config.listen.max_connections
+    }
+
+    /// The files `[reload] watch` watches for the current config: `None` when it is off or the
+    /// config names no file (it came from the environment alone).
+    pub fn watched_files(&self) -> Option<Vec<PathBuf>> {
+        let state = self.lock();
+        let config = &state.config;
+        (config.reload.watch && !config.files.is_empty()).then(|| config.files.clone())
     }
 
     /// Replaces the config: new requests take a request path built from `config`. Connections

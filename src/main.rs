@@ -98,6 +98,7 @@ async fn serve(config: Config, source: ConfigSource) -> ExitCode {
         admin,
         reloader: reloader(source),
         systemd: true,
+        ..Options::default()
     };
     finish(azure_costs_proxy::run_with(config, listener, options, shutdown_signal()).await)
 }

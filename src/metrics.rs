@@ -46,6 +46,7 @@ struct RouteLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReloadLabels {
     outcome: &'static str,
+    trigger: &'static str,
 }
 
 /// The process's metrics. Cheap to update from any task; shared by `Arc`.
@@ -118,13 +119,10 @@ impl Metrics {
         let reloads = Family::<ReloadLabels, Counter>::default();
         registry.register(
             "config_reloads",
-            "Config reloads (SIGHUP), by outcome (ok|error: the running config stayed)",
+            "Config reloads, by outcome (ok|error: the running config stayed) and trigger \
+             (signal|file)",
             reloads.clone(),
         );
-        // Both outcomes exist from the start, so that increase() sees the first failure.
-        for outcome in ["ok", "error"] {
-            drop(reloads.get_or_create(&ReloadLabels { outcome }));
-        }
         Metrics {
             registry,
             requests,
@@ -138,10 +136,22 @@ impl Metrics {
         }
     }
 
-    /// A config reload ended; `ok` false: the running config stayed.
-    pub fn reload(&self, ok: bool) {
+    /// Reloads may come from `trigger`: both outcomes of it exist from now on, so that
+    /// `increase()` sees the first failure.
+    pub fn reload_trigger(&self, trigger: &'static str) {
+        for outcome in ["ok", "error"] {
+            drop(
+                self.reloads
+                    .get_or_create(&ReloadLabels { outcome, trigger }),
+            );
+        }
+    }
+
+    /// A config reload asked for by `trigger` ended; `ok` false: the running config stayed.
+    pub fn reload(&self, trigger: &'static str, ok: bool) {
         let outcome = if ok { "ok" } else { "error" };
-        self.reloads.get_or_create(&ReloadLabels { outcome }).inc();
+        let labels = ReloadLabels { outcome, trigger };
+        self.reloads.get_or_create(&labels).inc();
     }
 
     /// A request ended with `status` after `elapsed`.

@@ -6,7 +6,8 @@
 2. The deployment's proxy container reads the ConfigMap and the Secret the other files define,
    at the paths proxy.toml names; its probes hit the admin port proxy.toml binds; the data plane
    stays on loopback; it runs as the image's non-root user; the grace period covers
-   shutdown_grace.
+   shutdown_grace; no mount uses subPath (the kubelet never updates one, so a rotated Secret
+   would not reach the proxy's file watch).
 3. proxy.toml passes `azure-costs-proxy check` (with the secret path pointed at a scratch file).
 
 Usage: deploy/kubernetes/check.py [path/to/azure-costs-proxy]   (default: target/release, then
@@ -63,6 +64,9 @@ def main():
     proxy = sidecars[0]
     volumes = {v["name"]: v for v in pod["volumes"]}
     mounts = {m["mountPath"]: volumes[m["name"]] for m in proxy["volumeMounts"]}
+    # A subPath mount is a copy the kubelet never updates: a rotated Secret would never apply.
+    for m in proxy["volumeMounts"]:
+        check("subPath" not in m, f"{m['mountPath']} is a subPath mount, which never updates")
 
     # The config file: the ConfigMap, mounted where --config points.
     config_arg = proxy["args"][proxy["args"].index("--config") + 1]

@@ -104,6 +104,11 @@ pub struct Config {
     pub token: TokenPolicy,
     /// Routes, in file order; at least one.
     pub routes: Vec<RouteConfig>,
+    /// `[reload]`: reloading by itself when a file changes.
+    pub reload: ReloadConfig,
+    /// The files the config was read from (first, if any) and names: secret and API key files,
+    /// TLS certificate, key and client CA, `ca_file`. What `[reload] watch` watches.
+    pub files: Vec<PathBuf>,
     /// Things that are allowed but unwise (a secret written in the file); logged at start-up.
     pub warnings: Vec<String>,
 }
@@ -291,6 +296,13 @@ pub struct TokenPolicy {
     pub transaction_idle: Duration,
     /// per_transaction: header whose new value starts a new transaction.
     pub transaction_header: HeaderName,
+}
+
+/// `[reload]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReloadConfig {
+    /// Reload when the config file or a file it names changes (README: "Live reload").
+    pub watch: bool,
 }
 
 /// One route.

@@ -26,6 +26,8 @@ pub(super) struct RawConfig {
     pub(super) token: RawToken,
     #[serde(default)]
     pub(super) routes: Vec<Spanned<RawRoute>>,
+    #[serde(default)]
+    pub(super) reload: RawReload,
 }
 
 #[derive(Deserialize, Default)]
@@ -115,4 +117,10 @@ pub(super) struct RawRoute {
     pub(super) delegate: Option<Spanned<String>>,
     pub(super) token_mode: Option<Spanned<String>>,
     pub(super) upstream_path: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawReload {
+    pub(super) watch: Option<bool>,
 }

@@ -3,7 +3,7 @@
 //! (systemd's `$CREDENTIALS_DIRECTORY`). A secret written inline is accepted; validation warns.
 
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use toml::Spanned;
 
@@ -119,6 +119,19 @@ pub(super) fn resolve_secret(
         }
         toml::Value::String(_) => Err(ctx.error(span, key, "the secret is empty", how)),
         _ => Err(ctx.error(span, key, "not a secret value", how)),
+    }
+}
+
+/// The file a secret reference reads (`{ file = .. }`, or `{ credential = .. }` in
+/// `$CREDENTIALS_DIRECTORY`), if any: what a reload watches for a rotated secret.
+pub(super) fn secret_file(ctx: &Ctx<'_>, value: &toml::Value) -> Option<PathBuf> {
+    let table = value.as_table().filter(|t| t.len() == 1)?;
+    let (kind, arg) = table.iter().next()?;
+    let arg = arg.as_str().filter(|a| !a.is_empty())?;
+    match kind.as_str() {
+        "file" => Some(PathBuf::from(arg)),
+        "credential" => (ctx.env)("CREDENTIALS_DIRECTORY").map(|dir| Path::new(&dir).join(arg)),
+        _ => None,
     }
 }
 

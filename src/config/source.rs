@@ -108,6 +108,7 @@ pub fn locate(explicit: Option<&Path>, env: EnvLookup<'_>) -> Option<PathBuf> {
 pub fn load_file(path: &Path, env: EnvLookup<'_>) -> Result<Config, ConfigError> {
     let (origin, text) = read_file(path)?;
     let mut config = from_toml(&text, &origin, env)?;
+    config.files.insert(0, path.to_path_buf());
     // The file-less variables that guard the port are easy to believe in force: say when a file
     // makes them inert (unless the file itself reads them).
     for name in [
@@ -183,7 +184,13 @@ mod tests {
             format!("[listen]\napi_keys = [{{ env = \"AZURE_COSTS_PROXY_API_KEY\" }}]\n{MINIMAL}"),
         )
         .unwrap();
-        assert!(load_file(&path, &env).unwrap().warnings.is_empty());
+        let config = load_file(&path, &env).unwrap();
+        assert!(config.warnings.is_empty());
+        assert_eq!(
+            config.files,
+            std::slice::from_ref(&path),
+            "the config file is watched"
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -140,6 +140,11 @@ delegate = "TEAM-CONTOSO"
         "secret from env S",
         "/customers/contoso",
         "TEAM-CONTOSO",
+        &format!(
+            "reload:      on SIGHUP, or a change to {}, {}",
+            path.display(),
+            secret_file.display()
+        ),
         "config OK",
     ] {
         assert!(text.contains(expected), "missing {expected}: {text}");

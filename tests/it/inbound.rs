@@ -161,6 +161,7 @@ async fn https_listener_speaks_h1_and_h2_and_a_reload_renews_its_certificate() {
     let proxy = Proxy::builder()
         .config(listen_tls(&dir))
         .config_file_in(&dir)
+        .signal_only()
         .spawn()
         .await;
     let url = format!("https://localhost:{}/v1/teams", proxy.addr.port());

@@ -25,3 +25,4 @@ mod signals;
 mod streaming;
 mod tls;
 mod tokens;
+mod watch;

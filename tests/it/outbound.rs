@@ -407,6 +407,7 @@ async fn a_reload_applies_a_new_outbound_proxy_to_new_connections() {
     let proxy = Proxy::builder()
         .config(first)
         .config_file_in(&dir)
+        .signal_only()
         .sim(sim)
         .spawn()
         .await;

@@ -47,7 +47,11 @@ fn last_bearer(sim: &azure_costs_proxy::simulator::Simulator) -> String {
 #[tokio::test]
 async fn a_rotated_secret_file_is_used_for_new_tokens_and_open_connections_keep_working() {
     let dir = Scratch::new("reload-secret");
-    let proxy = Proxy::builder().config_file_in(&dir).spawn().await;
+    let proxy = Proxy::builder()
+        .config_file_in(&dir)
+        .signal_only()
+        .spawn()
+        .await;
     proxy.sim.wait_for_sts_calls(1).await;
     let mut conn = connect(proxy.addr).await;
     assert_eq!(get(&mut conn, "/v1/teams").await.0, 200);
@@ -96,7 +100,9 @@ async fn a_rotated_secret_file_is_used_for_new_tokens_and_open_connections_keep_
 
     let metrics = proxy.metrics().await;
     assert!(
-        metrics.contains("azure_costs_proxy_config_reloads_total{outcome=\"ok\"} 1"),
+        metrics.contains(
+            "azure_costs_proxy_config_reloads_total{outcome=\"ok\",trigger=\"signal\"} 1"
+        ),
         "{metrics}"
     );
 }
@@ -104,7 +110,11 @@ async fn a_rotated_secret_file_is_used_for_new_tokens_and_open_connections_keep_
 #[tokio::test]
 async fn an_invalid_config_is_refused_and_the_running_one_keeps_serving() {
     let dir = Scratch::new("reload-broken");
-    let proxy = Proxy::builder().config_file_in(&dir).spawn().await;
+    let proxy = Proxy::builder()
+        .config_file_in(&dir)
+        .signal_only()
+        .spawn()
+        .await;
     proxy.sim.wait_for_sts_calls(1).await;
     let mut conn = connect(proxy.addr).await;
     assert_eq!(get(&mut conn, "/v1/teams").await.0, 200);
@@ -137,7 +147,9 @@ async fn an_invalid_config_is_refused_and_the_running_one_keeps_serving() {
     assert_eq!(proxy.sim.sts_calls(), 1);
     let metrics = proxy.metrics().await;
     assert!(
-        metrics.contains("azure_costs_proxy_config_reloads_total{outcome=\"error\"} 2"),
+        metrics.contains(
+            "azure_costs_proxy_config_reloads_total{outcome=\"error\",trigger=\"signal\"} 2"
+        ),
         "{metrics}"
     );
 }
@@ -145,7 +157,11 @@ async fn an_invalid_config_is_refused_and_the_running_one_keeps_serving() {
 #[tokio::test]
 async fn a_reload_adds_routes_and_keeps_the_tokens_of_unchanged_credentials() {
     let dir = Scratch::new("reload-routes");
-    let proxy = Proxy::builder().config_file_in(&dir).spawn().await;
+    let proxy = Proxy::builder()
+        .config_file_in(&dir)
+        .signal_only()
+        .spawn()
+        .await;
     proxy.sim.wait_for_sts_calls(1).await;
     let teams = proxy.get("/v1/teams").await.text().await.unwrap();
 

@@ -13,7 +13,10 @@ use azure_costs_proxy::simulator::StsFault;
 async fn sighup_applies_a_rotated_secret_file_and_keeps_a_broken_config_out() {
     let sim = simulator().await;
     let dir = Scratch::new("sighup");
-    let good = TestConfig::new().secret_file(dir.write("secret", &sim.client_secret()));
+    // Only the signal reloads here (the file watch has its own tests in watch.rs).
+    let good = TestConfig::new()
+        .set("reload.watch", false)
+        .secret_file(dir.write("secret", &sim.client_secret()));
     let path = dir.write("proxy.toml", &good.text(&sim));
     let mut proxy = ProxyProcess::start(&path, &[]).await;
     // One pooled client: its keep-alive connection stays open across the reloads.

@@ -107,6 +107,9 @@ mod tests {
             listen_tls.server.alpn_protocols,
             [b"h2".to_vec(), b"http/1.1".to_vec()]
         );
+        // A renewed certificate is a change [reload] watch sees: each file is named once.
+        let named = ["cert.pem", "key.pem"].map(|name| std::path::PathBuf::from(path(name)));
+        assert_eq!(ok.files, named);
         let debug = format!("{:?}", ok.listen);
         assert!(
             debug.contains("key.pem") && !debug.contains("PRIVATE"),

@@ -8,6 +8,7 @@ mod fields;
 mod listen;
 mod listen_tls;
 mod outbound;
+mod reload;
 mod routes;
 mod sts;
 mod token;
@@ -22,6 +23,8 @@ use super::raw::RawConfig;
 /// Checks every table of `raw`; `ctx` says where it came from, for errors and warnings.
 pub(super) fn validate(raw: RawConfig, ctx: &Ctx<'_>) -> Result<Config, ConfigError> {
     let mut warnings = Vec::new();
+    // Before the tables are taken apart: the paths as written, for `[reload] watch`.
+    let files = reload::named_files(ctx, &raw);
     let listen = listen::listen(ctx, raw.listen, &mut warnings)?;
     let admin = admin::admin(ctx, &raw.admin, listen.allow_remote)?;
     let (upstream, upstream_ca_file) = upstream::upstream(ctx, raw.upstream)?;
@@ -36,6 +39,7 @@ pub(super) fn validate(raw: RawConfig, ctx: &Ctx<'_>) -> Result<Config, ConfigEr
     let credentials = credentials::credentials(ctx, &raw.credentials, &mut warnings)?;
     let token = token::token(ctx, &raw.token)?;
     let routes = routes::routes(ctx, &raw.routes, &credentials, token.mode, &mut warnings)?;
+    let reload = reload::reload(&raw.reload);
     Ok(Config {
         origin: ctx.origin.to_string(),
         listen,
@@ -46,6 +50,8 @@ pub(super) fn validate(raw: RawConfig, ctx: &Ctx<'_>) -> Result<Config, ConfigEr
         credentials,
         token,
         routes,
+        reload,
+        files,
         warnings,
     })
 }

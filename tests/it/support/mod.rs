@@ -16,6 +16,7 @@ use ::tokio::net::{TcpListener, TcpStream};
 use ::tokio::sync::{mpsc, oneshot};
 use azure_costs_proxy::live::Reloaded;
 use azure_costs_proxy::simulator::{Simulator, StsFault};
+use azure_costs_proxy::watch::WatchTiming;
 use azure_costs_proxy::{ReloadRequest, Reloader};
 
 pub(crate) mod config;
@@ -38,6 +39,8 @@ pub(crate) struct Proxy {
     /// A pooled client for [`Proxy::get`], as a BI tool keeps its connections.
     client: reqwest::Client,
     stop: Option<oneshot::Sender<()>>,
+    /// `run_with`, until it returns.
+    serving: Option<::tokio::task::JoinHandle<anyhow::Result<()>>>,
     /// Set when the config comes from a file (see [`ProxyBuilder::config_file_in`]).
     file: Option<ConfigFile>,
 }
@@ -47,6 +50,8 @@ struct ConfigFile {
     path: PathBuf,
     secret: PathBuf,
     reloads: mpsc::Sender<ReloadRequest>,
+    /// Every config written keeps `reload.watch = false`.
+    signal_only: bool,
 }
 
 /// Something done to the simulator before the proxy starts.
@@ -60,6 +65,10 @@ pub(crate) struct ProxyBuilder {
     before_start: Vec<SimStep>,
     config: TestConfig,
     dir: Option<PathBuf>,
+    /// A config file the test wrote itself.
+    path: Option<PathBuf>,
+    signal_only: bool,
+    watch: WatchTiming,
 }
 
 impl Proxy {
@@ -100,6 +109,23 @@ impl Proxy {
         }
     }
 
+    /// Signals shutdown and waits (20 s at most) until `run_with` has returned.
+    pub(crate) async fn stop(&mut self) {
+        self.begin_stop();
+        if let Some(serving) = self.serving.take() {
+            let done = ::tokio::time::timeout(Duration::from_secs(20), serving).await;
+            let served = done.expect("run_with returns after shutdown");
+            served
+                .expect("run_with ran")
+                .expect("run_with ended cleanly");
+        }
+    }
+
+    /// Whether the proxy has stopped taking reload requests (its reload task is gone).
+    pub(crate) fn reloads_closed(&self) -> bool {
+        self.file().reloads.is_closed()
+    }
+
     fn file(&self) -> &ConfigFile {
         self.file
             .as_ref()
@@ -115,14 +141,60 @@ impl Proxy {
     /// proxy sees it at the next [`Proxy::reload`].
     pub(crate) fn rewrite_config(&self, config: TestConfig) {
         let file = self.file();
-        let text = config.secret_file(file.secret.clone()).text(&self.sim);
+        let text = self.config_text(config);
         std::fs::write(&file.path, text).expect("write the config file");
+    }
+
+    /// The text [`Proxy::rewrite_config`] writes for `config`.
+    pub(crate) fn config_text(&self, config: TestConfig) -> String {
+        let file = self.file();
+        let mut config = config.secret_file(file.secret.clone());
+        if file.signal_only {
+            config = config.set("reload.watch", false);
+        }
+        config.text(&self.sim)
+    }
+
+    /// The secret file the config names.
+    pub(crate) fn secret_path(&self) -> &std::path::Path {
+        &self.file().secret
+    }
+
+    /// `azure_costs_proxy_config_reloads_total{outcome,trigger}` now.
+    pub(crate) async fn reloads(&self, outcome: &str, trigger: &str) -> u64 {
+        let series = format!(
+            "azure_costs_proxy_config_reloads_total{{outcome=\"{outcome}\",trigger=\"{trigger}\"}} "
+        );
+        let metrics = self.metrics().await;
+        let line = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(series.as_str()));
+        line.and_then(|n| n.trim().parse().ok()).unwrap_or(0)
+    }
+
+    /// Waits (20 s at most) until `reloads(outcome, trigger)` is at least `count`; returns it.
+    pub(crate) async fn wait_for_reloads(&self, outcome: &str, trigger: &str, count: u64) -> u64 {
+        let deadline = ::tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let now = self.reloads(outcome, trigger).await;
+            if now >= count {
+                return now;
+            }
+            assert!(
+                ::tokio::time::Instant::now() < deadline,
+                "{now} {outcome} reloads by {trigger}, waited for {count}"
+            );
+            ::tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// Asks for a reload (as SIGHUP does) and waits for its outcome.
     pub(crate) async fn reload(&self) -> Result<Reloaded, String> {
         let (done, outcome) = oneshot::channel();
-        let request = ReloadRequest { done: Some(done) };
+        let request = ReloadRequest {
+            done: Some(done),
+            ..ReloadRequest::default()
+        };
         let sent = self.file().reloads.send(request).await;
         sent.expect("the proxy takes reload requests");
         outcome.await.expect("the reload answers")
@@ -189,6 +261,29 @@ impl ProxyBuilder {
         self
     }
 
+    /// Loads the config from `path`, a file the test wrote (with its secrets); reloads as
+    /// [`ProxyBuilder::config_file_in`], but [`Proxy::rewrite_config`] is not for it. Only the
+    /// symlink (Kubernetes volume) test uses it, which is Unix-only.
+    #[cfg(unix)]
+    pub(crate) fn config_path(mut self, path: PathBuf) -> Self {
+        self.path = Some(path);
+        self
+    }
+
+    /// Only a signal ([`Proxy::reload`]) reloads: `reload.watch = false` in every config
+    /// written, so that a test of explicit reloads is not raced by the file watch.
+    pub(crate) fn signal_only(mut self) -> Self {
+        self.signal_only = true;
+        self.config = self.config.set("reload.watch", false);
+        self
+    }
+
+    /// How the file watch notices changes (default: as in production).
+    pub(crate) fn watch_timing(mut self, timing: WatchTiming) -> Self {
+        self.watch = timing;
+        self
+    }
+
     /// Starts the proxy on 127.0.0.1:0 with an admin listener on 127.0.0.1:0.
     pub(crate) async fn spawn(self) -> Proxy {
         tokio::assert_bounded();
@@ -199,15 +294,21 @@ impl ProxyBuilder {
         for step in self.before_start {
             step(&sim);
         }
-        let Some(dir) = self.dir else {
-            let config = self.config.parse(&sim);
-            return launch(sim, config, None).await;
+        let (path, secret) = match (self.path, self.dir) {
+            (Some(path), _) => (path, PathBuf::new()),
+            (None, Some(dir)) => {
+                let secret = dir.join("secret");
+                std::fs::write(&secret, sim.client_secret()).expect("write the secret file");
+                let path = dir.join("proxy.toml");
+                let text = self.config.secret_file(secret.clone()).text(&sim);
+                std::fs::write(&path, text).expect("write the config file");
+                (path, secret)
+            }
+            (None, None) => {
+                let config = self.config.parse(&sim);
+                return launch(sim, config, None, self.watch).await;
+            }
         };
-        let secret = dir.join("secret");
-        std::fs::write(&secret, sim.client_secret()).expect("write the secret file");
-        let path = dir.join("proxy.toml");
-        let text = self.config.secret_file(secret.clone()).text(&sim);
-        std::fs::write(&path, text).expect("write the config file");
         let load = {
             let path = path.clone();
             move || azure_costs_proxy::config::load(Some(&path), &|_: &str| None)
@@ -218,11 +319,12 @@ impl ProxyBuilder {
             requests,
             load: Box::new(load),
         };
-        let mut proxy = launch(sim, config, Some(reloader)).await;
+        let mut proxy = launch(sim, config, Some(reloader), self.watch).await;
         proxy.file = Some(ConfigFile {
             path,
             secret,
             reloads,
+            signal_only: self.signal_only,
         });
         proxy
     }
@@ -241,6 +343,7 @@ async fn launch(
     sim: Simulator,
     config: azure_costs_proxy::config::Config,
     reloader: Option<Reloader>,
+    watch: WatchTiming,
 ) -> Proxy {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
@@ -251,8 +354,9 @@ async fn launch(
         admin: Some(admin_listener),
         reloader,
         systemd: false,
+        watch,
     };
-    ::tokio::spawn(azure_costs_proxy::run_with(
+    let serving = ::tokio::spawn(azure_costs_proxy::run_with(
         config,
         listener,
         options,
@@ -266,6 +370,7 @@ async fn launch(
         sim,
         client: client(),
         stop: Some(stop),
+        serving: Some(serving),
         file: None,
     }
 }
