@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use azure_costs_proxy::config::{RouteConfig, Secret, TokenMode, TokenPolicy};
+use azure_costs_proxy::config::{RefreshOn, RouteConfig, Secret, TokenMode, TokenPolicy};
 use azure_costs_proxy::headers::{self, RequestIds};
 use azure_costs_proxy::inbound::{ApiKeys, HostGuard};
 use azure_costs_proxy::routes::{self, RouteTable};
@@ -35,8 +35,10 @@ fn table() -> RouteTable {
             prefix: (*p).into(),
             credential: "default".into(),
             delegate: (*p != "/").then(|| p.trim_start_matches('/').replace('/', "-")),
+            delegates: None,
             token_mode: TokenMode::Interval,
             upstream_path: String::new(),
+            refresh_on: RefreshOn::DEFAULT,
         })
         .collect();
     let policy = TokenPolicy {
@@ -45,6 +47,7 @@ fn table() -> RouteTable {
         refresh_before_expiry: Duration::from_secs(300),
         transaction_idle: Duration::from_secs(30),
         transaction_header: HeaderName::from_static("x-transaction-id"),
+        refresh_on: RefreshOn::DEFAULT,
     };
     RouteTable::new(&routes, &policy)
 }
@@ -75,7 +78,7 @@ fn route_find(bencher: Bencher, path: &str) {
         black_box(
             table
                 .find(black_box(path))
-                .map(|(r, rest)| (r.prefix.len(), rest.len())),
+                .map(|m| (m.route.prefix.len(), m.rest.len())),
         )
     });
 }

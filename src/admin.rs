@@ -16,6 +16,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use serde_json::json;
 use tokio::net::TcpListener;
 
+use crate::config::TokenMode;
 use crate::live::Live;
 use crate::token::TokenState;
 
@@ -53,10 +54,13 @@ impl Admin {
         let mut ready = true;
         let mut listed = Vec::with_capacity(routes.len());
         for route in routes {
-            let state = proxy
-                .tokens()
-                .state(&route.token_key(), route.token_mode)
-                .await;
+            // A `{delegate}` route holds no token of its own: each team's comes with its first
+            // request. It is on demand, unless its credential's own token is backing off.
+            let mode = match &route.team {
+                Some(_) => TokenMode::PerRequest,
+                None => route.token_mode,
+            };
+            let state = proxy.tokens().state(&route.token_key(), mode).await;
             let counts = !has_root || &*route.prefix == "/";
             if counts && !state.is_ready() {
                 ready = false;
@@ -65,6 +69,14 @@ impl Admin {
                 "prefix": &*route.prefix,
                 "credential": &*route.credential,
                 "delegate": route.delegate.as_deref(),
+                "delegates": route.team.as_ref().map(|t| match &t.listed {
+                    None => json!("*"),
+                    Some(listed) => {
+                        let mut teams: Vec<&str> = listed.iter().map(|t| &**t).collect();
+                        teams.sort_unstable();
+                        json!(teams)
+                    }
+                }),
                 "mode": route.token_mode.as_str(),
                 "required": counts,
             });

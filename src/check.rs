@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use crate::config::{Config, Egress, TrustRoots};
+use crate::config::{Config, DelegateSet, Egress, RefreshOn, TrustRoots};
 
 /// What reloads the config: SIGHUP, and a change to which files.
 fn reload(c: &Config) -> String {
@@ -92,10 +92,11 @@ pub fn summary(c: &Config) -> String {
     let _ = writeln!(out, "trust:       {}", trust(&c.outbound.trust));
     let _ = writeln!(
         out,
-        "token:       mode {}, max_age {}, refresh_before_expiry {}",
+        "token:       mode {}, max_age {}, refresh_before_expiry {}, refresh_on {}",
         c.token.mode.as_str(),
         d(c.token.max_age),
-        d(c.token.refresh_before_expiry)
+        d(c.token.refresh_before_expiry),
+        refresh_on(c.token.refresh_on)
     );
     let _ = writeln!(out, "credentials:");
     for (name, cred) in &c.credentials {
@@ -117,7 +118,10 @@ pub fn summary(c: &Config) -> String {
             "  {:<24} {:<12} {:<16} {:<12} {}",
             r.prefix,
             r.credential,
-            r.delegate.as_deref().unwrap_or("-"),
+            match &r.delegates {
+                Some(_) => "from the path",
+                None => r.delegate.as_deref().unwrap_or("-"),
+            },
             r.token_mode.as_str(),
             if r.upstream_path.is_empty() {
                 "-"
@@ -125,12 +129,40 @@ pub fn summary(c: &Config) -> String {
                 &r.upstream_path
             }
         );
+        match &r.delegates {
+            Some(DelegateSet::Any) => {
+                let _ = writeln!(
+                    out,
+                    "  {:<24} acts for any team the STS accepts (metrics label it *)",
+                    ""
+                );
+            }
+            Some(DelegateSet::Listed(teams)) => {
+                let _ = writeln!(out, "  {:<24} acts for {}", "", teams.join(", "));
+            }
+            None => {}
+        }
+        if r.refresh_on != c.token.refresh_on {
+            let _ = writeln!(out, "  {:<24} refresh_on {}", "", refresh_on(r.refresh_on));
+        }
     }
     for w in &c.warnings {
         let _ = writeln!(out, "warning:     {w}");
     }
     let _ = writeln!(out, "config OK");
     out
+}
+
+/// `[401, 403]` as written in the config.
+fn refresh_on(on: RefreshOn) -> String {
+    let mut statuses = Vec::new();
+    if on.unauthorized {
+        statuses.push("401");
+    }
+    if on.forbidden {
+        statuses.push("403");
+    }
+    format!("[{}]", statuses.join(", "))
 }
 
 /// "direct (why)" or "via http://proxy:3128 (from where), auth: yes"; never the credentials.

@@ -11,9 +11,10 @@ use crate::simulator::Simulator;
 /// Name of the (simulated) secret in the demo config; never a real secret.
 const DEMO_SECRET_VAR: &str = "AZURE_COSTS_DEMO_SECRET";
 
-/// The demo configuration: the proxy on `listen`, the API and STS of `sim`, a `/` route and CSP
+/// The demo configuration: the proxy on `listen`, the API and STS of `sim`, a `/` route, CSP
 /// routes `/customers/contoso` and `/customers/fabrikam` acting for those customer teams (the
-/// latter with a fresh token per transaction).
+/// latter with a fresh token per transaction), and one `/teams/{delegate}` route for all three
+/// sample teams.
 pub fn demo_config(sim: &Simulator, listen: SocketAddr) -> Result<Config, ConfigError> {
     let text = format!(
         r#"
@@ -41,6 +42,10 @@ delegate = "TEAM-CONTOSO"
 prefix = "/customers/fabrikam"
 delegate = "TEAM-FABRIKAM"
 token_mode = "per_transaction"
+
+[[routes]]
+prefix = "/teams/{{delegate}}"
+delegates = ["TEAM-CONTOSO", "TEAM-FABRIKAM", "TEAM-WOODGROVE"]
 "#,
         api = sim.api_url(),
         sts = sim.sts_url(),
@@ -97,6 +102,7 @@ pub async fn run(
          curl -s '{base}/v1/teams'\n  \
          curl -s '{base}/customers/contoso/v1/costs/by-service?month=2026-10'   # CSP: acts for Contoso\n  \
          curl -s '{base}/customers/fabrikam/v1/teams'   # CSP: Fabrikam, a fresh token per transaction\n  \
+         curl -s '{base}/teams/TEAM-WOODGROVE/v1/costs/by-service?month=2026-10'   # CSP: any listed team by its id\n  \
          curl -s '{base}/v1/costs/export?rows=100000' | head\n\n\
          Admin: {admin_url}/readyz and {admin_url}/metrics\n\n\
          Press Ctrl-C to stop.\n",

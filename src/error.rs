@@ -26,6 +26,12 @@ pub enum ProxyError {
     /// The `Host` header is not an accepted name (DNS-rebinding guard).
     #[error("the Host header `{0}` is not accepted; add it to listen.allowed_hosts if it is yours")]
     ForbiddenHost(String),
+    /// A `{delegate}` route does not act for the team the path names.
+    #[error(
+        "this route does not act for team `{0}`: it is not in the route's delegates (team ids \
+         are matched exactly, case included)"
+    )]
+    ForbiddenDelegate(String),
     /// The request is malformed in a way the proxy refuses to forward.
     #[error("{0}")]
     BadRequest(&'static str),

@@ -6,18 +6,31 @@ use std::time::SystemTime;
 
 use crate::config::{Config, TokenMode};
 use crate::routes::{Route, RouteTable};
-use crate::token::{Token, TokenError, TokenSource};
+use crate::token::{Token, TokenError, TokenKey, TokenSource};
 
 /// Why no token could be shown.
 #[derive(Debug, thiserror::Error)]
 pub enum InspectError {
     /// `--route` names no configured route (a usage error: exit 2).
-    #[error("no route has the prefix `{prefix}`; configured prefixes: {known}")]
+    #[error(
+        "no route has the prefix `{prefix}`; configured prefixes: {known} (for a {{delegate}} \
+         route, name the team: --route /teams/TEAM-ID)"
+    )]
     UnknownRoute {
         /// The prefix asked for.
         prefix: String,
         /// The configured prefixes, comma-separated.
         known: String,
+    },
+    /// `--route` names a team its `{delegate}` route does not act for (a usage error: exit 2).
+    #[error(
+        "route `{route}` does not act for team `{team}`: it is not in the route's delegates, or not a team id"
+    )]
+    NotADelegate {
+        /// The route's prefix.
+        route: String,
+        /// The team asked for.
+        team: String,
     },
     /// The STS clients could not be built.
     #[error("{0}")]
@@ -32,25 +45,21 @@ pub enum InspectError {
 pub struct Fetched {
     /// The route.
     pub route: Arc<Route>,
+    /// The token's key: credential and delegate (a `{delegate}` route's team included).
+    pub key: TokenKey,
     /// The token.
     pub token: Arc<Token>,
 }
 
-/// Fetches a fresh token for the route whose prefix is `prefix` (`/contoso/` = `/contoso`).
+/// Fetches a fresh token for the route whose prefix is `prefix` (`/contoso/` = `/contoso`), or,
+/// on a `{delegate}` route, for the team a path names (`/teams/TEAM-X`).
 pub async fn fetch(config: &Config, prefix: &str) -> Result<Fetched, InspectError> {
     let table = RouteTable::new(&config.routes, &config.token);
     let wanted = match prefix.trim_end_matches('/') {
         "" => "/",
         p => p,
     };
-    let Some(route) = table.routes().iter().find(|r| &*r.prefix == wanted) else {
-        let mut known: Vec<&str> = table.routes().iter().map(|r| &*r.prefix).collect();
-        known.sort_unstable();
-        return Err(InspectError::UnknownRoute {
-            prefix: prefix.to_string(),
-            known: known.join(", "),
-        });
-    };
+    let (route, key) = find(&table, wanted)?;
     let tls = config
         .outbound
         .trust
@@ -59,12 +68,38 @@ pub async fn fetch(config: &Config, prefix: &str) -> Result<Fetched, InspectErro
     let metrics = Arc::new(crate::metrics::Metrics::new());
     let tokens = TokenSource::new(config, tls, metrics).map_err(InspectError::Setup)?;
     // A token for this command alone, whatever the route's mode: never one from a cache.
-    let token = tokens
-        .get(&route.token_key(), TokenMode::PerRequest)
-        .await?;
-    Ok(Fetched {
-        route: route.clone(),
-        token,
+    let token = tokens.get(&key, TokenMode::PerRequest).await?;
+    Ok(Fetched { route, key, token })
+}
+
+/// The route `wanted` names, and the key of its token: a fixed route by its prefix, or a
+/// `{delegate}` route by its fixed part and a team.
+fn find(table: &RouteTable, wanted: &str) -> Result<(Arc<Route>, TokenKey), InspectError> {
+    if let Some(route) = table
+        .routes()
+        .iter()
+        .find(|r| r.team.is_none() && &*r.prefix == wanted)
+    {
+        return Ok((route.clone(), route.token_key()));
+    }
+    if let Some(found) = table.find(wanted)
+        && let Some(team) = found.team
+        && found.rest.is_empty()
+    {
+        let key = found
+            .route
+            .team_key(team)
+            .map_err(|_| InspectError::NotADelegate {
+                route: found.route.prefix.to_string(),
+                team: team.chars().take(64).collect(),
+            })?;
+        return Ok((found.route.clone(), key));
+    }
+    let mut known: Vec<&str> = table.routes().iter().map(|r| &*r.prefix).collect();
+    known.sort_unstable();
+    Err(InspectError::UnknownRoute {
+        prefix: wanted.to_string(),
+        known: known.join(", "),
     })
 }
 
@@ -84,7 +119,7 @@ impl Fetched {
              fingerprint  {fingerprint}\n",
             route = self.route.prefix,
             credential = self.route.credential,
-            delegate = self.route.delegate.as_deref().unwrap_or("-"),
+            delegate = self.key.delegate.as_deref().unwrap_or("-"),
             kind = self.token.token_type(),
             at = humantime::format_rfc3339_seconds(expires),
             fingerprint = self.token.fingerprint(),

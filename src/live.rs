@@ -16,7 +16,7 @@ use arc_swap::ArcSwap;
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 
-use crate::config::{Config, TokenMode};
+use crate::config::{Config, DelegateSet, TokenMode};
 use crate::inbound::{ApiKeys, HostGuard, InboundPolicy};
 use crate::metrics::Metrics;
 use crate::proxy::Proxy;
@@ -242,10 +242,14 @@ fn discarded_credentials(old: &Config, new: &Config) -> Vec<String> {
 fn token_labels(config: &Config) -> Vec<(String, Option<String>)> {
     let mut pairs = Vec::new();
     for route in &config.routes {
-        for pair in [
-            (route.credential.clone(), None),
-            (route.credential.clone(), route.delegate.clone()),
-        ] {
+        let mut teams = vec![route.delegate.clone()];
+        match &route.delegates {
+            Some(DelegateSet::Any) => teams.push(Some("*".to_string())),
+            Some(DelegateSet::Listed(listed)) => teams.extend(listed.iter().cloned().map(Some)),
+            None => {}
+        }
+        for team in std::iter::once(None).chain(teams) {
+            let pair = (route.credential.clone(), team);
             if !pairs.contains(&pair) {
                 pairs.push(pair);
             }
@@ -288,7 +292,9 @@ fn restart_settings(old: &Config, new: &Config) -> Vec<&'static str> {
 }
 
 /// Starts a keeper for the token of every interval-mode route (each cache key once): the token
-/// is fetched at once and kept fresh. Failures are logged and backed off by the token source.
+/// is fetched at once and kept fresh. For a `{delegate}` route that is the credential's own
+/// token, the base of its teams' updates (the teams come with the requests). Failures are logged
+/// and backed off by the token source.
 fn keep_tokens_warm(proxy: &Proxy) -> Vec<JoinHandle<()>> {
     let mut keys: Vec<TokenKey> = Vec::new();
     for route in proxy.routes().routes() {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use http::header::{self, HeaderMap, HeaderValue};
 use http::request::Parts;
-use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http::{Method, Request, Response, Uri, Version};
 use http_body::Body as _;
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
@@ -20,7 +20,7 @@ use crate::headers::{self, RequestIds};
 use crate::inbound::InboundPolicy;
 use crate::metrics::Metrics;
 use crate::respond;
-use crate::routes::{self, Route, RouteTable};
+use crate::routes::{self, Route, RouteTable, TeamRefusal};
 use crate::token::transaction::Transactions;
 use crate::token::{Token, TokenKey, TokenSource};
 use crate::upstream::{PooledBody, Upstream, UpstreamBody};
@@ -59,9 +59,9 @@ impl Proxy {
     ) -> Result<Response<PooledBody>, ProxyError> {
         let (mut parts, body) = request.into_parts();
         self.check_inbound(&parts)?;
-        let (route, upstream_uri) = self.route(&parts)?;
+        let (route, key, upstream_uri) = self.route(&parts)?;
         log.route(route.prefix.clone());
-        let (key, token) = self.token(route, &parts.headers, log).await?;
+        let (key, token) = self.token(route, key, &parts.headers, log).await?;
         Self::rewrite(&mut parts, upstream_uri, token.bearer(), request_id);
         // A request without a body is kept, to go again if the upstream refuses the token.
         let replay = Replay::of(&parts, &body);
@@ -84,23 +84,38 @@ impl Proxy {
         self.inbound.check(parts)
     }
 
-    /// Route: no dot segments, the longest matching prefix, and the upstream URI the request goes
-    /// to (base path, the route's upstream path, the rest of the path, the query as sent).
-    fn route(&self, parts: &Parts) -> Result<(&Arc<Route>, Uri), ProxyError> {
+    /// Route: no dot segments, the longest matching prefix, the key of the token it needs (on a
+    /// `{delegate}` route, for the team the path names, if the route may act for it), and the
+    /// upstream URI the request goes to (base path, the route's upstream path, the rest of the
+    /// path, the query as sent).
+    fn route(&self, parts: &Parts) -> Result<(&Arc<Route>, TokenKey, Uri), ProxyError> {
         let path = parts.uri.path();
         if routes::has_dot_segment(path) {
             return Err(ProxyError::BadRequest(
                 "the path holds a `.` or `..` segment; send a normalised path",
             ));
         }
-        let (route, rest) = self.routes.find(path).ok_or(ProxyError::NoRoute)?;
+        let found = self.routes.find(path).ok_or(ProxyError::NoRoute)?;
+        let route = found.route;
+        let key = match found.team {
+            None => route.token_key(),
+            Some(team) => route.team_key(team).map_err(|refusal| match refusal {
+                TeamRefusal::Implausible => ProxyError::BadRequest(
+                    "the team segment is not a team id (1 to 64 letters, digits, '-', '_' or \
+                     '.'; nothing percent-encoded)",
+                ),
+                TeamRefusal::NotListed => {
+                    ProxyError::ForbiddenDelegate(team.chars().take(64).collect())
+                }
+            })?,
+        };
         let upstream_pq = routes::upstream_path_and_query(
             self.upstream.base_path(),
             &route.upstream_path,
-            rest,
+            found.rest,
             parts.uri.query(),
         );
-        Ok((route, self.upstream.uri(&upstream_pq)?))
+        Ok((route, key, self.upstream.uri(&upstream_pq)?))
     }
 
     /// Token: the route's token, from the cache or the STS. A `per_transaction` route first
@@ -108,15 +123,16 @@ impl Proxy {
     async fn token(
         &self,
         route: &Route,
+        key: TokenKey,
         headers: &HeaderMap,
         log: &mut AccessLog,
     ) -> Result<(TokenKey, Arc<Token>), ProxyError> {
         let key = match &route.transactions {
             Some(transactions) => {
-                self.enter_transaction(route, transactions, headers, log)
+                self.enter_transaction(key, transactions, headers, log)
                     .await
             }
-            None => route.token_key(),
+            None => key,
         };
         let token = self.tokens.get(&key, route.token_mode).await?;
         if let Some(transactions) = &route.transactions
@@ -135,15 +151,14 @@ impl Proxy {
     /// transaction busy until the response ends. Returns the key of the transaction's token.
     async fn enter_transaction(
         &self,
-        route: &Route,
+        key: TokenKey,
         transactions: &Arc<Transactions>,
         headers: &HeaderMap,
         log: &mut AccessLog,
     ) -> TokenKey {
-        let key = route.token_key();
         let entered = transactions.enter(headers);
         for ended in entered.ended {
-            self.tokens.forget(&key.for_transaction(ended)).await;
+            self.tokens.forget_transaction(&key, ended).await;
         }
         log.hold(entered.activity);
         key.for_transaction(entered.id)
@@ -169,9 +184,10 @@ impl Proxy {
         Ok(self.upstream.send(request).await?)
     }
 
-    /// Retry on refusal: a 401 to a request that can be sent again, for a token the token source
-    /// agrees was refused (revoked, or permissions changed since it was issued), sends the request
-    /// once more with a fresh token. Any other answer goes to the client as it is.
+    /// Retry on refusal: a status of the route's `refresh_on` (401 by default) to a request that
+    /// can be sent again, for a token the token source agrees was refused (revoked, or
+    /// permissions changed since it was issued), sends the request once more with a fresh token.
+    /// Any other answer goes to the client as it is.
     async fn retry_on_refusal(
         &self,
         response: Response<PooledBody>,
@@ -181,7 +197,8 @@ impl Proxy {
         token: &Arc<Token>,
         log: &mut AccessLog,
     ) -> Result<Response<PooledBody>, ProxyError> {
-        if response.status() != StatusCode::UNAUTHORIZED || !self.tokens.refused(key, token).await {
+        let status = response.status();
+        if !route.refresh_on.contains(status) || !self.tokens.refused(key, token).await {
             return Ok(response);
         }
         drop(response);
@@ -189,7 +206,8 @@ impl Proxy {
             tracing::info!(
                 credential = %key.credential,
                 delegate = key.delegate.as_deref().unwrap_or("-"),
-                "the upstream refused the token (401); retrying once with a fresh one"
+                status = status.as_u16(),
+                "the upstream refused the token; retrying once with a fresh one"
             )
         });
         log.retried();
@@ -229,7 +247,7 @@ impl Proxy {
 
     /// The synchronous half of a request: the inbound checks and the route, as [`Self::handle`]
     /// runs them. Nothing here waits or allocates a token; the fuzz target `request` drives it.
-    pub fn plan(&self, parts: &Parts) -> Result<(&Arc<Route>, Uri), ProxyError> {
+    pub fn plan(&self, parts: &Parts) -> Result<(&Arc<Route>, TokenKey, Uri), ProxyError> {
         self.check_inbound(parts)?;
         self.route(parts)
     }

@@ -28,6 +28,7 @@ pub fn status_and_code(e: &ProxyError) -> (StatusCode, &'static str) {
         ProxyError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
         ProxyError::ForbiddenTarget => (StatusCode::BAD_REQUEST, "forbidden_target"),
         ProxyError::ForbiddenHost(_) => (StatusCode::FORBIDDEN, "forbidden_host"),
+        ProxyError::ForbiddenDelegate(_) => (StatusCode::FORBIDDEN, "forbidden_delegate"),
         ProxyError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
         ProxyError::Token(e) => match e.failure {
             StsFailure::Rejected { .. } => (StatusCode::BAD_GATEWAY, "sts_rejected"),
@@ -119,6 +120,11 @@ mod tests {
             (ProxyError::MethodNotAllowed, 405, "method_not_allowed"),
             (ProxyError::ForbiddenTarget, 400, "forbidden_target"),
             (ProxyError::ForbiddenHost("x".into()), 403, "forbidden_host"),
+            (
+                ProxyError::ForbiddenDelegate("T".into()),
+                403,
+                "forbidden_delegate",
+            ),
             (
                 token_error(
                     StsFailure::Rejected {

@@ -1,10 +1,12 @@
-//! Route table: longest-prefix matching on whole path segments, prefix stripping, upstream paths.
+//! Route table: longest-prefix matching on whole path segments (a `{delegate}` route's team
+//! segment counts as one), prefix stripping, upstream paths.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
-use crate::config::{self, TokenMode, TokenPolicy};
-use crate::token::TokenKey;
+use crate::config::{self, DelegateSet, RefreshOn, TokenMode, TokenPolicy};
 use crate::token::transaction::Transactions;
+use crate::token::{TeamFrom, TokenKey};
 
 /// One route as the request path uses it.
 #[derive(Debug)]
@@ -21,16 +23,67 @@ pub struct Route {
     pub upstream_path: String,
     /// `per_transaction` mode: the route's transaction boundaries.
     pub transactions: Option<Arc<Transactions>>,
+    /// A `{delegate}` route: its prefix without the team segment, and the teams it may act for.
+    pub team: Option<TeamRule>,
+    /// Upstream statuses that mean "token refused".
+    pub refresh_on: RefreshOn,
+}
+
+/// The team segment of a `{delegate}` route.
+#[derive(Debug)]
+pub struct TeamRule {
+    /// The prefix before the team segment (`/teams`, or `/`).
+    pub fixed: Arc<str>,
+    /// `None`: any team; else the teams listed.
+    pub listed: Option<HashSet<Arc<str>>>,
+}
+
+/// Why a `{delegate}` route cannot act for the team a path names.
+#[derive(Debug, PartialEq, Eq)]
+pub enum TeamRefusal {
+    /// Not something a team id can be (bad characters, too long, percent-encoded).
+    Implausible,
+    /// Not in the route's `delegates`.
+    NotListed,
 }
 
 impl Route {
-    /// The key of the route's shared token (before any transaction).
+    /// The key of the route's shared token (before any transaction). For a `{delegate}` route
+    /// this is the credential's own token: the team comes with each request ([`Self::team_key`]).
     pub fn token_key(&self) -> TokenKey {
         TokenKey::new(self.credential.clone(), self.delegate.clone())
     }
+
+    /// The token key for a request whose path named `team` on this `{delegate}` route, if the
+    /// route may act for it. Decides before any STS call.
+    pub fn team_key(&self, team: &str) -> Result<TokenKey, TeamRefusal> {
+        if !config::plausible_team(team) {
+            return Err(TeamRefusal::Implausible);
+        }
+        let (team, from) = match self.team.as_ref().and_then(|t| t.listed.as_ref()) {
+            Some(listed) => (
+                listed.get(team).cloned().ok_or(TeamRefusal::NotListed)?,
+                TeamFrom::Listed,
+            ),
+            None => (Arc::from(team), TeamFrom::Any),
+        };
+        Ok(TokenKey::for_team(self.credential.clone(), team, from))
+    }
 }
 
-/// Routes ordered so that the first match is the longest prefix.
+/// A route that matched a path.
+#[derive(Debug)]
+pub struct Match<'t, 'p> {
+    /// The route.
+    pub route: &'t Arc<Route>,
+    /// The team segment, on a `{delegate}` route.
+    pub team: Option<&'p str>,
+    /// The path after the prefix (and the team segment).
+    pub rest: &'p str,
+}
+
+/// Routes ordered so that the first match is the longest prefix: most segments first, and of
+/// equal ones a fixed prefix before a `{delegate}` one.
 #[derive(Debug)]
 pub struct RouteTable {
     routes: Vec<Arc<Route>>,
@@ -46,6 +99,15 @@ impl RouteTable {
                 let transactions = (r.token_mode == TokenMode::PerTransaction).then(|| {
                     Transactions::new(policy.transaction_idle, policy.transaction_header.clone())
                 });
+                let team = r.delegates.as_ref().map(|set| TeamRule {
+                    fixed: r.fixed_prefix().into(),
+                    listed: match set {
+                        DelegateSet::Any => None,
+                        DelegateSet::Listed(teams) => {
+                            Some(teams.iter().map(|t| Arc::from(t.as_str())).collect())
+                        }
+                    },
+                });
                 Arc::new(Route {
                     prefix: r.prefix.as_str().into(),
                     credential: r.credential.as_str().into(),
@@ -53,11 +115,16 @@ impl RouteTable {
                     token_mode: r.token_mode,
                     upstream_path: r.upstream_path.clone(),
                     transactions,
+                    team,
+                    refresh_on: r.refresh_on,
                 })
             })
             .collect();
-        // Longest first; `/` (length 1) always last.
-        routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
+        // Most segments first (`/` has none, so it comes last); of equal ones, fixed first.
+        routes.sort_by_key(|r| {
+            let segments = r.prefix.split('/').filter(|s| !s.is_empty()).count();
+            (std::cmp::Reverse(segments), r.team.is_some())
+        });
         RouteTable { routes }
     }
 
@@ -66,11 +133,29 @@ impl RouteTable {
         &self.routes
     }
 
-    /// The route for a request path, and the rest of the path after its prefix.
-    pub fn find<'p>(&self, path: &'p str) -> Option<(&Arc<Route>, &'p str)> {
-        self.routes
-            .iter()
-            .find_map(|r| strip_prefix(path, &r.prefix).map(|rest| (r, rest)))
+    /// The route for a request path: the team segment of a `{delegate}` route and the rest of
+    /// the path after the prefix.
+    pub fn find<'p>(&self, path: &'p str) -> Option<Match<'_, 'p>> {
+        self.routes.iter().find_map(|route| match &route.team {
+            None => strip_prefix(path, &route.prefix).map(|rest| Match {
+                route,
+                team: None,
+                rest,
+            }),
+            Some(rule) => {
+                let after = strip_prefix(path, &rule.fixed)?;
+                let after = after.strip_prefix('/')?;
+                let (team, rest) = match after.find('/') {
+                    Some(i) => after.split_at(i),
+                    None => (after, ""),
+                };
+                (!team.is_empty()).then_some(Match {
+                    route,
+                    team: Some(team),
+                    rest,
+                })
+            }
+        })
     }
 }
 
@@ -145,8 +230,16 @@ mod tests {
                 prefix: (*p).into(),
                 credential: "default".into(),
                 delegate: None,
+                delegates: match *p {
+                    "/any/{delegate}" | "/{delegate}" => Some(DelegateSet::Any),
+                    p if p.ends_with("{delegate}") => {
+                        Some(DelegateSet::Listed(vec!["T-A".into(), "T-B".into()]))
+                    }
+                    _ => None,
+                },
                 token_mode: TokenMode::Interval,
                 upstream_path: String::new(),
+                refresh_on: RefreshOn::DEFAULT,
             })
             .collect();
         let policy = TokenPolicy {
@@ -155,6 +248,7 @@ mod tests {
             refresh_before_expiry: std::time::Duration::from_secs(300),
             transaction_idle: std::time::Duration::from_secs(30),
             transaction_header: http::HeaderName::from_static("x-transaction-id"),
+            refresh_on: RefreshOn::DEFAULT,
         };
         RouteTable::new(&routes, &policy)
     }
@@ -164,7 +258,7 @@ mod tests {
         let t = table(&["/", "/contoso", "/contoso/eu"]);
         let m = |p| {
             t.find(p)
-                .map(|(r, rest)| (r.prefix.to_string(), rest.to_string()))
+                .map(|m| (m.route.prefix.to_string(), m.rest.to_string()))
         };
         assert_eq!(
             m("/contoso/eu/x"),
@@ -177,6 +271,58 @@ mod tests {
             m("/contoso/europe"),
             Some(("/contoso".into(), "/europe".into()))
         );
+    }
+
+    #[test]
+    fn team_segments_match_as_one_segment_and_fixed_prefixes_win_ties() {
+        let t = table(&[
+            "/",
+            "/teams",
+            "/teams/{delegate}",
+            "/teams/special",
+            "/any/{delegate}",
+        ]);
+        let m = |p| {
+            t.find(p).map(|m| {
+                (
+                    m.route.prefix.to_string(),
+                    m.team.map(str::to_string),
+                    m.rest.to_string(),
+                )
+            })
+        };
+        let found = |prefix: &str, team: Option<&str>, rest: &str| {
+            Some((
+                prefix.to_string(),
+                team.map(str::to_string),
+                rest.to_string(),
+            ))
+        };
+        assert_eq!(
+            m("/teams/T-A/v1/teams"),
+            found("/teams/{delegate}", Some("T-A"), "/v1/teams")
+        );
+        assert_eq!(m("/teams/T-A"), found("/teams/{delegate}", Some("T-A"), ""));
+        assert_eq!(m("/teams/special/x"), found("/teams/special", None, "/x"));
+        assert_eq!(m("/teams"), found("/teams", None, ""));
+        assert_eq!(m("/teams/"), found("/teams", None, "/"));
+        assert_eq!(m("/teamsx/T-A"), found("/", None, "/teamsx/T-A"));
+        let route = |p| t.find(p).unwrap().route.clone();
+        let listed = route("/teams/T-A/x");
+        assert_eq!(
+            listed.team_key("T-A").unwrap().delegate.as_deref(),
+            Some("T-A")
+        );
+        assert_eq!(listed.team_key("T-C"), Err(TeamRefusal::NotListed));
+        assert_eq!(listed.team_key("t-a"), Err(TeamRefusal::NotListed));
+        assert_eq!(listed.team_key("T%2DA"), Err(TeamRefusal::Implausible));
+        let any = route("/any/T-Z");
+        assert_eq!(any.team_key("T-Z").unwrap().team_from, TeamFrom::Any);
+        assert_eq!(any.team_key(&"X".repeat(65)), Err(TeamRefusal::Implausible));
+        let root = table(&["/{delegate}"]);
+        let m = root.find("/T-Q/v1").unwrap();
+        assert_eq!((m.team, m.rest), (Some("T-Q"), "/v1"));
+        assert!(root.find("/").is_none());
     }
 
     #[test]

@@ -41,7 +41,17 @@ upstream_path = "/api/v2"
 [[routes]]
 prefix = "/a/b"
 token_mode = "per_transaction"
+[[routes]]
+prefix = "/teams/{delegate}"
+delegates = ["CONTOSO", "FABRIKAM"]
+[[routes]]
+prefix = "/any/{delegate}"
+delegates = ["*"]
+upstream_path = "/v3"
 "#;
+
+/// The teams `/teams/{delegate}` may act for.
+const LISTED: [&str; 2] = ["CONTOSO", "FABRIKAM"];
 
 struct Fixture {
     _runtime: tokio::runtime::Runtime,
@@ -57,7 +67,8 @@ fn fixture() -> &'static Fixture {
             .build()
             .unwrap();
         let _guard = runtime.enter();
-        let env = |_: &str| Some(KEY.to_string());
+        // The client secret (S) and the API key (K); no proxy variables.
+        let env = |name: &str| matches!(name, "S" | "K").then(|| KEY.to_string());
         let open = config::from_toml(CONFIG, "fuzz.toml", &env).unwrap();
         let keyed_text = CONFIG.replace(
             "allowed_hosts",
@@ -156,8 +167,40 @@ fuzz_target!(|data: &[u8]| {
     let query = parts.uri.query().map(str::to_string);
 
     match proxy.plan(&parts) {
-        Ok((route, upstream)) => {
+        Ok((route, key, upstream)) => {
             assert_ne!(method, Method::CONNECT);
+            // The token acts for exactly the team the path names on a `{delegate}` route (only a
+            // listed one where a list is set), and for the configured delegate elsewhere.
+            match &route.team {
+                None => assert_eq!(key, route.token_key()),
+                Some(rule) => {
+                    // The team, found without the code under test: the segment in the place
+                    // of `{delegate}` in the configured prefix.
+                    let fixed = route.prefix.strip_suffix("{delegate}").expect("a team route");
+                    let team = parts
+                        .uri
+                        .path()
+                        .strip_prefix(fixed)
+                        .and_then(|rest| rest.split('/').next())
+                        .expect("a team segment");
+                    assert_eq!(key.delegate.as_deref(), Some(team));
+                    assert!(azure_costs_proxy::config::plausible_team(team), "{team}");
+                    if rule.listed.is_some() {
+                        // Listed teams only where a list is set.
+                        assert!(LISTED.contains(&team), "{team}");
+                    }
+                    assert_eq!(key.credential, route.credential);
+                }
+            }
+            assert!(!has_refused_segment(parts.uri.path()), "{}", parts.uri.path());
+            let hosts: Vec<_> = parts.headers.get_all(header::HOST).iter().collect();
+            assert!(hosts.len() <= 1);
+            if !h2 {
+                assert_eq!(hosts.len(), 1, "HTTP/1.1 planned without exactly one Host");
+            }
+            for h in hosts {
+                assert!(parse_host(h.as_bytes()).is_some(), "{h:?}");
+            }
             assert_eq!(upstream.scheme_str(), Some("https"));
             assert_eq!(upstream.authority().map(|a| a.as_str()), Some(UPSTREAM));
             let path = upstream.path();

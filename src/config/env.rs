@@ -58,8 +58,10 @@ pub fn from_env(env: EnvLookup<'_>) -> Result<Config, ConfigError> {
             prefix: unspanned("/".into()),
             credential: None,
             delegate: Some(unspanned(delegate)),
+            delegates: None,
             token_mode: None,
             upstream_path: None,
+            refresh_on: None,
         }));
     }
     validate(raw, &ctx)

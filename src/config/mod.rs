@@ -296,6 +296,59 @@ pub struct TokenPolicy {
     pub transaction_idle: Duration,
     /// per_transaction: header whose new value starts a new transaction.
     pub transaction_header: HeaderName,
+    /// Upstream statuses that mean "token refused" (`refresh_on`, default 401).
+    pub refresh_on: RefreshOn,
+}
+
+/// `refresh_on`: the upstream statuses (401, 403) that make the proxy drop the token, fetch a
+/// fresh one and replay a body-less request once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RefreshOn {
+    /// 401 Unauthorized.
+    pub unauthorized: bool,
+    /// 403 Forbidden (some APIs answer it to stale rights).
+    pub forbidden: bool,
+}
+
+impl RefreshOn {
+    /// The default: 401 only.
+    pub const DEFAULT: RefreshOn = RefreshOn {
+        unauthorized: true,
+        forbidden: false,
+    };
+
+    /// Whether `status` means "token refused".
+    pub fn contains(self, status: http::StatusCode) -> bool {
+        (status == http::StatusCode::UNAUTHORIZED && self.unauthorized)
+            || (status == http::StatusCode::FORBIDDEN && self.forbidden)
+    }
+}
+
+/// The team segment of a `{delegate}` route's prefix.
+pub const DELEGATE_SEGMENT: &str = "{delegate}";
+/// Longest team id accepted from a path.
+pub const MAX_TEAM_ID: usize = 64;
+
+/// Whether `team` can be a team id: 1 to [`MAX_TEAM_ID`] ASCII letters, digits, `-`, `_` or `.`,
+/// not a dot segment. A path segment that is not is refused before any STS call; nothing is
+/// percent-decoded (`TEAM%2DA` is not `TEAM-A`).
+pub fn plausible_team(team: &str) -> bool {
+    !team.is_empty()
+        && team.len() <= MAX_TEAM_ID
+        && team != "."
+        && team != ".."
+        && team
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+/// The teams a `{delegate}` route may act for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DelegateSet {
+    /// `["*"]`: any team the STS accepts.
+    Any,
+    /// These teams (sorted, no duplicates).
+    Listed(Vec<String>),
 }
 
 /// `[reload]`.
@@ -314,8 +367,26 @@ pub struct RouteConfig {
     pub credential: String,
     /// CSP customer team to act for.
     pub delegate: Option<String>,
+    /// A `{delegate}` route (its prefix ends in [`DELEGATE_SEGMENT`]): the teams it may act for.
+    pub delegates: Option<DelegateSet>,
     /// Token mode for this route.
     pub token_mode: TokenMode,
     /// Path prepended upstream after the prefix is stripped ("" for none).
     pub upstream_path: String,
+    /// Upstream statuses that mean "token refused" on this route.
+    pub refresh_on: RefreshOn,
+}
+
+impl RouteConfig {
+    /// The prefix without its team segment (`/teams` for `/teams/{delegate}`, `/` for
+    /// `/{delegate}`); the prefix itself for other routes.
+    pub fn fixed_prefix(&self) -> &str {
+        match self.prefix.strip_suffix(DELEGATE_SEGMENT) {
+            Some(rest) if self.delegates.is_some() => match rest.trim_end_matches('/') {
+                "" => "/",
+                fixed => fixed,
+            },
+            _ => &self.prefix,
+        }
+    }
 }

@@ -107,6 +107,7 @@ pub(super) struct RawToken {
     pub(super) refresh_before_expiry: Option<Spanned<String>>,
     pub(super) transaction_idle: Option<Spanned<String>>,
     pub(super) transaction_header: Option<Spanned<String>>,
+    pub(super) refresh_on: Option<Spanned<Vec<Spanned<i64>>>>,
 }
 
 #[derive(Deserialize)]
@@ -115,8 +116,10 @@ pub(super) struct RawRoute {
     pub(super) prefix: Spanned<String>,
     pub(super) credential: Option<Spanned<String>>,
     pub(super) delegate: Option<Spanned<String>>,
+    pub(super) delegates: Option<Spanned<Vec<Spanned<String>>>>,
     pub(super) token_mode: Option<Spanned<String>>,
     pub(super) upstream_path: Option<Spanned<String>>,
+    pub(super) refresh_on: Option<Spanned<Vec<Spanned<i64>>>>,
 }
 
 #[derive(Deserialize, Default)]

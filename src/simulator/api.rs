@@ -52,7 +52,7 @@ pub(super) async fn handle(state: Arc<State>, req: Request<Incoming>) -> Respons
     let Some(token) = token.filter(|_| !state.refuse_tokens.load(Ordering::SeqCst)) else {
         state.bad_tokens.fetch_add(1, Ordering::SeqCst);
         let mut r = json(
-            401,
+            state.refusal_status.load(Ordering::SeqCst),
             &json!({"error": "invalid_token", "message": "missing, unknown or expired bearer token"}),
         );
         r.headers_mut().insert(

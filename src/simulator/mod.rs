@@ -109,6 +109,8 @@ impl SimulatorBuilder {
             record_limit: self.record_limit,
             bad_tokens: AtomicUsize::new(0),
             refuse_tokens: AtomicBool::new(false),
+            refusal_status: std::sync::atomic::AtomicU16::new(401),
+            any_team: AtomicBool::new(false),
             exports_open,
             sts_open: watch::channel(true).0,
             sts_seen: watch::channel(0).0,
@@ -272,6 +274,17 @@ impl Simulator {
     /// Makes the API answer 401 to every token, old or new (`false`: check them again).
     pub fn refuse_all_tokens(&self, refuse: bool) {
         self.state.refuse_tokens.store(refuse, Ordering::SeqCst);
+    }
+
+    /// Makes the API answer a bad token with `status` (401 by default; 403 as some APIs do).
+    pub fn set_refusal_status(&self, status: u16) {
+        self.state.refusal_status.store(status, Ordering::SeqCst);
+    }
+
+    /// Makes the STS update tokens for any team id (`false`: only the sample teams; others are
+    /// refused with 403 `invalid_delegate`).
+    pub fn accept_any_team(&self, any: bool) {
+        self.state.any_team.store(any, Ordering::SeqCst);
     }
 
     /// Makes the STS misbehave (`None`: behave).

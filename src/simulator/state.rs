@@ -93,6 +93,10 @@ pub(super) struct State {
     pub(super) record_limit: usize,
     pub(super) bad_tokens: AtomicUsize,
     pub(super) refuse_tokens: AtomicBool,
+    /// The status of the API's answer to a bad token (401, or 403 as some APIs answer).
+    pub(super) refusal_status: std::sync::atomic::AtomicU16,
+    /// The STS updates tokens for any team id, not only the sample teams.
+    pub(super) any_team: AtomicBool,
     pub(super) exports_open: watch::Sender<bool>,
     pub(super) sts_open: watch::Sender<bool>,
     pub(super) sts_seen: watch::Sender<usize>,

@@ -18,6 +18,10 @@ use crate::sync::lock;
 /// to the client instead of causing another fetch.
 pub const REFUSAL_WINDOW: Duration = Duration::from_secs(30);
 
+/// Keys remembered at most in each of the two maps: teams named by request paths can be many.
+/// When full, records that no longer hold anything back go first, then the oldest.
+const MAX_RECORDS: usize = 4 * 1024;
+
 /// Remembered STS failures of one cache key, for backoff.
 #[derive(Debug, Clone)]
 struct Failures {
@@ -93,6 +97,10 @@ impl Backoff {
             // The STS said when to come back; believe it, within reason.
             delay = delay.max((*asked).min(schedule::STS_RETRY_AFTER_MAX));
         }
+        if !failures.contains_key(key) {
+            let now = Instant::now();
+            make_room(&mut failures, |f| f.retry_at <= now, |f| f.retry_at);
+        }
         failures.insert(
             key.clone(),
             Failures {
@@ -140,8 +148,32 @@ impl Backoff {
         {
             return false;
         }
+        if !refusals.contains_key(&shared) {
+            make_room(&mut refusals, |at| at.elapsed() >= REFUSAL_WINDOW, |at| *at);
+        }
         refusals.insert(shared, Instant::now());
         true
+    }
+}
+
+/// Makes room for one more record when `map` holds [`MAX_RECORDS`]: drops the `done` ones, and if
+/// that frees nothing, the one with the earliest `time`.
+fn make_room<V>(
+    map: &mut HashMap<TokenKey, V>,
+    done: impl Fn(&V) -> bool,
+    time: impl Fn(&V) -> Instant,
+) {
+    if map.len() < MAX_RECORDS {
+        return;
+    }
+    map.retain(|_, v| !done(v));
+    if map.len() >= MAX_RECORDS
+        && let Some(oldest) = map
+            .iter()
+            .min_by_key(|(_, v)| time(v))
+            .map(|(k, _)| k.clone())
+    {
+        map.remove(&oldest);
     }
 }
 
@@ -158,4 +190,31 @@ fn copy_unchanged<V: Clone>(
         .map(|(key, value)| (key.clone(), value.clone()))
         .collect();
     lock(to).extend(entries);
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::token::key::TeamFrom;
+
+    fn team(i: usize) -> TokenKey {
+        TokenKey::for_team(Arc::from("c"), Arc::from(format!("T-{i}")), TeamFrom::Any)
+    }
+
+    #[test]
+    fn records_stay_bounded_however_many_teams_fail() {
+        let backoff = Backoff::new();
+        let refused =
+            TokenError::unavailable(&team(0), super::super::Step::Update, "refused".into());
+        for i in 0..MAX_RECORDS + 100 {
+            backoff.record_failure(&team(i), &refused);
+            assert!(backoff.note_refusal(&team(i), Instant::now()));
+        }
+        assert_eq!(lock(&backoff.failures).len(), MAX_RECORDS);
+        assert_eq!(lock(&backoff.refusals).len(), MAX_RECORDS);
+        // The newest are kept: the team that failed last still backs off.
+        assert!(backoff.check(&team(MAX_RECORDS + 99)).is_err());
+    }
 }

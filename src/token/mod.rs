@@ -7,12 +7,14 @@
 //! a token for one request alone. All share the fetch path (issue, then update for a delegate), the
 //! error type and the backoff, which is kept per (credential, delegate) whatever the transaction.
 //!
-//! Files: `source.rs` (the policies, the cache and the fetch path), `key.rs` (the cache key),
+//! Files: `source.rs` (the policies and the fetch path), `cache.rs` (the two token caches),
+//! `key.rs` (the cache key),
 //! `token.rs` (a token and its age), `error.rs` (what failed), `backoff.rs` (STS failures and 401
 //! refusals), `sts.rs` (the HTTP calls), `schedule.rs` (timing rules), `transaction.rs`
 //! (`per_transaction` boundaries).
 
 mod backoff;
+mod cache;
 mod error;
 mod key;
 pub mod schedule;
@@ -24,7 +26,8 @@ mod token;
 pub mod transaction;
 
 pub use backoff::REFUSAL_WINDOW;
+pub use cache::MAX_PATH_TEAMS;
 pub use error::{Step, StsFailure, TokenError};
-pub use key::TokenKey;
+pub use key::{TeamFrom, TokenKey};
 pub use source::{TokenSource, TokenState};
 pub use token::Token;

@@ -9,11 +9,11 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime};
 
-use moka::Expiry;
 use moka::future::Cache;
 use moka::ops::compute::Op;
 
 use super::backoff::Backoff;
+use super::cache::TokenCaches;
 use super::error::{Step, StsFailure, TokenError};
 use super::key::TokenKey;
 use super::schedule;
@@ -63,42 +63,12 @@ enum BaseToken {
 /// An STS answer and the moment its request was sent (a token's life counts from then).
 type StsAnswer = Result<(Issued, Instant, SystemTime), StsFailure>;
 
-/// Entries live in the cache until their token stops being usable (by the monotonic clock; the
-/// wall clock is checked on every read).
-struct TokenExpiry;
-
-impl Expiry<TokenKey, Arc<Token>> for TokenExpiry {
-    fn expire_after_create(
-        &self,
-        _key: &TokenKey,
-        token: &Arc<Token>,
-        _created_at: std::time::Instant,
-    ) -> Option<Duration> {
-        Some(
-            token
-                .schedule
-                .usable_for
-                .saturating_sub(token.sent_at.elapsed()),
-        )
-    }
-
-    fn expire_after_update(
-        &self,
-        key: &TokenKey,
-        token: &Arc<Token>,
-        updated_at: std::time::Instant,
-        _duration_until_expiry: Option<Duration>,
-    ) -> Option<Duration> {
-        self.expire_after_create(key, token, updated_at)
-    }
-}
-
 struct Inner {
     sts: StsClient,
     credentials: HashMap<Arc<str>, CredentialConfig>,
     max_age: Duration,
     refresh_before: Duration,
-    cache: Cache<TokenKey, Arc<Token>>,
+    caches: TokenCaches,
     backoff: Backoff,
     metrics: Arc<Metrics>,
 }
@@ -112,7 +82,7 @@ pub struct TokenSource {
 impl fmt::Debug for TokenSource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TokenSource")
-            .field("cached", &self.inner.cache.entry_count())
+            .field("caches", &self.inner.caches)
             .finish()
     }
 }
@@ -137,17 +107,13 @@ impl TokenSource {
             .iter()
             .map(|(name, c)| (Arc::from(name.as_str()), c.clone()))
             .collect();
-        let cache = Cache::builder()
-            .max_capacity(100_000)
-            .expire_after(TokenExpiry)
-            .build();
         Ok(TokenSource {
             inner: Arc::new(Inner {
                 sts,
                 credentials,
                 max_age: config.token.max_age,
                 refresh_before: config.token.refresh_before_expiry,
-                cache,
+                caches: TokenCaches::new(),
                 backoff: Backoff::new(),
                 metrics,
             }),
@@ -161,13 +127,14 @@ impl TokenSource {
     /// transactions) and tokens already due for refresh. Returns how many tokens it took.
     pub async fn adopt(&self, previous: &TokenSource, unchanged: impl Fn(&str) -> bool) -> usize {
         let mut kept = 0;
-        for (key, token) in previous.inner.cache.iter() {
+        let entries = previous.inner.caches.iter();
+        for (key, token) in entries {
             if key.transaction.is_none()
                 && unchanged(&key.credential)
                 && token.is_usable()
                 && !token.refresh_due()
             {
-                self.inner.cache.insert((*key).clone(), token).await;
+                self.cache(&key).insert((*key).clone(), token).await;
                 kept += 1;
             }
         }
@@ -192,7 +159,7 @@ impl TokenSource {
     /// The state of the token `key` under `mode`, for readiness; changes nothing.
     pub async fn state(&self, key: &TokenKey, mode: TokenMode) -> TokenState {
         if mode == TokenMode::Interval
-            && let Some(token) = self.inner.cache.get(key).await
+            && let Some(token) = self.cache(key).get(key).await
             && token.is_usable()
         {
             return TokenState::Valid {
@@ -216,7 +183,18 @@ impl TokenSource {
 
     /// Forgets the token of `key` (a transaction that ended).
     pub async fn forget(&self, key: &TokenKey) {
-        self.inner.cache.invalidate(key).await;
+        self.cache(key).invalidate(key).await;
+    }
+
+    /// Forgets the tokens of transaction `ended` of the route `key` belongs to: on a `{delegate}`
+    /// route, those of every team (each team's token of a transaction is its own entry).
+    pub async fn forget_transaction(&self, key: &TokenKey, ended: u64) {
+        self.inner.caches.forget_transaction(key, ended).await;
+    }
+
+    /// The cache that holds `key`'s token.
+    fn cache(&self, key: &TokenKey) -> &Cache<TokenKey, Arc<Token>> {
+        self.inner.caches.of(key)
     }
 
     /// Keeps the interval-mode token of `key` warm for as long as the returned future runs: fetches
@@ -256,7 +234,7 @@ impl TokenSource {
             return false;
         }
         if self.evict(key, token).await && key.delegate.is_some() && key.transaction.is_none() {
-            self.inner.cache.invalidate(&key.base()).await;
+            self.cache(&key.base()).invalidate(&key.base()).await;
         }
         true
     }
@@ -288,7 +266,7 @@ impl TokenSource {
         F: FnOnce(TokenSource, TokenKey) -> Fut,
         Fut: Future<Output = Result<Arc<Token>, TokenError>> + Send + 'static,
     {
-        if let Some(token) = self.inner.cache.get(key).await {
+        if let Some(token) = self.cache(key).get(key).await {
             if token.is_usable() {
                 // A transaction's token is not refreshed ahead: the transaction may be over by
                 // then. One that outlives its token fetches the next when it runs out.
@@ -316,8 +294,7 @@ impl TokenSource {
                 )),
             }
         };
-        self.inner
-            .cache
+        self.cache(key)
             .try_get_with_by_ref(key, shared)
             .await
             .map_err(|e| (*e).clone())
@@ -339,7 +316,7 @@ impl TokenSource {
         tokio::spawn(async move {
             // Only the shared interval token (never a transaction's) is refreshed ahead.
             match this.fetch(&key, BaseToken::Cached).await {
-                Ok(new) => this.inner.cache.insert(key, new).await,
+                Ok(new) => this.cache(&key).insert(key, new).await,
                 // The old token keeps serving until its end; the next request after the backoff
                 // tries again.
                 Err(_) => old.refreshing.store(false, Ordering::Release),
@@ -351,8 +328,7 @@ impl TokenSource {
     /// use); returns whether it did.
     async fn evict(&self, key: &TokenKey, token: &Arc<Token>) -> bool {
         let result = self
-            .inner
-            .cache
+            .cache(key)
             .entry_by_ref(key)
             .and_compute_with(|entry| async move {
                 match entry {
@@ -499,7 +475,7 @@ impl TokenSource {
                 self.inner.backoff.clear_failures(key);
                 self.inner.metrics.token_expiry(
                     &key.credential,
-                    key.delegate.as_ref(),
+                    key.delegate_label().as_ref(),
                     token.expires_at(),
                 );
                 tracing::info!(
@@ -571,5 +547,32 @@ mod tests {
                 .await
                 .is_ready()
         );
+    }
+
+    #[tokio::test]
+    async fn tokens_of_any_team_are_bounded() {
+        tokio::time::timeout(Duration::from_secs(60), any_team_bound())
+            .await
+            .expect("the test finishes within 60 s");
+    }
+
+    async fn any_team_bound() {
+        let sim = Simulator::builder().spawn().await.unwrap();
+        sim.accept_any_team(true);
+        let tokens = source(&sim);
+        let team = |i: usize| {
+            TokenKey::for_team(
+                Arc::from("default"),
+                Arc::from(format!("T-{i}")),
+                super::super::TeamFrom::Any,
+            )
+        };
+        for i in 0..1_200 {
+            tokens.get(&team(i), TokenMode::Interval).await.unwrap();
+        }
+        let (main, teams) = tokens.inner.caches.settle().await;
+        assert_eq!(main, 1, "the base token");
+        assert_eq!(teams, crate::token::MAX_PATH_TEAMS);
+        assert_eq!(sim.issue_calls(), 1);
     }
 }

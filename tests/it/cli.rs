@@ -299,6 +299,7 @@ async fn demo_prints_curl_lines_that_return_each_teams_data() {
     for (part, team) in [
         ("/customers/contoso/", "TEAM-CONTOSO"),
         ("/customers/fabrikam/", "TEAM-FABRIKAM"),
+        ("/teams/TEAM-WOODGROVE/", "TEAM-WOODGROVE"),
     ] {
         let url = urls.iter().find(|u| u.contains(part)).expect(part);
         let r = client().get(url).send().await.unwrap();

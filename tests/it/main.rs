@@ -23,6 +23,7 @@ mod reload;
 #[cfg(unix)]
 mod signals;
 mod streaming;
+mod teams;
 mod tls;
 mod tokens;
 mod watch;

@@ -284,3 +284,29 @@ async fn many_requests_refused_with_one_token_cause_one_new_fetch() {
     // or join its fetch.
     assert_eq!(proxy.sim.issue_calls(), 2);
 }
+
+#[tokio::test]
+async fn refresh_on_403_replays_once_and_the_default_passes_403_through() {
+    let proxy = Proxy::builder()
+        .route(route("/strict").delegate("TEAM-CONTOSO"))
+        .route(
+            route("/lenient")
+                .delegate("TEAM-FABRIKAM")
+                .refresh_on(&[401, 403]),
+        )
+        .spawn()
+        .await;
+    proxy.sim.set_refusal_status(403);
+    assert_eq!(proxy.get("/strict/v1/teams").await.status(), 200);
+    assert_eq!(proxy.get("/lenient/v1/teams").await.status(), 200);
+    // Rights went stale: the API answers 403 to the tokens it knew.
+    proxy.sim.revoke_tokens();
+    let calls = proxy.sim.sts_calls();
+    let r = proxy.get("/strict/v1/teams").await;
+    assert_eq!(r.status(), 403, "the default [401] passes a 403 through");
+    assert_eq!(proxy.sim.sts_calls(), calls, "no STS call for it");
+    let r = proxy.get("/lenient/v1/teams").await;
+    assert_eq!(r.status(), 200, "refresh_on = [401, 403] replays once");
+    // A fresh base and a fresh update.
+    assert_eq!(proxy.sim.sts_calls(), calls + 2);
+}

@@ -8,8 +8,8 @@ use std::time::Duration;
 use http::Uri;
 use toml::Spanned;
 
-use crate::config::TokenMode;
 use crate::config::diagnostics::{ConfigError, Ctx};
+use crate::config::{RefreshOn, TokenMode};
 use crate::inbound::host::is_loopback_host;
 
 /// A humantime duration (`"30s"`, `"5m"`), longer than zero; `default` when the key is absent.
@@ -129,6 +129,37 @@ pub(super) fn token_mode(
             "use \"interval\", \"per_request\" or \"per_transaction\"",
         )),
     }
+}
+
+/// `refresh_on`: a list of 401 and/or 403; `default` when the key is absent.
+pub(super) fn refresh_on(
+    ctx: &Ctx<'_>,
+    value: &Option<Spanned<Vec<Spanned<i64>>>>,
+    key: &str,
+    default: RefreshOn,
+) -> Result<RefreshOn, ConfigError> {
+    let Some(list) = value else {
+        return Ok(default);
+    };
+    let mut on = RefreshOn {
+        unauthorized: false,
+        forbidden: false,
+    };
+    for status in list.get_ref() {
+        match status.get_ref() {
+            401 => on.unauthorized = true,
+            403 => on.forbidden = true,
+            other => {
+                return Err(ctx.error(
+                    Some(status.span()),
+                    key,
+                    format!("{other} cannot mean \"token refused\""),
+                    "write [401], or [401, 403] for an API that answers 403 to stale rights",
+                ));
+            }
+        }
+    }
+    Ok(on)
 }
 
 #[cfg(test)]

@@ -38,7 +38,7 @@ pub(super) fn validate(raw: RawConfig, ctx: &Ctx<'_>) -> Result<Config, ConfigEr
     )?;
     let credentials = credentials::credentials(ctx, &raw.credentials, &mut warnings)?;
     let token = token::token(ctx, &raw.token)?;
-    let routes = routes::routes(ctx, &raw.routes, &credentials, token.mode, &mut warnings)?;
+    let routes = routes::routes(ctx, &raw.routes, &credentials, &token, &mut warnings)?;
     let reload = reload::reload(&raw.reload);
     Ok(Config {
         origin: ctx.origin.to_string(),

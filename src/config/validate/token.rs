@@ -5,10 +5,10 @@ use std::time::Duration;
 use http::HeaderName;
 use toml::Spanned;
 
-use super::fields::{duration, token_mode};
+use super::fields::{duration, refresh_on, token_mode};
 use crate::config::diagnostics::{ConfigError, Ctx};
 use crate::config::raw::RawToken;
-use crate::config::{MAX_TOKEN_AGE, TokenMode, TokenPolicy};
+use crate::config::{MAX_TOKEN_AGE, RefreshOn, TokenMode, TokenPolicy};
 
 /// Headers that cannot name a transaction: credentials, connection-level and per-request headers
 /// would keep a secret in memory or make every request a transaction of its own.
@@ -74,6 +74,7 @@ pub(super) fn token(ctx: &Ctx<'_>, raw: &RawToken) -> Result<TokenPolicy, Config
             Duration::from_secs(30),
         )?,
         transaction_header,
+        refresh_on: refresh_on(ctx, &raw.refresh_on, "token.refresh_on", RefreshOn::DEFAULT)?,
     })
 }
 

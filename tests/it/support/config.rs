@@ -45,6 +45,21 @@ impl RouteSpec {
         self.with("token_mode", mode)
     }
 
+    /// The teams a `{delegate}` route may act for (`["*"]`: any).
+    pub(crate) fn delegates(mut self, teams: &[&str]) -> Self {
+        let teams: Vec<Value> = teams.iter().map(|t| (*t).into()).collect();
+        self.0.insert("delegates".to_string(), Value::Array(teams));
+        self
+    }
+
+    /// The statuses that mean "token refused" on this route.
+    pub(crate) fn refresh_on(mut self, statuses: &[i64]) -> Self {
+        let statuses: Vec<Value> = statuses.iter().map(|s| (*s).into()).collect();
+        self.0
+            .insert("refresh_on".to_string(), Value::Array(statuses));
+        self
+    }
+
     fn with(mut self, key: &str, value: &str) -> Self {
         self.0.insert(key.to_string(), value.into());
         self
