@@ -3,9 +3,14 @@
 job (C), all on 127.0.0.1, alternated A B C A B C so that drift hits all alike.
 
 The upstream is an nginx serving a fixed 1 KB JSON answer, a 100 MB file and a 1 GiB file (its
-own worker, not the nginx under test). The STS is `azure-costs-proxy simulator`. nginx (C) proxies with a fixed
-`Authorization: Bearer ...` header and upstream keep-alive: the same job as the proxy with a
-token that never changes.
+own worker, not the nginx under test), over plain HTTP and, for the `tls-*` scenarios, over TLS
+with HTTP/2 (certificates made by this script with openssl; the proxy trusts their CA through
+`ca_file` and picks h2 by ALPN). The STS is `azure-costs-proxy simulator`. nginx (C) proxies with
+a fixed `Authorization: Bearer ...` header and upstream keep-alive: the same job as the proxy
+with a token that never changes; towards the TLS upstream in its best configuration
+(`proxy_pass https://`, keep-alive, `proxy_ssl_session_reuse on`, verification on; nginx speaks
+only HTTP/1.1 upstream). Upstream connections opened during each run are counted by the
+upstream's `stub_status`.
 
 Figures per target (medians over rounds): requests/s, p50 and p99 latency (wrk --latency), CPU
 seconds per 1,000 requests of the serving process(es) from /proc, peak RSS. Writes
@@ -88,19 +93,52 @@ def parse_wrk(text: str) -> dict:
 
 
 class Target:
-    def __init__(self, name: str, label: str, port: int, pids_of):
+    def __init__(self, name: str, label: str, port: int, pids_of, scheme: str = "http"):
         self.name, self.label, self.port, self.pids_of = name, label, port, pids_of
+        self.scheme = scheme
 
 
-def run_wrk(target: Target, path: str, conns: int, seconds: int, threads: int) -> dict:
+def upstream_accepts(status_port: int) -> int:
+    """Connections the upstream nginx has accepted so far (its stub_status)."""
+    with socket.create_connection(("127.0.0.1", status_port), timeout=5) as s:
+        s.sendall(b"GET /status HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        text = b""
+        while chunk := s.recv(4096):
+            text += chunk
+    m = re.search(rb"\n\s*(\d+)\s+\d+\s+\d+", text)
+    return int(m.group(1)) if m else 0
+
+
+def make_tls(work: Path) -> tuple[Path, Path, Path]:
+    """A throwaway CA and a certificate for localhost / 127.0.0.1 signed by it (openssl)."""
+    def run(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=work, check=True, capture_output=True)
+
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
+    run("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem", "-days", "2",
+        "-subj", "/CN=acp-bench-ca", "-addext", "basicConstraints=critical,CA:TRUE",
+        "-addext", "keyUsage=critical,keyCertSign,cRLSign")
+    run("req", *ec, "-keyout", "leaf.key", "-out", "leaf.csr", "-subj", "/CN=localhost")
+    (work / "leaf.ext").write_text(
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n"
+        "keyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n")
+    run("x509", "-req", "-in", "leaf.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+        "-CAcreateserial", "-out", "leaf.pem", "-days", "2", "-extfile", "leaf.ext")
+    return work / "ca.pem", work / "leaf.pem", work / "leaf.key"
+
+
+def run_wrk(target: Target, path: str, conns: int, seconds: int, threads: int,
+            status_port: int) -> dict:
     pids = target.pids_of()
     before = cpu_split(pids) if pids else (0.0, 0.0)
+    accepted = upstream_accepts(status_port)
     out = subprocess.run(
         ["wrk", f"-t{threads}", f"-c{conns}", f"-d{seconds}s", "--latency",
-         f"http://127.0.0.1:{target.port}{path}"],
+         f"{target.scheme}://127.0.0.1:{target.port}{path}"],
         capture_output=True, text=True, check=True,
     ).stdout
     result = parse_wrk(out)
+    result["upstream_conns"] = upstream_accepts(status_port) - accepted
     if pids:
         user, system = (a - b for a, b in zip(cpu_split(pids), before))
         per_1k = 1000 / max(result["requests"], 1)
@@ -188,73 +226,108 @@ def main() -> int:
     results: dict[str, dict[str, list[dict]]] = {}
 
     try:
-        up_port = free_port()
+        up_port, tls_port, status_port = free_port(), free_port(), free_port()
+        ca, cert, key = make_tls(work)
+        files = f"root {work}/www; location /v1/ {{ default_type application/json; }}"
+        # Three servers in one upstream nginx: plain, TLS with HTTP/2, and its stub_status.
         up = start(["nginx", "-c", str(nginx_conf(
             work, "upstream", up_port, "1",
-            f"root {work}/www; location /v1/ {{ default_type application/json; }}"))])
+            f"""{files}
+    }}
+    server {{
+        listen 127.0.0.1:{tls_port} ssl http2 backlog=4096;
+        ssl_certificate {cert};
+        ssl_certificate_key {key};
+        ssl_session_cache shared:bench:10m;
+        keepalive_requests 1000000;
+        http2_max_requests 1000000;
+        {files}
+    }}
+    server {{
+        listen 127.0.0.1:{status_port};
+        location = /status {{ stub_status; }}"""))])
         procs.append(up)
-        wait_port(up_port)
+        for port in (up_port, tls_port, status_port):
+            wait_port(port)
 
         sim, urls = start_simulator(env, [])
         procs.append(sim)
 
-        def launch(cpus: str | None, workers: str) -> tuple[Target, Target, Target]:
+        def launch(cpus: str | None, workers: str, tls: bool) -> tuple[Target, Target, Target]:
             proxy_port, admin_port, nginx_port = free_port(), free_port(), free_port()
+            if tls:
+                upstream, extra = f"https://localhost:{tls_port}", f'ca_file = "{ca}"'
+            else:
+                upstream, extra = f"http://127.0.0.1:{up_port}", ""
             config = write_proxy_config(
-                work / "proxy.toml", proxy_port, admin_port, f"http://127.0.0.1:{up_port}", urls
+                work / "proxy.toml", proxy_port, admin_port, upstream, urls, upstream_extra=extra
             )
             proxy = start([str(BIN), "run", "--config", str(config)], env=env, cpus=cpus)
             procs.append(proxy)
+            # nginx towards the TLS upstream in its best configuration: keep-alive, session
+            # reuse, verification on.
+            tls_lines = f"""
+                    proxy_ssl_session_reuse on;
+                    proxy_ssl_server_name on;
+                    proxy_ssl_name localhost;
+                    proxy_ssl_verify on;
+                    proxy_ssl_trusted_certificate {ca};""" if tls else ""
+            target_port = tls_port if tls else up_port
             ng = start(["nginx", "-c", str(nginx_conf(
-                work, f"proxy-{workers}", nginx_port, workers,
+                work, f"proxy-{workers}-{'tls' if tls else 'plain'}", nginx_port, workers,
                 f"""location / {{
-                    proxy_pass http://up;
+                    proxy_pass {'https' if tls else 'http'}://up;
                     proxy_http_version 1.1;
                     proxy_set_header Connection "";
-                    proxy_set_header Host 127.0.0.1:{up_port};
+                    proxy_set_header Host {'localhost' if tls else '127.0.0.1'}:{target_port};
                     proxy_set_header Authorization "Bearer {TOKEN}";
-                    proxy_max_temp_file_size 0;
+                    proxy_max_temp_file_size 0;{tls_lines}
                 }}
             }}
-            upstream up {{ server 127.0.0.1:{up_port}; keepalive 256;""",
+            upstream up {{ server 127.0.0.1:{target_port}; keepalive 256;""",
             ))], cpus=cpus)
             procs.append(ng)
             for port in (proxy_port, nginx_port):
                 wait_port(port)
             wait_ready(admin_port)
             return (
-                Target("A", "upstream direct", up_port, lambda: children(up.pid) or [up.pid]),
+                Target("A", "upstream direct", target_port,
+                       lambda: children(up.pid) or [up.pid], "https" if tls else "http"),
                 Target("B", "azure-costs-proxy", proxy_port, lambda: [proxy.pid]),
                 Target("C", "nginx proxy", nginx_port, lambda: children(ng.pid) or [ng.pid]),
             )
 
         scenarios = [
-            # (key, path, connections, wrk threads, cpus for B and C, nginx workers)
-            ("small-32", "/v1/small.json", 32, 2, None, "auto"),
-            ("small-256", "/v1/small.json", 256, 2, None, "auto"),
-            ("big-4", "/v1/big.bin", 4, 2, None, "auto"),
-            ("small-32-1core", "/v1/small.json", 32, 1, "1", "1"),
+            # (key, path, connections, wrk threads, cpus for B and C, nginx workers, TLS upstream)
+            ("small-32", "/v1/small.json", 32, 2, None, "auto", False),
+            ("small-256", "/v1/small.json", 256, 2, None, "auto", False),
+            ("big-4", "/v1/big.bin", 4, 2, None, "auto", False),
+            ("tls-32", "/v1/small.json", 32, 2, None, "auto", True),
+            ("tls-256", "/v1/small.json", 256, 2, None, "auto", True),
+            ("tls-big-4", "/v1/big.bin", 4, 2, None, "auto", True),
+            ("small-32-1core", "/v1/small.json", 32, 1, "1", "1", False),
         ]
         if args.only:
             wanted = args.only.split(",")
             scenarios = [s for s in scenarios if s[0] in wanted]
         current = None
         targets = ()
-        for key, path, conns, threads, cpus, workers in scenarios:
-            if current != (cpus, workers):
+        for key, path, conns, threads, cpus, workers, tls in scenarios:
+            if current != (cpus, workers, tls):
                 # Restart B and C with the scenario's CPU limit (A and the STS stay).
                 for p in procs[2:]:
                     p.send_signal(signal.SIGTERM)
                     p.wait(timeout=40)
                 del procs[2:]
-                targets = launch(cpus, workers)
-                current = (cpus, workers)
+                targets = launch(cpus, workers, tls)
+                current = (cpus, workers, tls)
             results[key] = {t.name: [] for t in targets}
             for t in targets:  # warm-up
-                run_wrk(t, path, conns, 1, threads)
+                run_wrk(t, path, conns, 1, threads, status_port)
             for _ in range(args.rounds):
                 for t in targets:
-                    results[key][t.name].append(run_wrk(t, path, conns, args.seconds, threads))
+                    results[key][t.name].append(
+                        run_wrk(t, path, conns, args.seconds, threads, status_port))
             print(f"{key}: " + ", ".join(
                 f"{t.name} {median([r['rps'] for r in results[key][t.name]]):.0f} req/s"
                 for t in targets), flush=True)
@@ -292,8 +365,8 @@ def write_report(results: dict, labels: dict, args, extra: dict) -> None:
         "load from wrk.",
         "",
         "| scenario | target | req/s | p50 ms | p99 ms | CPU s / 1k req (user + sys) | "
-        "peak RSS MiB | errors |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
+        "peak RSS MiB | upstream conns opened | errors |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for key in results:
         for t in results[key]:
@@ -301,7 +374,8 @@ def write_report(results: dict, labels: dict, args, extra: dict) -> None:
                 f"| {key} | {t} {labels[t]} | {med(key, t, 'rps'):.0f} | {med(key, t, 'p50'):.3f} | "
                 f"{med(key, t, 'p99'):.3f} | {med(key, t, 'cpu_per_1k'):.4f} "
                 f"({med(key, t, 'user_per_1k'):.4f} + {med(key, t, 'sys_per_1k'):.4f}) | "
-                f"{med(key, t, 'rss_mib'):.1f} | {sum(r['errors'] for r in results[key][t])} |"
+                f"{med(key, t, 'rss_mib'):.1f} | {med(key, t, 'upstream_conns'):.0f} | "
+                f"{sum(r['errors'] for r in results[key][t])} |"
             )
     lines += ["", "## Ratios (proxy / nginx)", "",
               "| scenario | throughput | CPU per request | added p50 over direct (B vs C) | p99 |",

@@ -14,7 +14,15 @@ Everything runs on 127.0.0.1 and is bounded in time:
 Prints a summary and writes it to bench/load-results.md. Exits 1 if a probe failed or took longer
 than 1 s, or if a client request got anything but 200.
 
+With --h2-uploads N it runs a second scenario instead: N HTTP/2 (h2c) client connections each open
+100 streams (the proxy's per-connection limit), POST /v1/echo with a first byte, and then trickle
+one byte per stream every 2 s (inside listen.body_timeout), so that every stream that gets an
+upstream connection keeps it. A sampler counts the proxy's established connections to the API
+(/proc/net/tcp) and its file descriptors; the /healthz probe runs as above. Exits 1 if the upstream
+connections ever exceed upstream.max_connections or a probe failed or took longer than 1 s.
+
     bench/load_test.py [--connections 2000] [--duration 20] [--delay 1s] [--max-connections N]
+    bench/load_test.py --h2-uploads 20 [--duration 20] [--upstream-max-connections 256]
 """
 
 import argparse
@@ -125,6 +133,96 @@ async def sampler(pid: int, until: float, rss: list[int], conns: list[int]) -> N
         await asyncio.sleep(0.2)
 
 
+# --- HTTP/2 uploads: raw frames, enough of RFC 9113 for a slow client ---------------------------
+
+H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+DATA, HEADERS, RST_STREAM, SETTINGS, PING, GOAWAY = 0x0, 0x1, 0x3, 0x4, 0x6, 0x7
+
+
+def h2_frame(kind: int, flags: int, stream: int, payload: bytes = b"") -> bytes:
+    return len(payload).to_bytes(3, "big") + bytes([kind, flags]) + stream.to_bytes(4, "big") + payload
+
+
+def h2_post(path: bytes) -> bytes:
+    """HPACK block of POST http://localhost{path}: :method POST and :scheme http indexed, :path and
+    :authority as literals without indexing (no Huffman), so no encoder is needed."""
+    return bytes([0x83, 0x86, 0x04, len(path)]) + path + bytes([0x01, 9]) + b"localhost"
+
+
+class H2Stats:
+    def __init__(self) -> None:
+        self.connected = 0
+        self.streams = 0
+        self.answered_early = 0  # answered while the upload was still open: 503 upstream_busy
+        self.reset = 0
+        self.goaway = 0
+        self.failed: dict[str, int] = {}
+
+
+async def h2_uploader(port: int, streams: int, deadline: float, stats: H2Stats) -> None:
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    except OSError as e:
+        stats.failed[f"connect: {e.strerror}"] = stats.failed.get(f"connect: {e.strerror}", 0) + 1
+        return
+    stats.connected += 1
+    open_streams = set(range(1, 2 * streams, 2))
+    writer.write(H2_PREFACE + h2_frame(SETTINGS, 0, 0))
+    for sid in sorted(open_streams):
+        writer.write(h2_frame(HEADERS, 0x4, sid, h2_post(b"/v1/echo")) + h2_frame(DATA, 0, sid, b"x"))
+        stats.streams += 1
+    await writer.drain()
+
+    async def read_frames() -> None:
+        while True:
+            head = await reader.readexactly(9)
+            length = int.from_bytes(head[:3], "big")
+            kind, flags, sid = head[3], head[4], int.from_bytes(head[5:9], "big") & 0x7FFFFFFF
+            payload = await reader.readexactly(length)
+            if kind == SETTINGS and not flags & 1:
+                writer.write(h2_frame(SETTINGS, 1, 0))
+            elif kind == PING and not flags & 1:
+                writer.write(h2_frame(PING, 1, 0, payload))
+            elif kind == HEADERS and sid in open_streams:
+                open_streams.discard(sid)
+                stats.answered_early += 1
+            elif kind == RST_STREAM and sid in open_streams:
+                open_streams.discard(sid)
+                stats.reset += 1
+            elif kind == GOAWAY:
+                stats.goaway += 1
+                return
+
+    frames = asyncio.ensure_future(read_frames())
+    try:
+        while time.monotonic() < deadline and not frames.done():
+            await asyncio.sleep(2)
+            for sid in list(open_streams):
+                writer.write(h2_frame(DATA, 0, sid, b"x"))
+            await writer.drain()
+    except OSError as e:
+        stats.failed[type(e).__name__] = stats.failed.get(type(e).__name__, 0) + 1
+    finally:
+        frames.cancel()
+        writer.close()
+
+
+def upstream_connections(api_port: int) -> int:
+    """Established TCP connections to the API's port (the proxy is the only client)."""
+    count = 0
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[3] == "01" and int(fields[2].split(":")[1], 16) == api_port:
+            count += 1
+    return count
+
+
+async def upstream_sampler(api_port: int, until: float, counts: list[int]) -> None:
+    while time.monotonic() < until:
+        counts.append(upstream_connections(api_port))
+        await asyncio.sleep(0.2)
+
+
 def pct(values: list[float], p: float) -> float:
     if not values:
         return float("nan")
@@ -144,11 +242,23 @@ async def main() -> int:
         help="the proxy's listen.max_connections (default 4096, so all clients are served at "
         "once; with the shipped default of 1024 the rest wait in the backlog)",
     )
+    parser.add_argument(
+        "--upstream-max-connections",
+        type=int,
+        default=None,
+        help="the proxy's upstream.max_connections (default: --max-connections for the GET "
+        "scenario, so that it measures the proxy and not the budget; 256, the shipped default, "
+        "with --h2-uploads)",
+    )
+    parser.add_argument("--h2-uploads", type=int, default=0, metavar="N",
+                        help="run the HTTP/2 slow-upload scenario with N client connections")
     parser.add_argument("--no-build", action="store_true")
     parser.add_argument("--output", default=str(ROOT / "bench" / "load-results.md"))
     args = parser.parse_args()
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if args.upstream_max_connections is None:
+        args.upstream_max_connections = 256 if args.h2_uploads else args.max_connections
     need = args.connections * 3 + 1000
     if soft < need:
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(need, hard), hard))
@@ -172,12 +282,15 @@ async def main() -> int:
         config = write_proxy_config(
             work / "proxy.toml", port, admin, urls["API"], urls,
             listen_extra=f"max_connections = {args.max_connections}",
-            upstream_extra='timeout = "30s"',
+            upstream_extra=f'timeout = "30s"\nmax_connections = {args.upstream_max_connections}',
         )
         proxy = subprocess.Popen([str(BIN), "run", "--config", str(config)], env=env)
         procs.append(proxy)
         wait_ready(admin)
 
+        if args.h2_uploads:
+            api_port = int(urls["API"].rsplit(":", 1)[1].split("/")[0])
+            return await h2_scenario(args, proxy, admin, port, api_port)
         idle_rss = rss_kib(proxy.pid)[0]
         cpu_before = cpu_seconds([proxy.pid])
         stats = Stats()
@@ -232,9 +345,71 @@ async def main() -> int:
         f"--delay {args.delay} --max-connections {args.max_connections}`, "
         f"{time.strftime('%Y-%m-%d')}.\n\n"
         "| | |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in rows) + "\n"
+        + h2_section(out)
     )
     healthy = not probe_failures and probes and max(probes) < 1.0
     return 0 if healthy and not stats.bad else 1
+
+
+H2_HEADING = "\n## HTTP/2 uploads: many streams, slow bodies\n"
+
+
+def h2_section(out: Path) -> str:
+    """The HTTP/2 section of an existing results file, kept when the GET scenario rewrites it."""
+    text = out.read_text() if out.exists() else ""
+    at = text.find(H2_HEADING)
+    return text[at:] if at >= 0 else ""
+
+
+async def h2_scenario(args, proxy: subprocess.Popen, admin: int, port: int, api_port: int) -> int:
+    stats = H2Stats()
+    probes: list[float] = []
+    probe_failures: list[str] = []
+    rss: list[int] = []
+    fds: list[int] = []
+    upstream: list[int] = []
+    start = time.monotonic()
+    deadline = start + args.duration
+    await asyncio.gather(
+        *[h2_uploader(port, 100, deadline, stats) for _ in range(args.h2_uploads)],
+        probe(admin, deadline, probes, probe_failures),
+        sampler(proxy.pid, deadline, rss, fds),
+        upstream_sampler(api_port, deadline, upstream),
+    )
+    peak_upstream = max(upstream) if upstream else 0
+    rows = [
+        ("machine", f"{platform.machine()}, {os.cpu_count()} cores, {platform.release()}"),
+        ("clients", f"{args.h2_uploads} h2c connections x 100 streams, {args.duration:.0f} s"),
+        ("each stream", "POST /v1/echo, one byte every 2 s, never finished"),
+        ("upstream.max_connections", str(args.upstream_max_connections)),
+        ("streams opened", str(stats.streams)),
+        ("upstream connections, peak", str(peak_upstream)),
+        ("streams answered while uploading (503 upstream_busy)", str(stats.answered_early)),
+        ("streams reset / connections sent GOAWAY", f"{stats.reset} / {stats.goaway}"),
+        ("client errors", ", ".join(f"{k}: {v}" for k, v in stats.failed.items()) or "none"),
+        ("/healthz probes", f"{len(probes)} answered, {len(probe_failures)} failed"),
+        ("/healthz latency p50 / p99 / max",
+         f"{pct(probes, 50) * 1000:.1f} / {pct(probes, 99) * 1000:.1f} / "
+         f"{(max(probes) if probes else float('nan')) * 1000:.1f} ms"),
+        ("proxy RSS peak", f"{(max(rss) if rss else 0) / 1024:.1f} MiB"),
+        ("proxy open fds, peak", str(max(fds) if fds else 0)),
+    ]
+    width = max(len(k) for k, _ in rows)
+    print("\n".join(f"{k.ljust(width)}  {v}" for k, v in rows))
+    out = Path(args.output)
+    text = out.read_text() if out.exists() else "# Load test\n"
+    at = text.find(H2_HEADING)
+    if at >= 0:
+        text = text[:at]
+    out.write_text(
+        text.rstrip("\n") + "\n" + H2_HEADING + "\n"
+        f"`bench/load_test.py --h2-uploads {args.h2_uploads} --duration {args.duration:.0f} "
+        f"--upstream-max-connections {args.upstream_max_connections}`, "
+        f"{time.strftime('%Y-%m-%d')}.\n\n"
+        "| | |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in rows) + "\n"
+    )
+    healthy = not probe_failures and probes and max(probes) < 1.0
+    return 0 if healthy and peak_upstream <= args.upstream_max_connections else 1
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 //! The admin listener: `/healthz` (the process runs), `/readyz` (tokens in hand and not shutting
 //! down, with each route's token state), `/metrics` (Prometheus text). HTTP/1.1, GET and HEAD only,
-//! on its own address so probes and scrapers never share a port with BI traffic.
+//! on its own address so probes and scrapers never share a port with BI traffic, behind its own
+//! DNS-rebinding guard (IP literals and the data plane's names only).
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -17,7 +18,10 @@ use serde_json::json;
 use tokio::net::TcpListener;
 
 use crate::config::TokenMode;
+use crate::error::ProxyError;
+use crate::inbound::{forbidden_host, single_host};
 use crate::live::Live;
+use crate::respond;
 use crate::token::TokenState;
 
 /// Time a probe or scraper gets to send its request head.
@@ -116,7 +120,34 @@ impl Admin {
         (code, json!({ "status": status, "routes": listed }))
     }
 
+    /// The admin listener's DNS-rebinding guard (README, "Admin listener"): exactly one `Host`
+    /// on HTTP/1.1, and it is an IP literal or a name the data plane accepts. A web page that
+    /// rebinds its own name to this address cannot read `/readyz` or `/metrics`.
+    fn admit<B>(&self, request: &Request<B>) -> Result<(), ProxyError> {
+        let host = single_host(request.version(), request.headers())?;
+        let authority = request.uri().authority().map(|a| a.as_str().as_bytes());
+        let proxy = self.live.proxy();
+        for name in [host.map(HeaderValue::as_bytes), authority]
+            .into_iter()
+            .flatten()
+        {
+            if !proxy.hosts().admits_probe(name) {
+                return Err(forbidden_host(name));
+            }
+        }
+        Ok(())
+    }
+
     async fn handle(&self, request: Request<Incoming>) -> Response<Full<Bytes>> {
+        if let Err(e) = self.admit(&request) {
+            let (status, code) = respond::status_and_code(&e);
+            let body = json!({"error": code, "message": e.to_string()});
+            let mut response = answer(status, "application/json", body.to_string());
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            return response;
+        }
         if request.method() != Method::GET && request.method() != Method::HEAD {
             return answer(
                 StatusCode::METHOD_NOT_ALLOWED,

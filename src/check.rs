@@ -63,7 +63,12 @@ pub fn summary(c: &Config) -> String {
     if !c.listen.allowed_hosts.is_empty() {
         let _ = writeln!(out, "extra hosts: {}", c.listen.allowed_hosts.join(", "));
     }
-    let _ = writeln!(out, "shutdown:    grace {}", d(c.listen.shutdown_grace));
+    let _ = writeln!(
+        out,
+        "timeouts:    request body stall {}, shutdown grace {}",
+        d(c.listen.body_timeout),
+        d(c.listen.shutdown_grace)
+    );
     let _ = writeln!(out, "reload:      {}", reload(c));
     let _ = writeln!(
         out,
@@ -76,10 +81,11 @@ pub fn summary(c: &Config) -> String {
     );
     let _ = writeln!(
         out,
-        "upstream:    {} (timeout {}, connect timeout {})",
+        "upstream:    {} (timeout {}, connect timeout {}, at most {} connections)",
         c.upstream.url,
         d(c.upstream.timeout),
         d(c.upstream.connect_timeout),
+        c.upstream.max_connections,
     );
     let _ = writeln!(out, "  way out:   {}", way_out(&c.outbound.api));
     let _ = writeln!(

@@ -2,6 +2,7 @@
 //! data and messages; `respond.rs` turns it into a status and a JSON body (the table in the
 //! README, "Errors the proxy returns itself").
 
+use crate::request_body::BodyFault;
 use crate::token::TokenError;
 use crate::upstream::UpstreamError;
 
@@ -35,6 +36,10 @@ pub enum ProxyError {
     /// The request is malformed in a way the proxy refuses to forward.
     #[error("{0}")]
     BadRequest(&'static str),
+    /// The client's request body failed: malformed, cut off, or stalled. Never the upstream's
+    /// fault, whatever the upstream client saw.
+    #[error(transparent)]
+    RequestBody(#[from] BodyFault),
     /// No token: the STS refused or could not be reached.
     #[error(transparent)]
     Token(#[from] TokenError),
@@ -104,5 +109,6 @@ pub(crate) mod tests {
             assert!(e.is_refusal(), "{e:?}");
         }
         assert!(!ProxyError::NoRoute.is_refusal());
+        assert!(!ProxyError::ForbiddenDelegate("T".into()).is_refusal());
     }
 }

@@ -64,20 +64,24 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 }
 
 /// Rewrites a client's request headers for the upstream: hop-by-hop headers, `Proxy-Authorization`,
-/// the client's own `Authorization` and `Host` go (the HTTP client sets `Host` from the upstream
-/// URI), the route's bearer token and the request id go in.
+/// the client's own `Authorization`, `Cookie` (cookies are not scoped by port: a browser would
+/// hand the API the cookies of every other localhost app) and `Host` go (the HTTP client sets
+/// `Host` from the upstream URI), the route's bearer token and the request id go in.
 pub fn rewrite_request(headers: &mut HeaderMap, bearer: &HeaderValue, request_id: &HeaderValue) {
     strip_hop_by_hop(headers);
     headers.remove(header::PROXY_AUTHORIZATION);
+    headers.remove(header::COOKIE);
     headers.remove(header::HOST);
     headers.insert(header::AUTHORIZATION, bearer.clone());
     headers.insert(X_REQUEST_ID.clone(), request_id.clone());
 }
 
-/// Rewrites the upstream's response headers for the client: hop-by-hop headers go, the request id
+/// Rewrites the upstream's response headers for the client: hop-by-hop headers and `Set-Cookie`
+/// go (a cookie set for the proxy's host would reach every other localhost app), the request id
 /// is echoed.
 pub fn rewrite_response(headers: &mut HeaderMap, request_id: &HeaderValue) {
     strip_hop_by_hop(headers);
+    headers.remove(header::SET_COOKIE);
     headers.insert(X_REQUEST_ID.clone(), request_id.clone());
 }
 
@@ -211,6 +215,8 @@ mod tests {
             ("host", "localhost:8080"),
             ("authorization", "Basic dXNlcjpwYXNz"),
             ("proxy-authorization", "Basic eA=="),
+            ("cookie", "session=other-localhost-app"),
+            ("cookie", "b=2"),
             ("accept", "*/*"),
         ]);
         let bearer = bearer_value("tok123").unwrap();
@@ -220,8 +226,17 @@ mod tests {
         assert!(h[header::AUTHORIZATION].is_sensitive());
         assert!(!h.contains_key(header::PROXY_AUTHORIZATION));
         assert!(!h.contains_key(header::HOST));
+        assert!(!h.contains_key(header::COOKIE));
         assert_eq!(h[&X_REQUEST_ID], "rid");
         assert_eq!(h["accept"], "*/*");
+    }
+
+    #[test]
+    fn rewrite_response_drops_set_cookie() {
+        let mut h = map(&[("set-cookie", "a=1"), ("set-cookie", "b=2"), ("x-a", "1")]);
+        rewrite_response(&mut h, &HeaderValue::from_static("rid"));
+        assert!(!h.contains_key(header::SET_COOKIE));
+        assert_eq!(h["x-a"], "1");
     }
 
     #[test]

@@ -22,6 +22,7 @@ pub mod logging;
 pub mod metrics;
 pub mod notify;
 pub mod proxy;
+pub mod request_body;
 pub mod respond;
 pub mod routes;
 pub mod server;

@@ -214,6 +214,7 @@ pub fn build(config: &Config, local: SocketAddr, metrics: &Arc<Metrics>) -> anyh
         upstream,
         inbound,
         metrics.clone(),
+        config.listen.body_timeout,
     ))
 }
 

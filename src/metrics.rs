@@ -42,6 +42,12 @@ struct RouteLabels {
     route: Arc<str>,
 }
 
+/// Labels of a request head that hyper refused before the proxy saw a request.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HeadLabels {
+    reason: &'static str,
+}
+
 /// Labels of a config reload.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReloadLabels {
@@ -58,6 +64,7 @@ pub struct Metrics {
     expiry: Family<TokenLabels, Gauge<f64, AtomicU64>>,
     retries: Family<RouteLabels, Counter>,
     connections: Gauge,
+    heads: Family<HeadLabels, Counter>,
     reloads: Family<ReloadLabels, Counter>,
     /// The route label of requests no route matched, made once rather than per request.
     unmatched: Arc<str>,
@@ -116,6 +123,17 @@ impl Metrics {
             "Client connections open on the data-plane listener",
             connections.clone(),
         );
+        let heads = Family::<HeadLabels, Counter>::default();
+        registry.register(
+            "rejected_heads",
+            "Request heads the HTTP library answered itself, before any request reached the proxy, \
+             by reason: malformed (400), too_large (431: over 64 KiB), timeout (not complete \
+             within 10 s; closed without an answer)",
+            heads.clone(),
+        );
+        for reason in ["malformed", "too_large", "timeout"] {
+            drop(heads.get_or_create(&HeadLabels { reason }));
+        }
         let reloads = Family::<ReloadLabels, Counter>::default();
         registry.register(
             "config_reloads",
@@ -131,6 +149,7 @@ impl Metrics {
             expiry,
             retries,
             connections,
+            heads,
             reloads,
             unmatched: Arc::from("-"),
         }
@@ -215,6 +234,13 @@ impl Metrics {
         self.connections.inc_by(delta);
     }
 
+    /// The HTTP library refused a request head itself, for `reason` (`malformed`, `too_large`
+    /// or `timeout`): those answers carry no JSON body and no request id, and write no access
+    /// line, so this counter is where they show.
+    pub fn rejected_head(&self, reason: &'static str) {
+        self.heads.get_or_create(&HeadLabels { reason }).inc();
+    }
+
     /// The Prometheus text exposition of every series.
     pub fn encode(&self) -> String {
         let mut out = String::with_capacity(4096);
@@ -243,6 +269,7 @@ mod tests {
         m.token_retry(&route);
         m.connections(2);
         m.connections(-1);
+        m.rejected_head("too_large");
         let text = m.encode();
         for line in [
             "azure_costs_proxy_requests_total{route=\"/customers/contoso\",status=\"200\"} 1",
@@ -252,6 +279,8 @@ mod tests {
             "azure_costs_proxy_token_expiry_timestamp_seconds{credential=\"default\",delegate=\"-\"} 1800000000",
             "azure_costs_proxy_token_retries_total{route=\"/customers/contoso\"} 1",
             "azure_costs_proxy_connections_open 1",
+            "azure_costs_proxy_rejected_heads_total{reason=\"too_large\"} 1",
+            "azure_costs_proxy_rejected_heads_total{reason=\"malformed\"} 0",
         ] {
             assert!(text.contains(line), "missing {line} in\n{text}");
         }

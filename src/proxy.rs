@@ -3,6 +3,7 @@
 //! below it, in the same order.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use http::header::{self, HeaderMap, HeaderValue};
 use http::request::Parts;
@@ -17,13 +18,14 @@ use crate::access_log::AccessLog;
 use crate::body::ProxyBody;
 use crate::error::ProxyError;
 use crate::headers::{self, RequestIds};
-use crate::inbound::InboundPolicy;
+use crate::inbound::{HostGuard, InboundPolicy};
 use crate::metrics::Metrics;
+use crate::request_body::{BodyWatch, ClientBody};
 use crate::respond;
 use crate::routes::{self, Route, RouteTable, TeamRefusal};
 use crate::token::transaction::Transactions;
 use crate::token::{Token, TokenKey, TokenSource};
-use crate::upstream::{PooledBody, Upstream, UpstreamBody};
+use crate::upstream::{PooledBody, Upstream, UpstreamBody, UpstreamError};
 
 impl Proxy {
     /// Handles one request. Never fails: errors become JSON answers.
@@ -64,12 +66,15 @@ impl Proxy {
         let (key, token) = self.token(route, key, &parts.headers, log).await?;
         Self::rewrite(&mut parts, upstream_uri, token.bearer(), request_id);
         // A request without a body is kept, to go again if the upstream refuses the token.
+        let (body, watch) = ClientBody::new(body, self.body_timeout);
         let replay = Replay::of(&parts, &body);
         let body = match replay {
             Some(_) => Either::Right(Full::default()),
             None => Either::Left(body),
         };
-        let response = self.forward(Request::from_parts(parts, body)).await?;
+        let response = self
+            .forward(Request::from_parts(parts, body), &watch)
+            .await?;
         match replay {
             Some(replay) => {
                 self.retry_on_refusal(response, replay, route, &key, &token, log)
@@ -84,15 +89,16 @@ impl Proxy {
         self.inbound.check(parts)
     }
 
-    /// Route: no dot segments, the longest matching prefix, the key of the token it needs (on a
+    /// Route: no refused path segment, the longest matching prefix, the key of the token it needs (on a
     /// `{delegate}` route, for the team the path names, if the route may act for it), and the
     /// upstream URI the request goes to (base path, the route's upstream path, the rest of the
     /// path, the query as sent).
     fn route(&self, parts: &Parts) -> Result<(&Arc<Route>, TokenKey, Uri), ProxyError> {
         let path = parts.uri.path();
-        if routes::has_dot_segment(path) {
+        if routes::has_refused_segment(path) {
             return Err(ProxyError::BadRequest(
-                "the path holds a `.` or `..` segment; send a normalised path",
+                "the path holds a `.` or `..` segment (also percent-encoded), an encoded `/` or \
+                 `\\`, a raw `\\`, or a segment starting with `..;`; send a normalised path",
             ));
         }
         let found = self.routes.find(path).ok_or(ProxyError::NoRoute)?;
@@ -176,12 +182,22 @@ impl Proxy {
         headers::rewrite_request(&mut parts.headers, bearer, request_id);
     }
 
-    /// Forward: sends the request upstream and waits for the response head.
+    /// Forward: sends the request upstream and waits for the response head. A send that failed
+    /// because the client's body did (malformed, cut off, stalled: `watch` says) is the
+    /// client's fault, not the upstream's.
     async fn forward(
         &self,
         request: Request<UpstreamBody>,
+        watch: &BodyWatch,
     ) -> Result<Response<PooledBody>, ProxyError> {
-        Ok(self.upstream.send(request).await?)
+        // Boxed: the exchange's state is large, and kept off the stack of every poll above it.
+        match Box::pin(self.upstream.send(request)).await {
+            Ok(response) => Ok(response),
+            Err(e) => Err(match watch.fault() {
+                Some(fault) => ProxyError::RequestBody(fault),
+                None => e.into(),
+            }),
+        }
     }
 
     /// Retry on refusal: a status of the route's `refresh_on` (401 by default) to a request that
@@ -213,7 +229,8 @@ impl Proxy {
         log.retried();
         self.metrics.token_retry(&route.prefix);
         let fresh = self.tokens.get(key, route.token_mode).await?;
-        self.forward(replay.with_bearer(fresh.bearer())).await
+        self.forward(replay.with_bearer(fresh.bearer()), &BodyWatch::default())
+            .await
     }
 
     /// Response: the upstream's answer with its headers rewritten, or the proxy's own JSON answer
@@ -236,8 +253,15 @@ impl Proxy {
             }
             Err(e) => {
                 let (status, code) = respond::status_and_code(&e);
-                if status.is_server_error() && !matches!(e, ProxyError::Token(_)) {
-                    // Token failures are logged once per STS call by the token source.
+                // Token failures are logged once per STS call by the token source. A spent
+                // upstream budget is a load condition, not a fault: one warning per refused
+                // request would let any client flood the log; the access line and
+                // requests_total{status="503"} carry it.
+                let quiet = matches!(
+                    e,
+                    ProxyError::Token(_) | ProxyError::Upstream(UpstreamError::Busy { .. })
+                );
+                if status.is_server_error() && !quiet {
                     log.span().in_scope(|| tracing::warn!(code, "{e}"));
                 }
                 respond::error_response(e, request_id, Some(log))
@@ -263,7 +287,7 @@ struct Replay {
 impl Replay {
     /// A copy of a rewritten request that may be sent twice: a safe method and no body.
     /// Requests with a body are never sent twice.
-    fn of(parts: &Parts, body: &Incoming) -> Option<Self> {
+    fn of(parts: &Parts, body: &ClientBody) -> Option<Self> {
         let safe = matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS);
         (safe && body.is_end_stream()).then(|| Replay {
             method: parts.method.clone(),
@@ -293,6 +317,8 @@ pub struct Proxy {
     inbound: InboundPolicy,
     ids: RequestIds,
     metrics: Arc<Metrics>,
+    /// `listen.body_timeout`: the longest a client's request body may stall.
+    body_timeout: Duration,
 }
 
 impl Proxy {
@@ -303,6 +329,7 @@ impl Proxy {
         upstream: Upstream,
         inbound: InboundPolicy,
         metrics: Arc<Metrics>,
+        body_timeout: Duration,
     ) -> Self {
         Proxy {
             routes,
@@ -311,6 +338,7 @@ impl Proxy {
             inbound,
             ids: RequestIds::default(),
             metrics,
+            body_timeout,
         }
     }
 
@@ -327,6 +355,11 @@ impl Proxy {
     /// The token source.
     pub fn tokens(&self) -> &TokenSource {
         &self.tokens
+    }
+
+    /// The DNS-rebinding guard, which the admin listener applies too.
+    pub fn hosts(&self) -> &HostGuard {
+        &self.inbound.hosts
     }
 
     /// The TLS acceptor new connections go through, when `[listen.tls]` is set.

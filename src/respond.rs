@@ -12,6 +12,7 @@ use crate::body::ProxyBody;
 use crate::error::ProxyError;
 use crate::headers::X_REQUEST_ID;
 use crate::inbound::CHALLENGES;
+use crate::request_body::BodyFault;
 use crate::token::StsFailure;
 use crate::upstream::UpstreamError;
 
@@ -30,6 +31,10 @@ pub fn status_and_code(e: &ProxyError) -> (StatusCode, &'static str) {
         ProxyError::ForbiddenHost(_) => (StatusCode::FORBIDDEN, "forbidden_host"),
         ProxyError::ForbiddenDelegate(_) => (StatusCode::FORBIDDEN, "forbidden_delegate"),
         ProxyError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+        ProxyError::RequestBody(BodyFault::Stalled(_)) => {
+            (StatusCode::REQUEST_TIMEOUT, "request_timeout")
+        }
+        ProxyError::RequestBody(_) => (StatusCode::BAD_REQUEST, "bad_request"),
         ProxyError::Token(e) => match e.failure {
             StsFailure::Rejected { .. } => (StatusCode::BAD_GATEWAY, "sts_rejected"),
             StsFailure::Unavailable { .. } => (StatusCode::SERVICE_UNAVAILABLE, "sts_unavailable"),
@@ -37,6 +42,7 @@ pub fn status_and_code(e: &ProxyError) -> (StatusCode, &'static str) {
         ProxyError::Upstream(e) => match e {
             UpstreamError::Unavailable(_) => (StatusCode::BAD_GATEWAY, "upstream_unavailable"),
             UpstreamError::Timeout(_) => (StatusCode::GATEWAY_TIMEOUT, "upstream_timeout"),
+            UpstreamError::Busy { .. } => (StatusCode::SERVICE_UNAVAILABLE, "upstream_busy"),
             // A path the upstream's URI cannot hold is the client's to fix.
             UpstreamError::InvalidPath => (StatusCode::BAD_REQUEST, "bad_request"),
         },
@@ -92,6 +98,9 @@ pub fn error_response(
         // answer, and the idle timer ignores the request (see `Refused`).
         headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
         response.extensions_mut().insert(Refused);
+    } else if let ProxyError::RequestBody(_) = e {
+        // The rest of the body cannot be trusted to frame the next request.
+        headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     response
 }
@@ -103,6 +112,8 @@ fn retry_after(e: &ProxyError) -> Option<u64> {
             let d = e.retry_after.unwrap_or(Duration::from_secs(1));
             Some(d.as_secs() + u64::from(d.subsec_nanos() > 0)).map(|s| s.max(1))
         }
+        // A connection frees up when a response ends: usually within a second.
+        ProxyError::Upstream(UpstreamError::Busy { .. }) => Some(1),
         _ => None,
     }
 }
@@ -158,6 +169,22 @@ mod tests {
                 "upstream_timeout",
             ),
             (UpstreamError::InvalidPath.into(), 400, "bad_request"),
+            (
+                UpstreamError::Busy {
+                    max: 2,
+                    waited: Duration::from_secs(1),
+                }
+                .into(),
+                503,
+                "upstream_busy",
+            ),
+            (BodyFault::CutOff.into(), 400, "bad_request"),
+            (BodyFault::Malformed("x".into()).into(), 400, "bad_request"),
+            (
+                BodyFault::Stalled(Duration::from_secs(1)).into(),
+                408,
+                "request_timeout",
+            ),
         ];
         for (e, status, code) in cases {
             let (s, c) = status_and_code(&e);

@@ -194,29 +194,36 @@ pub fn upstream_path_and_query(
     out
 }
 
-/// Whether a raw path holds a `.` or `..` segment, also percent-encoded (`%2e`). Such a path could
-/// climb out of a route's `upstream_path` once the upstream normalises it, so it is refused.
-pub fn has_dot_segment(path: &str) -> bool {
-    path.split('/').any(is_dot_segment)
+/// Whether a raw path holds a segment the proxy refuses (README, "Errors the proxy returns
+/// itself"): one that percent-decodes to `.` or `..`, holds an encoded `/` or `\` (`%2F`,
+/// `%5C`, any case) or a raw `\`, or begins with `..;`. Each segment is decoded once, then
+/// judged: an upstream that decodes before it normalises could otherwise climb out of a route's
+/// `upstream_path` (`..%2F`, `..%5c`, `..\`, `..;` as Tomcat reads it), while `%252F` stays a
+/// harmless `%2F` after one decoding.
+pub fn has_refused_segment(path: &str) -> bool {
+    path.split('/').any(is_refused_segment)
 }
 
-/// `.` or `..`, each dot written as `.`, `%2e` or `%2E`. Allocates nothing: it runs on every
-/// request.
-fn is_dot_segment(segment: &str) -> bool {
-    let mut rest = segment.as_bytes();
-    let mut dots = 0;
-    while !rest.is_empty() {
-        rest = match rest {
-            [b'.', tail @ ..] => tail,
-            [b'%', b'2', b'e' | b'E', tail @ ..] => tail,
-            _ => return false,
-        };
-        dots += 1;
-        if dots > 2 {
-            return false;
+/// One segment, judged after one percent-decoding. Allocates nothing: it runs on every request.
+fn is_refused_segment(segment: &str) -> bool {
+    // The first three decoded bytes and the decoded length are all the rule needs, besides the
+    // separators anywhere.
+    let mut head = [0u8; 3];
+    let mut len = 0usize;
+    for b in percent_encoding::percent_decode_str(segment) {
+        if b == b'/' || b == b'\\' {
+            return true;
         }
+        if len < head.len() {
+            head[len] = b;
+        }
+        len += 1;
     }
-    dots > 0
+    match len {
+        1 => head[0] == b'.',
+        2 => head[..2] == *b"..",
+        _ => head == *b"..;",
+    }
 }
 
 #[cfg(test)]
@@ -348,19 +355,119 @@ mod tests {
     }
 
     #[test]
-    fn dot_segments_are_detected_also_encoded() {
-        assert!(has_dot_segment("/a/../b"));
-        assert!(has_dot_segment("/a/%2e%2E/b"));
-        assert!(has_dot_segment("/a/./b"));
-        assert!(has_dot_segment("/.."));
-        assert!(!has_dot_segment("/a/..b/c.d"));
-        assert!(!has_dot_segment("/"));
-        assert!(has_dot_segment("/a/.%2e"));
-        assert!(has_dot_segment("/a/%2E"));
-        assert!(!has_dot_segment("/a/.../b"));
-        assert!(!has_dot_segment("/a/%2e%2e%2e"));
-        assert!(!has_dot_segment("/a/%2f/b"));
-        assert!(!has_dot_segment("/a/%2"));
-        assert!(!has_dot_segment("//a//"));
+    fn dot_segments_are_refused_also_encoded() {
+        for refused in [
+            "/a/../b",
+            "/a/%2e%2E/b",
+            "/a/./b",
+            "/..",
+            "/a/.%2e",
+            "/a/%2E",
+        ] {
+            assert!(has_refused_segment(refused), "{refused}");
+        }
+        for fine in [
+            "/a/..b/c.d",
+            "/",
+            "/a/.../b",
+            "/a/%2e%2e%2e",
+            "/a/%2",
+            "//a//",
+            "/a/%25%32%65",
+            "/a/.;b",
+        ] {
+            assert!(!has_refused_segment(fine), "{fine}");
+        }
+    }
+
+    #[test]
+    fn encoded_separators_and_tomcat_dots_are_refused() {
+        for refused in [
+            "/customers/contoso/..%2Ffabrikam/v1/teams",
+            "/a/..%2fb",
+            "/a/%2F",
+            "/a/x%5cy",
+            "/a/..%5C",
+            "/a/..\\b",
+            "/a\\b",
+            "/a/..;/b",
+            "/a/..;jsessionid=1",
+            "/a/%2e%2e;x",
+        ] {
+            assert!(has_refused_segment(refused), "{refused}");
+        }
+        // Decoded once: a double-encoded separator is a literal `%2F` to the upstream.
+        for fine in [
+            "/a/%252F", "/a/%255c", "/a/x;y", "/a/.;", "/a/;..", "/a/b..;",
+        ] {
+            assert!(!has_refused_segment(fine), "{fine}");
+        }
+    }
+}
+
+/// [`has_refused_segment`] against a reference model: a plain percent-decoder of its own and
+/// the README's rule read word for word, on paths made of the tokens that matter.
+#[cfg(test)]
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Percent-decodes once: `%XY` with two hex digits is a byte, anything else stays.
+    fn decode(segment: &str) -> Vec<u8> {
+        let b = segment.as_bytes();
+        let hex = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < b.len() {
+            if b[i] == b'%'
+                && i + 2 < b.len()
+                && let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2]))
+            {
+                out.push(h * 16 + l);
+                i += 3;
+                continue;
+            }
+            out.push(b[i]);
+            i += 1;
+        }
+        out
+    }
+
+    fn model(path: &str) -> bool {
+        path.split('/').any(|segment| {
+            let d = decode(segment);
+            d == b"."
+                || d == b".."
+                || d.starts_with(b"..;")
+                || d.contains(&b'/')
+                || d.contains(&b'\\')
+        })
+    }
+
+    const TOKENS: &[&str] = &[
+        "a", ".", "%2e", "%2E", "%2f", "%2F", "%5c", "%5C", "\\", ";", "%25", "%", "/", "2", "e",
+        "f", "%3b", "..", "%2", "5",
+    ];
+
+    proptest! {
+        #[test]
+        fn the_path_rule_agrees_with_the_model(
+            parts in prop::collection::vec(prop::sample::select(TOKENS), 0..12)
+        ) {
+            let path = format!("/{}", parts.concat());
+            prop_assert_eq!(has_refused_segment(&path), model(&path), "{}", path);
+        }
+
+        #[test]
+        fn accepted_paths_have_no_dot_segment_after_one_decoding(
+            parts in prop::collection::vec(prop::sample::select(TOKENS), 0..12)
+        ) {
+            let path = format!("/{}", parts.concat());
+            if !has_refused_segment(&path) {
+                let decoded = decode(&path);
+                let text = String::from_utf8_lossy(&decoded);
+                prop_assert!(!text.split(['/', '\\']).any(|s| s == "." || s == ".."), "{}", path);
+            }
+        }
     }
 }

@@ -24,12 +24,24 @@ use crate::respond::Refused;
 /// Largest request head accepted: 64 KiB, answered with 431 above (README, "Errors the proxy
 /// returns itself").
 pub const MAX_HEADER_BYTES: usize = 64 * 1024;
+/// Most header lines in a request head: as many as fit in [`MAX_HEADER_BYTES`] (the shortest
+/// line, `a:` and CRLF, is 4 bytes), so that the byte limit is the one that binds. hyper's
+/// default of 100 answered 431 to 101 small headers of about 1 KB.
+const MAX_HEADERS: usize = MAX_HEADER_BYTES / 4;
 /// Time a client has to send a complete request head (slowloris guard). It also bounds the wait
 /// for the first request on a new connection, whatever protocol the client pretends to speak.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// A connection with no new request for this long is closed (requests in flight finish first).
 /// HTTP/1 keep-alive connections are closed sooner, by [`HEADER_READ_TIMEOUT`].
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Most concurrent streams an HTTP/2 client may open on one connection (README, "Data plane").
+pub const MAX_CONCURRENT_STREAMS: u32 = 100;
+/// An HTTP/2 connection quiet for this long gets a PING...
+const H2_PING_INTERVAL: Duration = Duration::from_secs(8);
+/// ...and is closed if the answer takes longer than this: a client that stops answering is gone
+/// within 18 s (the contract says 20), not holding its slot.
+const H2_PING_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The connection builder with the proxy's limits.
 fn builder() -> auto::Builder<TokioExecutor> {
@@ -39,13 +51,15 @@ fn builder() -> auto::Builder<TokioExecutor> {
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT)
         .max_buf_size(MAX_HEADER_BYTES)
+        .max_headers(MAX_HEADERS)
         .keep_alive(true);
     builder
         .http2()
         .timer(TokioTimer::new())
         .max_header_list_size(MAX_HEADER_BYTES as u32)
-        .keep_alive_interval(Duration::from_secs(30))
-        .keep_alive_timeout(Duration::from_secs(20));
+        .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
+        .keep_alive_interval(H2_PING_INTERVAL)
+        .keep_alive_timeout(H2_PING_TIMEOUT);
     builder
 }
 
@@ -127,6 +141,22 @@ pub async fn serve(listener: TcpListener, live: Arc<Live>, shutdown: impl Future
     }
 }
 
+/// Why hyper refused a request head itself, if that is how the connection ended: it answered
+/// 400 (`malformed`) or 431 (`too_large`) without asking the proxy, or closed a head that did
+/// not arrive in time (`timeout`). hyper-util's auto builder hands back hyper's own error.
+fn rejected_head(e: &(dyn std::error::Error + 'static)) -> Option<&'static str> {
+    let e = e.downcast_ref::<hyper::Error>()?;
+    if e.is_parse_too_large() {
+        Some("too_large")
+    } else if e.is_parse() {
+        Some("malformed")
+    } else if e.is_timeout() {
+        Some("timeout")
+    } else {
+        None
+    }
+}
+
 /// Counts a connection in the `connections_open` gauge while it lives.
 struct OpenConnection(Arc<Metrics>);
 
@@ -156,7 +186,8 @@ async fn serve_connection<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let _open = OpenConnection::new(live.metrics().clone());
+    let metrics = live.metrics().clone();
+    let _open = OpenConnection::new(metrics.clone());
     // Milliseconds after `opened` at which the last admitted request arrived; u64::MAX: none yet.
     let last_request = Arc::new(AtomicU64::new(u64::MAX));
     let seen = last_request.clone();
@@ -190,6 +221,9 @@ async fn serve_connection<S>(
         tokio::select! {
             result = connection.as_mut() => {
                 if let Err(e) = result {
+                    if let Some(reason) = rejected_head(&*e) {
+                        metrics.rejected_head(reason);
+                    }
                     tracing::debug!(error = %e, "connection ended with an error");
                 }
                 return;

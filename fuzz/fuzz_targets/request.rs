@@ -1,19 +1,22 @@
 //! The request-target, route and header sanitising path: a request head (as hyper's parser,
-//! httparse, accepts it) goes through `Proxy::plan` (CONNECT, absolute-form target, Host guard, API
-//! key, dot segments, route, upstream URI) and `headers::rewrite_request`. Invariants: no panic; a
-//! planned request goes to the configured upstream only, under its base path, with the query
-//! byte for byte and no dot segment; the forwarded headers carry exactly the proxy's bearer and
-//! request id and no hop-by-hop, Host or client credential header; an error answer never
-//! echoes the API key.
+//! httparse, accepts it) goes through `Proxy::plan` (CONNECT, absolute-form target, the strict
+//! Host parser and guard, API key, the path-segment rule, route, upstream URI) and
+//! `headers::rewrite_request`. Invariants: no panic; a planned request carries exactly one
+//! well-formed Host on HTTP/1.1 and a path with no refused segment, and goes to the configured
+//! upstream only, under its base path, with the query byte for byte and no refused segment; the
+//! forwarded headers carry exactly the proxy's bearer and request id and no hop-by-hop, Host,
+//! Cookie or client credential header; an error answer never echoes the API key.
 #![no_main]
 
 use std::sync::{Arc, OnceLock};
 
 use azure_costs_proxy::config;
 use azure_costs_proxy::headers::{self, RequestIds};
+use azure_costs_proxy::inbound::host::parse_host;
 use azure_costs_proxy::metrics::Metrics;
 use azure_costs_proxy::proxy::Proxy;
 use azure_costs_proxy::respond;
+use azure_costs_proxy::routes::has_refused_segment;
 use http::header::{self, HeaderName, HeaderValue};
 use http::{Method, Version};
 use libfuzzer_sys::fuzz_target;
@@ -166,6 +169,15 @@ fuzz_target!(|data: &[u8]| {
     assert!(headers::valid_request_id(&request_id));
     let query = parts.uri.query().map(str::to_string);
 
+    // The two parsers on their own: any bytes, no panic; what parse_host accepts is printable
+    // ASCII without a space, slash or `@`.
+    for value in parts.headers.get_all(header::HOST) {
+        if let Some(h) = parse_host(value.as_bytes()) {
+            assert!(h.host.bytes().all(|b| b.is_ascii_graphic() && !b"/@".contains(&b)));
+        }
+    }
+    let _ = has_refused_segment(target);
+
     match proxy.plan(&parts) {
         Ok((route, key, upstream)) => {
             assert_ne!(method, Method::CONNECT);
@@ -206,7 +218,7 @@ fuzz_target!(|data: &[u8]| {
             let path = upstream.path();
             assert!(path.starts_with("/base"), "{path}");
             assert!(path.starts_with(&format!("/base{}", route.upstream_path)), "{path}");
-            assert!(!azure_costs_proxy::routes::has_dot_segment(path), "{path}");
+            assert!(!has_refused_segment(path), "{path}");
             assert_eq!(upstream.query(), query.as_deref());
             if keyed {
                 // Admitted with a key: exactly one Authorization header, and it presents KEY.
@@ -230,6 +242,7 @@ fuzz_target!(|data: &[u8]| {
                 "transfer-encoding",
                 "upgrade",
                 "proxy-authorization",
+                "cookie",
                 "host",
             ] {
                 assert!(!parts.headers.contains_key(name), "{name} forwarded");

@@ -50,6 +50,10 @@ pub const DEFAULT_TOKEN_URL: &str = "https://azure-costs.com/sts/issue/oauth/tok
 pub const MAX_TOKEN_AGE: Duration = Duration::from_secs(60 * 60);
 /// Default time in-flight requests get to finish after a shutdown signal.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+/// Default cap on connections to the API at once (`upstream.max_connections`).
+pub const DEFAULT_UPSTREAM_CONNECTIONS: usize = 256;
+/// Default longest stall of a request body (`listen.body_timeout`).
+pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default cap on connections served at once (`listen.max_connections`).
 pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
 
@@ -130,6 +134,8 @@ pub struct ListenConfig {
     pub max_connections: usize,
     /// Time in-flight requests get to finish after SIGTERM/SIGINT.
     pub shutdown_grace: Duration,
+    /// A request body that sends nothing for this long gets 408 `request_timeout`.
+    pub body_timeout: Duration,
 }
 
 /// `[listen.tls]`: the server certificate, read and checked when the config is loaded (and again
@@ -186,6 +192,8 @@ pub struct UpstreamConfig {
     pub timeout: Duration,
     /// Time allowed to establish a TCP (and TLS) connection, the outbound proxy's tunnel included.
     pub connect_timeout: Duration,
+    /// Connections to the API open at once (HTTP/2 multiplexes on one).
+    pub max_connections: usize,
 }
 
 /// `[outbound]`: the way out to the STS and the API (direct or through the outbound proxy, decided

@@ -40,6 +40,7 @@ pub(super) struct RawListen {
     pub(super) tls: Option<Spanned<RawTls>>,
     pub(super) max_connections: Option<Spanned<i64>>,
     pub(super) shutdown_grace: Option<Spanned<String>>,
+    pub(super) body_timeout: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -63,6 +64,7 @@ pub(super) struct RawUpstream {
     pub(super) url: Option<Spanned<String>>,
     pub(super) timeout: Option<Spanned<String>>,
     pub(super) connect_timeout: Option<Spanned<String>>,
+    pub(super) max_connections: Option<Spanned<i64>>,
     pub(super) ca_file: Option<Spanned<String>>,
     pub(super) allow_insecure_http: Option<bool>,
 }

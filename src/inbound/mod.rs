@@ -52,26 +52,51 @@ impl InboundPolicy {
     }
 
     /// The DNS-rebinding guard and the absolute-form rule: the token goes only to the configured
-    /// upstream, whatever the request names.
+    /// upstream, whatever the request names. Every name the request carries (`Host`, and the
+    /// target's or `:authority`'s authority) must be well-formed and accepted.
     fn check_target(&self, request: &Parts) -> Result<(), ProxyError> {
-        let uri_authority = request.uri.authority().map(|a| a.as_str());
-        if request.version < Version::HTTP_2
-            && let Some(authority) = uri_authority
-            && !self.hosts.accepts(authority)
-        {
+        let host = single_host(request.version, &request.headers)?;
+        if request.version < Version::HTTP_2 && !self.hosts.is_own_target(&request.uri) {
             return Err(ProxyError::ForbiddenTarget);
         }
-        // HTTP/2 carries the host in :authority; HTTP/1 in Host.
-        let host = match uri_authority {
-            Some(a) if request.version >= Version::HTTP_2 => Some(a.as_bytes()),
-            _ => request.headers.get(header::HOST).map(HeaderValue::as_bytes),
-        };
-        match host {
-            Some(h) if !self.hosts.accepts_bytes(h) => {
-                let shown: String = String::from_utf8_lossy(h).chars().take(100).collect();
-                Err(ProxyError::ForbiddenHost(shown))
+        // HTTP/2 carries the host in :authority (the URI); HTTP/1 in Host.
+        let authority = request.uri.authority().map(|a| a.as_str().as_bytes());
+        for name in [host.map(HeaderValue::as_bytes), authority]
+            .into_iter()
+            .flatten()
+        {
+            if !self.hosts.accepts_bytes(name) {
+                return Err(forbidden_host(name));
             }
-            _ => Ok(()),
         }
+        Ok(())
     }
+}
+
+/// The request's one `Host` header: HTTP/1.1 needs exactly one (RFC 9112 section 3.2), and no
+/// request may carry several (which one would a guard judge, which one the next hop?). HTTP/1.0
+/// and HTTP/2 may carry none. Shared by the data plane and the admin listener.
+pub fn single_host(
+    version: Version,
+    headers: &http::HeaderMap,
+) -> Result<Option<&HeaderValue>, ProxyError> {
+    let mut values = headers.get_all(header::HOST).iter();
+    let first = values.next();
+    if values.next().is_some() {
+        return Err(ProxyError::BadRequest(
+            "the request carries several Host headers; send exactly one",
+        ));
+    }
+    if first.is_none() && version == Version::HTTP_11 {
+        return Err(ProxyError::BadRequest(
+            "an HTTP/1.1 request needs a Host header (RFC 9112 section 3.2)",
+        ));
+    }
+    Ok(first)
+}
+
+/// The refusal of a `Host` that is not accepted, showing at most 100 characters of it.
+pub fn forbidden_host(value: &[u8]) -> ProxyError {
+    let shown: String = String::from_utf8_lossy(value).chars().take(100).collect();
+    ProxyError::ForbiddenHost(shown)
 }

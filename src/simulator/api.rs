@@ -95,6 +95,13 @@ pub(super) async fn handle(state: Arc<State>, req: Request<Incoming>) -> Respons
                 h.insert("proxy-connection", HeaderValue::from_static("keep-alive"));
                 h.insert("x-sim-end-to-end", HeaderValue::from_static("1"));
             }
+            if query.get("cookie").is_some() {
+                // A session cookie a proxy on localhost must not hand to the browser.
+                r.headers_mut().insert(
+                    header::SET_COOKIE,
+                    HeaderValue::from_static("sim=1; Path=/"),
+                );
+            }
             if query.get("close").is_some() {
                 // The upstream ends its side of the connection after this answer.
                 r.headers_mut()

@@ -359,7 +359,10 @@ async fn serve<F, Fut>(
     F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Response<SimBody>> + Send + 'static,
 {
-    let builder = auto::Builder::new(TokioExecutor::new());
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // Like a front end of a large API: hyper's default of 100 header lines would answer 431
+    // to heads the proxy is meant to pass on.
+    builder.http1().max_headers(16 * 1024);
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     loop {
         let accepted = tokio::select! {

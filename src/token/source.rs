@@ -99,6 +99,9 @@ impl TokenSource {
             &config.sts.token_url,
             config.sts.timeout,
             config.upstream.connect_timeout,
+            // A budget of its own, as large as the API's: STS calls are single-flight, except
+            // in per_request mode, where one goes with each request.
+            config.upstream.max_connections,
             &config.outbound.sts,
             tls,
         )?;

@@ -66,12 +66,14 @@ impl StsClient {
         token_url: &http::Uri,
         timeout: Duration,
         connect_timeout: Duration,
+        max_connections: usize,
         egress: &Egress,
         tls: rustls::ClientConfig,
     ) -> Result<Self, String> {
         let limits = Limits {
             timeout,
             connect_timeout: connect_timeout.min(timeout),
+            max_connections,
         };
         let http = Upstream::to(token_url, limits, egress, tls)?;
         let path = token_url
@@ -172,6 +174,9 @@ impl StsClient {
                 UpstreamError::Timeout(_) => "the STS did not answer in time".to_string(),
                 UpstreamError::Unavailable(why) => format!("cannot reach the STS: {why}"),
                 UpstreamError::InvalidPath => "the token URL cannot be sent".to_string(),
+                UpstreamError::Busy { max, .. } => {
+                    format!("all {max} connections to the STS stayed busy")
+                }
             })
         })?;
         let status = response.status();

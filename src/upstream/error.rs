@@ -12,6 +12,17 @@ pub enum UpstreamError {
     /// The upstream did not answer in `upstream.timeout`.
     #[error("the Azure Costs API did not answer within {0:?}")]
     Timeout(Duration),
+    /// Every connection the budget allows stayed busy for the whole wait.
+    #[error(
+        "all {max} connections to the Azure Costs API stayed busy for {waited:?} \
+         (upstream.max_connections); try again shortly"
+    )]
+    Busy {
+        /// `upstream.max_connections`.
+        max: usize,
+        /// How long the request waited (`upstream.connect_timeout`).
+        waited: Duration,
+    },
     /// The path cannot be made into a URI towards the upstream.
     #[error("the request path cannot be forwarded")]
     InvalidPath,

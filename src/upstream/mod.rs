@@ -24,13 +24,16 @@ use crate::config;
 use error::innermost;
 use pool::{Conn, Pool};
 
-/// The timeouts of an [`Upstream`].
+/// The timeouts and the connection budget of an [`Upstream`].
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     /// For each response head and each gap in a response body.
     pub timeout: Duration,
-    /// For TCP and TLS (and the outbound proxy's tunnel).
+    /// For TCP and TLS (and the outbound proxy's tunnel); also the longest a request waits for
+    /// a connection when all `max_connections` are busy.
     pub connect_timeout: Duration,
+    /// Connections open at once, busy or idle (HTTP/2 multiplexes on one).
+    pub max_connections: usize,
 }
 
 /// The upstream API client. Cheap to share; connections are pooled.
@@ -60,6 +63,7 @@ impl Upstream {
         let limits = Limits {
             timeout: cfg.timeout,
             connect_timeout: cfg.connect_timeout,
+            max_connections: cfg.max_connections,
         };
         Self::to(&cfg.url, limits, egress, tls)
     }
@@ -74,6 +78,7 @@ impl Upstream {
         let Limits {
             timeout,
             connect_timeout,
+            max_connections,
         } = limits;
         let scheme = url.scheme().cloned().ok_or("the URL has no scheme")?;
         let authority = url.authority().cloned().ok_or("the URL has no host")?;
@@ -100,7 +105,7 @@ impl Upstream {
             .enable_all_versions()
             .wrap_connector(connect::Connector::new(http, via, connect_timeout));
         Ok(Upstream {
-            pool: Arc::new(Pool::new(connector)),
+            pool: Arc::new(Pool::new(connector, max_connections, connect_timeout)),
             scheme,
             authority,
             host,

@@ -1,6 +1,8 @@
 //! The connection pool of the upstream client: a stack of idle HTTP/1.1 connections (the most
 //! recently used first, warm in every cache) or one shared HTTP/2 connection when ALPN chose h2,
-//! each driven by a task of its own, and the reaper that closes idle ones.
+//! each driven by a task of its own, and the reaper that closes idle ones. Every open
+//! connection, busy or idle, holds a permit of the pool's budget (`upstream.max_connections`);
+//! a request that finds none free waits for a permit or an idle connection, up to a deadline.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -10,18 +12,19 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::Uri;
 use http_body_util::{Either, Full};
-use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::Connection;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tower_service::Service;
 
 use super::error::{UpstreamError, innermost};
+use crate::request_body::ClientBody;
 
 /// A request body sent upstream: the client's, streamed, or one held whole (empty for a request
 /// the proxy may replay; the form or JSON of an STS call).
-pub type UpstreamBody = Either<Incoming, Full<Bytes>>;
+pub type UpstreamBody = Either<ClientBody, Full<Bytes>>;
 
 /// How long an idle pooled connection is kept.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
@@ -42,6 +45,14 @@ pub(super) struct Pool {
     h2_connect: tokio::sync::Mutex<()>,
     /// The task that closes connections idle for [`POOL_IDLE_TIMEOUT`] runs.
     reaper: AtomicBool,
+    /// One permit per open connection, held by the connection's task until it ends.
+    budget: Arc<Semaphore>,
+    /// The size of `budget`, for the error message.
+    max_connections: usize,
+    /// How long a request waits for a permit or an idle connection.
+    wait: Duration,
+    /// Woken when a connection goes back on the idle stack, for requests waiting on the budget.
+    returned: Notify,
 }
 
 /// The HTTP/2 connection every request shares.
@@ -87,9 +98,19 @@ impl Lease {
     }
 }
 
+/// What a request waiting on the budget got.
+enum Admission {
+    /// A permit to open a connection of its own.
+    Open(OwnedSemaphorePermit),
+    /// A connection another request gave back meanwhile.
+    Reuse(Conn),
+}
+
 impl Pool {
-    /// An empty pool that opens connections through `connector`.
-    pub(super) fn new(connector: Connector) -> Self {
+    /// An empty pool that opens connections through `connector`, at most `max_connections` at
+    /// once; a request waits `wait` at most for one to free up.
+    pub(super) fn new(connector: Connector, max_connections: usize, wait: Duration) -> Self {
+        let max_connections = max_connections.clamp(1, Semaphore::MAX_PERMITS);
         Pool {
             connector,
             idle: Mutex::new(VecDeque::new()),
@@ -97,6 +118,41 @@ impl Pool {
             h2_seen: AtomicBool::new(false),
             h2_connect: tokio::sync::Mutex::new(()),
             reaper: AtomicBool::new(false),
+            budget: Arc::new(Semaphore::new(max_connections)),
+            max_connections,
+            wait,
+            returned: Notify::new(),
+        }
+    }
+
+    /// A permit to open a connection, or an idle connection given back while waiting for one;
+    /// [`UpstreamError::Busy`] when neither comes within the pool's wait.
+    async fn admit(&self) -> Result<Admission, UpstreamError> {
+        let deadline = tokio::time::Instant::now() + self.wait;
+        loop {
+            // Registered before looking at the stack, so that a connection given back between
+            // the look and the wait still wakes this request.
+            let returned = self.returned.notified();
+            tokio::pin!(returned);
+            returned.as_mut().enable();
+            if let Some(conn) = self.checkout() {
+                return Ok(Admission::Reuse(conn));
+            }
+            tokio::select! {
+                permit = self.budget.clone().acquire_owned() => {
+                    // The semaphore is never closed.
+                    return permit.map(Admission::Open).map_err(|_| self.busy());
+                }
+                () = &mut returned => continue,
+                () = tokio::time::sleep_until(deadline) => return Err(self.busy()),
+            }
+        }
+    }
+
+    fn busy(&self) -> UpstreamError {
+        UpstreamError::Busy {
+            max: self.max_connections,
+            waited: self.wait,
         }
     }
 
@@ -165,6 +221,8 @@ impl Pool {
                 sender,
                 since: Instant::now(),
             });
+            drop(idle);
+            self.returned.notify_one();
         }
     }
 
@@ -185,6 +243,10 @@ impl Pool {
         } else {
             None
         };
+        let permit = match self.admit().await? {
+            Admission::Open(permit) => permit,
+            Admission::Reuse(conn) => return Ok(conn),
+        };
         let connect_failed = |e: &(dyn std::error::Error + 'static)| {
             UpstreamError::Unavailable(format!("connection failed ({})", innermost(e)))
         };
@@ -200,7 +262,7 @@ impl Pool {
                 .handshake(io)
                 .await
                 .map_err(|e| connect_failed(&e))?;
-            run_connection(connection);
+            run_connection(connection, permit);
             *crate::sync::lock(&self.h2) = Some(Shared {
                 sender: sender.clone(),
                 last_used: Instant::now(),
@@ -212,7 +274,7 @@ impl Pool {
                 .handshake(io)
                 .await
                 .map_err(|e| connect_failed(&e))?;
-            run_connection(connection);
+            run_connection(connection, permit);
             Ok(Conn::H1(sender))
         }
     }
@@ -224,8 +286,9 @@ fn expired(closed: bool, since: Instant, now: Instant) -> bool {
     closed || now.duration_since(since) >= POOL_IDLE_TIMEOUT
 }
 
-/// A connection's own task: it reads answers and writes requests until the connection closes.
-fn run_connection<F>(connection: F)
+/// A connection's own task: it reads answers and writes requests until the connection closes,
+/// then gives its `permit` back to the budget.
+fn run_connection<F>(connection: F, permit: OwnedSemaphorePermit)
 where
     F: Future<Output = Result<(), hyper::Error>> + Send + 'static,
 {
@@ -233,6 +296,7 @@ where
         if let Err(e) = connection.await {
             tracing::debug!(error = %e, "upstream connection ended");
         }
+        drop(permit);
     });
 }
 

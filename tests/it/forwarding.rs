@@ -89,6 +89,26 @@ async fn hop_by_hop_headers_of_the_answer_are_removed() {
 }
 
 #[tokio::test]
+async fn cookies_go_neither_way() {
+    let proxy = Proxy::builder().spawn().await;
+    let r = client()
+        .get(proxy.url("/v1/echo?cookie=1"))
+        .header("cookie", "grafana_session=s3cret; other=1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(!r.headers().contains_key("set-cookie"), "{:?}", r.headers());
+    let sent = proxy.sim.requests();
+    assert_eq!(sent.len(), 1);
+    assert!(
+        !sent[0].headers.contains_key("cookie"),
+        "{:?}",
+        sent[0].headers
+    );
+}
+
+#[tokio::test]
 async fn request_id_is_generated_when_absent_and_echoed() {
     let proxy = Proxy::builder().spawn().await;
     let r = proxy.get("/v1/teams").await;
@@ -170,6 +190,33 @@ async fn absolute_form_for_another_host_is_refused() {
 }
 
 #[tokio::test]
+async fn absolute_form_for_another_port_on_this_host_is_refused() {
+    // A client that uses the sidecar as its forward proxy names other local programs this way.
+    let proxy = Proxy::builder().spawn().await;
+    let other = proxy.addr.port().wrapping_add(1).max(1);
+    let answer = raw(
+        proxy.addr,
+        &format!(
+            "GET http://127.0.0.1:{other}/v1/teams HTTP/1.1\r\nHost: 127.0.0.1:{other}\r\n\
+             Connection: close\r\n\r\n"
+        ),
+    )
+    .await;
+    assert_eq!(raw_status(&answer), 400, "{answer}");
+    assert!(answer.contains("forbidden_target"), "{answer}");
+    assert_eq!(proxy.sim.api_requests(), 0);
+    // The proxy's own authority in absolute form is served.
+    let own = proxy.addr;
+    let answer = raw(
+        proxy.addr,
+        &format!("GET http://{own}/v1/teams HTTP/1.1\r\nHost: {own}\r\nConnection: close\r\n\r\n"),
+    )
+    .await;
+    assert_eq!(raw_status(&answer), 200, "{answer}");
+    assert_eq!(proxy.sim.api_requests(), 1);
+}
+
+#[tokio::test]
 async fn foreign_host_header_is_refused() {
     let proxy = Proxy::builder().spawn().await;
     let r = client()
@@ -207,6 +254,34 @@ async fn dot_segments_are_refused() {
     .await;
     assert_eq!(raw_status(&answer), 400, "{answer}");
     assert_eq!(proxy.sim.api_requests(), 0);
+}
+
+#[tokio::test]
+async fn encoded_separators_and_tomcat_dots_are_refused() {
+    let proxy = Proxy::builder()
+        .route(route("/customers/contoso").upstream_path("/teams/contoso"))
+        .spawn()
+        .await;
+    for path in [
+        "/customers/contoso/..%2Ffabrikam/v1/teams",
+        "/customers/contoso/..%2ffabrikam/v1/teams",
+        "/customers/contoso/..%5cfabrikam/v1/teams",
+        "/customers/contoso/..%5Cfabrikam/v1/teams",
+        "/customers/contoso/..\\fabrikam/v1/teams",
+        "/customers/contoso/..;/fabrikam/v1/teams",
+        "/customers/contoso/%2e%2e/fabrikam/v1/teams",
+    ] {
+        let request =
+            format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+        let answer = raw(proxy.addr, &request).await;
+        assert_eq!(raw_status(&answer), 400, "{path}: {answer}");
+    }
+    assert_eq!(proxy.sim.api_requests(), 0);
+    // Decoded once: a double-encoded slash is a literal `%2F`, forwarded byte for byte (the
+    // simulator knows no such path: 404 from the upstream, not 400 from the proxy).
+    let r = proxy.get("/customers/contoso/..%252Ffabrikam").await;
+    assert_eq!(r.status(), 404);
+    assert_eq!(proxy.sim.api_requests(), 1);
 }
 
 #[tokio::test]

@@ -63,3 +63,58 @@ async fn a_client_that_pauses_reading_is_not_cut_off() {
     }
     assert_eq!(total, size);
 }
+
+/// Waits until `/metrics` shows `line` (the count is made when hyper has closed the
+/// connection, just after the client saw the answer), at most 5 s.
+async fn wait_for_metric(proxy: &Proxy, line: &str) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let metrics = proxy.metrics().await;
+        if metrics.contains(line) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "no {line} in\n{metrics}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn many_small_headers_under_64_kib_are_served() {
+    let proxy = Proxy::builder().spawn().await;
+    // 101 headers of about 10 bytes got 431 with hyper's default count limit; 3,000 (about
+    // 40 KiB) are still under the byte limit.
+    for count in [101, 3000] {
+        let headers: String = (0..count).map(|i| format!("X-H{i}: {i}\r\n")).collect();
+        let request = format!(
+            "GET /v1/teams HTTP/1.1\r\nHost: localhost\r\n{headers}Connection: close\r\n\r\n"
+        );
+        assert!(request.len() < 64 * 1024);
+        let answer = crate::support::raw(proxy.addr, &request).await;
+        assert_eq!(crate::support::raw_status(&answer), 200, "{count} headers");
+    }
+    assert_eq!(proxy.sim.api_requests(), 2);
+}
+
+#[tokio::test]
+async fn heads_hyper_refuses_itself_are_counted() {
+    let proxy = Proxy::builder().spawn().await;
+    let malformed = "GET /v1/teams HTTP/1.1\r\nHost localhost\r\n\r\n";
+    let answer = crate::support::raw(proxy.addr, malformed).await;
+    assert_eq!(crate::support::raw_status(&answer), 400, "{answer}");
+    wait_for_metric(
+        &proxy,
+        "azure_costs_proxy_rejected_heads_total{reason=\"malformed\"} 1",
+    )
+    .await;
+
+    let big = "a".repeat(70 * 1024);
+    let request = format!("GET /v1/teams HTTP/1.1\r\nHost: localhost\r\nX-Big: {big}\r\n\r\n");
+    let answer = crate::support::raw(proxy.addr, &request).await;
+    assert_eq!(crate::support::raw_status(&answer), 431);
+    wait_for_metric(
+        &proxy,
+        "azure_costs_proxy_rejected_heads_total{reason=\"too_large\"} 1",
+    )
+    .await;
+    assert_eq!(proxy.sim.api_requests(), 0);
+}

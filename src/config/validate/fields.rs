@@ -131,6 +131,32 @@ pub(super) fn token_mode(
     }
 }
 
+/// A count from 1 to `max` (`listen.max_connections`, `upstream.max_connections`, `log.keep`);
+/// `default` when the key is absent. `unit` names what is counted in the hint (" of files").
+pub(super) fn count(
+    ctx: &Ctx<'_>,
+    value: &Option<Spanned<i64>>,
+    key: &str,
+    default: usize,
+    max: usize,
+    unit: &str,
+) -> Result<usize, ConfigError> {
+    let Some(n) = value else {
+        return Ok(default);
+    };
+    usize::try_from(*n.get_ref())
+        .ok()
+        .filter(|n| (1..=max).contains(n))
+        .ok_or_else(|| {
+            ctx.error(
+                Some(n.span()),
+                key,
+                format!("{} is out of range", n.get_ref()),
+                format!("write a number{unit} from 1 to {max}"),
+            )
+        })
+}
+
 /// `refresh_on`: a list of 401 and/or 403; `default` when the key is absent.
 pub(super) fn refresh_on(
     ctx: &Ctx<'_>,

@@ -3,12 +3,14 @@
 
 use toml::Spanned;
 
-use super::fields::{duration, socket_addr};
+use super::fields::{count, duration, socket_addr};
 use super::listen_tls::listen_tls;
 use crate::config::diagnostics::{ConfigError, Ctx};
 use crate::config::raw::RawListen;
 use crate::config::secret::resolve_secret;
-use crate::config::{DEFAULT_MAX_CONNECTIONS, DEFAULT_SHUTDOWN_GRACE, ListenConfig, Secret};
+use crate::config::{
+    DEFAULT_BODY_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_SHUTDOWN_GRACE, ListenConfig, Secret,
+};
 use crate::inbound::host::normalize_host;
 
 /// Longest inbound API key accepted.
@@ -55,12 +57,25 @@ pub(super) fn listen(
             ctx.origin
         ));
     }
-    let max_connections = max_connections(ctx, &raw.max_connections)?;
+    let max_connections = count(
+        ctx,
+        &raw.max_connections,
+        "listen.max_connections",
+        DEFAULT_MAX_CONNECTIONS,
+        MAX_MAX_CONNECTIONS,
+        "",
+    )?;
     let shutdown_grace = duration(
         ctx,
         &raw.shutdown_grace,
         "listen.shutdown_grace",
         DEFAULT_SHUTDOWN_GRACE,
+    )?;
+    let body_timeout = duration(
+        ctx,
+        &raw.body_timeout,
+        "listen.body_timeout",
+        DEFAULT_BODY_TIMEOUT,
     )?;
     Ok(ListenConfig {
         address,
@@ -70,6 +85,7 @@ pub(super) fn listen(
         tls,
         max_connections,
         shutdown_grace,
+        body_timeout,
     })
 }
 
@@ -137,24 +153,6 @@ fn api_keys(
         api_keys.push(key);
     }
     Ok(api_keys)
-}
-
-/// `listen.max_connections`: from 1 to [`MAX_MAX_CONNECTIONS`].
-fn max_connections(ctx: &Ctx<'_>, value: &Option<Spanned<i64>>) -> Result<usize, ConfigError> {
-    let Some(n) = value else {
-        return Ok(DEFAULT_MAX_CONNECTIONS);
-    };
-    usize::try_from(*n.get_ref())
-        .ok()
-        .filter(|n| (1..=MAX_MAX_CONNECTIONS).contains(n))
-        .ok_or_else(|| {
-            ctx.error(
-                Some(n.span()),
-                "listen.max_connections",
-                format!("{} is out of range", n.get_ref()),
-                format!("write a number from 1 to {MAX_MAX_CONNECTIONS}"),
-            )
-        })
 }
 
 #[cfg(test)]
