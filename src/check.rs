@@ -234,7 +234,8 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("acp-check-tls-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
-        let path = |name: &str| dir.join(name).to_str().unwrap().to_string();
+        // Forward slashes: a Windows path's backslashes would be escapes in a TOML string.
+        let path = |name: &str| dir.join(name).to_str().unwrap().replace('\\', "/");
         std::fs::write(path("cert.pem"), cert.cert.pem()).unwrap();
         std::fs::write(path("key.pem"), cert.signing_key.serialize_pem()).unwrap();
         let ok = parse(&format!(

@@ -11,13 +11,15 @@ use clap::{Parser, Subcommand, ValueEnum};
 #[command(name = "azure-costs-proxy", version, about, long_about = None)]
 #[command(after_help = "\
 Config file lookup: --config, else $AZURE_COSTS_PROXY_CONFIG, else ./proxy.toml, else
-/etc/azure-costs-proxy/proxy.toml, else the environment alone (AZURE_COSTS_CLIENT_ID,
-AZURE_COSTS_CLIENT_SECRET, optional AZURE_COSTS_PROXY_LISTEN, AZURE_COSTS_DELEGATE).
+/etc/azure-costs-proxy/proxy.toml (Windows: %ProgramData%\\azure-costs-proxy\\proxy.toml), else
+the environment alone (AZURE_COSTS_CLIENT_ID, AZURE_COSTS_CLIENT_SECRET, optional
+AZURE_COSTS_PROXY_LISTEN, AZURE_COSTS_DELEGATE).
 
 Exit codes: 0 clean shutdown or valid config, 1 runtime or STS failure, 2 config error
 (healthcheck: 0 ready, 1 anything else).
 Signals (run): SIGTERM/SIGINT drain and exit (a second one exits at once); SIGHUP reloads the
-config and secrets, keeping the running config if the new one is invalid.
+config and secrets, keeping the running config if the new one is invalid. On Windows: Ctrl-C
+drains; as a service, stop drains and `sc control NAME paramchange` reloads.
 Log level: RUST_LOG (default info), e.g. RUST_LOG=azure_costs_proxy=debug.
 
 Try it without an account: azure-costs-proxy demo")]
@@ -53,7 +55,12 @@ impl Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve: forward BI requests to the Azure Costs API with a bearer token (the default).
-    Run,
+    Run {
+        /// Run under the Windows service manager: what `service install` registers. Not for a
+        /// console, where plain `run` serves until Ctrl-C.
+        #[arg(long)]
+        service: bool,
+    },
     /// Validate the config and its secrets, then print listeners, routes and credentials
     /// (never a secret). Exit 0 if valid, 2 if not.
     Check,
@@ -86,6 +93,24 @@ pub enum Command {
         #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR")]
         listen: SocketAddr,
     },
+    /// Windows: manage the native Windows service (install registers `run --service --config
+    /// FILE`). On other systems, use the systemd unit in systemd/.
+    ///
+    /// Exit 0 ok (status: the service runs), 1 failed (status: not running or not installed),
+    /// 2 usage or not Windows.
+    Service {
+        /// What to do with the service.
+        #[command(subcommand)]
+        action: ServiceAction,
+        /// The service's name; a second name installs a second instance.
+        #[arg(
+            long,
+            global = true,
+            default_value = "azure-costs-proxy",
+            value_name = "NAME"
+        )]
+        name: String,
+    },
     /// The simulated Azure Costs STS and API alone, without the proxy, for load tests and
     /// benchmarks: prints `API URL`, `STS URL` and `CLIENT_ID ID` lines, then serves until
     /// Ctrl-C. The client secret is read from $AZURE_COSTS_CLIENT_SECRET.
@@ -99,6 +124,23 @@ pub enum Command {
         #[arg(long, default_value = "0s", value_parser = humantime::parse_duration, value_name = "DURATION")]
         sts_delay: std::time::Duration,
     },
+}
+
+/// What `service` does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Subcommand)]
+pub enum ServiceAction {
+    /// Register the service (automatic start, restart on failure, virtual account
+    /// NT SERVICE\NAME), create %ProgramData%\azure-costs-proxy\ with the config and logs\,
+    /// and restrict that folder to SYSTEM, Administrators and the service.
+    Install,
+    /// Stop the service if it runs and remove it (the folder and its files stay).
+    Uninstall,
+    /// Start the service and wait until it runs.
+    Start,
+    /// Stop the service and wait until in-flight requests have drained.
+    Stop,
+    /// Print the service's state, process id, account and command line.
+    Status,
 }
 
 /// Log output format.

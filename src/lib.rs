@@ -26,6 +26,7 @@ pub mod request_body;
 pub mod respond;
 pub mod routes;
 pub mod server;
+pub mod service;
 pub mod simulator;
 mod sync;
 pub mod tls;
@@ -75,17 +76,24 @@ pub enum ReloadTrigger {
     Signal,
     /// A change to the config file or a file it names (`[reload] watch`).
     File,
+    /// The Windows service manager's `paramchange` control.
+    Service,
 }
 
 impl ReloadTrigger {
     /// Every trigger, for the metric's label sets.
-    pub const ALL: [ReloadTrigger; 2] = [ReloadTrigger::Signal, ReloadTrigger::File];
+    pub const ALL: [ReloadTrigger; 3] = [
+        ReloadTrigger::Signal,
+        ReloadTrigger::File,
+        ReloadTrigger::Service,
+    ];
 
     /// The name in logs and metrics.
     pub fn as_str(self) -> &'static str {
         match self {
             ReloadTrigger::Signal => "signal",
             ReloadTrigger::File => "file",
+            ReloadTrigger::Service => "service",
         }
     }
 }

@@ -289,6 +289,9 @@ fn restart_settings(old: &Config, new: &Config) -> Vec<&'static str> {
     if old.admin.enabled != new.admin.enabled || old.admin.address != new.admin.address {
         out.push("admin");
     }
+    if old.log != new.log {
+        out.push("log");
+    }
     out
 }
 

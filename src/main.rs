@@ -1,16 +1,19 @@
 //! The `azure-costs-proxy` binary: parse the command line, set up logging and TLS, load the
 //! config, call the library; map outcomes to exit codes (0 ok, 1 runtime failure, 2 config error).
 
-use std::path::Path;
+use std::future::Future;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
+use tokio::sync::mpsc;
 
-use azure_costs_proxy::cli::{Cli, Command};
+use azure_costs_proxy::cli::{Cli, Command, LogFormat};
 use azure_costs_proxy::config::{self, Config, ConfigSource};
 use azure_costs_proxy::inspect::{self, InspectError};
-use azure_costs_proxy::{Options, Reloader, admin, demo, logging};
+use azure_costs_proxy::logging::LogFile;
+use azure_costs_proxy::{Options, ReloadRequest, Reloader, admin, demo, logging, service};
 
 /// Exit code for a runtime failure.
 const EXIT_FAILURE: u8 = 1;
@@ -19,14 +22,42 @@ const EXIT_CONFIG: u8 = 2;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    logging::init(cli.log_format);
     // One crypto provider for every TLS client in the process (rustls, reqwest, hyper-rustls).
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
 
     // available_parallelism honours the CPU affinity mask (taskset, cpusets) and cgroup quotas.
     let cpus = std::thread::available_parallelism().map_or(1, usize::from);
     let worker_threads = cli.worker_threads(cpus);
-    let command = cli.command.unwrap_or(Command::Run);
+    let command = cli.command.unwrap_or(Command::Run { service: false });
+    // `run` logs where its config says ([log] file), so the config comes first; its errors go
+    // to stderr.
+    let serving = match command {
+        Command::Run { service: true } => {
+            return run_service(cli.config, cli.log_format, worker_threads);
+        }
+        Command::Service { action, name } => {
+            return ExitCode::from(service::manage(action, &name, cli.config.as_deref()));
+        }
+        Command::Run { service: false } => {
+            let source = ConfigSource::locate(cli.config.as_deref(), &config::process_env);
+            match load_from(&source) {
+                Ok(config) => Some((config, source)),
+                Err(code) => return code,
+            }
+        }
+        _ => None,
+    };
+    let log_file = serving.as_ref().and_then(|(config, _)| {
+        let path = config.log.file.clone()?;
+        Some(LogFile {
+            path,
+            keep: config.log.keep,
+        })
+    });
+    if let Err(e) = logging::init(cli.log_format, true, log_file.as_ref()) {
+        eprintln!("error: {e:#}");
+        return ExitCode::from(EXIT_FAILURE);
+    }
     match command {
         Command::Check => return check(cli.config.as_deref()),
         Command::Demo { listen } => {
@@ -37,16 +68,9 @@ fn main() -> ExitCode {
         }
         _ => {}
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(worker_threads)
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime(worker_threads) {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::from(EXIT_FAILURE);
-        }
+        Err(code) => return ExitCode::from(code),
     };
     runtime.block_on(async move {
         match command {
@@ -60,15 +84,27 @@ fn main() -> ExitCode {
                 Ok(config) => token(&config, &route, print).await,
                 Err(code) => code,
             },
-            _ => {
-                let source = ConfigSource::locate(cli.config.as_deref(), &config::process_env);
-                match load_from(&source) {
-                    Ok(config) => serve(config, source).await,
-                    Err(code) => code,
+            _ => match serving {
+                Some((config, source)) => {
+                    let reloads = reload_requests();
+                    ExitCode::from(serve(config, source, shutdown_signal(), reloads, || {}).await)
                 }
-            }
+                None => ExitCode::from(EXIT_FAILURE),
+            },
         }
     })
+}
+
+fn runtime(worker_threads: usize) -> Result<tokio::runtime::Runtime, u8> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(worker_threads)
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            eprintln!("error: cannot start the async runtime: {e}");
+            tracing::error!("cannot start the async runtime: {e}");
+            EXIT_FAILURE
+        })
 }
 
 fn load(path: Option<&Path>) -> Result<Config, ExitCode> {
@@ -82,55 +118,144 @@ fn load_from(source: &ConfigSource) -> Result<Config, ExitCode> {
     })
 }
 
-async fn serve(config: Config, source: ConfigSource) -> ExitCode {
+/// Serves `config` until `shutdown`; `reloads` (SIGHUP, paramchange) re-read it from `source`.
+/// `listening` runs once both listeners are bound. The exit code.
+async fn serve(
+    config: Config,
+    source: ConfigSource,
+    shutdown: impl Future<Output = ()>,
+    reloads: mpsc::Receiver<ReloadRequest>,
+    listening: impl FnOnce(),
+) -> u8 {
     let listener = match tokio::net::TcpListener::bind(config.listen.address).await {
         Ok(l) => l,
         Err(e) => {
-            eprintln!("error: cannot listen on {}: {e}", config.listen.address);
-            return ExitCode::from(EXIT_FAILURE);
+            tracing::error!("cannot listen on {}: {e}", config.listen.address);
+            return EXIT_FAILURE;
         }
     };
     let admin = match azure_costs_proxy::bind_admin(&config).await {
         Ok(admin) => admin,
-        Err(e) => return finish(Err(e)),
+        Err(e) => return finish_code(Err(e)),
     };
+    listening();
     let options = Options {
         admin,
-        reloader: reloader(source),
+        reloader: Some(Reloader {
+            requests: reloads,
+            load: Box::new(move || source.load(&config::process_env)),
+        }),
         systemd: true,
         ..Options::default()
     };
-    finish(azure_costs_proxy::run_with(config, listener, options, shutdown_signal()).await)
+    finish_code(azure_costs_proxy::run_with(config, listener, options, shutdown).await)
 }
 
-/// SIGHUP asks for a reload; the config is read again from where it was found at start-up.
+/// `run --service`: hands the process to the Windows service manager, which runs
+/// [`serve_service`] on its thread until a stop control.
+#[cfg(windows)]
+fn run_service(path: Option<PathBuf>, format: LogFormat, worker_threads: usize) -> ExitCode {
+    let body =
+        Box::new(move |controls| serve_service(path.as_deref(), format, worker_threads, controls));
+    match service::dispatch(body) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!(
+                "error: run --service is for the Windows service manager ({e}); in a console, \
+                 use `run`, and to install the service, `service install`"
+            );
+            ExitCode::from(EXIT_CONFIG)
+        }
+    }
+}
+
+#[cfg(not(windows))]
+fn run_service(_path: Option<PathBuf>, _format: LogFormat, _worker_threads: usize) -> ExitCode {
+    eprintln!("error: {}", service::NOT_WINDOWS);
+    ExitCode::from(EXIT_CONFIG)
+}
+
+/// The service body: logs only to the file (`[log] file`, else the service's own under
+/// `%ProgramData%`), a config error is logged and becomes exit code 2; then the same serving
+/// as `run`, with the service manager's stop and `paramchange` in place of the signals.
+#[cfg(windows)]
+fn serve_service(
+    path: Option<&Path>,
+    format: LogFormat,
+    worker_threads: usize,
+    controls: service::ServiceControls,
+) -> u8 {
+    let env = &config::process_env;
+    let source = ConfigSource::locate(path, env);
+    let loaded = source.load(env);
+    let file = LogFile {
+        path: loaded
+            .as_ref()
+            .ok()
+            .and_then(|c| c.log.file.clone())
+            .unwrap_or_else(|| service::default_log_file(env, &controls.name)),
+        keep: loaded
+            .as_ref()
+            .map_or(config::DEFAULT_LOG_KEEP, |c| c.log.keep),
+    };
+    if logging::init(format, false, Some(&file)).is_err() {
+        // Nowhere to say it but the exit code.
+        return EXIT_FAILURE;
+    }
+    let config = match loaded {
+        Ok(config) => config,
+        Err(e) => {
+            tracing::error!("config error, the service stops: {e}");
+            return EXIT_CONFIG;
+        }
+    };
+    tracing::info!(service = %controls.name, "starting as a Windows service");
+    let runtime = match runtime(worker_threads) {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    let service::ServiceControls {
+        stop,
+        reloads,
+        running,
+        ..
+    } = controls;
+    runtime.block_on(async {
+        let stop = async {
+            let _ = stop.await;
+            tracing::info!("stop requested by the service manager; draining");
+        };
+        serve(config, source, stop, reloads, || running.report()).await
+    })
+}
+
+/// Reload requests of a console run: each SIGHUP, on Unix. On Windows a console has no reload
+/// signal (the service has `paramchange`); there, as everywhere, file changes (`[reload] watch`)
+/// reload too.
 #[cfg(unix)]
-fn reloader(source: ConfigSource) -> Option<Reloader> {
-    use azure_costs_proxy::ReloadRequest;
+fn reload_requests() -> mpsc::Receiver<ReloadRequest> {
     use tokio::signal::unix::{SignalKind, signal};
+    // One pending reload is enough: signals that arrive during a reload fold into the next.
+    let (tx, requests) = mpsc::channel(1);
     let mut hangup = match signal(SignalKind::hangup()) {
         Ok(s) => s,
         Err(e) => {
-            tracing::warn!(error = %e, "cannot listen for SIGHUP: live reload is off");
-            return None;
+            tracing::warn!(error = %e, "cannot listen for SIGHUP: only file changes reload");
+            return requests;
         }
     };
-    // One pending reload is enough: signals that arrive during a reload fold into the next.
-    let (tx, requests) = tokio::sync::mpsc::channel(1);
     tokio::spawn(async move {
         while hangup.recv().await.is_some() {
             let _ = tx.try_send(ReloadRequest::default());
         }
     });
-    Some(Reloader {
-        requests,
-        load: Box::new(move || source.load(&config::process_env)),
-    })
+    requests
 }
 
+/// No reload signal in a Windows console: the channel is closed from the start.
 #[cfg(not(unix))]
-fn reloader(_source: ConfigSource) -> Option<Reloader> {
-    None
+fn reload_requests() -> mpsc::Receiver<ReloadRequest> {
+    mpsc::channel(1).1
 }
 
 /// `healthcheck`: 0 if the proxy of this config says it is ready, 1 otherwise (also for a config
@@ -169,16 +294,20 @@ async fn healthcheck(path: Option<&Path>, timeout: Duration) -> ExitCode {
 }
 
 fn finish(result: anyhow::Result<()>) -> ExitCode {
+    ExitCode::from(finish_code(result))
+}
+
+/// 0, or the exit code of the error (2 for a config error, else 1), which is logged.
+fn finish_code(result: anyhow::Result<()>) -> u8 {
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) => 0,
         Err(e) => {
-            let code = if e.downcast_ref::<config::ConfigError>().is_some() {
+            tracing::error!("{e:#}");
+            if e.downcast_ref::<config::ConfigError>().is_some() {
                 EXIT_CONFIG
             } else {
                 EXIT_FAILURE
-            };
-            eprintln!("error: {e:#}");
-            ExitCode::from(code)
+            }
         }
     }
 }
@@ -206,7 +335,7 @@ async fn token(config: &Config, route: &str, print: bool) -> ExitCode {
             }
             ExitCode::SUCCESS
         }
-        Err(e @ InspectError::UnknownRoute { .. }) => {
+        Err(e @ (InspectError::UnknownRoute { .. } | InspectError::NotADelegate { .. })) => {
             eprintln!("error: {e}");
             ExitCode::from(EXIT_CONFIG)
         }
@@ -217,7 +346,8 @@ async fn token(config: &Config, route: &str, print: bool) -> ExitCode {
     }
 }
 
-/// Resolves on the first SIGINT or SIGTERM; a second one exits at once.
+/// Resolves on the first SIGINT or SIGTERM (Windows: Ctrl-C or Ctrl-Break); a second one
+/// exits at once.
 async fn shutdown_signal() {
     wait_for_signal().await;
     tracing::info!("shutdown signal received; send it again to exit at once");
@@ -244,7 +374,20 @@ async fn wait_for_signal() {
     }
 }
 
-#[cfg(not(unix))]
+/// Ctrl-C or Ctrl-Break in the console. Closing the window, logoff and shutdown are not
+/// listened for: a logoff never stops the proxy, and the service has its own controls.
+#[cfg(windows)]
 async fn wait_for_signal() {
-    let _ = tokio::signal::ctrl_c().await;
+    use tokio::signal::windows::{ctrl_break, ctrl_c};
+    match (ctrl_c(), ctrl_break()) {
+        (Ok(mut c), Ok(mut brk)) => {
+            tokio::select! {
+                _ = c.recv() => {}
+                _ = brk.recv() => {}
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
 }

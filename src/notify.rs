@@ -8,13 +8,20 @@ use std::time::Duration;
 /// Sends the service manager notifications, if it is on.
 #[derive(Debug, Clone, Copy)]
 pub struct Notifier {
+    #[cfg(unix)]
     on: bool,
 }
 
 impl Notifier {
     /// A notifier that talks to systemd when `on` (the `run` command) and is silent otherwise.
     pub fn new(on: bool) -> Self {
-        Notifier { on }
+        #[cfg(unix)]
+        return Notifier { on };
+        #[cfg(not(unix))]
+        {
+            let _ = on;
+            Notifier {}
+        }
     }
 
     /// The proxy is serving; `status` says how (shown by `systemctl status`).

@@ -39,8 +39,26 @@ pub use source::{ConfigSource, from_toml, load, load_file, locate};
 
 /// Environment variable naming the config file when `--config` is not given.
 pub const CONFIG_ENV: &str = "AZURE_COSTS_PROXY_CONFIG";
-/// Config files tried, in order, when neither `--config` nor [`CONFIG_ENV`] is set.
-pub const DEFAULT_PATHS: [&str; 2] = ["proxy.toml", "/etc/azure-costs-proxy/proxy.toml"];
+/// Config files tried, in order, when neither `--config` nor [`CONFIG_ENV`] is set:
+/// `./proxy.toml`, then `/etc/azure-costs-proxy/proxy.toml`, on Windows
+/// `%ProgramData%\azure-costs-proxy\proxy.toml` (where `service install` puts it).
+pub fn default_paths(env: EnvLookup<'_>) -> [PathBuf; 2] {
+    let system = if cfg!(windows) {
+        program_data_dir(env).join("proxy.toml")
+    } else {
+        PathBuf::from("/etc/azure-costs-proxy/proxy.toml")
+    };
+    [PathBuf::from("proxy.toml"), system]
+}
+
+/// `%ProgramData%\azure-costs-proxy`: the Windows home of the config, secrets and logs
+/// (`ProgramData` is set on every Windows; `C:\ProgramData` if not).
+pub fn program_data_dir(env: EnvLookup<'_>) -> PathBuf {
+    let base = env("ProgramData")
+        .filter(|v| !v.is_empty())
+        .map_or_else(|| PathBuf::from(r"C:\ProgramData"), PathBuf::from);
+    base.join("azure-costs-proxy")
+}
 
 /// Default upstream (the Azure Costs API).
 pub const DEFAULT_UPSTREAM: &str = "https://api.azure-costs.com";
@@ -56,6 +74,8 @@ pub const DEFAULT_UPSTREAM_CONNECTIONS: usize = 256;
 pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default cap on connections served at once (`listen.max_connections`).
 pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+/// Default number of rotated log files kept (`log.keep`).
+pub const DEFAULT_LOG_KEEP: usize = 14;
 
 /// Reads environment variables; injected so tests do not touch the process environment.
 pub type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
@@ -113,6 +133,8 @@ pub struct Config {
     /// The files the config was read from (first, if any) and names: secret and API key files,
     /// TLS certificate, key and client CA, `ca_file`. What `[reload] watch` watches.
     pub files: Vec<PathBuf>,
+    /// Where logs go besides stderr.
+    pub log: LogConfig,
     /// Things that are allowed but unwise (a secret written in the file); logged at start-up.
     pub warnings: Vec<String>,
 }
@@ -364,6 +386,17 @@ pub enum DelegateSet {
 pub struct ReloadConfig {
     /// Reload when the config file or a file it names changes (README: "Live reload").
     pub watch: bool,
+}
+
+/// `[log]`: a log file besides stderr, rotated daily.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogConfig {
+    /// The file's path; each day's file gets the date before the extension
+    /// (`proxy.log` -> `proxy.2026-12-01.log`). `None`: stderr only (a Windows service
+    /// defaults to its own log folder).
+    pub file: Option<PathBuf>,
+    /// Rotated files kept; older ones are deleted.
+    pub keep: usize,
 }
 
 /// One route.

@@ -25,6 +25,8 @@ pub(super) struct RawConfig {
     #[serde(default)]
     pub(super) token: RawToken,
     #[serde(default)]
+    pub(super) log: RawLog,
+    #[serde(default)]
     pub(super) routes: Vec<Spanned<RawRoute>>,
     #[serde(default)]
     pub(super) reload: RawReload,
@@ -110,6 +112,13 @@ pub(super) struct RawToken {
     pub(super) transaction_idle: Option<Spanned<String>>,
     pub(super) transaction_header: Option<Spanned<String>>,
     pub(super) refresh_on: Option<Spanned<Vec<Spanned<i64>>>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawLog {
+    pub(super) file: Option<Spanned<String>>,
+    pub(super) keep: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]

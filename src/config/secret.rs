@@ -150,8 +150,16 @@ pub(super) fn secret_source(value: &toml::Value) -> String {
 /// Reads a secret file, dropping one trailing newline (editors add it) and refusing an empty one.
 fn read_secret_file(path: &Path) -> Result<Secret, String> {
     let mut bytes = read_limited(path, MAX_SECRET_FILE)?;
-    let mut text = String::from_utf8(std::mem::take(&mut *bytes))
-        .map_err(|_| "the file is not UTF-8 text".to_string())?;
+    let mut text = String::from_utf8(std::mem::take(&mut *bytes)).map_err(|_| {
+        "the file is not UTF-8 text (Windows PowerShell's Out-File writes UTF-16: use \
+         Set-Content -Encoding ascii)"
+            .to_string()
+    })?;
+    // Windows editors and PowerShell 5 may start a UTF-8 file with a byte order mark; it is
+    // never part of a secret.
+    if text.starts_with('\u{feff}') {
+        text.remove(0);
+    }
     while text.ends_with('\n') || text.ends_with('\r') {
         text.pop();
     }
@@ -183,7 +191,9 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("client_secret"), "from-file\n").unwrap();
         std::fs::write(dir.join("empty"), "\n").unwrap();
-        let cred_dir = dir.to_str().unwrap().to_string();
+        std::fs::write(dir.join("bom"), "\u{feff}from-bom\r\n").unwrap();
+        // Forward slashes: a Windows path's backslashes would be escapes in a TOML string.
+        let cred_dir = dir.to_str().unwrap().replace('\\', "/");
         let vars = [("CREDENTIALS_DIRECTORY", cred_dir.as_str())];
         let env = env_with(&vars);
         let parse = |secret: &str| {
@@ -209,6 +219,12 @@ mod tests {
             cred.credentials["default"].secret_source,
             "credential client_secret"
         );
+        let bom = parse(&format!("{{ file = \"{}/bom\" }}", cred_dir)).unwrap();
+        assert_eq!(
+            bom.credentials["default"].client_secret.expose(),
+            "from-bom",
+            "a byte order mark and CRLF are not part of the secret"
+        );
         let empty = parse(&format!("{{ file = \"{}/empty\" }}", cred_dir)).unwrap_err();
         assert!(empty.message.contains("empty"), "{empty}");
         let unknown = parse("{ vault = \"x\" }").unwrap_err();
@@ -230,7 +246,7 @@ mod tests {
         let e = from_toml(
             &format!(
                 "[credentials.default]\nclient_id = \"a\"\nclient_secret = {{ file = \"{}\" }}\n",
-                big.display()
+                big.display().to_string().replace('\\', "/")
             ),
             "proxy.toml",
             &env,

@@ -11,10 +11,11 @@ use super::diagnostics::{ConfigError, Ctx};
 use super::env::{ENV_KEYS, from_env};
 use super::raw::{RawAdmin, RawConfig};
 use super::validate::{socket_addr, validate};
-use super::{CONFIG_ENV, Config, DEFAULT_PATHS, EnvLookup};
+use super::{CONFIG_ENV, Config, EnvLookup, default_paths};
 
 /// Finds and loads the configuration: `explicit` (from `--config`), else `$AZURE_COSTS_PROXY_CONFIG`,
-/// else `./proxy.toml`, else `/etc/azure-costs-proxy/proxy.toml`, else the environment alone.
+/// else `./proxy.toml`, else `/etc/azure-costs-proxy/proxy.toml` (Windows:
+/// `%ProgramData%\azure-costs-proxy\proxy.toml`), else the environment alone.
 pub fn load(explicit: Option<&Path>, env: EnvLookup<'_>) -> Result<Config, ConfigError> {
     ConfigSource::locate(explicit, env).load(env)
 }
@@ -98,10 +99,7 @@ pub fn locate(explicit: Option<&Path>, env: EnvLookup<'_>) -> Option<PathBuf> {
     if let Some(path) = env(CONFIG_ENV).filter(|p| !p.is_empty()) {
         return Some(PathBuf::from(path));
     }
-    DEFAULT_PATHS
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| p.is_file())
+    default_paths(env).into_iter().find(|p| p.is_file())
 }
 
 /// Loads one config file.
@@ -159,6 +157,18 @@ pub fn from_toml(text: &str, origin: &str, env: EnvLookup<'_>) -> Result<Config,
 mod tests {
     use super::*;
     use crate::config::testing::{MINIMAL, env_with};
+
+    #[test]
+    fn the_last_default_path_is_the_systems_own() {
+        let env = env_with(&[("ProgramData", r"D:\Data")]);
+        let [local, system] = crate::config::default_paths(&env);
+        assert_eq!(local, Path::new("proxy.toml"));
+        if cfg!(windows) {
+            assert_eq!(system, Path::new(r"D:\Data\azure-costs-proxy\proxy.toml"));
+        } else {
+            assert_eq!(system, Path::new("/etc/azure-costs-proxy/proxy.toml"));
+        }
+    }
 
     #[test]
     fn guard_variables_ignored_beside_a_file_are_named() {

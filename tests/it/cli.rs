@@ -106,7 +106,7 @@ client_secret = {{ env = "S" }}
 
 [credentials.csp]
 client_id = "id-csp"
-client_secret = {{ file = "{}" }}
+client_secret = {{ file = '{}' }}
 
 [[routes]]
 prefix = "/"
@@ -220,8 +220,13 @@ async fn trace_logs_never_hold_the_secret_or_a_token_and_sigterm_exits_0() {
     // The access line of that last request marks the end of what we need to scan.
     proxy.wait_for("sts_rejected").await;
 
-    proxy.signal("TERM").await;
-    assert_eq!(proxy.exit_code().await, Some(0));
+    #[cfg(unix)]
+    {
+        proxy.signal("TERM").await;
+        assert_eq!(proxy.exit_code().await, Some(0));
+    }
+    #[cfg(windows)]
+    proxy.kill().await;
 
     let log = proxy.transcript.join("\n");
     let tokens = sim.issued_tokens();
@@ -409,8 +414,13 @@ async fn lines_inside_a_request_carry_its_request_id_method_and_route() {
             assert_eq!(span["method"], "GET", "{line}");
             assert_eq!(span["route"], "/", "{line}");
         }
-        proxy.signal("TERM").await;
-        assert_eq!(proxy.exit_code().await, Some(0));
+        #[cfg(unix)]
+        {
+            proxy.signal("TERM").await;
+            assert_eq!(proxy.exit_code().await, Some(0));
+        }
+        #[cfg(windows)]
+        proxy.kill().await;
     }
 }
 
@@ -494,4 +504,28 @@ async fn token_prints_type_expiry_and_fingerprint_and_the_token_only_when_asked(
     );
     assert!(!err.contains(&sim.client_secret()));
     assert!(out.stdout.is_empty());
+}
+
+#[cfg(not(windows))]
+#[tokio::test]
+async fn service_commands_exit_2_and_point_to_systemd_outside_windows() {
+    for args in [
+        &["service", "install"][..],
+        &["service", "status", "--name", "other"],
+        &["run", "--service"],
+    ] {
+        let out = command().args(args).output().await.unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("systemd/azure-costs-proxy.service"),
+            "{stderr}"
+        );
+    }
+    let out = command()
+        .args(["service", "status", "--name", "a b"])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
 }

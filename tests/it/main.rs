@@ -18,11 +18,14 @@ mod hosts;
 mod http2;
 mod inbound;
 mod limits;
+mod logs;
 mod outbound;
 mod peers;
 mod policies;
 mod reload;
 mod request_bodies;
+#[cfg(windows)]
+mod service;
 #[cfg(unix)]
 mod signals;
 mod streaming;

@@ -7,6 +7,7 @@ mod credentials;
 mod fields;
 mod listen;
 mod listen_tls;
+mod log;
 mod outbound;
 mod reload;
 mod routes;
@@ -38,6 +39,7 @@ pub(super) fn validate(raw: RawConfig, ctx: &Ctx<'_>) -> Result<Config, ConfigEr
     )?;
     let credentials = credentials::credentials(ctx, &raw.credentials, &mut warnings)?;
     let token = token::token(ctx, &raw.token)?;
+    let log = log::log(ctx, &raw.log)?;
     let routes = routes::routes(ctx, &raw.routes, &credentials, &token, &mut warnings)?;
     let reload = reload::reload(&raw.reload);
     Ok(Config {
@@ -52,6 +54,7 @@ pub(super) fn validate(raw: RawConfig, ctx: &Ctx<'_>) -> Result<Config, ConfigEr
         routes,
         reload,
         files,
+        log,
         warnings,
     })
 }

@@ -165,7 +165,18 @@ impl ProxyProcess {
         assert!(sent.success(), "kill -{name} {pid}");
     }
 
+    /// Ends the process at once (Windows has no SIGTERM to send a child; the service test
+    /// covers the drain there) and reads the rest of its log.
+    #[cfg(windows)]
+    pub(crate) async fn kill(&mut self) {
+        self.child.kill().await.unwrap();
+        while let Some(line) = self.lines.recv().await {
+            self.transcript.push(line);
+        }
+    }
+
     /// Waits for the process to exit and returns its exit code; reads the rest of its log.
+    #[cfg(unix)]
     pub(crate) async fn exit_code(&mut self) -> Option<i32> {
         let status = tokio::time::timeout(Duration::from_secs(40), self.child.wait())
             .await
@@ -176,4 +187,35 @@ impl ProxyProcess {
         }
         status.code()
     }
+}
+
+/// The name and text of today's file of the log `file` (`[log] file`: `dir/name.ext` is
+/// written as `dir/name.YYYY-MM-DD.ext`), once it holds `needle`: the proxy writes each line
+/// there right after stderr, with no event to wait on, so the file is read again every 50 ms,
+/// 30 s at most.
+pub(crate) async fn log_file_with(file: &std::path::Path, needle: &str) -> (String, String) {
+    let dir = file.parent().unwrap();
+    let stem = format!("{}.", file.file_stem().unwrap().to_string_lossy());
+    let read = async {
+        loop {
+            let names = std::fs::read_dir(dir)
+                .map(|entries| {
+                    entries
+                        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                        .filter(|name| name.starts_with(&stem))
+                        .collect::<Vec<_>>()
+                })
+                .unwrap_or_default();
+            if let [name] = names.as_slice() {
+                let text = std::fs::read_to_string(dir.join(name)).unwrap_or_default();
+                if text.contains(needle) {
+                    return (name.clone(), text);
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(30), read)
+        .await
+        .unwrap_or_else(|_| panic!("no {needle:?} in a log file {}", file.display()))
 }

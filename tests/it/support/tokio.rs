@@ -8,7 +8,6 @@
 //! simulator, the proxy, a child process) calls [`assert_bounded`], so a test that misses the
 //! import, or a tokio-macros that stops honouring it, fails at once rather than unbounded.
 
-use std::cell::Cell;
 use std::future::Future;
 use std::time::Duration;
 
@@ -17,10 +16,18 @@ pub(crate) use ::tokio::*;
 /// Upper bound for any single test.
 pub(crate) const TEST_LIMIT: Duration = Duration::from_secs(60);
 
-thread_local! {
-    /// Set while a test body runs on this thread under [`TEST_LIMIT`].
-    static BOUNDED: Cell<bool> = const { Cell::new(false) };
+// Clippy 1.96 for Windows targets says this `const` initializer is missing its `const` (std's
+// Windows thread_local expansion differs); the lint is allowed on this one item.
+#[allow(clippy::missing_const_for_thread_local)]
+mod bounded {
+    use std::cell::Cell;
+
+    thread_local! {
+        /// Set while a test body runs on this thread under [`super::TEST_LIMIT`].
+        pub(super) static BOUNDED: Cell<bool> = const { Cell::new(false) };
+    }
 }
+use bounded::BOUNDED;
 
 /// Panics unless called from a test body running under the time limit.
 pub(crate) fn assert_bounded() {
