@@ -9,7 +9,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-BIN = ROOT / "target" / "release" / "azure-costs-proxy"
+# The shipped build (`cargo build --profile dist`), as bench/run.sh builds it.
+BIN = ROOT / "target" / "dist" / "azure-costs-proxy"
 
 
 def free_port() -> int:

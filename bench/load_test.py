@@ -267,7 +267,7 @@ async def main() -> int:
         return 2
 
     if not args.no_build:
-        subprocess.run(["cargo", "build", "--release", "--locked"], cwd=ROOT, check=True)
+        subprocess.run(["cargo", "build", "--profile", "dist", "--locked"], cwd=ROOT, check=True)
 
     secret = secrets.token_hex(24)
     env = dict(os.environ, AZURE_COSTS_CLIENT_SECRET=secret, RUST_LOG="warn")

@@ -101,10 +101,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--binary", type=Path, default=None,
-                    help="a built binary to use (default: build and use target/release)")
+                    help="a built binary to use (default: build and use target/dist)")
     args = ap.parse_args()
     if args.binary is None:
-        subprocess.run(["cargo", "build", "--release", "--locked"], cwd=common.ROOT, check=True)
+        subprocess.run(["cargo", "build", "--profile", "dist", "--locked"], cwd=common.ROOT,
+                       check=True)
         args.binary = BIN
     common.BIN = args.binary  # the simulator too
     secret = secrets.token_hex(16)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# One command: installs wrk, nginx and matplotlib if missing, builds the release binary, and runs
-# bench/bench.py (A: upstream direct, B: azure-costs-proxy, C: nginx), then the start-up, memory and
-# cold-request checks. About 6 minutes on 2 cores from a fresh clone, the build included.
+# One command: installs wrk, nginx and matplotlib if missing, builds the shipped binary (the dist
+# profile: fat LTO) and runs bench/bench.py (A: upstream direct, B: azure-costs-proxy, C: nginx),
+# then the start-up, memory and cold-request checks.
 #   bench/run.sh [--rounds N] [--seconds S] [--quick] [--only SCENARIOS] [--no-checks]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,5 +17,5 @@ fi
 export PATH="$PATH:/usr/sbin"
 python3 -c 'import matplotlib' 2>/dev/null ||
   python3 -m pip install --quiet --disable-pip-version-check matplotlib
-cargo build --release --locked
+cargo build --profile dist --locked
 exec python3 bench/bench.py "$@"

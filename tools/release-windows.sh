@@ -9,9 +9,9 @@ cd "$(dirname "$0")/.."
 export PATH="/usr/bin:$PATH" RUSTC=/usr/bin/rustc RUSTC_BOOTSTRAP=1
 export CARGO_TARGET_X86_64_PC_WINDOWS_GNU_LINKER=x86_64-w64-mingw32-gcc
 target=x86_64-pc-windows-gnu
-/usr/bin/cargo build --locked --release -Zbuild-std=std,panic_abort --target "$target" \
+/usr/bin/cargo build --locked --profile dist -Zbuild-std=std,panic_abort --target "$target" \
   --bin azure-costs-proxy
-exe="target/$target/release/azure-costs-proxy.exe"
+exe="target/$target/dist/azure-costs-proxy.exe"
 
 # DLLs of Windows itself (System32) that a Rust program may import; anything else, such as the
 # MinGW runtime, would have to ship beside the .exe and is refused.

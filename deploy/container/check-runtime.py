@@ -31,6 +31,8 @@ import time
 import urllib.request
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+# The Dockerfile builds the dist profile; the release build links the same libraries and is the
+# one CI has already built, so it stands in for it here.
 BINARY = os.path.join(ROOT, "target", "release", "azure-costs-proxy")
 # What gcr.io/distroless/cc-debian12 ships of shared libraries (glibc + libgcc-s1).
 DISTROLESS_CC_LIBS = {
