@@ -39,18 +39,18 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
     // HOP_BY_HOP[0] is Connection.
     if present & 1 != 0 {
+        // Bytes, not str: no UTF-8 check and no char searcher for the usual `keep-alive`.
         let named: Vec<HeaderName> = headers
             .get_all(header::CONNECTION)
             .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .map(str::trim)
+            .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+            .map(<[u8]>::trim_ascii)
             .filter(|token| {
                 !HOP_BY_HOP
                     .iter()
-                    .any(|h| h.as_str().eq_ignore_ascii_case(token))
+                    .any(|h| h.as_str().as_bytes().eq_ignore_ascii_case(token))
             })
-            .filter_map(|token| HeaderName::from_bytes(token.as_bytes()).ok())
+            .filter_map(|token| HeaderName::from_bytes(token).ok())
             .collect();
         for name in named {
             headers.remove(name);
