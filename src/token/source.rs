@@ -187,6 +187,7 @@ impl TokenSource {
     /// Forgets the token of `key` (a transaction that ended).
     pub async fn forget(&self, key: &TokenKey) {
         self.cache(key).invalidate(key).await;
+        self.inner.caches.dropped();
     }
 
     /// Forgets the tokens of transaction `ended` of the route `key` belongs to: on a `{delegate}`
@@ -238,6 +239,7 @@ impl TokenSource {
         }
         if self.evict(key, token).await && key.delegate.is_some() && key.transaction.is_none() {
             self.cache(&key.base()).invalidate(&key.base()).await;
+            self.inner.caches.dropped();
         }
         true
     }
@@ -269,12 +271,18 @@ impl TokenSource {
         F: FnOnce(TokenSource, TokenKey) -> Fut,
         Fut: Future<Output = Result<Arc<Token>, TokenError>> + Send + 'static,
     {
+        if let Some(token) = self.inner.caches.front(key) {
+            return Ok(token);
+        }
+        let generation = self.inner.caches.generation();
         if let Some(token) = self.cache(key).get(key).await {
             if token.is_usable() {
                 // A transaction's token is not refreshed ahead: the transaction may be over by
                 // then. One that outlives its token fetches the next when it runs out.
                 if key.transaction.is_none() && token.refresh_due() {
                     self.refresh_in_background(key, &token);
+                } else {
+                    self.inner.caches.remember(key, generation, &token);
                 }
                 return Ok(token);
             }
@@ -340,7 +348,11 @@ impl TokenSource {
                 }
             })
             .await;
-        matches!(result, moka::ops::compute::CompResult::Removed(_))
+        let removed = matches!(result, moka::ops::compute::CompResult::Removed(_));
+        if removed {
+            self.inner.caches.dropped();
+        }
+        removed
     }
 
     /// Fetches a new token for `key`: the credential's own token, or for a delegate the update of
