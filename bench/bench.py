@@ -10,7 +10,9 @@ a fixed `Authorization: Bearer ...` header and upstream keep-alive: the same job
 with a token that never changes; towards the TLS upstream in its best configuration
 (`proxy_pass https://`, keep-alive, `proxy_ssl_session_reuse on`, verification on; nginx speaks
 only HTTP/1.1 upstream). Upstream connections opened during each run are counted by the
-upstream's `stub_status`.
+upstream's `stub_status`. `small-32-log` runs B and C with their access logs on (RUST_LOG=info,
+one line per request, as in production; nginx's `access_log`), both to a file; elsewhere both
+are off.
 
 Figures per target (medians over rounds): requests/s, p50 and p99 latency (wrk --latency), CPU
 seconds per 1,000 requests of the serving process(es) from /proc, peak RSS. Writes
@@ -180,12 +182,14 @@ http {{
     return conf
 
 
-def start(cmd: list[str], env=None, cpus: str | None = None) -> subprocess.Popen:
-    """Starts a server; its output goes to the bench log (a pipe nobody reads could block it)."""
+def start(cmd: list[str], env=None, cpus: str | None = None,
+          log: Path | None = None) -> subprocess.Popen:
+    """Starts a server; its output goes to `log`, else to the bench log (a pipe nobody reads
+    could block it)."""
     if cpus:
         cmd = ["taskset", "-c", cpus] + cmd
-    log = open(Path(tempfile.gettempdir()) / "acp-bench.log", "ab")
-    return subprocess.Popen(cmd, env=env, stdout=log, stderr=log)
+    out = open(log or Path(tempfile.gettempdir()) / "acp-bench.log", "ab")
+    return subprocess.Popen(cmd, env=env, stdout=out, stderr=out)
 
 
 def median(values: list[float]) -> float:
@@ -253,7 +257,8 @@ def main() -> int:
         sim, urls = start_simulator(env, [])
         procs.append(sim)
 
-        def launch(cpus: str | None, workers: str, tls: bool) -> tuple[Target, Target, Target]:
+        def launch(cpus: str | None, workers: str, tls: bool,
+                   access_log: bool) -> tuple[Target, Target, Target]:
             proxy_port, admin_port, nginx_port = free_port(), free_port(), free_port()
             if tls:
                 upstream, extra = f"https://localhost:{tls_port}", f'ca_file = "{ca}"'
@@ -262,7 +267,11 @@ def main() -> int:
             config = write_proxy_config(
                 work / "proxy.toml", proxy_port, admin_port, upstream, urls, upstream_extra=extra
             )
-            proxy = start([str(BIN), "run", "--config", str(config)], env=env, cpus=cpus)
+            # The access log as in production (RUST_LOG=info, one line per request, here to a
+            # file), and nginx's to a file too; else both off.
+            proxy_env = dict(env, RUST_LOG="info") if access_log else env
+            proxy = start([str(BIN), "run", "--config", str(config)], env=proxy_env, cpus=cpus,
+                          log=work / "proxy-access.log" if access_log else None)
             procs.append(proxy)
             # nginx towards the TLS upstream in its best configuration: keep-alive, session
             # reuse, verification on.
@@ -282,6 +291,7 @@ def main() -> int:
                     proxy_set_header Host {'localhost' if tls else '127.0.0.1'}:{target_port};
                     proxy_set_header Authorization "Bearer {TOKEN}";
                     proxy_max_temp_file_size 0;{tls_lines}
+                    access_log {work / "nginx-access.log" if access_log else "off"};
                 }}
             }}
             upstream up {{ server 127.0.0.1:{target_port}; keepalive 256;""",
@@ -298,29 +308,31 @@ def main() -> int:
             )
 
         scenarios = [
-            # (key, path, connections, wrk threads, cpus for B and C, nginx workers, TLS upstream)
-            ("small-32", "/v1/small.json", 32, 2, None, "auto", False),
-            ("small-256", "/v1/small.json", 256, 2, None, "auto", False),
-            ("big-4", "/v1/big.bin", 4, 2, None, "auto", False),
-            ("tls-32", "/v1/small.json", 32, 2, None, "auto", True),
-            ("tls-256", "/v1/small.json", 256, 2, None, "auto", True),
-            ("tls-big-4", "/v1/big.bin", 4, 2, None, "auto", True),
-            ("small-32-1core", "/v1/small.json", 32, 1, "1", "1", False),
+            # (key, path, connections, wrk threads, cpus for B and C, nginx workers, TLS upstream,
+            #  access log of B and C)
+            ("small-32", "/v1/small.json", 32, 2, None, "auto", False, False),
+            ("small-256", "/v1/small.json", 256, 2, None, "auto", False, False),
+            ("big-4", "/v1/big.bin", 4, 2, None, "auto", False, False),
+            ("tls-32", "/v1/small.json", 32, 2, None, "auto", True, False),
+            ("tls-256", "/v1/small.json", 256, 2, None, "auto", True, False),
+            ("tls-big-4", "/v1/big.bin", 4, 2, None, "auto", True, False),
+            ("small-32-1core", "/v1/small.json", 32, 1, "1", "1", False, False),
+            ("small-32-log", "/v1/small.json", 32, 2, None, "auto", False, True),
         ]
         if args.only:
             wanted = args.only.split(",")
             scenarios = [s for s in scenarios if s[0] in wanted]
         current = None
         targets = ()
-        for key, path, conns, threads, cpus, workers, tls in scenarios:
-            if current != (cpus, workers, tls):
+        for key, path, conns, threads, cpus, workers, tls, access_log in scenarios:
+            if current != (cpus, workers, tls, access_log):
                 # Restart B and C with the scenario's CPU limit (A and the STS stay).
                 for p in procs[2:]:
                     p.send_signal(signal.SIGTERM)
                     p.wait(timeout=40)
                 del procs[2:]
-                targets = launch(cpus, workers, tls)
-                current = (cpus, workers, tls)
+                targets = launch(cpus, workers, tls, access_log)
+                current = (cpus, workers, tls, access_log)
             results[key] = {t.name: [] for t in targets}
             for t in targets:  # warm-up
                 run_wrk(t, path, conns, 1, threads, status_port)
@@ -417,7 +429,7 @@ def write_report(results: dict, labels: dict, args, extra: dict) -> None:
     except ImportError:
         print("matplotlib missing: no chart", file=sys.stderr)
         return
-    keys = [k for k in results if not k.startswith("big")]
+    keys = [k for k in results if "big" not in k]
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     width = 0.25
     for i, t in enumerate(["A", "B", "C"]):

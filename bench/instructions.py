@@ -1,0 +1,99 @@
+#!/usr/bin/env python3
+"""Instructions per proxied request, counted by callgrind: steady where wrk figures are not.
+
+Starts an upstream nginx serving a 1 KB JSON answer, the simulated STS, and the proxy (one
+worker thread) under `valgrind --tool=callgrind --instr-atstart=no`; after a 2 s warm-up it
+switches instrumentation on, sends 10 s of wrk load (1 thread, 8 connections), switches it off,
+and divides the instructions collected by the requests wrk counted. The count is the proxy's own
+user-space work (system calls are not counted) and does not depend on what else the machine is
+doing, so two builds can be compared on a busy machine.
+
+Usage: bench/instructions.py [--binary PATH] [--label NAME] [--access-log]
+  --binary      the build to measure (default: target/dist/azure-costs-proxy)
+  --label       names the callgrind output, bench/callgrind.NAME.out, for callgrind_annotate
+  --access-log  RUST_LOG=info (one access line per request) instead of warn
+Needs valgrind, wrk and nginx (apt-get install -y valgrind wrk nginx).
+"""
+
+import argparse
+import os
+import re
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import common
+from common import ROOT, free_port, start_simulator, stop, wait_ready, write_proxy_config
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--binary", type=Path, default=common.BIN)
+    ap.add_argument("--label", default="proxy")
+    ap.add_argument("--access-log", action="store_true")
+    args = ap.parse_args()
+    common.BIN = args.binary  # the simulator too
+    work = Path(tempfile.mkdtemp(prefix="acp-instr-"))
+    work.chmod(0o755)  # nginx workers may run as another user
+    (work / "www" / "v1").mkdir(parents=True)
+    (work / "www" / "v1" / "small.json").write_text(("{" + '"a":1,' * 140 + '"b":2}').ljust(1024))
+    upstream = free_port()
+    (work / "nginx.conf").write_text(f"""
+worker_processes 1; pid {work}/nginx.pid; error_log {work}/nginx.err warn; daemon off;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off; keepalive_requests 1000000;
+    client_body_temp_path {work}/b; proxy_temp_path {work}/p; fastcgi_temp_path {work}/f;
+    uwsgi_temp_path {work}/u; scgi_temp_path {work}/s;
+    server {{ listen 127.0.0.1:{upstream}; root {work}/www;
+              location /v1/ {{ default_type application/json; }} }}
+}}
+""")
+    env = dict(os.environ, AZURE_COSTS_CLIENT_SECRET=secrets.token_hex(24), RUST_LOG="warn")
+    env.pop("AZURE_COSTS_PROXY_CONFIG", None)
+    # The access log goes where valgrind writes, a file, as a service's goes to the journal.
+    proxy_env = dict(env, RUST_LOG="info") if args.access_log else env
+    out = ROOT / "bench" / f"callgrind.{args.label}.out"
+    procs: list[subprocess.Popen] = []
+    try:
+        procs.append(subprocess.Popen(["nginx", "-c", str(work / "nginx.conf")]))
+        sim, urls = start_simulator(env, [])
+        procs.append(sim)
+        port, admin = free_port(), free_port()
+        config = write_proxy_config(work / "proxy.toml", port, admin,
+                                    f"http://127.0.0.1:{upstream}", urls)
+        log = open(work / "valgrind.log", "w")
+        proxy = subprocess.Popen(
+            ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}",
+             str(args.binary), "run", "--config", str(config), "--worker-threads", "1"],
+            env=proxy_env, stdout=subprocess.DEVNULL, stderr=log)
+        procs.append(proxy)
+        wait_ready(admin, timeout=60)
+        url = f"http://127.0.0.1:{port}/v1/small.json"
+        subprocess.run(["wrk", "-t1", "-c8", "-d2s", url], capture_output=True, check=True)
+        subprocess.run(["callgrind_control", "-i", "on", str(proxy.pid)], capture_output=True,
+                       check=True)
+        load = subprocess.run(["wrk", "-t1", "-c8", "-d10s", url], capture_output=True,
+                              text=True, check=True)
+        subprocess.run(["callgrind_control", "-i", "off", str(proxy.pid)], capture_output=True,
+                       check=True)
+        stop([proxy], 30)
+        requests = int(re.search(r"(\d+) requests in", load.stdout).group(1))
+        if "Non-2xx" in load.stdout or requests == 0:
+            print(f"error: not every request was answered 200:\n{load.stdout}", file=sys.stderr)
+            return 1
+        collected = re.search(r"Collected : (\d+)", (work / "valgrind.log").read_text())
+        instructions = int(collected.group(1))
+        print(f"{args.label}: {requests} requests, {instructions:,} instructions, "
+              f"{instructions / requests:,.0f} per request ({out})")
+        return 0
+    finally:
+        stop(procs, 10)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
