@@ -1,7 +1,6 @@
 //! Log set-up: tracing to stderr and, with `[log] file`, to a file rotated daily, as text or JSON
 //! lines; level from `RUST_LOG` (default info). Every output gets the same lines.
 
-use std::io::IsTerminal as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
@@ -26,20 +25,17 @@ pub struct LogFile {
 /// file opened.
 pub fn init(format: LogFormat, stderr: bool, file: Option<&LogFile>) -> anyhow::Result<()> {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let (writer, ansi) = match (file.map(appender).transpose()?, stderr) {
-        // Colour codes would end up in the file too: only for stderr alone, on a terminal.
-        (None, _) => (
-            BoxMakeWriter::new(std::io::stderr),
-            std::io::stderr().is_terminal(),
-        ),
-        (Some(file), true) => (BoxMakeWriter::new(std::io::stderr.and(file)), false),
-        (Some(file), false) => (BoxMakeWriter::new(file), false),
+    let writer = match (file.map(appender).transpose()?, stderr) {
+        (None, _) => BoxMakeWriter::new(std::io::stderr),
+        (Some(file), true) => BoxMakeWriter::new(std::io::stderr.and(file)),
+        (Some(file), false) => BoxMakeWriter::new(file),
     };
+    // No colour codes, on a terminal either: journald and files would keep them as noise.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(writer)
         .with_target(true)
-        .with_ansi(ansi);
+        .with_ansi(false);
     // A second init (tests) leaves the first subscriber in place.
     let _ = match format {
         LogFormat::Text => builder.try_init(),
