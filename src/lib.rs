@@ -8,6 +8,7 @@
 pub mod access_log;
 pub mod admin;
 pub mod body;
+mod cause;
 pub mod check;
 pub mod cli;
 pub mod config;

@@ -14,6 +14,8 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use tokio::time::Sleep;
 
+use crate::cause::innermost;
+
 /// Why a client's request body failed. The client's fault, never the upstream's.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BodyFault {
@@ -102,15 +104,6 @@ fn classify(e: &hyper::Error) -> BodyFault {
     } else {
         BodyFault::Malformed(innermost(e))
     }
-}
-
-/// The innermost cause: short and secret-free ("invalid chunk size: overflow").
-fn innermost(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut cause = e;
-    while let Some(next) = cause.source() {
-        cause = next;
-    }
-    cause.to_string()
 }
 
 impl Body for ClientBody {

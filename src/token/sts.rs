@@ -10,6 +10,7 @@ use serde::Deserialize;
 
 use super::error::StsFailure;
 use super::schedule::DEFAULT_EXPIRES_IN;
+use crate::cause::innermost;
 use crate::config::{CredentialConfig, Egress, Secret};
 use crate::upstream::{Limits, Upstream, UpstreamError};
 
@@ -192,7 +193,7 @@ impl StsClient {
         let mut answer = response.into_body();
         while let Some(frame) = answer.frame().await {
             let frame = frame.map_err(|e| {
-                unavailable(format!("the STS answer was cut off ({})", root_cause(&e)))
+                unavailable(format!("the STS answer was cut off ({})", innermost(&e)))
             })?;
             let Ok(chunk) = frame.into_data() else {
                 continue;
@@ -281,15 +282,6 @@ fn parse_expires_in(v: &serde_json::Value) -> Option<Duration> {
         _ => None,
     }?;
     Some(Duration::from_secs(secs))
-}
-
-/// The innermost error message, which says what actually happened (refused, reset, DNS).
-fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut cur = e;
-    while let Some(next) = cur.source() {
-        cur = next;
-    }
-    cur.to_string()
 }
 
 /// Removes a secret from a text, also in its form-encoded and JSON-escaped spellings (an STS that

@@ -16,7 +16,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tower_service::Service;
 
-use super::error::innermost;
+use crate::cause::innermost;
 use crate::config::ProxyEndpoint;
 
 /// Largest answer head to `CONNECT` read.

@@ -27,13 +27,3 @@ pub enum UpstreamError {
     #[error("the request path cannot be forwarded")]
     InvalidPath,
 }
-
-/// The innermost cause of an error: short and secret-free ("Connection refused", "invalid peer
-/// certificate: UnknownIssuer").
-pub(super) fn innermost(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut cause = e;
-    while let Some(next) = cause.source() {
-        cause = next;
-    }
-    cause.to_string()
-}

@@ -20,8 +20,8 @@ pub use body::PooledBody;
 pub use error::UpstreamError;
 pub use pool::UpstreamBody;
 
+use crate::cause::innermost;
 use crate::config;
-use error::innermost;
 use pool::{Conn, Pool};
 
 /// The timeouts and the connection budget of an [`Upstream`].

@@ -19,7 +19,8 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tower_service::Service;
 
-use super::error::{UpstreamError, innermost};
+use super::error::UpstreamError;
+use crate::cause::innermost;
 use crate::request_body::ClientBody;
 
 /// A request body sent upstream: the client's, streamed, or one held whole (empty for a request
