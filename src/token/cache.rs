@@ -55,6 +55,12 @@ pub(super) struct TokenCaches {
     front: Front,
 }
 
+/// Whether `key`'s token may be held by the front: not a transaction's, not a team's that a
+/// client named on a route accepting any team.
+fn in_front(key: &TokenKey) -> bool {
+    key.transaction.is_none() && !key.any_team()
+}
+
 /// In front of the main cache, for what nearly every request asks: the shared interval token of
 /// a key the config names. A map behind a read lock costs a fraction of a moka lookup (which
 /// records each read for its eviction policy). It holds copies of what the main cache returned
@@ -112,7 +118,7 @@ impl TokenCaches {
     /// unless a token was dropped since. Only keys of the main cache outside a transaction go
     /// there: the config bounds their number.
     pub(super) fn remember(&self, key: &TokenKey, generation: u64, token: &Arc<Token>) {
-        if key.transaction.is_some() || key.any_team() {
+        if !in_front(key) {
             return;
         }
         if let Ok(mut tokens) = self.front.tokens.write()
@@ -122,8 +128,12 @@ impl TokenCaches {
         }
     }
 
-    /// A token was dropped from a cache: the front forgets everything it holds.
-    pub(super) fn dropped(&self) {
+    /// The token of `key` was dropped from a cache: if the front may hold it, the front forgets
+    /// everything it holds (drops are rare; a transaction's or any team's never touch it).
+    pub(super) fn dropped(&self, key: &TokenKey) {
+        if !in_front(key) {
+            return;
+        }
         if let Ok(mut tokens) = self.front.tokens.write() {
             self.front.generation.fetch_add(1, Ordering::AcqRel);
             tokens.clear();
@@ -213,7 +223,7 @@ mod tests {
         let caches = TokenCaches::new();
         let before = caches.generation();
         caches.remember(&key(), before, &token(Instant::now()));
-        caches.dropped();
+        caches.dropped(&key());
         assert!(caches.front(&key()).is_none());
         // A lookup that started before the drop comes back with the dropped token.
         caches.remember(&key(), before, &token(Instant::now()));
@@ -223,5 +233,10 @@ mod tests {
         let any = TokenKey::for_team(Arc::from("c"), Arc::from("T"), super::super::TeamFrom::Any);
         caches.remember(&any, now, &token(Instant::now()));
         assert!(caches.front(&any).is_none());
+        // Nor does dropping such a key empty the front.
+        caches.remember(&key(), now, &token(Instant::now()));
+        caches.dropped(&key().for_transaction(1));
+        caches.dropped(&any);
+        assert!(caches.front(&key()).is_some());
     }
 }

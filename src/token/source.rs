@@ -187,7 +187,7 @@ impl TokenSource {
     /// Forgets the token of `key` (a transaction that ended).
     pub async fn forget(&self, key: &TokenKey) {
         self.cache(key).invalidate(key).await;
-        self.inner.caches.dropped();
+        self.inner.caches.dropped(key);
     }
 
     /// Forgets the tokens of transaction `ended` of the route `key` belongs to: on a `{delegate}`
@@ -239,7 +239,7 @@ impl TokenSource {
         }
         if self.evict(key, token).await && key.delegate.is_some() && key.transaction.is_none() {
             self.cache(&key.base()).invalidate(&key.base()).await;
-            self.inner.caches.dropped();
+            self.inner.caches.dropped(&key.base());
         }
         true
     }
@@ -350,7 +350,7 @@ impl TokenSource {
             .await;
         let removed = matches!(result, moka::ops::compute::CompResult::Removed(_));
         if removed {
-            self.inner.caches.dropped();
+            self.inner.caches.dropped(key);
         }
         removed
     }
