@@ -105,6 +105,9 @@ impl TokenCaches {
 
     /// The front's copy of `key`'s token while it is not due for refresh.
     pub(super) fn front(&self, key: &TokenKey) -> Option<Arc<Token>> {
+        if !in_front(key) {
+            return None;
+        }
         let tokens = self.front.tokens.read().ok()?;
         tokens.get(key).filter(|t| !t.refresh_due()).cloned()
     }
