@@ -138,7 +138,7 @@ impl Metrics {
         registry.register(
             "config_reloads",
             "Config reloads, by outcome (ok|error: the running config stayed) and trigger \
-             (signal|file)",
+             (signal|file|service)",
             reloads.clone(),
         );
         Metrics {

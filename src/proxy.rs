@@ -110,9 +110,7 @@ impl Proxy {
                     "the team segment is not a team id (1 to 64 letters, digits, '-', '_' or \
                      '.'; nothing percent-encoded)",
                 ),
-                TeamRefusal::NotListed => {
-                    ProxyError::ForbiddenDelegate(team.chars().take(64).collect())
-                }
+                TeamRefusal::NotListed => ProxyError::ForbiddenDelegate(team.to_string()),
             })?,
         };
         let upstream_pq = routes::upstream_path_and_query(
