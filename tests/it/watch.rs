@@ -14,10 +14,31 @@ use azure_costs_proxy::watch::WatchTiming;
 
 /// Writes `text` under a temporary name beside `path` and renames it over `path`, as an editor,
 /// `mv` or a secret manager's agent replaces a file.
+///
+/// Windows refuses the rename (access denied) while another process holds the file open in a
+/// way that forbids it, as Wine did once while the proxy process read the config it was
+/// reloading; editors try again, and so does this, for 5 s at most. Nothing signals the close
+/// of another process's handle, so this polls.
 fn replace(path: &Path, text: &str) {
     let tmp = path.with_extension("new~");
     std::fs::write(&tmp, text).unwrap();
-    std::fs::rename(&tmp, path).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        match std::fs::rename(&tmp, path) {
+            Ok(()) => return,
+            Err(e)
+                if e.kind() == std::io::ErrorKind::PermissionDenied
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => panic!(
+                "cannot rename {} over {}: {e}",
+                tmp.display(),
+                path.display()
+            ),
+        }
+    }
 }
 
 /// The bearer token the API saw on its latest request.
