@@ -169,7 +169,7 @@ async fn proxy_auth_is_sent_and_a_407_says_to_set_it() {
     .await;
     // Without credentials: the STS path is 503 with Retry-After, naming the proxy and the fix.
     let sim = simulator().await;
-    let proxy = by_name(&sim)
+    let mut proxy = by_name(&sim)
         .set("outbound.proxy", outbound.url())
         .sim(sim)
         .spawn()
@@ -181,10 +181,12 @@ async fn proxy_auth_is_sent_and_a_407_says_to_set_it() {
     assert!(message.contains("407"), "{message}");
     assert!(message.contains("set [outbound] proxy_auth"), "{message}");
     assert_eq!(proxy.sim.sts_calls(), 0);
+    // Stopped, so that its token retries cannot reach the proxy after the authenticated ones.
+    proxy.stop().await;
 
     // The API path (STS direct): 502, the same story.
     let sim = simulator().await;
-    let proxy = api_via(&sim, &outbound.url()).sim(sim).spawn().await;
+    let mut proxy = api_via(&sim, &outbound.url()).sim(sim).spawn().await;
     let (status, code, message, _) = error_of(proxy.get("/v1/teams").await).await;
     assert_eq!(
         (status.as_u16(), code.as_str()),
@@ -194,6 +196,7 @@ async fn proxy_auth_is_sent_and_a_407_says_to_set_it() {
         message.contains("407") && message.contains("proxy_auth"),
         "{message}"
     );
+    proxy.stop().await;
 
     // With proxy_auth, both go through; the credentials went only to the proxy.
     let sim = simulator().await;
