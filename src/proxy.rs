@@ -188,8 +188,7 @@ impl Proxy {
         request: Request<UpstreamBody>,
         watch: &BodyWatch,
     ) -> Result<Response<PooledBody>, ProxyError> {
-        // Boxed: the exchange's state is large, and kept off the stack of every poll above it.
-        match Box::pin(self.upstream.send(request)).await {
+        match self.upstream.send(request).await {
             Ok(response) => Ok(response),
             Err(e) => Err(match watch.fault() {
                 Some(fault) => ProxyError::RequestBody(fault),

@@ -154,7 +154,8 @@ impl TokenSource {
             TokenMode::Interval | TokenMode::PerTransaction => self.cached(key).await,
             TokenMode::PerRequest => {
                 self.inner.backoff.check(key)?;
-                self.fetch(key, BaseToken::Fresh).await
+                // Boxed, as every STS call is: see `cached_or_fetch`.
+                Box::pin(self.fetch(key, BaseToken::Fresh)).await
             }
         }
     }
@@ -294,7 +295,9 @@ impl TokenSource {
         // The shared fetch runs in a task of its own: if the request that started it goes away
         // (the client disconnected), the STS call still completes for everyone waiting on it.
         // Only the caller whose future the cache runs spawns it.
-        let task = fetch(self.clone(), key.clone());
+        // Boxed: a fetch's state (tens of KiB, the STS exchanges) would otherwise be part of
+        // every caller's future, a request's included, though most requests never fetch.
+        let task = Box::pin(fetch(self.clone(), key.clone()));
         let shared = async move {
             match tokio::spawn(task).await {
                 Ok(result) => result,

@@ -159,7 +159,9 @@ impl Upstream {
                 Some(conn) => conn,
                 None => {
                     fresh = true;
-                    self.pool.connect(request.uri()).await?
+                    // Boxed: connecting (TCP, a tunnel, TLS) is a large state that most
+                    // requests never enter; inline, every request's future would carry it.
+                    Box::pin(self.pool.connect(request.uri())).await?
                 }
             };
             let result = match conn {
