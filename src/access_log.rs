@@ -12,6 +12,9 @@ use tracing::Span;
 use crate::metrics::Metrics;
 use crate::token::transaction::Activity;
 
+/// The target of the access line, the one `RUST_LOG` names (`access=off` silences it).
+pub const TARGET: &str = "access";
+
 /// What the access line says about one request. A client that disconnects mid-stream is logged
 /// as `aborted`.
 #[derive(Debug)]
@@ -45,7 +48,7 @@ impl AccessLog {
         AccessLog {
             method: request.method().clone(),
             // The path is copied only for an access line that will be written.
-            path: if tracing::enabled!(target: "access", tracing::Level::INFO) {
+            path: if tracing::enabled!(target: TARGET, tracing::Level::INFO) {
                 request.uri().path().to_string()
             } else {
                 String::new()
@@ -123,7 +126,7 @@ impl AccessLog {
         self.metrics
             .request(self.route.as_ref(), self.status.as_u16(), elapsed);
         tracing::info!(
-            target: "access",
+            target: TARGET,
             method = %self.method,
             path = %self.path,
             route = self.route.as_deref().unwrap_or("-"),

@@ -10,6 +10,8 @@ use tracing_subscriber::fmt::writer::{BoxMakeWriter, MakeWriterExt as _};
 
 use crate::cli::LogFormat;
 
+mod text;
+
 /// A log file rotated daily (at midnight UTC): `proxy.log` is written as
 /// `proxy.YYYY-MM-DD.log` beside it, and the oldest files beyond `keep` are deleted.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,7 +40,7 @@ pub fn init(format: LogFormat, stderr: bool, file: Option<&LogFile>) -> anyhow::
         .with_ansi(false);
     // A second init (tests) leaves the first subscriber in place.
     let _ = match format {
-        LogFormat::Text => builder.try_init(),
+        LogFormat::Text => builder.event_format(text::TextFormat::new()).try_init(),
         LogFormat::Json => builder
             .json()
             .flatten_event(true)
