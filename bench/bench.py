@@ -268,10 +268,13 @@ def main() -> int:
                 work / "proxy.toml", proxy_port, admin_port, upstream, urls, upstream_extra=extra
             )
             # The access log as in production (RUST_LOG=info, one line per request, here to a
-            # file), and nginx's to a file too; else both off.
+            # file), and nginx's to a file too; else both off. The proxy's log goes to a folder
+            # of its own, as the service's `logs\` and journald do: the proxy watches the folder
+            # of its config, and a log beside it would wake the watch on every line.
             proxy_env = dict(env, RUST_LOG="info") if access_log else env
+            (work / "logs").mkdir(exist_ok=True)
             proxy = start([str(BIN), "run", "--config", str(config)], env=proxy_env, cpus=cpus,
-                          log=work / "proxy-access.log" if access_log else None)
+                          log=work / "logs" / "proxy-access.log" if access_log else None)
             procs.append(proxy)
             # nginx towards the TLS upstream in its best configuration: keep-alive, session
             # reuse, verification on.
