@@ -201,16 +201,19 @@ pub fn upstream_path_and_query(
 /// `upstream_path` (`..%2F`, `..%5c`, `..\`, `..;` as Tomcat reads it), while `%252F` stays a
 /// harmless `%2F` after one decoding.
 pub fn has_refused_segment(path: &str) -> bool {
-    path.split('/').any(is_refused_segment)
+    // Split as bytes: a `char` pattern's searcher costs about 100 instructions a segment.
+    path.as_bytes()
+        .split(|&b| b == b'/')
+        .any(is_refused_segment)
 }
 
 /// One segment, judged after one percent-decoding. Allocates nothing: it runs on every request.
-fn is_refused_segment(segment: &str) -> bool {
+fn is_refused_segment(segment: &[u8]) -> bool {
     // The first three decoded bytes and the decoded length are all the rule needs, besides the
     // separators anywhere.
     let mut head = [0u8; 3];
     let mut len = 0usize;
-    for b in percent_encoding::percent_decode_str(segment) {
+    for b in percent_encoding::percent_decode(segment) {
         if b == b'/' || b == b'\\' {
             return true;
         }
