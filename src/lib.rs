@@ -242,7 +242,10 @@ async fn reload_on_request(
     for trigger in ReloadTrigger::ALL {
         live.metrics().reload_trigger(trigger.as_str());
     }
-    let mut files = live.watched_files().map(|f| FileWatch::start(f, timing));
+    let mut files = live.watched_files().map(|f| {
+        warn_of_a_watched_log(&live, &f);
+        FileWatch::start(f, timing)
+    });
     let mut requests_open = true;
     loop {
         let (trigger, done) = tokio::select! {
@@ -284,6 +287,9 @@ async fn next_change(files: &mut Option<FileWatch>) -> Vec<std::path::PathBuf> {
 
 /// After a reload, the watch follows the new config: its files, and `[reload] watch` itself.
 fn follow_config(live: &Live, files: &mut Option<FileWatch>, timing: WatchTiming) {
+    if let Some(now) = live.watched_files() {
+        warn_of_a_watched_log(live, &now);
+    }
     match (files.as_mut(), live.watched_files()) {
         (Some(watch), Some(now)) => watch.follow(now),
         (None, Some(now)) => *files = Some(FileWatch::start(now, timing)),
@@ -292,6 +298,21 @@ fn follow_config(live: &Live, files: &mut Option<FileWatch>, timing: WatchTiming
             *files = None;
         }
         (None, None) => {}
+    }
+}
+
+/// Warns when `[log] file` lies in a folder the watch watches for `files`: each log line would
+/// wake the watch.
+fn warn_of_a_watched_log(live: &Live, files: &[std::path::PathBuf]) {
+    if let Some(log) = live.log_file()
+        && let Some(folder) = watch::watched_log_folder(files, &log)
+    {
+        tracing::warn!(
+            "[log] file {} is in {}, a folder watched for config changes ([reload] watch): \
+             every log line wakes the watch; give the log a folder of its own (logs/, say)",
+            log.display(),
+            folder.display()
+        );
     }
 }
 

@@ -116,6 +116,11 @@ impl Live {
         (config.reload.watch && !config.files.is_empty()).then(|| config.files.clone())
     }
 
+    /// `[log] file`, if set.
+    pub fn log_file(&self) -> Option<PathBuf> {
+        self.lock().config.log.file.clone()
+    }
+
     /// Replaces the config: new requests take a request path built from `config`. Connections
     /// and requests in flight are untouched. Tokens of unchanged credentials are kept. On an
     /// error, or once [`Live::close`] has run, nothing changes.
