@@ -441,7 +441,7 @@ def write_report(results: dict, labels: dict, args, extra: dict) -> None:
         axes[1].bar(xs, [med(k, t, "cpu_per_1k") for k in keys], width, label=labels[t])
     for ax, title in zip(axes, ["thousand requests/s (higher is better)",
                                 "CPU s per 1,000 requests (lower is better)"]):
-        ax.set_xticks(range(len(keys)), keys)
+        ax.set_xticks(range(len(keys)), keys, rotation=20, ha="right")
         ax.set_title(title)
         ax.legend()
     fig.tight_layout()
