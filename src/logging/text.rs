@@ -3,14 +3,13 @@
 //!
 //! Every line reads `2026-12-01T07:00:00.123456Z  INFO target: field=value ...`. The access line
 //! comes once per request, and through the generic formatter (field visitors and `Debug` for every
-//! value, the date computed afresh each time) it cost about 10,000 instructions, a sixth of a
+//! value, the date through `fmt` with padding) it cost about 10,000 instructions, a sixth of a
 //! proxied 1 KB request (`bench/instructions.py --access-log`). Here its fields are written
 //! directly (plain strings quoted as `Debug` would, integers by `itoa`, the duration as its
-//! decimal) and the date is computed once a second per thread. Any other line, and an access line
+//! decimal) and the date by integer arithmetic into a fixed buffer. Any other line, and an access line
 //! that this path could not write byte for byte as the default format does (inside a span, with a
 //! message, before 1970 or after 9999), goes through the default formatter.
 
-use std::cell::Cell;
 use std::fmt;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -189,14 +188,9 @@ fn write_f64(out: &mut impl fmt::Write, value: f64) -> fmt::Result {
 /// The wall-clock time as the default format writes it, `2026-12-01T07:00:00.123456Z `
 /// (a space after it), in UTC.
 struct Timestamp {
-    /// `2026-12-01T07:00:00.`, the same for a whole second.
+    /// `2026-12-01T07:00:00.`
     second: [u8; 20],
     micros: u32,
-}
-
-thread_local! {
-    /// The last second this thread wrote, and its text: most lines fall in the second before.
-    static SECOND: Cell<(u64, [u8; 20])> = const { Cell::new((u64::MAX, [0; 20])) };
 }
 
 impl Timestamp {
@@ -207,17 +201,8 @@ impl Timestamp {
 
     fn at(time: SystemTime) -> Option<Timestamp> {
         let since = time.duration_since(UNIX_EPOCH).ok()?;
-        let secs = since.as_secs();
-        let second = match SECOND.with(Cell::get) {
-            (cached, text) if cached == secs => text,
-            _ => {
-                let text = second_text(secs)?;
-                SECOND.with(|c| c.set((secs, text)));
-                text
-            }
-        };
         Some(Timestamp {
-            second,
+            second: second_text(since.as_secs())?,
             micros: since.subsec_micros(),
         })
     }
@@ -313,7 +298,6 @@ mod tests {
         let at = UNIX_EPOCH + Duration::new(1_764_547_200, 1_234_567);
         Timestamp::at(at).unwrap().write(&mut out).unwrap();
         assert_eq!(out, "2025-12-01T00:00:00.001234Z ");
-        // The same second again comes from the thread's cache.
         out.clear();
         let later = UNIX_EPOCH + Duration::new(1_764_547_200, 999_999_999);
         Timestamp::at(later).unwrap().write(&mut out).unwrap();
