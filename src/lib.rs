@@ -287,10 +287,11 @@ async fn next_change(files: &mut Option<FileWatch>) -> Vec<std::path::PathBuf> {
 
 /// After a reload, the watch follows the new config: its files, and `[reload] watch` itself.
 fn follow_config(live: &Live, files: &mut Option<FileWatch>, timing: WatchTiming) {
-    if let Some(now) = live.watched_files() {
-        warn_of_a_watched_log(live, &now);
+    let now = live.watched_files();
+    if let Some(now) = &now {
+        warn_of_a_watched_log(live, now);
     }
-    match (files.as_mut(), live.watched_files()) {
+    match (files.as_mut(), now) {
         (Some(watch), Some(now)) => watch.follow(now),
         (None, Some(now)) => *files = Some(FileWatch::start(now, timing)),
         (Some(_), None) => {

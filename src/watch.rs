@@ -94,12 +94,10 @@ fn directories(files: &[PathBuf]) -> Vec<PathBuf> {
 /// wakes the watch, which then drops the event: a cost per log line (about 2,800 instructions
 /// and a thread wake-up per access line, measured with `bench/instructions.py`).
 pub fn watched_log_folder(files: &[PathBuf], log: &Path) -> Option<PathBuf> {
-    let dir = match log.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let dir = std::fs::canonicalize(&dir).unwrap_or(dir);
-    directories(files).into_iter().find(|d| *d == dir)
+    let watched = directories(files);
+    directories(&[log.to_path_buf()])
+        .into_iter()
+        .find(|dir| watched.contains(dir))
 }
 
 /// A change that has been seen but may still be going on.
