@@ -176,8 +176,8 @@ fn write_f64(out: &mut impl fmt::Write, value: f64) -> fmt::Result {
     out.write_str(itoa::Buffer::new().format(whole))?;
     let mut fraction_digits = [b'.', b'0', b'0', b'0'];
     zero_padded(&mut fraction_digits[1..], fraction);
+    // ".0" for none; else the digits up to the last that is not zero.
     let kept = match fraction {
-        0 => 2,
         f if f % 100 == 0 => 2,
         f if f % 10 == 0 => 3,
         _ => 4,
