@@ -1,21 +1,31 @@
 #!/usr/bin/env python3
-"""Checks the layout rules of docs/architecture.md on src/:
+"""Checks the layout rules of docs/architecture.md:
 
-- no file longer than MAX_LINES lines (tests included);
-- no import cycle between files: a file's imports are its `use` trees and the paths in its code
-  that start at `crate`, `super`, `self` or one of its child modules (`sts::handle(..)`), each
-  resolved to the file that defines the item (following `pub use` re-exports), and the resulting
-  graph must have no cycle. A parent's `pub use child::Item` re-export is a declaration, not a
-  dependency; anything else a parent takes from its child is. Test code (`#[cfg(test)]` modules
-  and files) is left out: a test may enter through the front door.
+- no file in src/ longer than MAX_LINES lines (tests included), no function longer than
+  MAX_FN_LINES lines (from its `fn` line to its closing brace);
+- no import cycle between files of src/: a file's imports are its `use` trees and the paths in
+  its code that start at `crate`, `super`, `self` or one of its child modules (`sts::handle(..)`),
+  each resolved to the file that defines the item (following `pub use` re-exports), and the
+  resulting graph must have no cycle. A parent's `pub use child::Item` re-export is a
+  declaration, not a dependency; anything else a parent takes from its child is. Test code
+  (`#[cfg(test)]` modules and files) is left out: a test may enter through the front door;
+- no import cycle between modules: the same graph with each file folded into its module (a
+  top-level file of src/, or a top-level folder with everything in it);
+- leaves import nothing from the crate (LEAVES);
+- no text in the repository cites a document that is not in it (the working notes the project
+  was planned in): every reference points at a file a reader of the repository can open.
 
-Usage: tools/check-layout.py [--graph]   (exit 1 on a violation; --graph prints every edge)
+Usage: tools/check-layout.py [--graph | --modules]   (exit 1 on a violation; --graph prints
+every edge between files, --modules every edge between modules with the files behind it)
 """
 import re
 import sys
 from pathlib import Path
 
-MAX_LINES = 600
+MAX_LINES = 550
+MAX_FN_LINES = 80
+# Modules many others use: they import nothing from the crate.
+LEAVES = ("cause", "files", "host", "secret", "sync")
 SRC = Path(__file__).resolve().parent.parent / "src"
 
 
@@ -136,6 +146,138 @@ def use_paths(text: str, children=()):
         yield False, m.group(0), depth(m.start())
 
 
+def cycles(edges: dict) -> list:
+    """Tarjan's strongly connected components of `edges`: those of two or more nodes."""
+    index, low, stack, on, sccs = {}, {}, [], set(), []
+
+    def visit(v):
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on.add(v)
+        for w in edges.get(v, ()):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                sccs.append(comp)
+
+    sys.setrecursionlimit(10000)
+    for v in edges:
+        if v not in index:
+            visit(v)
+    return sccs
+
+
+def blank_comments(text: str) -> str:
+    """`strip_comments`, keeping every character's place: comments and literals become spaces
+    (their line breaks stay), so that braces can be matched and lines counted on the result."""
+    out = list(text)
+    i, n = 0, len(text)
+    while i < n:
+        start = i
+        if text.startswith("//", i):
+            i = text.find("\n", i)
+            i = n if i < 0 else i
+        elif text.startswith("/*", i):
+            depth, i = 1, i + 2
+            while i < n and depth:
+                depth += text.startswith("/*", i) - text.startswith("*/", i)
+                i += 2 if text.startswith(("/*", "*/"), i) else 1
+        elif re.match(r'b?r(#*)"', text[i:]) and (i == 0 or not (text[i - 1].isalnum() or text[i - 1] == "_")):
+            m = re.match(r'b?r(#*)"', text[i:])
+            end = text.find('"' + m.group(1), i + m.end())
+            i = n if end < 0 else end + 1 + len(m.group(1))
+        elif text[i] == '"':
+            i += 1
+            while i < n and text[i] != '"':
+                i += 2 if text[i] == "\\" else 1
+            i += 1
+        elif text[i] == "'" and re.match(r"'(\\.[^']*|[^'\\])'", text[i:]):
+            i += re.match(r"'(\\.[^']*|[^'\\])'", text[i:]).end()
+        else:
+            i += 1
+            continue
+        for j in range(start, min(i, n)):
+            if out[j] != "\n":
+                out[j] = " "
+    return "".join(out)
+
+
+FN = re.compile(r"^[ \t]*(?:pub(?:\([^)]*\))?\s+)?(?:const\s+)?(?:async\s+)?(?:unsafe\s+)?(?:extern\s+\"[^\"]*\"\s+)?fn\s+(\w+)", re.M)
+
+
+def function_lengths() -> list:
+    """(file:line, name, lines) of every function with a body in src/."""
+    found = []
+    for path in sorted(SRC.rglob("*.rs")):
+        raw = path.read_text()
+        text = blank_comments(raw)
+        for m in FN.finditer(text):
+            i = m.end()
+            while i < len(text) and text[i] not in "{;":
+                i += 1
+            if i >= len(text) or text[i] == ";":
+                continue  # a declaration without a body
+            depth, j = 1, i + 1
+            while j < len(text) and depth:
+                depth += (text[j] == "{") - (text[j] == "}")
+                j += 1
+            first = text.count("\n", 0, m.start()) + 1
+            last = text.count("\n", 0, j) + 1
+            found.append((f"{path.relative_to(SRC.parent)}:{first}", m.group(1), last - first + 1))
+    return found
+
+
+# Documents the project was planned in, which are not in the repository: a reader cannot open
+# them, so nothing may point at them (patterns assembled so that this file does not match).
+CITATIONS = re.compile(
+    "|".join(
+        [
+            r"\bthe " + "issue" + r"\b",
+            r"\b" + "issue" + r"s? #?\d+",
+            r"\b" + "SPEC" + r"(?:\.md)?\b",
+            r"\b" + "STYLE" + r"\.md\b",
+            r"\.\./" + "shared",
+        ]
+    )
+)
+CITATION_ROOTS = ("src", "tests", "benches", "bench", "fuzz", "docs", "tools", "deploy", "systemd", ".ci")
+CITATION_FILES = ("README.md", "CONTRIBUTING.md", "SECURITY.md", "proxy.toml.example", "Dockerfile")
+
+
+def citations() -> list:
+    """Each line of the repository's text that cites a document outside it."""
+    root = SRC.parent
+    paths = [root / f for f in CITATION_FILES]
+    for folder in CITATION_ROOTS:
+        paths += [p for p in (root / folder).rglob("*") if p.is_file()]
+    out = []
+    for path in sorted(paths):
+        if path.suffix in (".png", ".lock") or "target" in path.parts or path == Path(__file__).resolve():
+            continue
+        try:
+            lines = path.read_text().splitlines()
+        except (UnicodeDecodeError, FileNotFoundError):
+            continue
+        for number, line in enumerate(lines, 1):
+            if CITATIONS.search(line):
+                out.append(
+                    f"{path.relative_to(root)}:{number}: cites a document outside the repository: "
+                    f"{line.strip()[:100]}"
+                )
+    return out
+
+
 def main() -> int:
     files = {module_of(p): p for p in SRC.rglob("*.rs") if p.name != "main.rs"}
     texts = {m: strip_comments(p.read_text()) for m, p in files.items()}
@@ -209,42 +351,50 @@ def main() -> int:
             for t in sorted(edges[m]):
                 print(f"{'::'.join(m) or 'lib'} -> {'::'.join(t) or 'lib'}")
 
-    # Tarjan's strongly connected components: any with two or more files is a cycle.
-    index, low, stack, on, sccs = {}, {}, [], set(), []
-
-    def visit(v):
-        index[v] = low[v] = len(index)
-        stack.append(v)
-        on.add(v)
-        for w in edges[v]:
-            if w not in index:
-                visit(w)
-                low[v] = min(low[v], low[w])
-            elif w in on:
-                low[v] = min(low[v], index[w])
-        if low[v] == index[v]:
-            comp = []
-            while True:
-                w = stack.pop()
-                on.discard(w)
-                comp.append(w)
-                if w == v:
-                    break
-            if len(comp) > 1:
-                sccs.append(comp)
-
-    sys.setrecursionlimit(10000)
-    for v in files:
-        if v not in index:
-            visit(v)
-    for comp in sccs:
+    for comp in cycles(edges):
         names = sorted(str(files[c].relative_to(SRC.parent)) for c in comp)
-        problems.append("import cycle between " + ", ".join(names))
+        problems.append("import cycle between files " + ", ".join(names))
+
+    modules = {}
+    for m, targets in edges.items():
+        for t in targets:
+            if m[:1] != t[:1]:
+                modules.setdefault(m[:1], set()).add(t[:1])
+                modules.setdefault(t[:1], set())
+    if "--modules" in sys.argv:
+        for m in sorted(modules):
+            for t in sorted(modules[m]):
+                behind = sorted(
+                    f"{'::'.join(a) or 'lib'} -> {'::'.join(b) or 'lib'}"
+                    for a in edges
+                    for b in edges[a]
+                    if a[:1] == m and b[:1] == t
+                )
+                print(f"{'::'.join(m) or 'lib'} -> {'::'.join(t) or 'lib'}   ({'; '.join(behind)})")
+    for comp in cycles(modules):
+        names = sorted("::".join(c) or "lib" for c in comp)
+        problems.append("import cycle between modules " + ", ".join(names))
+    for leaf in LEAVES:
+        if modules.get((leaf,)):
+            used = ", ".join(sorted("::".join(t) or "lib" for t in modules[(leaf,)]))
+            problems.append(f"the leaf {leaf} imports {used} (leaves import nothing from the crate)")
+
+    long_functions = function_lengths()
+    for where, name, length in long_functions:
+        if length > MAX_FN_LINES:
+            problems.append(f"{where}: fn {name} is {length} lines (limit {MAX_FN_LINES})")
+    problems += citations()
 
     for problem in problems:
         print(problem, file=sys.stderr)
     if not problems:
-        print(f"layout OK: {len(files)} files, none above {MAX_LINES} lines, no import cycle")
+        longest = max(long_functions, key=lambda f: f[2], default=("", "", 0))
+        print(
+            f"layout OK: {len(files)} files, none above {MAX_LINES} lines; no function above "
+            f"{MAX_FN_LINES} lines (longest: {longest[1]}, {longest[2]}, {longest[0]}); no import "
+            f"cycle between files or between {len(modules)} modules; leaves are leaves; no "
+            "citation of a document outside the repository"
+        )
     return 1 if problems else 0
 
 
