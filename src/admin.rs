@@ -17,11 +17,11 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use serde_json::json;
 use tokio::net::TcpListener;
 
-use crate::config::TokenMode;
 use crate::error::ProxyError;
 use crate::inbound::{forbidden_host, single_host};
 use crate::live::Live;
 use crate::respond;
+use crate::token::TokenMode;
 use crate::token::TokenState;
 
 /// Time a probe or scraper gets to send its request head.

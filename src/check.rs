@@ -4,7 +4,8 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use crate::config::{Config, DelegateSet, Egress, RefreshOn, TrustRoots};
+use crate::config::{Config, DelegateSet, RefreshOn, TrustRoots};
+use crate::upstream::Egress;
 
 /// What reloads the config: SIGHUP, and a change to which files.
 fn reload(c: &Config) -> String {

@@ -4,9 +4,10 @@
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use crate::config::{Config, TokenMode};
+use crate::config::Config;
 use crate::routes::{Route, RouteTable};
-use crate::token::{Token, TokenError, TokenKey, TokenSource};
+use crate::token::TokenMode;
+use crate::token::{StsClient, Token, TokenError, TokenKey, TokenSource};
 
 /// Why no token could be shown.
 #[derive(Debug, thiserror::Error)]
@@ -66,7 +67,8 @@ pub async fn fetch(config: &Config, prefix: &str) -> Result<Fetched, InspectErro
         .client_config()
         .map_err(InspectError::Setup)?;
     let metrics = Arc::new(crate::metrics::Metrics::new());
-    let tokens = TokenSource::new(config, tls, metrics).map_err(InspectError::Setup)?;
+    let sts = StsClient::new(&config.sts_client_config(), &tls).map_err(InspectError::Setup)?;
+    let tokens = TokenSource::new(config.token_config(), sts, metrics);
     // A token for this command alone, whatever the route's mode: never one from a cache.
     let token = tokens.get(&key, TokenMode::PerRequest).await?;
     Ok(Fetched { route, key, token })

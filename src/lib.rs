@@ -16,6 +16,7 @@ pub mod demo;
 pub mod error;
 pub mod files;
 pub mod headers;
+pub mod host;
 pub mod inbound;
 pub mod inspect;
 pub mod live;
@@ -26,6 +27,7 @@ pub mod proxy;
 pub mod request_body;
 pub mod respond;
 pub mod routes;
+mod secret;
 pub mod server;
 pub mod service;
 pub mod simulator;
@@ -44,6 +46,7 @@ use tokio::sync::{mpsc, oneshot};
 
 pub use config::Config;
 pub use error::ProxyError;
+pub use secret::Secret;
 
 use crate::config::ConfigError;
 use crate::live::{Live, Reloaded};

@@ -14,14 +14,14 @@ use std::time::Duration;
 use anyhow::Context as _;
 use arc_swap::ArcSwap;
 use tokio::task::JoinHandle;
-use tokio_rustls::TlsAcceptor;
 
-use crate::config::{Config, DelegateSet, TokenMode};
-use crate::inbound::{ApiKeys, HostGuard, InboundPolicy};
+use crate::config::{Config, DelegateSet};
+use crate::inbound::InboundPolicy;
 use crate::metrics::Metrics;
 use crate::proxy::Proxy;
 use crate::routes::RouteTable;
-use crate::token::{TokenKey, TokenSource};
+use crate::token::TokenMode;
+use crate::token::{StsClient, TokenKey, TokenSource};
 use crate::upstream::Upstream;
 
 /// The current request path and the config it was built from.
@@ -127,7 +127,7 @@ impl Live {
     pub async fn reload(&self, config: Config) -> anyhow::Result<Reloaded> {
         {
             let state = self.lock();
-            if let Some(refusal) = listener_change(&state.config, &config) {
+            if let Some(refusal) = state.config.listener_change(&config) {
                 anyhow::bail!("{refusal}");
             }
         }
@@ -136,8 +136,8 @@ impl Live {
         let (discarded, need_restart) = {
             let state = self.lock();
             (
-                discarded_credentials(&state.config, &config),
-                restart_settings(&state.config, &config),
+                state.config.discarded_credentials(&config),
+                state.config.restart_settings(&config),
             )
         };
         let kept_tokens = proxy
@@ -198,49 +198,21 @@ pub fn build(config: &Config, local: SocketAddr, metrics: &Arc<Metrics>) -> anyh
         .client_config()
         .map_err(anyhow::Error::msg)
         .context("TLS client configuration")?;
-    let tokens = TokenSource::new(config, tls.clone(), metrics.clone())
+    let sts = StsClient::new(&config.sts_client_config(), &tls)
         .map_err(anyhow::Error::msg)
         .context("STS client")?;
-    let upstream = Upstream::new(&config.upstream, &config.outbound.api, tls)
+    let tokens = TokenSource::new(config.token_config(), sts, metrics.clone());
+    let upstream = Upstream::new(&config.api_client_config(), &tls)
         .map_err(anyhow::Error::msg)
         .context("upstream client")?;
-    let inbound = InboundPolicy {
-        hosts: HostGuard::new(local, &config.listen.allowed_hosts),
-        keys: ApiKeys::new(&config.listen.api_keys),
-        tls: config
-            .listen
-            .tls
-            .as_ref()
-            .map(|t| TlsAcceptor::from(t.server.clone())),
-    };
     Ok(Proxy::new(
         RouteTable::new(&config.routes, &config.token),
         tokens,
         upstream,
-        inbound,
+        InboundPolicy::new(&config.inbound_config(), local),
         metrics.clone(),
         config.listen.body_timeout,
     ))
-}
-
-/// Credentials of `new` whose tokens cannot be reused: new ones, changed id or secret, and all of
-/// them when the STS, its trust roots or the token lifetimes changed.
-fn discarded_credentials(old: &Config, new: &Config) -> Vec<String> {
-    let everything = old.sts.token_url != new.sts.token_url
-        || old.outbound.trust != new.outbound.trust
-        || old.token.max_age != new.token.max_age
-        || old.token.refresh_before_expiry != new.token.refresh_before_expiry;
-    new.credentials
-        .iter()
-        .filter(|(name, credential)| {
-            everything
-                || old.credentials.get(*name).is_none_or(|was| {
-                    was.client_id != credential.client_id
-                        || was.client_secret != credential.client_secret
-                })
-        })
-        .map(|(name, _)| name.clone())
-        .collect()
 }
 
 /// The (credential, delegate) pairs whose tokens `config` uses, base tokens of delegates included:
@@ -264,42 +236,6 @@ fn token_labels(config: &Config) -> Vec<(String, Option<String>)> {
     pairs
 }
 
-/// Why a reload must be refused because it changes the data-plane listener itself: applying the
-/// rest would leave the port where it was (judged by the new address's rules: a loopback config
-/// still listening on 0.0.0.0 without keys), or turn an HTTPS port into plain HTTP in place.
-fn listener_change(old: &Config, new: &Config) -> Option<String> {
-    if old.listen.address != new.listen.address {
-        return Some(format!(
-            "listen.address changed ({} -> {}): the listener moves only on a restart; restart \
-             to apply this config",
-            old.listen.address, new.listen.address
-        ));
-    }
-    if old.listen.tls.is_some() != new.listen.tls.is_some() {
-        return Some(
-            "[listen.tls] was added or removed: switching the port between HTTP and HTTPS takes \
-             a restart (a renewed certificate or key needs only a reload)"
-                .to_string(),
-        );
-    }
-    None
-}
-
-/// Settings that differ and that a reload cannot apply: the sockets are bound once.
-fn restart_settings(old: &Config, new: &Config) -> Vec<&'static str> {
-    let mut out = Vec::new();
-    if old.listen.max_connections != new.listen.max_connections {
-        out.push("listen.max_connections");
-    }
-    if old.admin.enabled != new.admin.enabled || old.admin.address != new.admin.address {
-        out.push("admin");
-    }
-    if old.log != new.log {
-        out.push("log");
-    }
-    out
-}
-
 /// Starts a keeper for the token of every interval-mode route (each cache key once): the token
 /// is fetched at once and kept fresh. For a `{delegate}` route that is the credential's own
 /// token, the base of its teams' updates (the teams come with the requests). Failures are logged
@@ -318,57 +254,4 @@ fn keep_tokens_warm(proxy: &Proxy) -> Vec<JoinHandle<()>> {
             tokio::spawn(async move { tokens.keep_warm(key).await })
         })
         .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn parse(text: &str, secret: &str) -> Config {
-        let secret = secret.to_string();
-        crate::config::from_toml(text, "test.toml", &move |_: &str| Some(secret.clone()))
-            .unwrap_or_else(|e| panic!("{e}"))
-    }
-
-    const TWO: &str = "[credentials.a]\nclient_id = \"a\"\nclient_secret = { env = \"S\" }\n\
-                       [credentials.b]\nclient_id = \"b\"\nclient_secret = { env = \"S\" }\n\
-                       [[routes]]\nprefix = \"/\"\ncredential = \"a\"\n\
-                       [[routes]]\nprefix = \"/b\"\ncredential = \"b\"\n";
-
-    #[test]
-    fn only_changed_credentials_are_discarded() {
-        let old = parse(TWO, "s1");
-        assert!(discarded_credentials(&old, &parse(TWO, "s1")).is_empty());
-        // Both read the same variable: a rotated secret changes both.
-        assert_eq!(discarded_credentials(&old, &parse(TWO, "s2")), ["a", "b"]);
-        let renamed = TWO.replacen("client_id = \"b\"", "client_id = \"b2\"", 1);
-        assert_eq!(discarded_credentials(&old, &parse(&renamed, "s1")), ["b"]);
-        let added = format!("{TWO}[credentials.c]\nclient_id = \"c\"\nclient_secret = \"x\"\n");
-        assert_eq!(discarded_credentials(&old, &parse(&added, "s1")), ["c"]);
-    }
-
-    #[test]
-    fn a_changed_sts_or_lifetime_discards_every_credential() {
-        let old = parse(TWO, "s1");
-        let sts = format!("[sts]\ntoken_url = \"https://sts.example/token\"\n{TWO}");
-        assert_eq!(discarded_credentials(&old, &parse(&sts, "s1")), ["a", "b"]);
-        let age = format!("[token]\nmax_age = \"30m\"\n{TWO}");
-        assert_eq!(discarded_credentials(&old, &parse(&age, "s1")), ["a", "b"]);
-    }
-
-    #[test]
-    fn listener_changes_need_a_restart() {
-        let old = parse(TWO, "s1");
-        assert!(restart_settings(&old, &parse(TWO, "s1")).is_empty());
-        assert!(listener_change(&old, &parse(TWO, "s1")).is_none());
-        let admin = format!("[listen]\nmax_connections = 5\n[admin]\nenabled = false\n{TWO}");
-        assert_eq!(
-            restart_settings(&old, &parse(&admin, "s1")),
-            ["listen.max_connections", "admin"]
-        );
-        // Moving the data-plane listener is refused rather than half applied.
-        let moved = format!("[listen]\naddress = \"127.0.0.1:8181\"\n{TWO}");
-        let refusal = listener_change(&old, &parse(&moved, "s1")).unwrap();
-        assert!(refusal.contains("listen.address"), "{refusal}");
-    }
 }

@@ -4,7 +4,8 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use crate::config::{self, DelegateSet, RefreshOn, TokenMode, TokenPolicy};
+use crate::config::{self, DelegateSet, RefreshOn, TokenPolicy};
+use crate::token::TokenMode;
 use crate::token::transaction::Transactions;
 use crate::token::{TeamFrom, TokenKey};
 

@@ -35,23 +35,25 @@ pub fn system_roots() -> (Vec<CertificateDer<'static>>, Vec<String>) {
     (found.certs, errors)
 }
 
-/// How many of `certs` rustls can use as trust roots, and how many it cannot.
-pub fn usable_roots(certs: &[CertificateDer<'static>]) -> (usize, usize) {
-    RootCertStore::empty().add_parsable_certificates(certs.iter().cloned())
-}
-
-/// A rustls client configuration (STS and API) trusting the bundled Mozilla roots if `bundled`,
-/// and `certs` (the system's and `ca_file`'s, see `config::TrustRoots::certificates`); certificates
-/// rustls cannot parse are skipped (system stores hold odd ones). Verification is always on.
-pub fn client_config<'a>(
-    bundled: bool,
-    certs: impl Iterator<Item = &'a CertificateDer<'static>>,
-) -> Result<rustls::ClientConfig, String> {
+/// An empty root store, or one holding the bundled Mozilla roots.
+pub fn root_store(bundled: bool) -> RootCertStore {
     let mut roots = RootCertStore::empty();
     if bundled {
         roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     }
-    roots.add_parsable_certificates(certs.cloned());
+    roots
+}
+
+/// Adds the certificates of `certs` rustls can use as trust roots to `roots` (each is parsed
+/// here, once); returns how many it added and how many it could not use.
+pub fn add_roots(roots: &mut RootCertStore, certs: &[CertificateDer<'static>]) -> (usize, usize) {
+    roots.add_parsable_certificates(certs.iter().cloned())
+}
+
+/// A rustls client configuration (STS and API) trusting `roots` (see `config::TrustRoots`:
+/// the bundled roots, the system's and `ca_file`'s, parsed when the config was loaded).
+/// Verification is always on.
+pub fn client_config(roots: Arc<RootCertStore>) -> Result<rustls::ClientConfig, String> {
     if roots.is_empty() {
         return Err("no trust root could be used".into());
     }

@@ -12,7 +12,7 @@ use std::sync::{Arc, OnceLock};
 
 use azure_costs_proxy::config;
 use azure_costs_proxy::headers::{self, RequestIds};
-use azure_costs_proxy::inbound::host::parse_host;
+use azure_costs_proxy::host::parse_host;
 use azure_costs_proxy::metrics::Metrics;
 use azure_costs_proxy::proxy::Proxy;
 use azure_costs_proxy::respond;

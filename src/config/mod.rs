@@ -13,6 +13,8 @@
 //! - `secret.rs`: [`Secret`] and the references to one (`{ env = .. }`, `{ file = .. }`, ...)
 //! - `diagnostics.rs`: [`ConfigError`], the line and key of a value, redaction
 
+mod changes;
+mod components;
 mod diagnostics;
 mod env;
 mod no_proxy;
@@ -31,10 +33,14 @@ use std::time::Duration;
 
 use http::{HeaderName, Uri};
 
+use crate::secret::Secret;
+use crate::token::TokenMode;
+use crate::upstream::Egress;
+
 pub use diagnostics::ConfigError;
 pub use env::from_env;
 pub use no_proxy::NoProxy;
-pub use secret::Secret;
+
 pub use source::{ConfigSource, from_toml, load, load_file, locate};
 
 /// Environment variable naming the config file when `--config` is not given.
@@ -83,28 +89,6 @@ pub type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
 /// The process environment as an [`EnvLookup`].
 pub fn process_env(name: &str) -> Option<String> {
     std::env::var(name).ok()
-}
-
-/// How a route obtains its tokens (README: "Choosing a token mode").
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TokenMode {
-    /// Cached per (credential, delegate), refreshed ahead of expiry in the background.
-    Interval,
-    /// A token issued for every proxied request alone.
-    PerRequest,
-    /// A token per burst of requests on a route.
-    PerTransaction,
-}
-
-impl TokenMode {
-    /// The name used in the config file.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TokenMode::Interval => "interval",
-            TokenMode::PerRequest => "per_request",
-            TokenMode::PerTransaction => "per_transaction",
-        }
-    }
 }
 
 /// A validated configuration. Every field is ready to use.
@@ -230,31 +214,9 @@ pub struct OutboundConfig {
     pub trust: TrustRoots,
 }
 
-/// How one target is reached.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Egress {
-    /// A direct connection; the reason, for `check` ("loopback target", "matches no_proxy", ...).
-    Direct(&'static str),
-    /// A `CONNECT` tunnel through the outbound proxy.
-    Via(ProxyEndpoint),
-}
-
-/// An outbound HTTP proxy. Its credentials are a [`Secret`]: they never print.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ProxyEndpoint {
-    /// `host:port` to connect to.
-    pub authority: http::uri::Authority,
-    /// The proxy as messages name it: `http://host:port`, never with credentials.
-    pub shown: String,
-    /// Where the proxy was set: `[outbound] proxy` or the environment variable's name.
-    pub source: String,
-    /// The `Proxy-Authorization` value (`Basic ...`), when credentials are set.
-    pub authorization: Option<Secret>,
-}
-
-/// The trust roots of the STS and the API: `[outbound] trust` and `ca_file`, read when the
-/// config is loaded (so a reload picks up a root IT has just installed).
-#[derive(Clone, PartialEq)]
+/// The trust roots of the STS and the API: `[outbound] trust` and `ca_file`, read and parsed
+/// once when the config is loaded (so a reload picks up a root IT has just installed).
+#[derive(Clone)]
 pub struct TrustRoots {
     /// The operating system's roots, when `trust` names `"system"` (else empty).
     pub system: Vec<rustls_pki_types::CertificateDer<'static>>,
@@ -266,18 +228,27 @@ pub struct TrustRoots {
     pub ca_file: Option<PathBuf>,
     /// The certificates read from `ca_file`.
     pub extra: Vec<rustls_pki_types::CertificateDer<'static>>,
+    /// All of the above that rustls can use, parsed once: the roots of the client
+    /// configuration.
+    pub store: std::sync::Arc<rustls::RootCertStore>,
 }
 
 impl TrustRoots {
-    /// The system's certificates (when used) and those of `ca_file`; the bundled roots are
-    /// [`TrustRoots::bundled`].
-    pub fn certificates(&self) -> impl Iterator<Item = &rustls_pki_types::CertificateDer<'static>> {
-        self.system.iter().chain(&self.extra)
+    /// The client configuration (STS and API) for these roots, built once per config load and
+    /// shared by both clients.
+    pub fn client_config(&self) -> Result<std::sync::Arc<rustls::ClientConfig>, String> {
+        crate::tls::client_config(self.store.clone()).map(std::sync::Arc::new)
     }
+}
 
-    /// The client configuration (STS and API) for these roots.
-    pub fn client_config(&self) -> Result<rustls::ClientConfig, String> {
-        crate::tls::client_config(self.bundled, self.certificates())
+impl PartialEq for TrustRoots {
+    /// The same sources and certificates (`store` is made of them).
+    fn eq(&self, other: &Self) -> bool {
+        self.system == other.system
+            && self.use_system == other.use_system
+            && self.bundled == other.bundled
+            && self.ca_file == other.ca_file
+            && self.extra == other.extra
     }
 }
 

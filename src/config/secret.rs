@@ -1,52 +1,18 @@
-//! Secrets: the [`Secret`] type, which never prints, and the references a config value may use
-//! instead of the secret itself: `{ env = "VAR" }`, `{ file = "/path" }` or `{ credential = "name" }`
-//! (systemd's `$CREDENTIALS_DIRECTORY`). A secret written inline is accepted; validation warns.
+//! Secret references: what a config value may write instead of the secret itself:
+//! `{ env = "VAR" }`, `{ file = "/path" }` or `{ credential = "name" }` (systemd's
+//! `$CREDENTIALS_DIRECTORY`), resolved into a [`Secret`]. A secret written inline is accepted;
+//! validation warns.
 
-use std::fmt;
 use std::path::{Path, PathBuf};
 
 use toml::Spanned;
 
 use super::diagnostics::{ConfigError, Ctx};
 use crate::files::read_limited;
+use crate::secret::Secret;
 
 /// Largest secret file read (client secret, API key).
 const MAX_SECRET_FILE: u64 = 64 * 1024;
-
-/// A secret value (client secret, inbound API key). It never prints: `Debug` and `Display` show
-/// `[redacted]`, and the memory is overwritten when it is dropped.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps a value that must not be printed.
-    pub fn new(value: impl Into<String>) -> Self {
-        Secret(value.into())
-    }
-
-    /// The secret itself, for the one place that must send it (the STS form body).
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("[redacted]")
-    }
-}
-
-impl fmt::Display for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("[redacted]")
-    }
-}
-
-impl Drop for Secret {
-    fn drop(&mut self) {
-        zeroize::Zeroize::zeroize(&mut self.0);
-    }
-}
 
 /// The secret a config value holds or points at; `key` names the value in errors.
 pub(super) fn resolve_secret(
@@ -166,7 +132,7 @@ fn read_secret_file(path: &Path) -> Result<Secret, String> {
     if text.is_empty() {
         return Err("the file is empty".into());
     }
-    Ok(Secret(text))
+    Ok(Secret::new(text))
 }
 
 #[cfg(test)]
@@ -254,11 +220,5 @@ mod tests {
         .unwrap_err();
         assert!(e.message.contains("larger than"), "{e}");
         let _ = std::fs::remove_dir_all(&dir);
-    }
-
-    #[test]
-    fn secret_debug_is_redacted() {
-        let s = Secret::new("top");
-        assert_eq!(format!("{s:?} {s}"), "[redacted] [redacted]");
     }
 }

@@ -10,7 +10,7 @@ use http::header::{self, HeaderMap, HeaderValue};
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
-use crate::config::Secret;
+use crate::secret::Secret;
 
 /// The `WWW-Authenticate` challenges of a 401: both schemes a key is accepted in.
 pub const CHALLENGES: [&str; 2] = [

@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 
-use super::host::{HostPort, normalize_host, parse_host};
+use crate::host::{HostPort, default_port, normalize_host, parse_host};
 
 /// Names the `Host` header may carry (DNS-rebinding guard): a web page that resolves its own name
 /// to 127.0.0.1 still sends its own name as `Host`, and is refused.
@@ -40,11 +40,7 @@ impl HostGuard {
         };
         let port = authority
             .port_u16()
-            .unwrap_or(if target.scheme_str() == Some("https") {
-                443
-            } else {
-                80
-            });
+            .unwrap_or_else(|| default_port(target.scheme()));
         port == self.port && self.accepts(authority.as_str())
     }
 

@@ -3,8 +3,10 @@
 //! proxy's routes.
 
 mod api_keys;
-pub mod host;
 mod host_guard;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
 
 use http::header::{self, HeaderValue};
 use http::request::Parts;
@@ -15,6 +17,19 @@ pub use api_keys::{ApiKeys, CHALLENGES};
 pub use host_guard::HostGuard;
 
 use crate::error::ProxyError;
+use crate::secret::Secret;
+
+/// What an [`InboundPolicy`] is built from: `listen.allowed_hosts`, `listen.api_keys` and the
+/// server side of `[listen.tls]`.
+#[derive(Clone)]
+pub struct InboundConfig {
+    /// Extra accepted `Host` names; `["*"]` turns the check off.
+    pub allowed_hosts: Vec<String>,
+    /// Keys a client must present; empty means none is required.
+    pub api_keys: Vec<Secret>,
+    /// HTTPS towards clients; `None` serves plain HTTP.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+}
 
 /// The inbound side of one configuration: the `Host` guard, the API keys and the TLS acceptor.
 pub struct InboundPolicy {
@@ -37,6 +52,15 @@ impl std::fmt::Debug for InboundPolicy {
 }
 
 impl InboundPolicy {
+    /// The policy of `config` on the listener bound to `local`.
+    pub fn new(config: &InboundConfig, local: SocketAddr) -> Self {
+        InboundPolicy {
+            hosts: HostGuard::new(local, &config.allowed_hosts),
+            keys: ApiKeys::new(&config.api_keys),
+            tls: config.tls.clone().map(TlsAcceptor::from),
+        }
+    }
+
     /// Whether the request may come in at all: not CONNECT, a target and `Host` that name this
     /// proxy, and an accepted API key where keys are set. In that order: a client with no key
     /// learns nothing about the routes, a foreign page not even whether keys are required.

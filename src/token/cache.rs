@@ -188,7 +188,7 @@ mod tests {
     use std::time::{Instant, SystemTime};
 
     use super::*;
-    use crate::config::Secret;
+    use crate::secret::Secret;
     use crate::token::sts::Issued;
 
     /// A token of one hour sent at `sent_at`: due for refresh 50 minutes later.

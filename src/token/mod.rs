@@ -7,7 +7,8 @@
 //! a token for one request alone. All share the fetch path (issue, then update for a delegate), the
 //! error type and the backoff, which is kept per (credential, delegate) whatever the transaction.
 //!
-//! Files: `source.rs` (the policies and the fetch path), `cache.rs` (the two token caches),
+//! Files: `config.rs` (what a token source is built from: [`TokenConfig`], [`TokenMode`]),
+//! `source.rs` (the policies and the fetch path), `cache.rs` (the two token caches),
 //! `key.rs` (the cache key),
 //! `token.rs` (a token and its age), `error.rs` (what failed), `backoff.rs` (STS failures and 401
 //! refusals), `sts.rs` (the HTTP calls), `schedule.rs` (timing rules), `transaction.rs`
@@ -15,6 +16,7 @@
 
 mod backoff;
 mod cache;
+mod config;
 mod error;
 mod key;
 pub mod schedule;
@@ -27,7 +29,9 @@ pub mod transaction;
 
 pub use backoff::REFUSAL_WINDOW;
 pub use cache::MAX_PATH_TEAMS;
+pub use config::{Credential, TokenConfig, TokenMode};
 pub use error::{Step, StsFailure, TokenError};
 pub use key::{TeamFrom, TokenKey};
 pub use source::{TokenSource, TokenState};
+pub use sts::{StsClient, StsClientConfig};
 pub use token::Token;

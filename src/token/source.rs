@@ -12,14 +12,15 @@ use std::time::{Duration, Instant, SystemTime};
 use moka::future::Cache;
 use moka::ops::compute::Op;
 
+use super::TokenMode;
 use super::backoff::Backoff;
 use super::cache::TokenCaches;
+use super::config::{Credential, TokenConfig};
 use super::error::{Step, StsFailure, TokenError};
 use super::key::TokenKey;
 use super::schedule;
 use super::sts::{Issued, StsClient};
 use super::token::Token;
-use crate::config::{Config, CredentialConfig, TokenMode};
 use crate::metrics::Metrics;
 
 /// What `/readyz` says about a route's token.
@@ -65,7 +66,7 @@ type StsAnswer = Result<(Issued, Instant, SystemTime), StsFailure>;
 
 struct Inner {
     sts: StsClient,
-    credentials: HashMap<Arc<str>, CredentialConfig>,
+    credentials: HashMap<Arc<str>, Credential>,
     max_age: Duration,
     refresh_before: Duration,
     caches: TokenCaches,
@@ -88,39 +89,25 @@ impl fmt::Debug for TokenSource {
 }
 
 impl TokenSource {
-    /// A token source for the config's credentials and token policy; STS calls and token
-    /// expiries are counted in `metrics`.
-    pub fn new(
-        config: &Config,
-        tls: rustls::ClientConfig,
-        metrics: Arc<Metrics>,
-    ) -> Result<Self, String> {
-        let sts = StsClient::new(
-            &config.sts.token_url,
-            config.sts.timeout,
-            config.upstream.connect_timeout,
-            // A budget of its own, as large as the API's: STS calls are single-flight, except
-            // in per_request mode, where one goes with each request.
-            config.upstream.max_connections,
-            &config.outbound.sts,
-            tls,
-        )?;
+    /// A token source for `config`'s credentials and token lifetimes, fetching from `sts`; STS
+    /// calls and token expiries are counted in `metrics`.
+    pub fn new(config: TokenConfig, sts: StsClient, metrics: Arc<Metrics>) -> Self {
         let credentials = config
             .credentials
-            .iter()
-            .map(|(name, c)| (Arc::from(name.as_str()), c.clone()))
+            .into_iter()
+            .map(|(name, c)| (Arc::from(name.as_str()), c))
             .collect();
-        Ok(TokenSource {
+        TokenSource {
             inner: Arc::new(Inner {
                 sts,
                 credentials,
-                max_age: config.token.max_age,
-                refresh_before: config.token.refresh_before_expiry,
+                max_age: config.max_age,
+                refresh_before: config.refresh_before_expiry,
                 caches: TokenCaches::new(),
                 backoff: Backoff::new(),
                 metrics,
             }),
-        })
+        }
     }
 
     /// Takes over from `previous` (the source of the config before a reload) the shared tokens,
@@ -458,7 +445,7 @@ impl TokenSource {
     }
 
     /// The configuration of the credential of `key`.
-    fn credential(&self, key: &TokenKey) -> Result<&CredentialConfig, TokenError> {
+    fn credential(&self, key: &TokenKey) -> Result<&Credential, TokenError> {
         self.inner.credentials.get(&key.credential).ok_or_else(|| {
             let reason = "no such credential in the configuration".to_string();
             TokenError::unavailable(key, Step::Issue, reason)
@@ -534,7 +521,8 @@ mod tests {
             crate::config::from_toml(&text, "test.toml", &move |_: &str| Some(secret.clone()))
                 .unwrap_or_else(|e| panic!("{e}"));
         let tls = config.outbound.trust.client_config().unwrap();
-        TokenSource::new(&config, tls, Arc::new(Metrics::new())).unwrap()
+        let sts = StsClient::new(&config.sts_client_config(), &tls).unwrap();
+        TokenSource::new(config.token_config(), sts, Arc::new(Metrics::new()))
     }
 
     #[tokio::test]

@@ -1,18 +1,21 @@
 //! The Azure Costs STS calls, exactly as the vendor documents them: client credentials as a form
 //! body, `update_token` as JSON with the issued token as Bearer; both answer with a JSON token.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use http::Uri;
 use http::header::{self, HeaderValue};
 use http_body_util::{BodyExt, Either, Full};
 use serde::Deserialize;
 
+use super::config::Credential;
 use super::error::StsFailure;
 use super::schedule::DEFAULT_EXPIRES_IN;
 use crate::cause::innermost;
-use crate::config::{CredentialConfig, Egress, Secret};
-use crate::upstream::{Limits, Upstream, UpstreamError};
+use crate::secret::Secret;
+use crate::upstream::{Egress, Limits, OriginConfig, Upstream, UpstreamError};
 
 /// `User-Agent` of the STS calls.
 const USER_AGENT: &str = concat!("azure-costs-proxy/", env!("CARGO_PKG_VERSION"));
@@ -31,6 +34,43 @@ pub struct Issued {
     pub expires_in: Duration,
     /// `token_type` as the STS named it (`Bearer` when it did not, or named something odd).
     pub token_type: String,
+}
+
+/// What an [`StsClient`] is built from (`[sts]`, with the connection limits of `[upstream]`
+/// and the way out of `[outbound]`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StsClientConfig {
+    /// The token endpoint, reached within these limits (connect timeout at most `timeout`),
+    /// the way its egress says.
+    pub origin: OriginConfig,
+    /// Time allowed for one call, answer included.
+    pub timeout: Duration,
+}
+
+impl StsClientConfig {
+    /// The client config for `token_url`: `timeout` per call, connections within
+    /// `connect_timeout` (never longer than a call) and `max_connections`, reached via `egress`.
+    pub fn new(
+        token_url: Uri,
+        timeout: Duration,
+        connect_timeout: Duration,
+        max_connections: usize,
+        egress: Egress,
+    ) -> Self {
+        let limits = Limits {
+            timeout,
+            connect_timeout: connect_timeout.min(timeout),
+            max_connections,
+        };
+        StsClientConfig {
+            origin: OriginConfig {
+                url: token_url,
+                limits,
+                egress,
+            },
+            timeout,
+        }
+    }
 }
 
 /// Talks to one STS token endpoint, through the same pooled client (and outbound proxy tunnel)
@@ -60,36 +100,25 @@ struct ErrorAnswer {
 }
 
 impl StsClient {
-    /// A client for `token_url`, reached the way `egress` says, with the given TLS settings and
-    /// per-call timeout. Redirects are not followed (the client never does): the form body
-    /// carries the client secret.
-    pub fn new(
-        token_url: &http::Uri,
-        timeout: Duration,
-        connect_timeout: Duration,
-        max_connections: usize,
-        egress: &Egress,
-        tls: rustls::ClientConfig,
-    ) -> Result<Self, String> {
-        let limits = Limits {
-            timeout,
-            connect_timeout: connect_timeout.min(timeout),
-            max_connections,
-        };
-        let http = Upstream::to(token_url, limits, egress, tls)?;
-        let path = token_url
+    /// A client for the token endpoint of `config`, trusting the roots of `tls`. Redirects are
+    /// not followed (the client never does): the form body carries the client secret.
+    pub fn new(config: &StsClientConfig, tls: &Arc<rustls::ClientConfig>) -> Result<Self, String> {
+        let http = Upstream::new(&config.origin, tls)?;
+        let path = config
+            .origin
+            .url
             .path_and_query()
             .map_or("/", |pq| pq.as_str())
             .to_string();
         Ok(StsClient {
             http,
             path,
-            timeout,
+            timeout: config.timeout,
         })
     }
 
     /// The client-credentials grant.
-    pub async fn issue(&self, credential: &CredentialConfig) -> Result<Issued, StsFailure> {
+    pub async fn issue(&self, credential: &Credential) -> Result<Issued, StsFailure> {
         // Sized up front (percent-encoding at most triples a byte), so that no reallocation
         // leaves a copy of the secret behind; the buffer itself becomes the body, uncopied.
         let secret = credential.client_secret.expose();

@@ -9,7 +9,7 @@ use http::HeaderValue;
 
 use super::schedule::{self, Schedule};
 use super::sts::Issued;
-use crate::config::Secret;
+use crate::secret::Secret;
 
 /// A token ready to send: the precomputed `Authorization` value and its timing.
 pub struct Token {

@@ -16,8 +16,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tower_service::Service;
 
+use super::egress::ProxyEndpoint;
 use crate::cause::innermost;
-use crate::config::ProxyEndpoint;
 
 /// Largest answer head to `CONNECT` read.
 const MAX_CONNECT_ANSWER: usize = 16 * 1024;
@@ -118,11 +118,7 @@ fn target_authority(target: &Uri) -> Option<String> {
     let host = target.host().filter(|h| !h.is_empty())?;
     let port = target
         .port_u16()
-        .unwrap_or(if target.scheme_str() == Some("http") {
-            80
-        } else {
-            443
-        });
+        .unwrap_or_else(|| crate::host::default_port(target.scheme()));
     Some(format!("{host}:{port}"))
 }
 
@@ -250,7 +246,7 @@ fn printable(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Secret;
+    use crate::secret::Secret;
 
     fn proxy(auth: bool) -> ProxyEndpoint {
         ProxyEndpoint {

@@ -5,6 +5,7 @@
 
 mod body;
 mod connect;
+mod egress;
 mod error;
 mod pool;
 
@@ -17,15 +18,16 @@ use http::{Request, Response, Uri, Version};
 use hyper_util::client::legacy::connect::HttpConnector;
 
 pub use body::PooledBody;
+pub use egress::{Egress, ProxyEndpoint};
 pub use error::UpstreamError;
 pub use pool::UpstreamBody;
 
 use crate::cause::innermost;
-use crate::config;
+use crate::host::default_port;
 use pool::{Conn, Pool};
 
 /// The timeouts and the connection budget of an [`Upstream`].
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     /// For each response head and each gap in a response body.
     pub timeout: Duration,
@@ -34,6 +36,17 @@ pub struct Limits {
     pub connect_timeout: Duration,
     /// Connections open at once, busy or idle (HTTP/2 multiplexes on one).
     pub max_connections: usize,
+}
+
+/// What an [`Upstream`] is built from: the origin, its limits and the way there.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OriginConfig {
+    /// Scheme and authority of the origin; its path is the base path of every request.
+    pub url: Uri,
+    /// Timeouts and the connection budget.
+    pub limits: Limits,
+    /// Direct, or through the outbound proxy.
+    pub egress: Egress,
 }
 
 /// The upstream API client. Cheap to share; connections are pooled.
@@ -54,38 +67,23 @@ pub struct Upstream {
 }
 
 impl Upstream {
-    /// A client for the configured upstream, reached the way `egress` says.
-    pub fn new(
-        cfg: &config::UpstreamConfig,
-        egress: &config::Egress,
-        tls: rustls::ClientConfig,
-    ) -> Result<Self, String> {
-        let limits = Limits {
-            timeout: cfg.timeout,
-            connect_timeout: cfg.connect_timeout,
-            max_connections: cfg.max_connections,
-        };
-        Self::to(&cfg.url, limits, egress, tls)
-    }
-
-    /// A client for the origin of `url` (the STS uses one too), within `limits`.
-    pub fn to(
-        url: &Uri,
-        limits: Limits,
-        egress: &config::Egress,
-        tls: rustls::ClientConfig,
-    ) -> Result<Self, String> {
+    /// A client for the origin of `config` (the API, or the STS), trusting the roots of `tls`.
+    pub fn new(config: &OriginConfig, tls: &Arc<rustls::ClientConfig>) -> Result<Self, String> {
+        let OriginConfig {
+            url,
+            limits,
+            egress,
+        } = config;
         let Limits {
             timeout,
             connect_timeout,
             max_connections,
-        } = limits;
+        } = *limits;
         let scheme = url.scheme().cloned().ok_or("the URL has no scheme")?;
         let authority = url.authority().cloned().ok_or("the URL has no host")?;
         // Like a browser: the port only when it is not the scheme's default.
-        let default_port = if scheme == Scheme::HTTPS { 443 } else { 80 };
         let host = match authority.port_u16() {
-            Some(port) if port != default_port => authority.as_str(),
+            Some(port) if port != default_port(Some(&scheme)) => authority.as_str(),
             _ => authority.host(),
         };
         let host = HeaderValue::from_str(host)
@@ -96,11 +94,11 @@ impl Upstream {
         http.set_connect_timeout(Some(connect_timeout));
         http.set_keepalive(Some(Duration::from_secs(60)));
         let via = match egress {
-            config::Egress::Direct(_) => None,
-            config::Egress::Via(proxy) => Some(proxy.clone()),
+            Egress::Direct(_) => None,
+            Egress::Via(proxy) => Some(proxy.clone()),
         };
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
+            .with_tls_config(rustls::ClientConfig::clone(tls))
             .https_or_http()
             .enable_all_versions()
             .wrap_connector(connect::Connector::new(http, via, connect_timeout));

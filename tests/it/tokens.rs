@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 
 use crate::support::tokio;
 use crate::support::{Proxy, TestConfig, client, route, simulator};
-use azure_costs_proxy::config::TokenMode;
 use azure_costs_proxy::simulator::StsFault;
-use azure_costs_proxy::token::{Token, TokenError, TokenKey, TokenSource};
+use azure_costs_proxy::token::TokenMode;
+use azure_costs_proxy::token::{StsClient, Token, TokenError, TokenKey, TokenSource};
 
 #[tokio::test]
 async fn many_sequential_requests_cause_one_sts_call() {
@@ -120,8 +120,9 @@ async fn concurrent_misses_wait_for_one_held_sts_call() {
     sim.hold_sts();
     let cfg = TestConfig::new().parse(&sim);
     let metrics = Arc::new(azure_costs_proxy::metrics::Metrics::new());
-    let tokens =
-        TokenSource::new(&cfg, cfg.outbound.trust.client_config().unwrap(), metrics).unwrap();
+    let tls = cfg.outbound.trust.client_config().unwrap();
+    let sts = StsClient::new(&cfg.sts_client_config(), &tls).unwrap();
+    let tokens = TokenSource::new(cfg.token_config(), sts, metrics);
     let key = TokenKey::new(Arc::from("default"), None);
     type Pending = Pin<Box<dyn Future<Output = Result<Arc<Token>, TokenError>> + Send>>;
     let mut waiting: Vec<Pending> = (0..100)

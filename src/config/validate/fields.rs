@@ -8,9 +8,10 @@ use std::time::Duration;
 use http::Uri;
 use toml::Spanned;
 
+use crate::config::RefreshOn;
 use crate::config::diagnostics::{ConfigError, Ctx};
-use crate::config::{RefreshOn, TokenMode};
-use crate::inbound::host::is_loopback_host;
+use crate::host::is_loopback_host;
+use crate::token::TokenMode;
 
 /// A humantime duration (`"30s"`, `"5m"`), longer than zero; `default` when the key is absent.
 pub(super) fn duration(

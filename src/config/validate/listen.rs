@@ -9,9 +9,10 @@ use crate::config::diagnostics::{ConfigError, Ctx};
 use crate::config::raw::RawListen;
 use crate::config::secret::resolve_secret;
 use crate::config::{
-    DEFAULT_BODY_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_SHUTDOWN_GRACE, ListenConfig, Secret,
+    DEFAULT_BODY_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_SHUTDOWN_GRACE, ListenConfig,
 };
-use crate::inbound::host::normalize_host;
+use crate::host::normalize_host;
+use crate::secret::Secret;
 
 /// Longest inbound API key accepted.
 const MAX_API_KEY: usize = 512;

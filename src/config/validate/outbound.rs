@@ -5,14 +5,16 @@ use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
 use http::Uri;
-use http::uri::Authority;
+use http::uri::{Authority, Scheme};
 use toml::Spanned;
 
 use crate::config::diagnostics::{ConfigError, Ctx};
 use crate::config::raw::{RawOutbound, RawProxyAuth};
 use crate::config::secret::resolve_secret;
-use crate::config::{Egress, NoProxy, OutboundConfig, ProxyEndpoint, Secret, TrustRoots};
-use crate::inbound::host::is_loopback_host;
+use crate::config::{NoProxy, OutboundConfig, TrustRoots};
+use crate::host::{default_port, is_loopback_host};
+use crate::secret::Secret;
+use crate::upstream::{Egress, ProxyEndpoint};
 
 /// Checks `[outbound]` for the two targets; `upstream_ca_file` is `[upstream] ca_file`, the old
 /// place of `ca_file`, still read.
@@ -248,7 +250,7 @@ fn endpoint(
     // `http://proxy` is port 80, as for any http URL.
     let authority: Authority = match authority.port_u16() {
         Some(_) => authority,
-        None => format!("{}:80", authority.host())
+        None => format!("{}:{}", authority.host(), default_port(Some(&Scheme::HTTP)))
             .parse()
             .map_err(|_| bad("not a host with an optional port"))?,
     };
@@ -319,49 +321,22 @@ fn trust(
     upstream_ca_file: Option<Spanned<String>>,
     warnings: &mut Vec<String>,
 ) -> Result<TrustRoots, ConfigError> {
-    let (mut use_system, mut bundled) = (true, true);
-    if let Some(list) = &raw.trust {
-        (use_system, bundled) = (false, false);
-        for item in list.get_ref() {
-            match item.get_ref().as_str() {
-                "system" => use_system = true,
-                "bundled" => bundled = true,
-                other => {
-                    return Err(ctx.error(
-                        Some(item.span()),
-                        "outbound.trust",
-                        format!("`{other}` is not a trust source"),
-                        "write [\"system\", \"bundled\"], or one of them",
-                    ));
-                }
-            }
-        }
-    }
-    let (ca_file, ca_key) = match (&raw.ca_file, upstream_ca_file) {
-        (Some(_), Some(old)) => {
-            return Err(ctx.error(
-                Some(old.span()),
-                "upstream.ca_file",
-                "ca_file is set in both [outbound] and [upstream]",
-                "keep it in [outbound] only ([upstream] ca_file is its old place)",
-            ));
-        }
-        (Some(f), None) => (Some(f.clone()), "outbound.ca_file"),
-        (None, old) => (old, "upstream.ca_file"),
-    };
+    let (use_system, bundled) = trust_sources(ctx, raw)?;
+    let mut store = crate::tls::root_store(bundled);
+    let ca_file = ca_file(ctx, raw, upstream_ca_file)?;
     let extra = match &ca_file {
         None => Vec::new(),
-        Some(f) => {
+        Some((f, key)) => {
             let bad = |e: String| {
                 ctx.error(
                     Some(f.span()),
-                    ca_key,
+                    key,
                     format!("cannot use {} as trust roots: {e}", f.get_ref()),
                     "point ca_file at a readable PEM file of CA certificates",
                 )
             };
             let certs = crate::tls::read_pem_certs(Path::new(f.get_ref())).map_err(bad)?;
-            let (_, unusable) = crate::tls::usable_roots(&certs);
+            let (_, unusable) = crate::tls::add_roots(&mut store, &certs);
             if unusable > 0 {
                 return Err(bad(format!(
                     "{unusable} of its {} certificates cannot be a trust root",
@@ -376,7 +351,7 @@ fn trust(
         for e in errors {
             warnings.push(format!("the system trust store: {e}"));
         }
-        let usable = crate::tls::usable_roots(&certs).0;
+        let usable = crate::tls::add_roots(&mut store, &certs).0;
         if usable == 0 {
             warnings.push(
                 "the system trust store holds no usable certificate (on Linux: SSL_CERT_FILE, \
@@ -401,9 +376,52 @@ fn trust(
         system,
         use_system,
         bundled,
-        ca_file: ca_file.map(|f| PathBuf::from(f.into_inner())),
+        ca_file: ca_file.map(|(f, _)| PathBuf::from(f.into_inner())),
         extra,
+        store: std::sync::Arc::new(store),
     })
+}
+
+/// `[outbound] trust`: whether the system store and the bundled roots are trusted (both when
+/// it is not set).
+fn trust_sources(ctx: &Ctx<'_>, raw: &RawOutbound) -> Result<(bool, bool), ConfigError> {
+    let Some(list) = &raw.trust else {
+        return Ok((true, true));
+    };
+    let (mut use_system, mut bundled) = (false, false);
+    for item in list.get_ref() {
+        match item.get_ref().as_str() {
+            "system" => use_system = true,
+            "bundled" => bundled = true,
+            other => {
+                return Err(ctx.error(
+                    Some(item.span()),
+                    "outbound.trust",
+                    format!("`{other}` is not a trust source"),
+                    "write [\"system\", \"bundled\"], or one of them",
+                ));
+            }
+        }
+    }
+    Ok((use_system, bundled))
+}
+
+/// `ca_file`, from `[outbound]` or its old place in `[upstream]` (not both), with its key.
+fn ca_file(
+    ctx: &Ctx<'_>,
+    raw: &RawOutbound,
+    upstream_ca_file: Option<Spanned<String>>,
+) -> Result<Option<(Spanned<String>, &'static str)>, ConfigError> {
+    match (&raw.ca_file, upstream_ca_file) {
+        (Some(_), Some(old)) => Err(ctx.error(
+            Some(old.span()),
+            "upstream.ca_file",
+            "ca_file is set in both [outbound] and [upstream]",
+            "keep it in [outbound] only ([upstream] ca_file is its old place)",
+        )),
+        (Some(f), None) => Ok(Some((f.clone(), "outbound.ca_file"))),
+        (None, old) => Ok(old.map(|f| (f, "upstream.ca_file"))),
+    }
 }
 
 #[cfg(test)]

@@ -8,7 +8,8 @@ use toml::Spanned;
 use super::fields::{duration, refresh_on, token_mode};
 use crate::config::diagnostics::{ConfigError, Ctx};
 use crate::config::raw::RawToken;
-use crate::config::{MAX_TOKEN_AGE, RefreshOn, TokenMode, TokenPolicy};
+use crate::config::{MAX_TOKEN_AGE, RefreshOn, TokenPolicy};
+use crate::token::TokenMode;
 
 /// Headers that cannot name a transaction: credentials, connection-level and per-request headers
 /// would keep a secret in memory or make every request a transaction of its own.

@@ -1,8 +1,21 @@
-//! Host names as the `Host` guard compares them: the one strict parser of a `Host` header or
-//! `:authority` (`host[:port]`), shared by the data plane and the admin listener; the normalised
-//! form of configured names; whether a host is on this machine. Pure functions.
+//! Host names and ports: the one strict parser of a `Host` header or `:authority`
+//! (`host[:port]`), shared by the data plane and the admin listener; the normalised form of
+//! configured names; whether a host is on this machine; a scheme's default port. Pure functions,
+//! and a leaf: nothing here imports from the crate.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use http::uri::Scheme;
+
+/// The port a URI means when it writes none: 443 for `https`, 80 for `http` and for a URI
+/// without a scheme (RFC 9110 section 4.2: an authority alone, as in a `Host` header, is HTTP's).
+/// The proxy only builds URIs with a scheme; the rule for none is for completeness.
+pub fn default_port(scheme: Option<&Scheme>) -> u16 {
+    match scheme {
+        Some(s) if *s == Scheme::HTTPS => 443,
+        _ => 80,
+    }
+}
 
 /// A well-formed `Host` value or authority, split (RFC 9110 section 7.2, RFC 3986 section 3.2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,6 +116,16 @@ pub fn is_loopback_host(host: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn default_ports_follow_the_scheme() {
+        let port = |uri: &str| default_port(uri.parse::<http::Uri>().unwrap().scheme());
+        assert_eq!(port("https://api.example/x"), 443);
+        assert_eq!(port("HTTPS://api.example/x"), 443);
+        assert_eq!(port("http://api.example/x"), 80);
+        assert_eq!(port("api.example:8080"), 80);
+        assert_eq!(port("/only/a/path"), 80);
+    }
 
     #[test]
     fn hosts_are_normalised() {
