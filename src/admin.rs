@@ -20,7 +20,8 @@ use tokio::net::TcpListener;
 use crate::error::ProxyError;
 use crate::inbound::{forbidden_host, single_host};
 use crate::live::Live;
-use crate::respond;
+use crate::readiness::{Delegates, Readiness, RouteReadiness, TokenReadiness};
+use crate::respond::{self, AdminError};
 use crate::token::TokenMode;
 use crate::token::TokenState;
 
@@ -48,14 +49,14 @@ impl Admin {
         self.shutting_down.store(true, Ordering::SeqCst);
     }
 
-    /// `/readyz`: the status and the JSON body naming each route's token state (never a token).
-    /// Ready once the `/` route, or every route when there is none, holds a valid token (or
-    /// fetches on demand without a failing STS), and the process is not shutting down.
-    pub async fn readiness(&self) -> (StatusCode, serde_json::Value) {
+    /// `/readyz`: each route's token state (never a token). Ready once the `/` route, or every
+    /// route when there is none, holds a valid token (or fetches on demand without a failing
+    /// STS), and the process is not shutting down.
+    pub async fn readiness(&self) -> Readiness {
         let proxy = self.live.proxy();
         let routes = proxy.routes().routes();
         let has_root = routes.iter().any(|r| &*r.prefix == "/");
-        let mut ready = true;
+        let now = SystemTime::now();
         let mut listed = Vec::with_capacity(routes.len());
         for route in routes {
             // A `{delegate}` route holds no token of its own: each team's comes with its first
@@ -64,60 +65,35 @@ impl Admin {
                 Some(_) => TokenMode::PerRequest,
                 None => route.token_mode,
             };
-            let state = proxy.tokens().state(&route.token_key(), mode).await;
-            let counts = !has_root || &*route.prefix == "/";
-            if counts && !state.is_ready() {
-                ready = false;
-            }
-            let mut entry = json!({
-                "prefix": &*route.prefix,
-                "credential": &*route.credential,
-                "delegate": route.delegate.as_deref(),
-                "delegates": route.team.as_ref().map(|t| match &t.listed {
-                    None => json!("*"),
+            let mut entry = RouteReadiness {
+                credential: route.credential.to_string(),
+                delegate: route.delegate.as_deref().map(str::to_string),
+                delegates: route.team.as_ref().map(|t| match &t.listed {
+                    None => Delegates::Any("*".to_string()),
                     Some(listed) => {
-                        let mut teams: Vec<&str> = listed.iter().map(|t| &**t).collect();
+                        let mut teams: Vec<String> = listed.iter().map(|t| t.to_string()).collect();
                         teams.sort_unstable();
-                        json!(teams)
+                        Delegates::Listed(teams)
                     }
                 }),
-                "mode": route.token_mode.as_str(),
-                "required": counts,
-            });
-            match state {
-                TokenState::Valid { expires_at } => {
-                    entry["token"] = json!("valid");
-                    entry["expires_at"] =
-                        json!(humantime::format_rfc3339_seconds(expires_at).to_string());
-                    entry["expires_in_s"] = json!(
-                        expires_at
-                            .duration_since(SystemTime::now())
-                            .unwrap_or_default()
-                            .as_secs()
-                    );
-                }
-                TokenState::Missing => entry["token"] = json!("missing"),
-                TokenState::OnDemand => entry["token"] = json!("on_demand"),
-                TokenState::BackingOff { retry_in, error } => {
-                    entry["token"] = json!("backing_off");
-                    entry["retry_in_s"] = json!(retry_in.as_secs_f64().ceil() as u64);
-                    entry["error"] = json!(error);
-                }
+                error: None,
+                expires_at: None,
+                expires_in_s: None,
+                mode: route.token_mode.as_str().to_string(),
+                prefix: route.prefix.to_string(),
+                required: !has_root || &*route.prefix == "/",
+                retry_in_s: None,
+                token: TokenReadiness::Missing,
+            };
+            match proxy.tokens().state(&route.token_key(), mode).await {
+                TokenState::Valid { expires_at } => entry.valid(expires_at, now),
+                TokenState::Missing => entry.token = TokenReadiness::Missing,
+                TokenState::OnDemand => entry.token = TokenReadiness::OnDemand,
+                TokenState::BackingOff { retry_in, error } => entry.backing_off(retry_in, error),
             }
             listed.push(entry);
         }
-        let shutting_down = self.shutting_down.load(Ordering::SeqCst);
-        let status = match (shutting_down, ready) {
-            (true, _) => "shutting_down",
-            (false, true) => "ready",
-            (false, false) => "not_ready",
-        };
-        let code = if status == "ready" {
-            StatusCode::OK
-        } else {
-            StatusCode::SERVICE_UNAVAILABLE
-        };
-        (code, json!({ "status": status, "routes": listed }))
+        Readiness::new(listed, self.shutting_down.load(Ordering::SeqCst))
     }
 
     /// The admin listener's DNS-rebinding guard (README, "Admin listener"): exactly one `Host`
@@ -140,20 +116,10 @@ impl Admin {
 
     async fn handle(&self, request: Request<Incoming>) -> Response<Full<Bytes>> {
         if let Err(e) = self.admit(&request) {
-            let (status, code) = respond::status_and_code(&e);
-            let body = json!({"error": code, "message": e.to_string()});
-            let mut response = answer(status, "application/json", body.to_string());
-            response
-                .headers_mut()
-                .insert(header::CONNECTION, HeaderValue::from_static("close"));
-            return response;
+            return respond::admin_error(AdminError::Refused(e));
         }
         if request.method() != Method::GET && request.method() != Method::HEAD {
-            return answer(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "application/json",
-                json!({"error": "method_not_allowed", "message": "the admin endpoints answer GET and HEAD"}).to_string(),
-            );
+            return respond::admin_error(AdminError::MethodNotAllowed);
         }
         match request.uri().path() {
             "/healthz" => answer(
@@ -162,20 +128,16 @@ impl Admin {
                 json!({"status": "ok"}).to_string(),
             ),
             "/readyz" => {
-                let (status, body) = self.readiness().await;
-                answer(status, "application/json", body.to_string())
+                let readiness = self.readiness().await;
+                let body = serde_json::to_string(&readiness).unwrap_or_default();
+                answer(readiness.http_status(), "application/json", body)
             }
             "/metrics" => answer(
                 StatusCode::OK,
                 "application/openmetrics-text; version=1.0.0; charset=utf-8",
                 self.live.metrics().encode(),
             ),
-            _ => answer(
-                StatusCode::NOT_FOUND,
-                "application/json",
-                json!({"error": "not_found", "message": "try /healthz, /readyz or /metrics"})
-                    .to_string(),
-            ),
+            _ => respond::admin_error(AdminError::NotFound),
         }
     }
 }

@@ -24,6 +24,7 @@ pub mod logging;
 pub mod metrics;
 pub mod notify;
 pub mod proxy;
+pub mod readiness;
 pub mod request_body;
 pub mod respond;
 pub mod routes;

@@ -4,8 +4,10 @@
 
 use std::time::Duration;
 
+use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Response, StatusCode};
+use http_body_util::Full;
 
 use crate::access_log::AccessLog;
 use crate::body::ProxyBody;
@@ -100,6 +102,51 @@ pub fn error_response(
         response.extensions_mut().insert(Refused);
     } else if let ProxyError::RequestBody(_) = e {
         // The rest of the body cannot be trusted to frame the next request.
+        headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
+}
+
+/// An answer of the admin listener's own: a refused request, or one it does not serve.
+#[derive(Debug)]
+pub enum AdminError {
+    /// The admin `Host` guard (or the `Host` rules) refused it.
+    Refused(ProxyError),
+    /// Not GET or HEAD.
+    MethodNotAllowed,
+    /// None of the admin paths.
+    NotFound,
+}
+
+/// The admin listener's error answer: status and JSON body `{error, message}` (no request id:
+/// the admin listener does not number its requests); a refused client's connection is closed.
+pub fn admin_error(e: AdminError) -> Response<Full<Bytes>> {
+    let (status, code, message) = match &e {
+        AdminError::Refused(refused) => {
+            let (status, code) = status_and_code(refused);
+            (status, code, refused.to_string())
+        }
+        AdminError::MethodNotAllowed => (
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "the admin endpoints answer GET and HEAD".to_string(),
+        ),
+        AdminError::NotFound => (
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "try /healthz, /readyz or /metrics".to_string(),
+        ),
+    };
+    let body = serde_json::json!({"error": code, "message": message});
+    let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if let AdminError::Refused(_) = e {
         headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     response
