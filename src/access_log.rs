@@ -10,7 +10,7 @@ use http::{HeaderValue, Method, Request, StatusCode};
 use tracing::Span;
 
 use crate::metrics::Metrics;
-use crate::token::transaction::Activity;
+use crate::transaction::Activity;
 
 /// The target of the access line, the one `RUST_LOG` names (`access=off` silences it).
 pub const TARGET: &str = "access";

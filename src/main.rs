@@ -10,10 +10,11 @@ use clap::Parser;
 use tokio::sync::mpsc;
 
 use azure_costs_proxy::cli::{Cli, Command, LogFormat};
+use azure_costs_proxy::commands::demo;
+use azure_costs_proxy::commands::token::{self as token_command, TokenCommandError};
 use azure_costs_proxy::config::{self, Config, ConfigSource};
-use azure_costs_proxy::inspect::{self, InspectError};
 use azure_costs_proxy::logging::LogFile;
-use azure_costs_proxy::{Options, ReloadRequest, Reloader, admin, demo, logging, service};
+use azure_costs_proxy::{Options, ReloadRequest, Reloader, admin, logging, service};
 
 /// Exit code for a runtime failure.
 const EXIT_FAILURE: u8 = 1;
@@ -318,13 +319,13 @@ fn check(path: Option<&Path>) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
-    print!("{}", azure_costs_proxy::check::summary(&config));
+    print!("{}", azure_costs_proxy::commands::check::summary(&config));
     ExitCode::SUCCESS
 }
 
 /// `token`: fetch one token for a route and describe it; the token itself only with `print`.
 async fn token(config: &Config, route: &str, print: bool) -> ExitCode {
-    match inspect::fetch(config, route).await {
+    match token_command::fetch(config, route).await {
         Ok(fetched) => {
             let description = fetched.describe(std::time::SystemTime::now());
             if print {
@@ -335,7 +336,9 @@ async fn token(config: &Config, route: &str, print: bool) -> ExitCode {
             }
             ExitCode::SUCCESS
         }
-        Err(e @ (InspectError::UnknownRoute { .. } | InspectError::NotADelegate { .. })) => {
+        Err(
+            e @ (TokenCommandError::UnknownRoute { .. } | TokenCommandError::NotADelegate { .. }),
+        ) => {
             eprintln!("error: {e}");
             ExitCode::from(EXIT_CONFIG)
         }

@@ -23,9 +23,9 @@ use crate::metrics::Metrics;
 use crate::request_body::{BodyWatch, ClientBody};
 use crate::respond;
 use crate::routes::{self, Route, RouteTable, TeamRefusal};
-use crate::token::transaction::Transactions;
 use crate::token::{Token, TokenKey, TokenSource};
-use crate::upstream::{PooledBody, Upstream, UpstreamBody, UpstreamError};
+use crate::transaction::Transactions;
+use crate::upstream::{OutgoingBody, PooledBody, Upstream, UpstreamError};
 
 impl Proxy {
     /// Handles one request. Never fails: errors become JSON answers.
@@ -185,7 +185,7 @@ impl Proxy {
     /// client's fault, not the upstream's.
     async fn forward(
         &self,
-        request: Request<UpstreamBody>,
+        request: Request<OutgoingBody>,
         watch: &BodyWatch,
     ) -> Result<Response<PooledBody>, ProxyError> {
         match self.upstream.send(request).await {
@@ -294,7 +294,7 @@ impl Replay {
     }
 
     /// The same request with `bearer` in place of the refused token.
-    fn with_bearer(self, bearer: &HeaderValue) -> Request<UpstreamBody> {
+    fn with_bearer(self, bearer: &HeaderValue) -> Request<OutgoingBody> {
         let mut headers = self.headers;
         headers.insert(header::AUTHORIZATION, bearer.clone());
         let mut again = Request::new(Either::Right(Full::default()));

@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use crate::config::{self, DelegateSet, RefreshOn, TokenPolicy};
 use crate::token::TokenMode;
-use crate::token::transaction::Transactions;
 use crate::token::{TeamFrom, TokenKey};
+use crate::transaction::Transactions;
 
 /// One route as the request path uses it.
 #[derive(Debug)]

@@ -31,7 +31,7 @@ fuzz_target!(|data: &[u8]| {
             assert!(config.token.max_age <= azure_costs_proxy::config::MAX_TOKEN_AGE);
             format!(
                 "{}\n{:?}\n{}",
-                azure_costs_proxy::check::summary(&config),
+                azure_costs_proxy::commands::check::summary(&config),
                 config,
                 config.warnings.join("\n")
             )

@@ -3,7 +3,7 @@
 //! expiry, and per-key backoff after STS failures.
 //!
 //! Policies: `interval` goes through the cache; `per_transaction` too, under a key that names the
-//! transaction (see [`transaction`]), with a fresh base token for a delegate; `per_request` fetches
+//! transaction (`transaction.rs` at the top of `src/`, part of the request path), with a fresh base token for a delegate; `per_request` fetches
 //! a token for one request alone. All share the fetch path (issue, then update for a delegate), the
 //! error type and the backoff, which is kept per (credential, delegate) whatever the transaction.
 //!
@@ -11,8 +11,7 @@
 //! `source.rs` (the policies and the fetch path), `cache.rs` (the two token caches),
 //! `key.rs` (the cache key),
 //! `token.rs` (a token and its age), `error.rs` (what failed), `backoff.rs` (STS failures and 401
-//! refusals), `sts.rs` (the HTTP calls), `schedule.rs` (timing rules), `transaction.rs`
-//! (`per_transaction` boundaries).
+//! refusals), `sts.rs` (the HTTP calls), `schedule.rs` (timing rules).
 
 mod backoff;
 mod cache;
@@ -25,7 +24,6 @@ pub mod sts;
 // Named after the type it holds, like its siblings; private, so no `token::token` path leaks.
 #[allow(clippy::module_inception)]
 mod token;
-pub mod transaction;
 
 pub use backoff::REFUSAL_WINDOW;
 pub use cache::MAX_PATH_TEAMS;

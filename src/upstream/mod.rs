@@ -1,13 +1,13 @@
 //! The pooled HTTP client towards the Azure Costs API: hyper's connections over rustls (HTTP/2 by
 //! ALPN where the upstream offers it), a pool of its own for the one upstream, connect and
 //! response timeouts. This file is the client (requests in, response heads out); `pool.rs` holds
-//! the connections, `body.rs` the response body that gives its connection back.
+//! the connections, `pooled_body.rs` the response body that gives its connection back.
 
-mod body;
 mod connect;
 mod egress;
 mod error;
 mod pool;
+mod pooled_body;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,10 +17,10 @@ use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Request, Response, Uri, Version};
 use hyper_util::client::legacy::connect::HttpConnector;
 
-pub use body::PooledBody;
 pub use egress::{Egress, ProxyEndpoint};
 pub use error::UpstreamError;
-pub use pool::UpstreamBody;
+pub use pool::OutgoingBody;
+pub use pooled_body::PooledBody;
 
 use crate::cause::innermost;
 use crate::host::default_port;
@@ -137,7 +137,7 @@ impl Upstream {
     /// `upstream.timeout`, connecting included.
     pub async fn send(
         &self,
-        request: Request<UpstreamBody>,
+        request: Request<OutgoingBody>,
     ) -> Result<Response<PooledBody>, UpstreamError> {
         match tokio::time::timeout(self.timeout, self.exchange(request)).await {
             Ok(result) => result,
@@ -147,7 +147,7 @@ impl Upstream {
 
     async fn exchange(
         &self,
-        mut request: Request<UpstreamBody>,
+        mut request: Request<OutgoingBody>,
     ) -> Result<Response<PooledBody>, UpstreamError> {
         // A pooled connection the upstream has just closed gives the request back unsent; it
         // then goes on a new connection. A request that was sent is never sent twice here.

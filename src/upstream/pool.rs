@@ -25,7 +25,7 @@ use crate::request_body::ClientBody;
 
 /// A request body sent upstream: the client's, streamed, or one held whole (empty for a request
 /// the proxy may replay; the form or JSON of an STS call).
-pub type UpstreamBody = Either<ClientBody, Full<Bytes>>;
+pub type OutgoingBody = Either<ClientBody, Full<Bytes>>;
 
 /// How long an idle pooled connection is kept.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
@@ -58,7 +58,7 @@ pub(super) struct Pool {
 
 /// The HTTP/2 connection every request shares.
 struct Shared {
-    sender: http2::SendRequest<UpstreamBody>,
+    sender: http2::SendRequest<OutgoingBody>,
     last_used: Instant,
 }
 
@@ -69,7 +69,7 @@ impl std::fmt::Debug for Pool {
 }
 
 struct Idle {
-    sender: http1::SendRequest<UpstreamBody>,
+    sender: http1::SendRequest<OutgoingBody>,
     since: Instant,
 }
 
@@ -81,14 +81,14 @@ impl Idle {
 
 /// A connection ready for one request.
 pub(super) enum Conn {
-    H1(http1::SendRequest<UpstreamBody>),
-    H2(http2::SendRequest<UpstreamBody>),
+    H1(http1::SendRequest<OutgoingBody>),
+    H2(http2::SendRequest<OutgoingBody>),
 }
 
 /// An HTTP/1.1 connection lent to one response: it goes back to the pool when the response body
-/// has been read to the end (see `PooledBody` in `body.rs`).
+/// has been read to the end (see `PooledBody` in `pooled_body.rs`).
 pub(super) struct Lease {
-    sender: http1::SendRequest<UpstreamBody>,
+    sender: http1::SendRequest<OutgoingBody>,
     pool: Arc<Pool>,
 }
 
@@ -174,7 +174,7 @@ impl Pool {
     }
 
     /// Lends an HTTP/1.1 connection to the response it has just received.
-    pub(super) fn lease(self: &Arc<Self>, sender: http1::SendRequest<UpstreamBody>) -> Lease {
+    pub(super) fn lease(self: &Arc<Self>, sender: http1::SendRequest<OutgoingBody>) -> Lease {
         Lease {
             sender,
             pool: self.clone(),
@@ -182,7 +182,7 @@ impl Pool {
     }
 
     /// The shared HTTP/2 connection, if one is open.
-    fn shared_h2(&self) -> Option<http2::SendRequest<UpstreamBody>> {
+    fn shared_h2(&self) -> Option<http2::SendRequest<OutgoingBody>> {
         let mut slot = crate::sync::lock(&self.h2);
         match slot.as_mut() {
             Some(shared) if !shared.sender.is_closed() => {
@@ -202,7 +202,7 @@ impl Pool {
     /// still being sent (an upstream that answered an upload early) or its task has not yet
     /// seen the end of the exchange: then a small task waits for that, so that no request ever
     /// queues behind someone else's upload.
-    fn checkin(self: &Arc<Self>, mut sender: http1::SendRequest<UpstreamBody>) {
+    fn checkin(self: &Arc<Self>, mut sender: http1::SendRequest<OutgoingBody>) {
         if sender.is_ready() {
             self.push_idle(sender);
         } else if !sender.is_closed() {
@@ -215,7 +215,7 @@ impl Pool {
         }
     }
 
-    fn push_idle(&self, sender: http1::SendRequest<UpstreamBody>) {
+    fn push_idle(&self, sender: http1::SendRequest<OutgoingBody>) {
         let mut idle = crate::sync::lock(&self.idle);
         if idle.len() < POOL_MAX_IDLE {
             idle.push_back(Idle {

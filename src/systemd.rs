@@ -7,14 +7,14 @@ use std::time::Duration;
 
 /// Sends the service manager notifications, if it is on.
 #[derive(Debug, Clone, Copy)]
-pub struct Notifier {
+pub(crate) struct Notifier {
     #[cfg(unix)]
     on: bool,
 }
 
 impl Notifier {
     /// A notifier that talks to systemd when `on` (the `run` command) and is silent otherwise.
-    pub fn new(on: bool) -> Self {
+    pub(crate) fn new(on: bool) -> Self {
         #[cfg(unix)]
         return Notifier { on };
         #[cfg(not(unix))]
@@ -25,7 +25,7 @@ impl Notifier {
     }
 
     /// The proxy is serving; `status` says how (shown by `systemctl status`).
-    pub fn ready(self, status: &str) {
+    pub(crate) fn ready(self, status: &str) {
         #[cfg(unix)]
         self.send(&[
             sd_notify::NotifyState::Ready,
@@ -36,7 +36,7 @@ impl Notifier {
     }
 
     /// A reload has started; [`Notifier::ready`] ends it.
-    pub fn reloading(self) {
+    pub(crate) fn reloading(self) {
         #[cfg(unix)]
         match sd_notify::NotifyState::monotonic_usec_now() {
             // systemd 253 and later require the timestamp with RELOADING=1.
@@ -48,7 +48,7 @@ impl Notifier {
     }
 
     /// The proxy is shutting down.
-    pub fn stopping(self) {
+    pub(crate) fn stopping(self) {
         #[cfg(unix)]
         self.send(&[
             sd_notify::NotifyState::Stopping,
@@ -60,7 +60,7 @@ impl Notifier {
 
     /// How often to ping the watchdog: half its timeout, when the unit sets one (and it is
     /// at least a millisecond: anything shorter is a misconfiguration, not a watchdog).
-    pub fn watchdog_interval(self) -> Option<Duration> {
+    pub(crate) fn watchdog_interval(self) -> Option<Duration> {
         #[cfg(unix)]
         return sd_notify::watchdog_enabled()
             .filter(|timeout| self.on && *timeout >= Duration::from_millis(2))
@@ -74,7 +74,7 @@ impl Notifier {
 
     /// Pings the watchdog every `interval` (from [`Notifier::watchdog_interval`]) for as long as
     /// the runtime runs it: a stuck runtime stops the pings and systemd restarts the service.
-    pub async fn watchdog(self, interval: Duration) {
+    pub(crate) async fn watchdog(self, interval: Duration) {
         let mut tick = tokio::time::interval(interval);
         loop {
             tick.tick().await;

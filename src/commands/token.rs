@@ -11,7 +11,7 @@ use crate::token::{StsClient, Token, TokenError, TokenKey, TokenSource};
 
 /// Why no token could be shown.
 #[derive(Debug, thiserror::Error)]
-pub enum InspectError {
+pub enum TokenCommandError {
     /// `--route` names no configured route (a usage error: exit 2).
     #[error(
         "no route has the prefix `{prefix}`; configured prefixes: {known} (for a {{delegate}} \
@@ -54,7 +54,7 @@ pub struct Fetched {
 
 /// Fetches a fresh token for the route whose prefix is `prefix` (`/contoso/` = `/contoso`), or,
 /// on a `{delegate}` route, for the team a path names (`/teams/TEAM-X`).
-pub async fn fetch(config: &Config, prefix: &str) -> Result<Fetched, InspectError> {
+pub async fn fetch(config: &Config, prefix: &str) -> Result<Fetched, TokenCommandError> {
     let table = RouteTable::new(&config.routes, &config.token);
     let wanted = match prefix.trim_end_matches('/') {
         "" => "/",
@@ -65,9 +65,10 @@ pub async fn fetch(config: &Config, prefix: &str) -> Result<Fetched, InspectErro
         .outbound
         .trust
         .client_config()
-        .map_err(InspectError::Setup)?;
+        .map_err(TokenCommandError::Setup)?;
     let metrics = Arc::new(crate::metrics::Metrics::new());
-    let sts = StsClient::new(&config.sts_client_config(), &tls).map_err(InspectError::Setup)?;
+    let sts =
+        StsClient::new(&config.sts_client_config(), &tls).map_err(TokenCommandError::Setup)?;
     let tokens = TokenSource::new(config.token_config(), sts, metrics);
     // A token for this command alone, whatever the route's mode: never one from a cache.
     let token = tokens.get(&key, TokenMode::PerRequest).await?;
@@ -76,7 +77,7 @@ pub async fn fetch(config: &Config, prefix: &str) -> Result<Fetched, InspectErro
 
 /// The route `wanted` names, and the key of its token: a fixed route by its prefix, or a
 /// `{delegate}` route by its fixed part and a team.
-fn find(table: &RouteTable, wanted: &str) -> Result<(Arc<Route>, TokenKey), InspectError> {
+fn find(table: &RouteTable, wanted: &str) -> Result<(Arc<Route>, TokenKey), TokenCommandError> {
     if let Some(route) = table
         .routes()
         .iter()
@@ -91,7 +92,7 @@ fn find(table: &RouteTable, wanted: &str) -> Result<(Arc<Route>, TokenKey), Insp
         let key = found
             .route
             .team_key(team)
-            .map_err(|_| InspectError::NotADelegate {
+            .map_err(|_| TokenCommandError::NotADelegate {
                 route: found.route.prefix.to_string(),
                 team: team.chars().take(64).collect(),
             })?;
@@ -99,7 +100,7 @@ fn find(table: &RouteTable, wanted: &str) -> Result<(Arc<Route>, TokenKey), Insp
     }
     let mut known: Vec<&str> = table.routes().iter().map(|r| &*r.prefix).collect();
     known.sort_unstable();
-    Err(InspectError::UnknownRoute {
+    Err(TokenCommandError::UnknownRoute {
         prefix: wanted.to_string(),
         known: known.join(", "),
     })
