@@ -22,8 +22,25 @@ fn reload(c: &Config) -> String {
 /// The summary `check` prints: listeners, upstream, STS, credentials (with where each secret comes
 /// from, never the secret), token policy and the route table.
 pub fn summary(c: &Config) -> String {
-    let d = |d: Duration| humantime::format_duration(d).to_string();
     let mut out = String::new();
+    listeners(&mut out, c);
+    ways_out(&mut out, c);
+    tokens(&mut out, c);
+    routes(&mut out, c);
+    for w in &c.warnings {
+        let _ = writeln!(out, "warning:     {w}");
+    }
+    let _ = writeln!(out, "config OK");
+    out
+}
+
+/// A duration as the config writes it (`30s`, `1h`).
+fn d(d: Duration) -> String {
+    humantime::format_duration(d).to_string()
+}
+
+/// The config's origin, the data-plane listener, its TLS and keys, timeouts, reload, admin.
+fn listeners(out: &mut String, c: &Config) {
     let _ = writeln!(out, "config:      {}", c.origin);
     let _ = writeln!(
         out,
@@ -80,6 +97,10 @@ pub fn summary(c: &Config) -> String {
             "disabled".into()
         }
     );
+}
+
+/// The API and the STS, how each is reached, and the roots their certificates must chain to.
+fn ways_out(out: &mut String, c: &Config) {
     let _ = writeln!(
         out,
         "upstream:    {} (timeout {}, connect timeout {}, at most {} connections)",
@@ -97,6 +118,10 @@ pub fn summary(c: &Config) -> String {
     );
     let _ = writeln!(out, "  way out:   {}", way_out(&c.outbound.sts));
     let _ = writeln!(out, "trust:       {}", trust(&c.outbound.trust));
+}
+
+/// The token policy and the credentials (where each secret comes from, never the secret).
+fn tokens(out: &mut String, c: &Config) {
     let _ = writeln!(
         out,
         "token:       mode {}, max_age {}, refresh_before_expiry {}, refresh_on {}",
@@ -113,6 +138,10 @@ pub fn summary(c: &Config) -> String {
             cred.client_id, cred.secret_source
         );
     }
+}
+
+/// The route table, with the teams of `{delegate}` routes and routes' own `refresh_on`.
+fn routes(out: &mut String, c: &Config) {
     let _ = writeln!(out, "routes:");
     let _ = writeln!(
         out,
@@ -153,11 +182,6 @@ pub fn summary(c: &Config) -> String {
             let _ = writeln!(out, "  {:<24} refresh_on {}", "", refresh_on(r.refresh_on));
         }
     }
-    for w in &c.warnings {
-        let _ = writeln!(out, "warning:     {w}");
-    }
-    let _ = writeln!(out, "config OK");
-    out
 }
 
 /// `[401, 403]` as written in the config.

@@ -28,21 +28,7 @@ const DEFAULT_MONTH: &str = "2026-10";
 
 pub(super) async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<SimBody> {
     state.api_requests.fetch_add(1, Ordering::SeqCst);
-    if state.record_limit > 0 {
-        let mut recorded = lock(&state.recorded);
-        if recorded.len() >= state.record_limit {
-            recorded.pop_front();
-        }
-        recorded.push_back(RecordedRequest {
-            method: req.method().clone(),
-            path_and_query: req
-                .uri()
-                .path_and_query()
-                .map_or_else(String::new, |pq| pq.as_str().to_string()),
-            headers: req.headers().clone(),
-            version: req.version(),
-        });
-    }
+    record(&state, &req);
     let delay = *lock(&state.api_delay);
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
@@ -83,36 +69,60 @@ pub(super) async fn handle(state: Arc<State>, req: Request<Incoming>) -> Respons
             }
             r
         }
-        (_, "/v1/echo") => {
-            let q = req.uri().query().unwrap_or_default();
-            let mut r = json(200, &json!({"method": req.method().as_str(), "query": q}));
-            if query.get("hop").is_some() {
-                // Hop-by-hop headers a proxy must not pass on to its client.
-                let h = r.headers_mut();
-                h.insert(header::CONNECTION, HeaderValue::from_static("x-sim-hop"));
-                h.insert("x-sim-hop", HeaderValue::from_static("1"));
-                h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
-                h.insert("proxy-connection", HeaderValue::from_static("keep-alive"));
-                h.insert("x-sim-end-to-end", HeaderValue::from_static("1"));
-            }
-            if query.get("cookie").is_some() {
-                // A session cookie a proxy on localhost must not hand to the browser.
-                r.headers_mut().insert(
-                    header::SET_COOKIE,
-                    HeaderValue::from_static("sim=1; Path=/"),
-                );
-            }
-            if query.get("close").is_some() {
-                // The upstream ends its side of the connection after this answer.
-                r.headers_mut()
-                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
-            }
-            r
-        }
+        (_, "/v1/echo") => echo_head(&req, &query),
         _ => json(
             404,
             &json!({"error": "not_found", "message": "no such API endpoint"}),
         ),
+    }
+}
+
+/// `/v1/echo` without a body: the method and query back, with the headers the query asks for
+/// (`hop`: hop-by-hop headers; `cookie`: a session cookie; `close`: `Connection: close`).
+fn echo_head(req: &Request<Incoming>, query: &Query) -> Response<SimBody> {
+    let q = req.uri().query().unwrap_or_default();
+    let mut r = json(200, &json!({"method": req.method().as_str(), "query": q}));
+    if query.get("hop").is_some() {
+        // Hop-by-hop headers a proxy must not pass on to its client.
+        let h = r.headers_mut();
+        h.insert(header::CONNECTION, HeaderValue::from_static("x-sim-hop"));
+        h.insert("x-sim-hop", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert("proxy-connection", HeaderValue::from_static("keep-alive"));
+        h.insert("x-sim-end-to-end", HeaderValue::from_static("1"));
+    }
+    if query.get("cookie").is_some() {
+        // A session cookie a proxy on localhost must not hand to the browser.
+        r.headers_mut().insert(
+            header::SET_COOKIE,
+            HeaderValue::from_static("sim=1; Path=/"),
+        );
+    }
+    if query.get("close").is_some() {
+        // The upstream ends its side of the connection after this answer.
+        r.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    r
+}
+
+/// Keeps the request's head for the tests (`Simulator::recorded`), the oldest dropped past the
+/// limit.
+fn record(state: &State, req: &Request<Incoming>) {
+    if state.record_limit > 0 {
+        let mut recorded = lock(&state.recorded);
+        if recorded.len() >= state.record_limit {
+            recorded.pop_front();
+        }
+        recorded.push_back(RecordedRequest {
+            method: req.method().clone(),
+            path_and_query: req
+                .uri()
+                .path_and_query()
+                .map_or_else(String::new, |pq| pq.as_str().to_string()),
+            headers: req.headers().clone(),
+            version: req.version(),
+        });
     }
 }
 

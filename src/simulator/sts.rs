@@ -40,77 +40,13 @@ pub(super) async fn handle(state: Arc<State>, req: Request<Incoming>) -> Respons
     let _ = open.wait_for(|open| *open).await;
 
     let fault = lock(&state.sts_fault).clone();
-    match fault {
-        Some(StsFault::Unavailable) => {
-            let body = http_body_util::Full::new(Bytes::from_static(
-                b"<html><body><h1>503 Service Unavailable</h1></body></html>",
-            ))
-            .map_err(|never| match never {});
-            let mut r = Response::new(BoxBody::new(body));
-            *r.status_mut() = http::StatusCode::SERVICE_UNAVAILABLE;
-            return r;
-        }
-        Some(StsFault::Slow(delay)) => tokio::time::sleep(delay).await,
-        Some(StsFault::Reject) => {
-            return json(
-                401,
-                &json!({"error": "invalid_client", "error_description": "client authentication failed"}),
-            );
-        }
-        Some(StsFault::NotJson) => {
-            let body = http_body_util::Full::new(Bytes::from_static(b"<html>maintenance</html>"))
-                .map_err(|never| match never {});
-            return Response::new(BoxBody::new(body));
-        }
-        Some(StsFault::RateLimited(wait)) => {
-            let mut r = json(429, &json!({"error": "rate_limited"}));
-            r.headers_mut()
-                .insert(header::RETRY_AFTER, wait.as_secs().into());
-            return r;
-        }
-        Some(StsFault::EchoRequest) => {
-            let body = http_body_util::Limited::new(req.into_body(), MAX_BODY)
-                .collect()
-                .await
-                .map(|b| String::from_utf8_lossy(&b.to_bytes()).into_owned())
-                .unwrap_or_default();
-            return json(
-                400,
-                &json!({"error": "invalid_request", "error_description": format!("cannot parse {body}")}),
-            );
-        }
-        Some(StsFault::Redirect(to)) => {
-            let mut r = json(307, &json!({"moved": true}));
-            if let Ok(to) = http::HeaderValue::from_str(&to) {
-                r.headers_mut().insert(header::LOCATION, to);
-            }
-            return r;
-        }
-        Some(StsFault::Huge) => {
-            let token = "x".repeat(1024 * 1024);
-            return json(200, &json!({"access_token": token, "expires_in": 3600}));
-        }
-        Some(StsFault::Truncated) => {
-            let whole = format!(
-                "{{\"access_token\":\"sim_truncated_{}\",\"expires_in\":3600}}",
-                "0".repeat(150)
-            );
-            // hyper writes the promised Content-Length, then closes the connection when the
-            // body ends short.
-            let cut = Bytes::from(whole.as_bytes()[..40].to_vec());
-            let pause = Box::pin(tokio::time::sleep(std::time::Duration::from_millis(50)));
-            let mut r = Response::new(BoxBody::new(CutOff(Some(cut), pause)));
-            r.headers_mut()
-                .insert(header::CONTENT_LENGTH, whole.len().into());
-            r.headers_mut().insert(
-                header::CONTENT_TYPE,
-                http::HeaderValue::from_static("application/json"),
-            );
-            return r;
-        }
-        None => {}
-    }
-
+    let req = match fault {
+        Some(fault) => match fault_answer(fault, req).await {
+            Ok(answer) => return answer,
+            Err(req) => req,
+        },
+        None => req,
+    };
     let bearer = state.valid_token(req.headers());
     let Ok(body) = http_body_util::Limited::new(req.into_body(), MAX_BODY)
         .collect()
@@ -126,6 +62,87 @@ pub(super) async fn handle(state: Arc<State>, req: Request<Incoming>) -> Respons
         update(&state, bearer, &body)
     } else {
         issue(&state, &body)
+    }
+}
+
+/// The answer of a fault the test set (`Ok`), or the request back for a normal answer (`Err`:
+/// no fault that answers, or a delay that has passed).
+async fn fault_answer(
+    fault: StsFault,
+    req: Request<Incoming>,
+) -> Result<Response<SimBody>, Request<Incoming>> {
+    match fault {
+        StsFault::Unavailable => {
+            let body = http_body_util::Full::new(Bytes::from_static(
+                b"<html><body><h1>503 Service Unavailable</h1></body></html>",
+            ))
+            .map_err(|never| match never {});
+            let mut r = Response::new(BoxBody::new(body));
+            *r.status_mut() = http::StatusCode::SERVICE_UNAVAILABLE;
+            Ok(r)
+        }
+        StsFault::Slow(delay) => {
+            tokio::time::sleep(delay).await;
+            Err(req)
+        }
+        StsFault::Reject => Ok(json(
+            401,
+            &json!({"error": "invalid_client", "error_description": "client authentication failed"}),
+        )),
+        StsFault::NotJson => {
+            let body = http_body_util::Full::new(Bytes::from_static(b"<html>maintenance</html>"))
+                .map_err(|never| match never {});
+            Ok(Response::new(BoxBody::new(body)))
+        }
+        StsFault::RateLimited(wait) => {
+            let mut r = json(429, &json!({"error": "rate_limited"}));
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, wait.as_secs().into());
+            Ok(r)
+        }
+        StsFault::EchoRequest => {
+            let body = http_body_util::Limited::new(req.into_body(), MAX_BODY)
+                .collect()
+                .await
+                .map(|b| String::from_utf8_lossy(&b.to_bytes()).into_owned())
+                .unwrap_or_default();
+            Ok(json(
+                400,
+                &json!({"error": "invalid_request", "error_description": format!("cannot parse {body}")}),
+            ))
+        }
+        StsFault::Redirect(to) => {
+            let mut r = json(307, &json!({"moved": true}));
+            if let Ok(to) = http::HeaderValue::from_str(&to) {
+                r.headers_mut().insert(header::LOCATION, to);
+            }
+            Ok(r)
+        }
+        StsFault::Huge => {
+            let token = "x".repeat(1024 * 1024);
+            Ok(json(
+                200,
+                &json!({"access_token": token, "expires_in": 3600}),
+            ))
+        }
+        StsFault::Truncated => {
+            let whole = format!(
+                "{{\"access_token\":\"sim_truncated_{}\",\"expires_in\":3600}}",
+                "0".repeat(150)
+            );
+            // hyper writes the promised Content-Length, then closes the connection when the
+            // body ends short.
+            let cut = Bytes::from(whole.as_bytes()[..40].to_vec());
+            let pause = Box::pin(tokio::time::sleep(std::time::Duration::from_millis(50)));
+            let mut r = Response::new(BoxBody::new(CutOff(Some(cut), pause)));
+            r.headers_mut()
+                .insert(header::CONTENT_LENGTH, whole.len().into());
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                http::HeaderValue::from_static("application/json"),
+            );
+            Ok(r)
+        }
     }
 }
 

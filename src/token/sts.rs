@@ -15,7 +15,7 @@ use super::error::StsFailure;
 use super::schedule::DEFAULT_EXPIRES_IN;
 use crate::cause::innermost;
 use crate::secret::Secret;
-use crate::upstream::{Egress, Limits, OriginConfig, Upstream, UpstreamError};
+use crate::upstream::{Egress, Limits, OriginConfig, PooledBody, Upstream, UpstreamError};
 
 /// `User-Agent` of the STS calls.
 const USER_AGENT: &str = concat!("azure-costs-proxy/", env!("CARGO_PKG_VERSION"));
@@ -175,6 +175,8 @@ impl StsClient {
         }
     }
 
+    /// One call: the request out, the answer read (capped), judged by its status, and the
+    /// token taken from its JSON.
     async fn call(
         &self,
         content_type: &'static str,
@@ -182,10 +184,28 @@ impl StsClient {
         body: Bytes,
         secret: &str,
     ) -> Result<Issued, StsFailure> {
-        let unavailable = |reason: String| StsFailure::Unavailable {
-            reason: scrub(&reason, secret),
-            retry_after: None,
-        };
+        let response = self.post(content_type, authorization, body, secret).await?;
+        let status = response.status();
+        let retry_after = response
+            .headers()
+            .get(http::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        let body = read_answer(response.into_body(), secret).await?;
+        judge_status(status, retry_after, &body, secret)?;
+        issued(&body, secret)
+    }
+
+    /// Sends the POST and waits for the answer's head.
+    async fn post(
+        &self,
+        content_type: &'static str,
+        authorization: Option<HeaderValue>,
+        body: Bytes,
+        secret: &str,
+    ) -> Result<http::Response<PooledBody>, StsFailure> {
+        let unavailable = |reason: String| unavailable(reason, secret);
         let uri = self
             .http
             .uri(&self.path)
@@ -199,7 +219,7 @@ impl StsClient {
         if let Some(value) = authorization {
             request.headers_mut().insert(header::AUTHORIZATION, value);
         }
-        let response = self.http.send(request).await.map_err(|e| {
+        self.http.send(request).await.map_err(|e| {
             unavailable(match e {
                 UpstreamError::Timeout(_) => "the STS did not answer in time".to_string(),
                 UpstreamError::Unavailable(why) => format!("cannot reach the STS: {why}"),
@@ -208,99 +228,123 @@ impl StsClient {
                     format!("all {max} connections to the STS stayed busy")
                 }
             })
-        })?;
-        let status = response.status();
-        let retry_after = response
-            .headers()
-            .get(http::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
-        // The answer holds a token: it is read into one buffer that never grows (so no copy is
-        // left behind by a reallocation) and that is overwritten when dropped.
-        let mut body = zeroize::Zeroizing::new(Vec::with_capacity(MAX_STS_ANSWER));
-        let mut answer = response.into_body();
-        while let Some(frame) = answer.frame().await {
-            let frame = frame.map_err(|e| {
-                unavailable(format!("the STS answer was cut off ({})", innermost(&e)))
-            })?;
-            let Ok(chunk) = frame.into_data() else {
-                continue;
-            };
-            if body.len() + chunk.len() > MAX_STS_ANSWER {
-                return Err(unavailable(format!(
-                    "the STS answer is larger than {} KiB",
-                    MAX_STS_ANSWER / 1024
-                )));
-            }
-            body.extend_from_slice(&chunk);
-        }
-        // 408 and 429 say "not now", not "not you": retry later, as the STS asks.
-        if status == http::StatusCode::REQUEST_TIMEOUT
-            || status == http::StatusCode::TOO_MANY_REQUESTS
-        {
-            return Err(StsFailure::Unavailable {
-                reason: format!("the STS is busy (HTTP {status})"),
-                retry_after,
-            });
-        }
-        if status.is_client_error() {
-            let answer: Option<ErrorAnswer> = serde_json::from_slice(&body).ok();
-            let code = answer
-                .as_ref()
-                .and_then(|a| a.error.as_deref())
-                .filter(|c| {
-                    !c.is_empty() && c.len() <= 64 && c.bytes().all(|b| b.is_ascii_graphic())
-                })
-                .map(|c| scrub(c, secret));
-            if let Some(description) = answer.and_then(|a| a.error_description) {
-                let description: String = scrub(&description, secret).chars().take(200).collect();
-                tracing::debug!(%status, %description, "STS error description");
-            }
-            return Err(StsFailure::Rejected {
-                status: status.as_u16(),
-                code,
-            });
-        }
-        if !status.is_success() {
-            return Err(StsFailure::Unavailable {
-                reason: format!("the STS answered HTTP {status}"),
-                retry_after,
-            });
-        }
-        let answer: TokenAnswer = serde_json::from_slice(&body)
-            .map_err(|_| unavailable("the STS answer is not a JSON token".to_string()))?;
-        let expires_in = match answer.expires_in {
-            None | Some(serde_json::Value::Null) => DEFAULT_EXPIRES_IN,
-            Some(v) => parse_expires_in(&v).ok_or_else(|| {
-                unavailable("the STS answer has an unusable expires_in".to_string())
-            })?,
-        };
-        if expires_in < MIN_EXPIRES_IN {
-            return Err(unavailable(format!(
-                "the STS issued a token that expires in {} s; too short to use",
-                expires_in.as_secs()
-            )));
-        }
-        if crate::headers::bearer_value(&answer.access_token).is_none() {
-            return Err(unavailable(
-                "the STS issued a token that cannot be sent in a header".to_string(),
-            ));
-        }
-        // Shown by `azure-costs-proxy token`; a short plain word or nothing, never a blob.
-        let token_type = answer
-            .token_type
-            .and_then(|t| t.as_str().map(str::to_string))
-            .filter(|t| {
-                !t.is_empty() && t.len() <= 32 && t.bytes().all(|b| b.is_ascii_alphanumeric())
-            })
-            .unwrap_or_else(|| "Bearer".to_string());
-        Ok(Issued {
-            access_token: Secret::new(answer.access_token),
-            expires_in,
-            token_type,
         })
     }
+}
+
+/// A failure to wait and retry after, its reason without `secret`.
+fn unavailable(reason: String, secret: &str) -> StsFailure {
+    StsFailure::Unavailable {
+        reason: scrub(&reason, secret),
+        retry_after: None,
+    }
+}
+
+/// Reads the answer's body, at most [`MAX_STS_ANSWER`] bytes. It holds a token: it is read into
+/// one buffer that never grows (so no copy is left behind by a reallocation) and that is
+/// overwritten when dropped.
+async fn read_answer(
+    mut answer: PooledBody,
+    secret: &str,
+) -> Result<zeroize::Zeroizing<Vec<u8>>, StsFailure> {
+    let mut body = zeroize::Zeroizing::new(Vec::with_capacity(MAX_STS_ANSWER));
+    while let Some(frame) = answer.frame().await {
+        let frame = frame.map_err(|e| {
+            unavailable(
+                format!("the STS answer was cut off ({})", innermost(&e)),
+                secret,
+            )
+        })?;
+        let Ok(chunk) = frame.into_data() else {
+            continue;
+        };
+        if body.len() + chunk.len() > MAX_STS_ANSWER {
+            return Err(unavailable(
+                format!(
+                    "the STS answer is larger than {} KiB",
+                    MAX_STS_ANSWER / 1024
+                ),
+                secret,
+            ));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// The status rules: 408 and 429 are "not now" (retried when the STS says), other 4xx a
+/// rejection (with the STS's error code when it gives a sane one), anything but 2xx a failure.
+fn judge_status(
+    status: http::StatusCode,
+    retry_after: Option<Duration>,
+    body: &[u8],
+    secret: &str,
+) -> Result<(), StsFailure> {
+    // 408 and 429 say "not now", not "not you": retry later, as the STS asks.
+    if status == http::StatusCode::REQUEST_TIMEOUT || status == http::StatusCode::TOO_MANY_REQUESTS
+    {
+        return Err(StsFailure::Unavailable {
+            reason: format!("the STS is busy (HTTP {status})"),
+            retry_after,
+        });
+    }
+    if status.is_client_error() {
+        let answer: Option<ErrorAnswer> = serde_json::from_slice(body).ok();
+        let code = answer
+            .as_ref()
+            .and_then(|a| a.error.as_deref())
+            .filter(|c| !c.is_empty() && c.len() <= 64 && c.bytes().all(|b| b.is_ascii_graphic()))
+            .map(|c| scrub(c, secret));
+        if let Some(description) = answer.and_then(|a| a.error_description) {
+            let description: String = scrub(&description, secret).chars().take(200).collect();
+            tracing::debug!(%status, %description, "STS error description");
+        }
+        return Err(StsFailure::Rejected {
+            status: status.as_u16(),
+            code,
+        });
+    }
+    if !status.is_success() {
+        return Err(StsFailure::Unavailable {
+            reason: format!("the STS answered HTTP {status}"),
+            retry_after,
+        });
+    }
+    Ok(())
+}
+
+/// The token in a successful answer's JSON.
+fn issued(body: &[u8], secret: &str) -> Result<Issued, StsFailure> {
+    let unavailable = |reason: String| unavailable(reason, secret);
+    let answer: TokenAnswer = serde_json::from_slice(body)
+        .map_err(|_| unavailable("the STS answer is not a JSON token".to_string()))?;
+    let expires_in = match answer.expires_in {
+        None | Some(serde_json::Value::Null) => DEFAULT_EXPIRES_IN,
+        Some(v) => parse_expires_in(&v)
+            .ok_or_else(|| unavailable("the STS answer has an unusable expires_in".to_string()))?,
+    };
+    if expires_in < MIN_EXPIRES_IN {
+        return Err(unavailable(format!(
+            "the STS issued a token that expires in {} s; too short to use",
+            expires_in.as_secs()
+        )));
+    }
+    if crate::headers::bearer_value(&answer.access_token).is_none() {
+        return Err(unavailable(
+            "the STS issued a token that cannot be sent in a header".to_string(),
+        ));
+    }
+    // Shown by `azure-costs-proxy token`; a short plain word or nothing, never a blob.
+    let token_type = answer
+        .token_type
+        .and_then(|t| t.as_str().map(str::to_string))
+        .filter(|t| !t.is_empty() && t.len() <= 32 && t.bytes().all(|b| b.is_ascii_alphanumeric()))
+        .unwrap_or_else(|| "Bearer".to_string());
+    Ok(Issued {
+        access_token: Secret::new(answer.access_token),
+        expires_in,
+        token_type,
+    })
 }
 
 /// `expires_in` as a number of seconds, or a string holding one (some servers quote it).

@@ -122,17 +122,10 @@ fn target_authority(target: &Uri) -> Option<String> {
     Some(format!("{host}:{port}"))
 }
 
-/// Sends `CONNECT authority` and reads the answer head; `Ok` once the tunnel is open.
-async fn handshake<S>(
-    stream: &mut S,
-    proxy: &ProxyEndpoint,
-    authority: &str,
-) -> Result<(), TunnelError>
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    let failed = |what: String| TunnelError(format!("the outbound proxy {} {what}", proxy.shown));
-    // Sized up front, so that no reallocation leaves a copy of the credentials behind.
+/// The `CONNECT` request head for `authority`, with the proxy's credentials when it has some.
+/// Sized up front, so that no reallocation leaves a copy of the credentials behind; overwritten
+/// when dropped.
+fn connect_request(proxy: &ProxyEndpoint, authority: &str) -> zeroize::Zeroizing<String> {
     let auth_len = proxy.authorization.as_ref().map_or(0, |a| a.expose().len());
     let mut request =
         zeroize::Zeroizing::new(String::with_capacity(2 * authority.len() + auth_len + 128));
@@ -151,6 +144,20 @@ where
         request.push_str("\r\n");
     }
     request.push_str("\r\n");
+    request
+}
+
+/// Sends `CONNECT authority` and reads the answer head; `Ok` once the tunnel is open.
+async fn handshake<S>(
+    stream: &mut S,
+    proxy: &ProxyEndpoint,
+    authority: &str,
+) -> Result<(), TunnelError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let failed = |what: String| TunnelError(format!("the outbound proxy {} {what}", proxy.shown));
+    let request = connect_request(proxy, authority);
     stream
         .write_all(request.as_bytes())
         .await

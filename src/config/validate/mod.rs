@@ -13,6 +13,7 @@ mod reload;
 mod routes;
 mod sts;
 mod token;
+mod trust;
 mod upstream;
 
 pub(super) use fields::socket_addr;

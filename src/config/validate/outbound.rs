@@ -1,8 +1,6 @@
 //! `[outbound]`: the way out to the STS and the API (the outbound proxy, from the file or the
 //! environment, and `no_proxy`), decided here once per target, and the trust roots of both.
 
-use std::path::{Path, PathBuf};
-
 use base64::Engine as _;
 use http::Uri;
 use http::uri::{Authority, Scheme};
@@ -11,7 +9,7 @@ use toml::Spanned;
 use crate::config::diagnostics::{ConfigError, Ctx};
 use crate::config::raw::{RawOutbound, RawProxyAuth};
 use crate::config::secret::resolve_secret;
-use crate::config::{NoProxy, OutboundConfig, TrustRoots};
+use crate::config::{NoProxy, OutboundConfig};
 use crate::host::{default_port, is_loopback_host};
 use crate::secret::Secret;
 use crate::upstream::{Egress, ProxyEndpoint};
@@ -39,7 +37,7 @@ pub(super) fn outbound(
     }
     let proxy = proxy(ctx, &raw, needs, warnings)?;
     let [api, sts] = targets.map(|target| egress(target, proxy.as_ref()));
-    let trust = trust(ctx, &raw, upstream_ca_file, warnings)?;
+    let trust = super::trust::trust(ctx, &raw, upstream_ca_file, warnings)?;
     Ok(OutboundConfig { api, sts, trust })
 }
 
@@ -124,91 +122,112 @@ fn proxy(
             }
             Ok(None)
         }
-        "env" => {
-            let var = |names: [&'static str; 2]| {
-                names.into_iter().find_map(|n| {
-                    (ctx.env)(n)
-                        .filter(|v| !v.trim().is_empty())
-                        .map(|v| (n, v))
-                })
-            };
-            // Like curl, entries of NO_PROXY that mean nothing here (`<local>`, `10.*`) are
-            // skipped; each is named in a warning.
-            let mut lists = extra.clone();
-            let no_proxy_env = var(["no_proxy", "NO_PROXY"]);
-            if let Some((_, value)) = &no_proxy_env {
-                lists.push(value);
-            }
-            let (no_proxy, skipped) = NoProxy::parse_lenient(lists);
-            if let Some((name, _)) = &no_proxy_env {
-                for entry in skipped {
-                    warnings.push(format!(
-                        "{name}: `{entry}` is not a host name, IP address or CIDR range; skipped"
-                    ));
-                }
-            }
-            let all = var(["all_proxy", "ALL_PROXY"]);
-            let from = |wanted: bool, names| -> Result<_, ConfigError> {
-                if !wanted {
-                    return Ok(None);
-                }
-                match var(names).or_else(|| all.clone()) {
-                    None => Ok(None),
-                    Some((name, value)) => {
-                        endpoint(ctx, &value, name, span.clone(), auth.clone()).map(Some)
-                    }
-                }
-            };
-            let https = from(needs.https, ["https_proxy", "HTTPS_PROXY"])?;
-            let http = from(needs.http, ["http_proxy", "HTTP_PROXY"])?;
-            if auth.is_some() && https.is_none() && http.is_none() {
-                warnings.push(
-                    "[outbound] proxy_auth is set, but no proxy variable (HTTPS_PROXY, \
-                     HTTP_PROXY, ALL_PROXY) names a proxy for the STS or the API: nothing uses it"
-                        .into(),
-                );
-            }
-            Ok(Some(Proxies {
-                https,
-                http,
-                no_proxy,
-                unset: "no HTTPS_PROXY, HTTP_PROXY or ALL_PROXY set",
-            }))
-        }
-        url => {
-            if !url.contains("://") {
-                // Never echo the value: it may hold a password.
-                return Err(ctx.error(
-                    span,
-                    "outbound.proxy",
-                    "the value is neither \"env\", \"none\" nor a proxy URL with its scheme",
-                    "write \"env\", \"none\" or a URL such as \"http://proxy.corp.example:3128\"",
-                ));
-            }
-            let endpoint = endpoint(ctx, url, "[outbound] proxy", span.clone(), auth)?;
-            if url.contains('@') {
-                warnings.push(ctx.warning(
-                    span.clone(),
-                    "[outbound] proxy holds credentials written in the config file; they belong \
-                     outside it: proxy_auth = { username = \"..\", password = { env = \"VAR\" } }",
-                ));
-            }
-            let no_proxy = NoProxy::parse(extra).map_err(|e| {
-                ctx.error(
-                    None,
-                    "outbound.no_proxy",
-                    e,
-                    "write host names, .domain suffixes, IP addresses or CIDR ranges",
-                )
-            })?;
-            Ok(Some(Proxies {
-                https: Some(endpoint.clone()),
-                http: Some(endpoint),
-                no_proxy,
-                unset: "",
-            }))
+        "env" => from_env(ctx, extra, needs, span, auth, warnings).map(Some),
+        url => from_url(ctx, url, extra, span, auth, warnings).map(Some),
+    }
+}
+
+/// `proxy = "env"` (the default): the proxy variables for the schemes in `needs`, and `no_proxy`
+/// with `NO_PROXY`.
+fn from_env(
+    ctx: &Ctx<'_>,
+    extra: Vec<&str>,
+    needs: Needs,
+    span: Option<std::ops::Range<usize>>,
+    auth: Option<Secret>,
+    warnings: &mut Vec<String>,
+) -> Result<Proxies, ConfigError> {
+    let var = |names: [&'static str; 2]| {
+        names.into_iter().find_map(|n| {
+            (ctx.env)(n)
+                .filter(|v| !v.trim().is_empty())
+                .map(|v| (n, v))
+        })
+    };
+    // Like curl, entries of NO_PROXY that mean nothing here (`<local>`, `10.*`) are
+    // skipped; each is named in a warning.
+    let mut lists = extra;
+    let no_proxy_env = var(["no_proxy", "NO_PROXY"]);
+    if let Some((_, value)) = &no_proxy_env {
+        lists.push(value);
+    }
+    let (no_proxy, skipped) = NoProxy::parse_lenient(lists);
+    if let Some((name, _)) = &no_proxy_env {
+        for entry in skipped {
+            warnings.push(format!(
+                "{name}: `{entry}` is not a host name, IP address or CIDR range; skipped"
+            ));
         }
     }
+    let all = var(["all_proxy", "ALL_PROXY"]);
+    let from = |wanted: bool, names| -> Result<_, ConfigError> {
+        if !wanted {
+            return Ok(None);
+        }
+        match var(names).or_else(|| all.clone()) {
+            None => Ok(None),
+            Some((name, value)) => {
+                endpoint(ctx, &value, name, span.clone(), auth.clone()).map(Some)
+            }
+        }
+    };
+    let https = from(needs.https, ["https_proxy", "HTTPS_PROXY"])?;
+    let http = from(needs.http, ["http_proxy", "HTTP_PROXY"])?;
+    if auth.is_some() && https.is_none() && http.is_none() {
+        warnings.push(
+            "[outbound] proxy_auth is set, but no proxy variable (HTTPS_PROXY, \
+             HTTP_PROXY, ALL_PROXY) names a proxy for the STS or the API: nothing uses it"
+                .into(),
+        );
+    }
+    Ok(Proxies {
+        https,
+        http,
+        no_proxy,
+        unset: "no HTTPS_PROXY, HTTP_PROXY or ALL_PROXY set",
+    })
+}
+
+/// `proxy = "http://..."`: one proxy for both schemes, and `no_proxy` alone.
+fn from_url(
+    ctx: &Ctx<'_>,
+    url: &str,
+    extra: Vec<&str>,
+    span: Option<std::ops::Range<usize>>,
+    auth: Option<Secret>,
+    warnings: &mut Vec<String>,
+) -> Result<Proxies, ConfigError> {
+    if !url.contains("://") {
+        // Never echo the value: it may hold a password.
+        return Err(ctx.error(
+            span,
+            "outbound.proxy",
+            "the value is neither \"env\", \"none\" nor a proxy URL with its scheme",
+            "write \"env\", \"none\" or a URL such as \"http://proxy.corp.example:3128\"",
+        ));
+    }
+    let endpoint = endpoint(ctx, url, "[outbound] proxy", span.clone(), auth)?;
+    if url.contains('@') {
+        warnings.push(ctx.warning(
+            span,
+            "[outbound] proxy holds credentials written in the config file; they belong \
+             outside it: proxy_auth = { username = \"..\", password = { env = \"VAR\" } }",
+        ));
+    }
+    let no_proxy = NoProxy::parse(extra).map_err(|e| {
+        ctx.error(
+            None,
+            "outbound.no_proxy",
+            e,
+            "write host names, .domain suffixes, IP addresses or CIDR ranges",
+        )
+    })?;
+    Ok(Proxies {
+        https: Some(endpoint.clone()),
+        http: Some(endpoint),
+        no_proxy,
+        unset: "",
+    })
 }
 
 /// `http://[user[:password]@]host[:port]` (or `host:port`), as the file or a variable names it.
@@ -313,115 +332,6 @@ fn basic(user: &str, password: &str) -> Secret {
         "Basic {}",
         base64::engine::general_purpose::STANDARD.encode(pair.as_bytes())
     ))
-}
-
-fn trust(
-    ctx: &Ctx<'_>,
-    raw: &RawOutbound,
-    upstream_ca_file: Option<Spanned<String>>,
-    warnings: &mut Vec<String>,
-) -> Result<TrustRoots, ConfigError> {
-    let (use_system, bundled) = trust_sources(ctx, raw)?;
-    let mut store = crate::tls::root_store(bundled);
-    let ca_file = ca_file(ctx, raw, upstream_ca_file)?;
-    let extra = match &ca_file {
-        None => Vec::new(),
-        Some((f, key)) => {
-            let bad = |e: String| {
-                ctx.error(
-                    Some(f.span()),
-                    key,
-                    format!("cannot use {} as trust roots: {e}", f.get_ref()),
-                    "point ca_file at a readable PEM file of CA certificates",
-                )
-            };
-            let certs = crate::tls::read_pem_certs(Path::new(f.get_ref())).map_err(bad)?;
-            let (_, unusable) = crate::tls::add_roots(&mut store, &certs);
-            if unusable > 0 {
-                return Err(bad(format!(
-                    "{unusable} of its {} certificates cannot be a trust root",
-                    certs.len()
-                )));
-            }
-            certs
-        }
-    };
-    let (system, system_usable) = if use_system {
-        let (certs, errors) = crate::tls::system_roots();
-        for e in errors {
-            warnings.push(format!("the system trust store: {e}"));
-        }
-        let usable = crate::tls::add_roots(&mut store, &certs).0;
-        if usable == 0 {
-            warnings.push(
-                "the system trust store holds no usable certificate (on Linux: SSL_CERT_FILE, \
-                 SSL_CERT_DIR or the ca-certificates package)"
-                    .into(),
-            );
-        }
-        (certs, usable)
-    } else {
-        (Vec::new(), 0)
-    };
-    if !bundled && system_usable == 0 && extra.is_empty() {
-        return Err(ctx.error(
-            raw.trust.as_ref().map(Spanned::span),
-            "outbound.trust",
-            "no certificate would be trusted: the system store is not used or empty, the \
-             bundled roots are not used and no ca_file is set",
-            "add \"bundled\" to trust, or set ca_file",
-        ));
-    }
-    Ok(TrustRoots {
-        system,
-        use_system,
-        bundled,
-        ca_file: ca_file.map(|(f, _)| PathBuf::from(f.into_inner())),
-        extra,
-        store: std::sync::Arc::new(store),
-    })
-}
-
-/// `[outbound] trust`: whether the system store and the bundled roots are trusted (both when
-/// it is not set).
-fn trust_sources(ctx: &Ctx<'_>, raw: &RawOutbound) -> Result<(bool, bool), ConfigError> {
-    let Some(list) = &raw.trust else {
-        return Ok((true, true));
-    };
-    let (mut use_system, mut bundled) = (false, false);
-    for item in list.get_ref() {
-        match item.get_ref().as_str() {
-            "system" => use_system = true,
-            "bundled" => bundled = true,
-            other => {
-                return Err(ctx.error(
-                    Some(item.span()),
-                    "outbound.trust",
-                    format!("`{other}` is not a trust source"),
-                    "write [\"system\", \"bundled\"], or one of them",
-                ));
-            }
-        }
-    }
-    Ok((use_system, bundled))
-}
-
-/// `ca_file`, from `[outbound]` or its old place in `[upstream]` (not both), with its key.
-fn ca_file(
-    ctx: &Ctx<'_>,
-    raw: &RawOutbound,
-    upstream_ca_file: Option<Spanned<String>>,
-) -> Result<Option<(Spanned<String>, &'static str)>, ConfigError> {
-    match (&raw.ca_file, upstream_ca_file) {
-        (Some(_), Some(old)) => Err(ctx.error(
-            Some(old.span()),
-            "upstream.ca_file",
-            "ca_file is set in both [outbound] and [upstream]",
-            "keep it in [outbound] only ([upstream] ca_file is its old place)",
-        )),
-        (Some(f), None) => Ok(Some((f.clone(), "outbound.ca_file"))),
-        (None, old) => Ok(old.map(|f| (f, "upstream.ca_file"))),
-    }
 }
 
 #[cfg(test)]
