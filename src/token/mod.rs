@@ -2,21 +2,23 @@
 //! client, with a moka cache keyed by (credential, delegate), single flight, refresh ahead of
 //! expiry, and per-key backoff after STS failures.
 //!
-//! Policies: `interval` goes through the cache; `per_transaction` too, under a key that names the
-//! transaction (`transaction.rs` at the top of `src/`, part of the request path), with a fresh base token for a delegate; `per_request` fetches
-//! a token for one request alone. All share the fetch path (issue, then update for a delegate), the
-//! error type and the backoff, which is kept per (credential, delegate) whatever the transaction.
+//! Policies: `interval` goes through the cache; `per_transaction` too, under a key that names
+//! the transaction (`src/transaction.rs`, part of the request path), with a fresh base token for
+//! a delegate; `per_request` fetches a token for one request alone. All share the fetch path
+//! (issue, then update for a delegate), the error type and the backoff, which is kept per
+//! (credential, delegate) whatever the transaction.
 //!
 //! Files: `config.rs` (what a token source is built from: [`TokenConfig`], [`TokenMode`]),
-//! `source.rs` (the policies and the fetch path), `cache.rs` (the two token caches),
-//! `key.rs` (the cache key),
-//! `token.rs` (a token and its age), `error.rs` (what failed), `backoff.rs` (STS failures and 401
-//! refusals), `sts.rs` (the HTTP calls), `schedule.rs` (timing rules).
+//! `source.rs` (the policies, the cache in front of the fetch path), `fetch.rs` (the fetch
+//! path: issue, update, every outcome recorded), `cache.rs` (the two token caches), `key.rs`
+//! (the cache key), `token.rs` (a token and its age), `error.rs` (what failed), `backoff.rs`
+//! (STS failures and 401 refusals), `sts.rs` (the HTTP calls), `schedule.rs` (timing rules).
 
 mod backoff;
 mod cache;
 mod config;
 mod error;
+mod fetch;
 mod key;
 pub mod schedule;
 mod source;

@@ -7,7 +7,7 @@ use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use moka::future::Cache;
 use moka::ops::compute::Op;
@@ -16,10 +16,10 @@ use super::TokenMode;
 use super::backoff::Backoff;
 use super::cache::TokenCaches;
 use super::config::{Credential, TokenConfig};
-use super::error::{Step, StsFailure, TokenError};
+use super::error::{Step, TokenError};
 use super::key::TokenKey;
 use super::schedule;
-use super::sts::{Issued, StsClient};
+use super::sts::StsClient;
 use super::token::Token;
 use crate::metrics::Metrics;
 
@@ -53,7 +53,7 @@ impl TokenState {
 
 /// Which base token a delegate token is updated from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum BaseToken {
+pub(super) enum BaseToken {
     /// The credential's cached token (fetched once on a miss): the shared interval token.
     Cached,
     /// A token fetched for this update alone: per-request and per-transaction tokens, so that a
@@ -61,23 +61,21 @@ enum BaseToken {
     Fresh,
 }
 
-/// An STS answer and the moment its request was sent (a token's life counts from then).
-type StsAnswer = Result<(Issued, Instant, SystemTime), StsFailure>;
-
-struct Inner {
-    sts: StsClient,
-    credentials: HashMap<Arc<str>, Credential>,
-    max_age: Duration,
-    refresh_before: Duration,
-    caches: TokenCaches,
-    backoff: Backoff,
-    metrics: Arc<Metrics>,
+/// What the clones of a token source share (`fetch.rs` reads it too).
+pub(super) struct Inner {
+    pub(super) sts: StsClient,
+    pub(super) credentials: HashMap<Arc<str>, Credential>,
+    pub(super) max_age: Duration,
+    pub(super) refresh_before: Duration,
+    pub(super) caches: TokenCaches,
+    pub(super) backoff: Backoff,
+    pub(super) metrics: Arc<Metrics>,
 }
 
 /// Hands out tokens by route policy. Cheap to clone; clones share the cache.
 #[derive(Clone)]
 pub struct TokenSource {
-    inner: Arc<Inner>,
+    pub(super) inner: Arc<Inner>,
 }
 
 impl fmt::Debug for TokenSource {
@@ -250,7 +248,7 @@ impl TokenSource {
     /// one run of `fetch` shared by every concurrent caller. Taking the fetch as an argument is what
     /// lets a delegate's fetch look up its base token here ([`TokenSource::cached_base`]) without
     /// calling back into itself.
-    async fn cached_or_fetch<F, Fut>(
+    pub(super) async fn cached_or_fetch<F, Fut>(
         &self,
         key: &TokenKey,
         fetch: F,
@@ -327,7 +325,7 @@ impl TokenSource {
 
     /// Drops `token` from the cache if it is still the one cached for `key` (when it outlived its
     /// use); returns whether it did.
-    async fn evict(&self, key: &TokenKey, token: &Arc<Token>) -> bool {
+    pub(super) async fn evict(&self, key: &TokenKey, token: &Arc<Token>) -> bool {
         let result = self
             .cache(key)
             .entry_by_ref(key)
@@ -343,161 +341,6 @@ impl TokenSource {
             self.inner.caches.dropped(key);
         }
         removed
-    }
-
-    /// Fetches a new token for `key`: the credential's own token, or for a delegate the update of
-    /// a base token (cached or fresh, as `base` says). Either way the key's backoff, expiry metric
-    /// and log line are kept by [`TokenSource::record_outcome`].
-    async fn fetch(&self, key: &TokenKey, base: BaseToken) -> Result<Arc<Token>, TokenError> {
-        match &key.delegate {
-            None => self.fetch_own(key).await,
-            Some(delegate) => self.fetch_delegated(key, delegate, base).await,
-        }
-    }
-
-    /// A credential's own token: one client-credentials grant, recorded under `key`.
-    async fn fetch_own(&self, key: &TokenKey) -> Result<Arc<Token>, TokenError> {
-        let result = self.issue(key).await;
-        self.record_outcome(key, result)
-    }
-
-    /// A delegate's token: the base token of the credential, then one `update_token` call for the
-    /// delegate (two when the STS refused a cached base), recorded under `key`.
-    async fn fetch_delegated(
-        &self,
-        key: &TokenKey,
-        delegate: &str,
-        base: BaseToken,
-    ) -> Result<Arc<Token>, TokenError> {
-        // A credential missing from the configuration is a failure of this key, like any other.
-        if let Err(e) = self.credential(key) {
-            return self.record_outcome(key, Err(e));
-        }
-        let base_key = key.base();
-        // A failure of the base token was recorded (and backed off) under the base key already;
-        // it is returned as it is: recording it again here would double the delay and the logs.
-        let mut base_token = match base {
-            BaseToken::Cached => self.cached_base(&base_key).await?,
-            BaseToken::Fresh => {
-                self.inner.backoff.check(&base_key)?;
-                self.fetch_own(&base_key).await?
-            }
-        };
-        let mut answer = self.update(key, delegate, &base_token).await;
-        if base == BaseToken::Cached
-            && matches!(answer, Err(StsFailure::Rejected { status: 401, .. }))
-            && self.evict(&base_key, &base_token).await
-        {
-            // The STS no longer accepts the cached base token (revoked before its end): that says
-            // nothing about the delegate. Update a fresh base once before calling it a rejection.
-            base_token = self.cached_base(&base_key).await?;
-            answer = self.update(key, delegate, &base_token).await;
-        }
-        let result = self.token_from(key, Step::Update, answer);
-        self.record_outcome(key, result)
-    }
-
-    /// The credential's own token that delegate tokens are updated from: the cache entry it
-    /// shares with the credential's interval token, fetched once on a miss.
-    async fn cached_base(&self, base_key: &TokenKey) -> Result<Arc<Token>, TokenError> {
-        self.cached_or_fetch(
-            base_key,
-            |this, key| async move { this.fetch_own(&key).await },
-        )
-        .await
-    }
-
-    /// The client-credentials grant for the credential of `key`.
-    async fn issue(&self, key: &TokenKey) -> Result<Token, TokenError> {
-        let credential = self.credential(key)?;
-        let answer = self
-            .sts_call(key, Step::Issue, self.inner.sts.issue(credential))
-            .await;
-        self.token_from(key, Step::Issue, answer)
-    }
-
-    /// The `update_token` call for `delegate` with `base` as Bearer; the STS answer as it is (a
-    /// 401 may call for a fresh base rather than an error).
-    async fn update(&self, key: &TokenKey, delegate: &str, base: &Token) -> StsAnswer {
-        let call = self.inner.sts.update(base.secret(), delegate);
-        self.sts_call(key, Step::Update, call).await
-    }
-
-    /// Makes one STS call for `key`, counts its outcome in the metrics and returns the answer
-    /// with the moment the call was sent (a token's life counts from then, so network time only
-    /// ever shortens its use).
-    async fn sts_call(
-        &self,
-        key: &TokenKey,
-        step: Step,
-        call: impl Future<Output = Result<Issued, StsFailure>>,
-    ) -> StsAnswer {
-        let (sent_at, sent_wall) = (Instant::now(), SystemTime::now());
-        let result = call.await;
-        let outcome = match &result {
-            Ok(_) => "ok",
-            Err(failure) => failure.metric_label(),
-        };
-        self.inner
-            .metrics
-            .sts(&key.credential, step.metric_label(), outcome);
-        result.map(|issued| (issued, sent_at, sent_wall))
-    }
-
-    /// The configuration of the credential of `key`.
-    fn credential(&self, key: &TokenKey) -> Result<&Credential, TokenError> {
-        self.inner.credentials.get(&key.credential).ok_or_else(|| {
-            let reason = "no such credential in the configuration".to_string();
-            TokenError::unavailable(key, Step::Issue, reason)
-        })
-    }
-
-    /// The token in the STS `answer` to `step` for `key`, or the error naming what failed.
-    fn token_from(
-        &self,
-        key: &TokenKey,
-        step: Step,
-        answer: StsAnswer,
-    ) -> Result<Token, TokenError> {
-        let (issued, sent_at, sent_wall) = answer.map_err(|f| TokenError::new(key, step, f))?;
-        let (max_age, refresh_before) = (self.inner.max_age, self.inner.refresh_before);
-        Token::new(issued, sent_at, sent_wall, max_age, refresh_before).ok_or_else(|| {
-            let reason = "the token cannot be sent in a header".to_string();
-            TokenError::unavailable(key, step, reason)
-        })
-    }
-
-    /// Keeps the outcome of a fetch for `key`: a new token clears the key's failures, sets its
-    /// expiry metric and is logged; a failure is recorded for the backoff, which sets its
-    /// `retry_after`.
-    fn record_outcome(
-        &self,
-        key: &TokenKey,
-        result: Result<Token, TokenError>,
-    ) -> Result<Arc<Token>, TokenError> {
-        match result {
-            Ok(token) => {
-                self.inner.backoff.clear_failures(key);
-                self.inner.metrics.token_expiry(
-                    &key.credential,
-                    key.delegate_label().as_ref(),
-                    token.expires_at(),
-                );
-                tracing::info!(
-                    credential = %key.credential,
-                    delegate = key.delegate.as_deref().unwrap_or("-"),
-                    // 0: the token shared by every request, as this line always said.
-                    transaction = key.transaction.unwrap_or(0),
-                    valid_for_s = token.schedule.usable_for.as_secs(),
-                    "token issued"
-                );
-                Ok(Arc::new(token))
-            }
-            Err(mut e) => {
-                e.retry_after = Some(self.inner.backoff.record_failure(key, &e));
-                Err(e)
-            }
-        }
     }
 }
 
