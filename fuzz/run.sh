@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs each cargo-fuzz target for a bounded time (default 60 s each; the issue asks for 600).
+# Runs each cargo-fuzz target for a bounded time (default 60 s each; 600 s before a release).
 #   fuzz/run.sh [SECONDS] [TARGET...]
 # Needs cargo-fuzz (`cargo install cargo-fuzz`). The stable toolchain works with
 # RUSTC_BOOTSTRAP=1, which this script sets. Crashes land in fuzz/artifacts/TARGET/ and the
