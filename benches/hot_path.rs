@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use azure_costs_proxy::Secret;
 use azure_costs_proxy::config::{RefreshOn, RouteConfig, TokenPolicy};
-use azure_costs_proxy::headers::{self, RequestIds};
-use azure_costs_proxy::inbound::{ApiKeys, HostGuard};
-use azure_costs_proxy::routes::{self, RouteTable};
+use azure_costs_proxy::parts::headers::{self, RequestIds};
+use azure_costs_proxy::parts::routes::{self, RouteTable};
+use azure_costs_proxy::parts::{ApiKeys, HostGuard};
 use azure_costs_proxy::token::TokenMode;
 use divan::{Bencher, black_box};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};

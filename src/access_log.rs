@@ -13,7 +13,7 @@ use crate::metrics::Metrics;
 use crate::transaction::Activity;
 
 /// The target of the access line, the one `RUST_LOG` names (`access=off` silences it).
-pub const TARGET: &str = "access";
+pub(crate) const TARGET: &str = "access";
 
 /// What the access line says about one request. A client that disconnects mid-stream is logged
 /// as `aborted`.

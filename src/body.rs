@@ -15,12 +15,12 @@ use crate::access_log::AccessLog;
 use crate::upstream::PooledBody;
 
 /// Error type of [`ProxyBody`]: hyper's error or the idle timeout.
-pub type BoxError = Box<dyn StdError + Send + Sync>;
+pub(crate) type BoxError = Box<dyn StdError + Send + Sync>;
 
 /// The upstream stopped sending body data for longer than `upstream.timeout`.
 #[derive(Debug, thiserror::Error)]
 #[error("the upstream sent no response data for {0:?}")]
-pub struct BodyIdleTimeout(Duration);
+pub(crate) struct BodyIdleTimeout(Duration);
 
 enum Kind {
     Upstream {

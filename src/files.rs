@@ -7,7 +7,7 @@ use zeroize::Zeroizing;
 
 /// A file's bytes, refusing one larger than `max` before reading it all (a wrong path such as a
 /// log or a device must not be read whole). Zeroized on drop: it may hold a secret or a key.
-pub fn read_limited(path: &Path, max: u64) -> Result<Zeroizing<Vec<u8>>, String> {
+pub(crate) fn read_limited(path: &Path, max: u64) -> Result<Zeroizing<Vec<u8>>, String> {
     let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
     let mut bytes = Zeroizing::new(Vec::new());
     file.take(max + 1)

@@ -27,7 +27,7 @@ static HOP_BY_HOP: [HeaderName; 7] = [
 /// It runs twice per request, and most HTTP/1.1 peers send `Connection: keep-alive`: one pass
 /// over the names (compared, not hashed) finds which fixed names are present, and only those are
 /// removed. A `Connection` token outside the fixed set (rare) is the only thing that allocates.
-pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     let mut present = 0u8;
     for name in headers.keys() {
         if let Some(i) = HOP_BY_HOP.iter().position(|h| h == name) {

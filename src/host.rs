@@ -10,7 +10,7 @@ use http::uri::Scheme;
 /// The port a URI means when it writes none: 443 for `https`, 80 for `http` and for a URI
 /// without a scheme (RFC 9110 section 4.2: an authority alone, as in a `Host` header, is HTTP's).
 /// The proxy only builds URIs with a scheme; the rule for none is for completeness.
-pub fn default_port(scheme: Option<&Scheme>) -> u16 {
+pub(crate) fn default_port(scheme: Option<&Scheme>) -> u16 {
     match scheme {
         Some(s) if *s == Scheme::HTTPS => 443,
         _ => 80,
@@ -88,7 +88,7 @@ fn parse_port(text: &str) -> Option<u16> {
 /// The host of a configured name or authority, as the `Host` guard compares it: lower case,
 /// without port, IPv6 brackets or a trailing dot (`[::1]:8080` -> `::1`, `BI.internal.:80` ->
 /// `bi.internal`). Lenient, for config values; requests go through [`parse_host`].
-pub fn normalize_host(authority: &str) -> String {
+pub(crate) fn normalize_host(authority: &str) -> String {
     let host = if let Some(rest) = authority.strip_prefix('[') {
         rest.split(']').next().unwrap_or_default()
     } else {
@@ -105,7 +105,7 @@ pub fn normalize_host(authority: &str) -> String {
 }
 
 /// Whether a host name or address is on this machine's loopback interface.
-pub fn is_loopback_host(host: &str) -> bool {
+pub(crate) fn is_loopback_host(host: &str) -> bool {
     let host = host.trim_start_matches('[').trim_end_matches(']');
     if host.eq_ignore_ascii_case("localhost") {
         return true;

@@ -5,38 +5,65 @@
 //! team), injects `Authorization: Bearer ...` and streams the request to the API and the answer
 //! back. [`run`] is the whole data plane; `main` only parses the command line around it.
 
-pub mod access_log;
+// The surface: what the binary, the tests, the fuzz targets and the benchmarks use. Everything
+// else is the crate's own (`pub(crate)`), so that the compiler reports what nothing uses.
 pub mod admin;
-pub mod body;
-mod cause;
 pub mod cli;
 pub mod commands;
 pub mod config;
-pub mod error;
-pub mod files;
-pub mod headers;
-pub mod host;
-pub mod inbound;
 pub mod live;
 pub mod logging;
 pub mod metrics;
-pub mod proxy;
-pub mod readiness;
-mod reload;
-pub mod request_body;
-pub mod respond;
-pub mod routes;
-mod secret;
-pub mod server;
 pub mod service;
 pub mod simulator;
+pub mod token;
+pub mod watch;
+
+mod access_log;
+mod body;
+mod cause;
+mod error;
+mod files;
+mod headers;
+mod host;
+mod inbound;
+mod proxy;
+mod readiness;
+mod reload;
+mod request_body;
+mod respond;
+mod routes;
+mod secret;
+mod server;
 mod sync;
 mod systemd;
-pub mod tls;
-pub mod token;
-pub mod transaction;
-pub mod upstream;
-pub mod watch;
+mod tls;
+mod transaction;
+mod upstream;
+
+/// Parts of the request path, public only for the fuzz targets (`fuzz/`) and the
+/// micro-benchmarks (`benches/`), which drive one part alone. Not an API.
+#[doc(hidden)]
+pub mod parts {
+    /// Header rules.
+    pub mod headers {
+        pub use crate::headers::{
+            RequestIds, X_REQUEST_ID, bearer_value, rewrite_request, rewrite_response,
+            valid_request_id,
+        };
+    }
+    pub use crate::host::parse_host;
+    pub use crate::inbound::{ApiKeys, HostGuard};
+    pub use crate::proxy::Proxy;
+    /// Errors as the client sees them.
+    pub mod respond {
+        pub use crate::respond::{error_response, status_and_code};
+    }
+    /// Route matching.
+    pub mod routes {
+        pub use crate::routes::{RouteTable, has_refused_segment, upstream_path_and_query};
+    }
+}
 
 use std::future::Future;
 use std::sync::Arc;

@@ -21,7 +21,7 @@ use crate::upstream::UpstreamError;
 /// Marks a response to a refused request (see [`ProxyError::is_refusal`]): such a request does
 /// not count as activity that keeps its connection open.
 #[derive(Debug, Clone, Copy)]
-pub struct Refused;
+pub(crate) struct Refused;
 
 /// HTTP status and the stable error code of the JSON body.
 pub fn status_and_code(e: &ProxyError) -> (StatusCode, &'static str) {
@@ -109,7 +109,7 @@ pub fn error_response(
 
 /// An answer of the admin listener's own: a refused request, or one it does not serve.
 #[derive(Debug)]
-pub enum AdminError {
+pub(crate) enum AdminError {
     /// The admin `Host` guard (or the `Host` rules) refused it.
     Refused(ProxyError),
     /// Not GET or HEAD.
@@ -120,7 +120,7 @@ pub enum AdminError {
 
 /// The admin listener's error answer: status and JSON body `{error, message}` (no request id:
 /// the admin listener does not number its requests); a refused client's connection is closed.
-pub fn admin_error(e: AdminError) -> Response<Full<Bytes>> {
+pub(crate) fn admin_error(e: AdminError) -> Response<Full<Bytes>> {
     let (status, code, message) = match &e {
         AdminError::Refused(refused) => {
             let (status, code) = status_and_code(refused);

@@ -163,7 +163,7 @@ impl RouteTable {
 /// Matches `prefix` against `path` on whole segments and returns the rest of the path:
 /// `/contoso` matches `/contoso` and `/contoso/x` but not `/contosox`. The `/` prefix matches every
 /// path and strips nothing.
-pub fn strip_prefix<'p>(path: &'p str, prefix: &str) -> Option<&'p str> {
+pub(crate) fn strip_prefix<'p>(path: &'p str, prefix: &str) -> Option<&'p str> {
     if prefix == "/" {
         return path.starts_with('/').then_some(path);
     }

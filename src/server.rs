@@ -23,20 +23,20 @@ use crate::respond::Refused;
 
 /// Largest request head accepted: 64 KiB, answered with 431 above (README, "Errors the proxy
 /// returns itself").
-pub const MAX_HEADER_BYTES: usize = 64 * 1024;
+pub(crate) const MAX_HEADER_BYTES: usize = 64 * 1024;
 /// Most header lines in a request head: as many as fit in [`MAX_HEADER_BYTES`] (the shortest
 /// line, `a:` and CRLF, is 4 bytes), so that the byte limit is the one that binds. hyper's
 /// default of 100 answered 431 to 101 small headers of about 1 KB.
 const MAX_HEADERS: usize = MAX_HEADER_BYTES / 4;
 /// Time a client has to send a complete request head (slowloris guard). It also bounds the wait
 /// for the first request on a new connection, whatever protocol the client pretends to speak.
-pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// A connection with no new request for this long is closed (requests in flight finish first).
 /// HTTP/1 keep-alive connections are closed sooner, by [`HEADER_READ_TIMEOUT`].
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Most concurrent streams an HTTP/2 client may open on one connection (README, "Data plane").
-pub const MAX_CONCURRENT_STREAMS: u32 = 100;
+pub(crate) const MAX_CONCURRENT_STREAMS: u32 = 100;
 /// An HTTP/2 connection quiet for this long gets a PING...
 const H2_PING_INTERVAL: Duration = Duration::from_secs(8);
 /// ...and is closed if the answer takes longer than this: a client that stops answering is gone
@@ -66,7 +66,11 @@ fn builder() -> auto::Builder<TokioExecutor> {
 /// Serves `listener` until `shutdown` resolves, then stops accepting and lets in-flight requests
 /// finish for up to the config's `shutdown_grace`. Each request takes the proxy current when it
 /// arrives, so a reload applies to new requests on open connections too.
-pub async fn serve(listener: TcpListener, live: Arc<Live>, shutdown: impl Future<Output = ()>) {
+pub(crate) async fn serve(
+    listener: TcpListener,
+    live: Arc<Live>,
+    shutdown: impl Future<Output = ()>,
+) {
     let builder = builder();
     // Connections beyond the cap wait in the kernel's listen backlog until one closes: those in
     // flight keep their memory and file descriptors.

@@ -13,7 +13,7 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 const MAX_PEM_FILE: u64 = 4 * 1024 * 1024;
 
 /// Reads every certificate of a PEM file; an unreadable file or one without certificates is an error.
-pub fn read_pem_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+pub(crate) fn read_pem_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
     let bytes = crate::files::read_limited(path, MAX_PEM_FILE)?;
     let certs = CertificateDer::pem_slice_iter(&bytes)
         .collect::<Result<Vec<_>, _>>()
@@ -29,14 +29,14 @@ pub fn read_pem_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, Strin
 /// read. rustls-native-certs rather than rustls-platform-verifier: it gives certificates, which
 /// go into the one root store with the bundled roots and `ca_file` on every platform, read once
 /// per config load (a few milliseconds) instead of a second verifier per system.
-pub fn system_roots() -> (Vec<CertificateDer<'static>>, Vec<String>) {
+pub(crate) fn system_roots() -> (Vec<CertificateDer<'static>>, Vec<String>) {
     let found = rustls_native_certs::load_native_certs();
     let errors = found.errors.iter().map(ToString::to_string).collect();
     (found.certs, errors)
 }
 
 /// An empty root store, or one holding the bundled Mozilla roots.
-pub fn root_store(bundled: bool) -> RootCertStore {
+pub(crate) fn root_store(bundled: bool) -> RootCertStore {
     let mut roots = RootCertStore::empty();
     if bundled {
         roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
@@ -46,14 +46,17 @@ pub fn root_store(bundled: bool) -> RootCertStore {
 
 /// Adds the certificates of `certs` rustls can use as trust roots to `roots` (each is parsed
 /// here, once); returns how many it added and how many it could not use.
-pub fn add_roots(roots: &mut RootCertStore, certs: &[CertificateDer<'static>]) -> (usize, usize) {
+pub(crate) fn add_roots(
+    roots: &mut RootCertStore,
+    certs: &[CertificateDer<'static>],
+) -> (usize, usize) {
     roots.add_parsable_certificates(certs.iter().cloned())
 }
 
 /// A rustls client configuration (STS and API) trusting `roots` (see `config::TrustRoots`:
 /// the bundled roots, the system's and `ca_file`'s, parsed when the config was loaded).
 /// Verification is always on.
-pub fn client_config(roots: Arc<RootCertStore>) -> Result<rustls::ClientConfig, String> {
+pub(crate) fn client_config(roots: Arc<RootCertStore>) -> Result<rustls::ClientConfig, String> {
     if roots.is_empty() {
         return Err("no trust root could be used".into());
     }
@@ -67,7 +70,7 @@ pub fn client_config(roots: Arc<RootCertStore>) -> Result<rustls::ClientConfig, 
 }
 
 /// Reads the first private key of a PEM file (PKCS#8, PKCS#1 or SEC1).
-pub fn read_pem_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
+pub(crate) fn read_pem_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
     let bytes = crate::files::read_limited(path, MAX_PEM_FILE)?;
     PrivateKeyDer::from_pem_slice(&bytes).map_err(|e| match e {
         rustls_pki_types::pem::Error::NoItemsFound => "the file holds no PEM private key".into(),
@@ -78,7 +81,7 @@ pub fn read_pem_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
 /// The rustls server configuration towards clients: the certificate chain and its key, ALPN for
 /// HTTP/2 and HTTP/1.1, and, with `client_roots`, a client certificate that chains to them is
 /// required.
-pub fn server_config(
+pub(crate) fn server_config(
     certs: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
     client_roots: Option<&[CertificateDer<'static>]>,

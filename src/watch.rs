@@ -185,13 +185,9 @@ impl FileWatch {
         watch
     }
 
-    /// The files watched.
-    pub fn files(&self) -> &[PathBuf] {
-        &self.files
-    }
-
     /// Whether the files are polled (a watch could not be set up, or [`WatchTiming::poll_only`]).
-    pub fn polling(&self) -> bool {
+    #[cfg(test)]
+    fn polling(&self) -> bool {
         self.polling
     }
 

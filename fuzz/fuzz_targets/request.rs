@@ -11,12 +11,12 @@
 use std::sync::{Arc, OnceLock};
 
 use azure_costs_proxy::config;
-use azure_costs_proxy::headers::{self, RequestIds};
-use azure_costs_proxy::host::parse_host;
+use azure_costs_proxy::parts::headers::{self, RequestIds};
+use azure_costs_proxy::parts::parse_host;
 use azure_costs_proxy::metrics::Metrics;
-use azure_costs_proxy::proxy::Proxy;
-use azure_costs_proxy::respond;
-use azure_costs_proxy::routes::has_refused_segment;
+use azure_costs_proxy::parts::Proxy;
+use azure_costs_proxy::parts::respond;
+use azure_costs_proxy::parts::routes::has_refused_segment;
 use http::header::{self, HeaderName, HeaderValue};
 use http::{Method, Version};
 use libfuzzer_sys::fuzz_target;

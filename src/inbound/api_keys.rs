@@ -13,7 +13,7 @@ use zeroize::Zeroizing;
 use crate::secret::Secret;
 
 /// The `WWW-Authenticate` challenges of a 401: both schemes a key is accepted in.
-pub const CHALLENGES: [&str; 2] = [
+pub(crate) const CHALLENGES: [&str; 2] = [
     "Bearer realm=\"azure-costs-proxy\"",
     "Basic realm=\"azure-costs-proxy\", charset=\"UTF-8\"",
 ];

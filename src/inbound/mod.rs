@@ -13,7 +13,8 @@ use http::request::Parts;
 use http::{Method, Version};
 use tokio_rustls::TlsAcceptor;
 
-pub use api_keys::{ApiKeys, CHALLENGES};
+pub use api_keys::ApiKeys;
+pub(crate) use api_keys::CHALLENGES;
 pub use host_guard::HostGuard;
 
 use crate::error::ProxyError;
@@ -100,7 +101,7 @@ impl InboundPolicy {
 /// The request's one `Host` header: HTTP/1.1 needs exactly one (RFC 9112 section 3.2), and no
 /// request may carry several (which one would a guard judge, which one the next hop?). HTTP/1.0
 /// and HTTP/2 may carry none. Shared by the data plane and the admin listener.
-pub fn single_host(
+pub(crate) fn single_host(
     version: Version,
     headers: &http::HeaderMap,
 ) -> Result<Option<&HeaderValue>, ProxyError> {
@@ -120,7 +121,7 @@ pub fn single_host(
 }
 
 /// The refusal of a `Host` that is not accepted, showing at most 100 characters of it.
-pub fn forbidden_host(value: &[u8]) -> ProxyError {
+pub(crate) fn forbidden_host(value: &[u8]) -> ProxyError {
     let shown: String = String::from_utf8_lossy(value).chars().take(100).collect();
     ProxyError::ForbiddenHost(shown)
 }

@@ -170,7 +170,6 @@ fn write_f64(out: &mut impl fmt::Write, value: f64) -> fmt::Result {
         return write!(out, "{value:?}");
     }
     // Exact: a non-negative whole number below 10^12.
-    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
     let thousandths = thousandths as u64;
     let (whole, fraction) = (thousandths / 1000, thousandths % 1000);
     out.write_str(itoa::Buffer::new().format(whole))?;
@@ -238,7 +237,6 @@ fn second_text(secs: u64) -> Option<[u8; 20]> {
 fn zero_padded(slot: &mut [u8], mut value: u64) {
     for place in slot.iter_mut().rev() {
         // A digit: below 10.
-        #[allow(clippy::cast_possible_truncation)]
         let digit = (value % 10) as u8;
         *place = b'0' + digit;
         value /= 10;

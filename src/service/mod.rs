@@ -11,7 +11,10 @@
 #[cfg(windows)]
 mod control;
 #[cfg(windows)]
-#[allow(unsafe_code)]
+#[expect(
+    unsafe_code,
+    reason = "the windows-service macro expands to the dispatcher's extern \"system\" entry point"
+)]
 mod ffi;
 #[cfg(windows)]
 mod scm;

@@ -23,8 +23,10 @@ mod key;
 pub mod schedule;
 mod source;
 pub mod sts;
-// Named after the type it holds, like its siblings; private, so no `token::token` path leaks.
-#[allow(clippy::module_inception)]
+#[expect(
+    clippy::module_inception,
+    reason = "named after the type it holds, like its siblings; private, so no token::token path leaks"
+)]
 mod token;
 
 pub use backoff::REFUSAL_WINDOW;

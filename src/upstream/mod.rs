@@ -17,10 +17,10 @@ use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Request, Response, Uri, Version};
 use hyper_util::client::legacy::connect::HttpConnector;
 
-pub use egress::{Egress, ProxyEndpoint};
-pub use error::UpstreamError;
-pub use pool::OutgoingBody;
-pub use pooled_body::PooledBody;
+pub(crate) use egress::{Egress, ProxyEndpoint};
+pub(crate) use error::UpstreamError;
+pub(crate) use pool::OutgoingBody;
+pub(crate) use pooled_body::PooledBody;
 
 use crate::cause::innermost;
 use crate::host::default_port;

@@ -25,7 +25,7 @@ use crate::request_body::ClientBody;
 
 /// A request body sent upstream: the client's, streamed, or one held whole (empty for a request
 /// the proxy may replay; the form or JSON of an STS call).
-pub type OutgoingBody = Either<ClientBody, Full<Bytes>>;
+pub(crate) type OutgoingBody = Either<ClientBody, Full<Bytes>>;
 
 /// How long an idle pooled connection is kept.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);

@@ -5,7 +5,12 @@
 //! config), changes what it is about (`.set("upstream.timeout", "300ms")`, `.route(..)`,
 //! `.sts_fault(..)`), then asserts. Every module says `use crate::support::tokio;`: its
 //! `#[tokio::test]` then runs the test under a 60 s limit (see `support/tokio.rs`).
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![expect(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a test that cannot go on fails loudly; these lints guard the proxy's own code"
+)]
 
 mod support;
 

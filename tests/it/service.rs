@@ -59,7 +59,7 @@ fn paramchange(name: &str) {
         dwWaitHint: 0,
     };
     // SAFETY: a valid, open service handle and a status struct that outlives the call.
-    #[allow(unsafe_code)]
+    #[expect(unsafe_code, reason = "windows-service has no call for paramchange")]
     let sent = unsafe {
         windows_sys::Win32::System::Services::ControlService(
             service.raw_handle(),
