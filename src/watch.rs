@@ -186,7 +186,7 @@ impl FileWatch {
     }
 
     /// Whether the files are polled (a watch could not be set up, or [`WatchTiming::poll_only`]).
-    #[cfg(test)]
+    #[cfg(all(test, target_os = "linux"))]
     fn polling(&self) -> bool {
         self.polling
     }

@@ -6,15 +6,11 @@
 //! - `scm.rs`: register, remove, start, stop and query the service; its folder and ACL
 //! - `control.rs`: the service's life under the dispatcher: status, checkpoints, controls
 //! - `paths.rs`: the service's name and where its config and logs live
-//! - `ffi.rs`: the dispatcher's entry point (the one place that allows `unsafe`, in a macro)
+//! - `ffi.rs`: the dispatcher's entry point (the `windows-service` macro, with its `unsafe` inside)
 
 #[cfg(windows)]
 mod control;
 #[cfg(windows)]
-#[expect(
-    unsafe_code,
-    reason = "the windows-service macro expands to the dispatcher's extern \"system\" entry point"
-)]
 mod ffi;
 #[cfg(windows)]
 mod scm;
