@@ -2,6 +2,13 @@
 //! also covers its subdomains; a leading dot changes nothing), `*` for every host, an IP address
 //! or a CIDR range (which match IP-literal targets only: nothing is resolved). Ports in entries
 //! are ignored, as by curl. Pure: the list is parsed once when the config is validated.
+//!
+//! Why not hyper-util's `client::proxy::matcher` (what reqwest uses): its `NoProxy` is private
+//! (reachable only through a whole `Matcher` and a `Uri`), it accepts any entry without an error
+//! (so a typo in `no_proxy` could not be reported with its line and key), and it differs from
+//! curl's rules where our tests pin them: `*` does not cover IP addresses, ports in entries and
+//! trailing dots are not dropped, `[v6]/n` and `*.domain` are not read. Matching is about 30
+//! lines here; the parser, which validation needs anyway, is the rest.
 
 use std::net::IpAddr;
 
