@@ -39,36 +39,57 @@ def module_of(path: Path) -> tuple:
     return tuple(parts)
 
 
-def strip_comments(text: str) -> str:
-    """Blanks comments, string and char literals, so that only code is searched."""
-    out, i, n = [], 0, len(text)
+def skipped(text: str):
+    """Yields (start, end, stand-in) for each comment (stand-in "") and each string or char
+    literal (`""` or `' '`) of `text`: what is not code."""
+    i, n = 0, len(text)
     while i < n:
-        c = text[i]
+        c, start = text[i], i
         if text.startswith("//", i):
             i = text.find("\n", i)
             i = n if i < 0 else i
+            yield start, i, ""
         elif text.startswith("/*", i):
             depth, i = 1, i + 2
             while i < n and depth:
                 depth += text.startswith("/*", i) - text.startswith("*/", i)
                 i += 2 if text.startswith(("/*", "*/"), i) else 1
+            yield start, i, ""
         elif re.match(r'(?<![\w])b?r(#*)"', text[i:]) and (i == 0 or not (text[i - 1].isalnum() or text[i - 1] == "_")):
             m = re.match(r'b?r(#*)"', text[i:])
             end = text.find('"' + m.group(1), i + m.end())
             i = n if end < 0 else end + 1 + len(m.group(1))
-            out.append('""')
+            yield start, i, '""'
         elif c == '"':
             i += 1
             while i < n and text[i] != '"':
                 i += 2 if text[i] == "\\" else 1
             i += 1
-            out.append('""')
+            yield start, i, '""'
         elif c == "'" and re.match(r"'(\\.[^']*|[^'\\])'", text[i:]):
             i += re.match(r"'(\\.[^']*|[^'\\])'", text[i:]).end()
-            out.append("' '")
+            yield start, i, "' '"
         else:
-            out.append(c)
             i += 1
+
+
+def strip_comments(text: str) -> str:
+    """Blanks comments, string and char literals, so that only code is searched."""
+    out, at = [], 0
+    for start, end, stand_in in skipped(text):
+        out += [text[at:start], stand_in]
+        at = end
+    return "".join(out) + text[at:]
+
+
+def blank_comments(text: str) -> str:
+    """`strip_comments`, keeping every character's place: comments and literals become spaces
+    (their line breaks stay), so that braces can be matched and lines counted on the result."""
+    out = list(text)
+    for start, end, _ in skipped(text):
+        for j in range(start, min(end, len(text))):
+            if out[j] != "\n":
+                out[j] = " "
     return "".join(out)
 
 
@@ -176,41 +197,6 @@ def cycles(edges: dict) -> list:
         if v not in index:
             visit(v)
     return sccs
-
-
-def blank_comments(text: str) -> str:
-    """`strip_comments`, keeping every character's place: comments and literals become spaces
-    (their line breaks stay), so that braces can be matched and lines counted on the result."""
-    out = list(text)
-    i, n = 0, len(text)
-    while i < n:
-        start = i
-        if text.startswith("//", i):
-            i = text.find("\n", i)
-            i = n if i < 0 else i
-        elif text.startswith("/*", i):
-            depth, i = 1, i + 2
-            while i < n and depth:
-                depth += text.startswith("/*", i) - text.startswith("*/", i)
-                i += 2 if text.startswith(("/*", "*/"), i) else 1
-        elif re.match(r'b?r(#*)"', text[i:]) and (i == 0 or not (text[i - 1].isalnum() or text[i - 1] == "_")):
-            m = re.match(r'b?r(#*)"', text[i:])
-            end = text.find('"' + m.group(1), i + m.end())
-            i = n if end < 0 else end + 1 + len(m.group(1))
-        elif text[i] == '"':
-            i += 1
-            while i < n and text[i] != '"':
-                i += 2 if text[i] == "\\" else 1
-            i += 1
-        elif text[i] == "'" and re.match(r"'(\\.[^']*|[^'\\])'", text[i:]):
-            i += re.match(r"'(\\.[^']*|[^'\\])'", text[i:]).end()
-        else:
-            i += 1
-            continue
-        for j in range(start, min(i, n)):
-            if out[j] != "\n":
-                out[j] = " "
-    return "".join(out)
 
 
 FN = re.compile(r"^[ \t]*(?:pub(?:\([^)]*\))?\s+)?(?:const\s+)?(?:async\s+)?(?:unsafe\s+)?(?:extern\s+\"[^\"]*\"\s+)?fn\s+(\w+)", re.M)
