@@ -170,6 +170,44 @@ mod tests {
     use super::*;
     use crate::error::tests::token_error;
 
+    #[tokio::test]
+    async fn admin_errors_follow_the_readme_table() {
+        use http_body_util::BodyExt as _;
+        let cases = [
+            (
+                AdminError::NotFound,
+                404,
+                r#"{"error":"not_found","message":"try /healthz, /readyz or /metrics"}"#,
+            ),
+            (
+                AdminError::MethodNotAllowed,
+                405,
+                r#"{"error":"method_not_allowed","message":"the admin endpoints answer GET and HEAD"}"#,
+            ),
+            (
+                AdminError::Refused(ProxyError::ForbiddenHost("evil.example".into())),
+                403,
+                r#"{"error":"forbidden_host","message":"the Host header `evil.example` is not accepted; add it to listen.allowed_hosts if it is yours"}"#,
+            ),
+        ];
+        for (error, status, body) in cases {
+            let refused = matches!(error, AdminError::Refused(_));
+            let response = admin_error(error);
+            assert_eq!(response.status(), status);
+            let headers = response.headers();
+            assert_eq!(headers[header::CONTENT_TYPE], "application/json");
+            assert_eq!(headers[header::CACHE_CONTROL], "no-store");
+            // Only a refused client loses its connection.
+            assert_eq!(
+                headers.get(header::CONNECTION).is_some(),
+                refused,
+                "{status}"
+            );
+            let bytes = response.into_body().collect().await.unwrap().to_bytes();
+            assert_eq!(std::str::from_utf8(&bytes).unwrap(), body);
+        }
+    }
+
     #[test]
     fn statuses_follow_the_readme_table() {
         let cases = [
