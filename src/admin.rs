@@ -52,11 +52,10 @@ impl Admin {
     /// `/readyz`: each route's token state (never a token). Ready once the `/` route, or every
     /// route when there is none, holds a valid token (or fetches on demand without a failing
     /// STS), and the process is not shutting down.
-    pub async fn readiness(&self) -> Readiness {
+    pub(crate) async fn readiness(&self) -> Readiness {
         let proxy = self.live.proxy();
         let routes = proxy.routes().routes();
         let has_root = routes.iter().any(|r| &*r.prefix == "/");
-        let now = SystemTime::now();
         let mut listed = Vec::with_capacity(routes.len());
         for route in routes {
             // A `{delegate}` route holds no token of its own: each team's comes with its first
@@ -86,7 +85,7 @@ impl Admin {
                 token: TokenReadiness::Missing,
             };
             match proxy.tokens().state(&route.token_key(), mode).await {
-                TokenState::Valid { expires_at } => entry.valid(expires_at, now),
+                TokenState::Valid { expires_at } => entry.valid(expires_at, SystemTime::now()),
                 TokenState::Missing => entry.token = TokenReadiness::Missing,
                 TokenState::OnDemand => entry.token = TokenReadiness::OnDemand,
                 TokenState::BackingOff { retry_in, error } => entry.backing_off(retry_in, error),

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 /// The whole readiness answer. Fields are in the order the JSON has always had (alphabetical).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Readiness {
+pub(crate) struct Readiness {
     /// Each route's token state, in file order.
     pub routes: Vec<RouteReadiness>,
     /// Ready, not ready, or shutting down.
@@ -19,7 +19,7 @@ pub struct Readiness {
 /// Whether the proxy can serve requests now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum ReadyState {
+pub(crate) enum ReadyState {
     /// Every required route holds a token (or fetches on demand with a working STS).
     Ready,
     /// A required route has no usable token.
@@ -31,7 +31,7 @@ pub enum ReadyState {
 impl Readiness {
     /// The state of a proxy whose routes are `routes`: ready once every route marked
     /// `required` is, unless it is shutting down.
-    pub fn new(routes: Vec<RouteReadiness>, shutting_down: bool) -> Self {
+    pub(crate) fn new(routes: Vec<RouteReadiness>, shutting_down: bool) -> Self {
         let ready = routes.iter().all(|r| !r.required || r.token.is_ready());
         let status = match (shutting_down, ready) {
             (true, _) => ReadyState::ShuttingDown,
@@ -42,7 +42,7 @@ impl Readiness {
     }
 
     /// The HTTP status of `/readyz`: 200 when ready, else 503.
-    pub fn http_status(&self) -> StatusCode {
+    pub(crate) fn http_status(&self) -> StatusCode {
         match self.status {
             ReadyState::Ready => StatusCode::OK,
             ReadyState::NotReady | ReadyState::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
@@ -52,7 +52,7 @@ impl Readiness {
 
 /// One route's readiness. Optional fields are left out of the JSON when they do not apply.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RouteReadiness {
+pub(crate) struct RouteReadiness {
     /// The route's credential.
     pub credential: String,
     /// The team a fixed route acts for.
@@ -84,7 +84,7 @@ pub struct RouteReadiness {
 /// The teams of a `{delegate}` route: `"*"` or a sorted list.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(untagged)]
-pub enum Delegates {
+pub(crate) enum Delegates {
     /// `["*"]`, shown as `"*"`.
     Any(String),
     /// The listed teams, sorted.
@@ -94,7 +94,7 @@ pub enum Delegates {
 /// A route's token, as readiness sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum TokenReadiness {
+pub(crate) enum TokenReadiness {
     /// A usable token is cached.
     Valid,
     /// No usable token yet (start-up, or the last one ran out).
@@ -107,21 +107,21 @@ pub enum TokenReadiness {
 
 impl TokenReadiness {
     /// Whether a request could be served now without waiting for a failing STS.
-    pub fn is_ready(self) -> bool {
+    pub(crate) fn is_ready(self) -> bool {
         matches!(self, TokenReadiness::Valid | TokenReadiness::OnDemand)
     }
 }
 
 impl RouteReadiness {
     /// Sets the token fields for a valid token that ends at `expires_at`, seen at `now`.
-    pub fn valid(&mut self, expires_at: SystemTime, now: SystemTime) {
+    pub(crate) fn valid(&mut self, expires_at: SystemTime, now: SystemTime) {
         self.token = TokenReadiness::Valid;
         self.expires_at = Some(humantime::format_rfc3339_seconds(expires_at).to_string());
         self.expires_in_s = Some(expires_at.duration_since(now).unwrap_or_default().as_secs());
     }
 
     /// Sets the token fields for an STS failure: `error`, retried in `retry_in`.
-    pub fn backing_off(&mut self, retry_in: Duration, error: String) {
+    pub(crate) fn backing_off(&mut self, retry_in: Duration, error: String) {
         self.token = TokenReadiness::BackingOff;
         self.retry_in_s = Some(retry_in.as_secs_f64().ceil() as u64);
         self.error = Some(error);

@@ -1,5 +1,5 @@
 //! `[reload] watch`: notices that the config file or a file it names changed, and says so once
-//! the writes have settled. The reload itself is the caller's (`lib.rs`), the same as on SIGHUP.
+//! the writes have settled. The reload itself is the caller's (`reload.rs`), the same as on SIGHUP.
 //!
 //! The directories that hold the files are watched, not the files: inotify follows an inode, so
 //! a file saved by rename, `mv`-ed over, or swapped in by Kubernetes (a new `..data` symlink)

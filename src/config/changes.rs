@@ -7,7 +7,7 @@ use super::Config;
 impl Config {
     /// Credentials of `new` whose tokens cannot be reused: new ones, changed id or secret, and all of
     /// them when the STS, its trust roots or the token lifetimes changed.
-    pub fn discarded_credentials(&self, new: &Config) -> Vec<String> {
+    pub(crate) fn discarded_credentials(&self, new: &Config) -> Vec<String> {
         let (was, now) = (self.token_config(), new.token_config());
         let everything = self.sts.token_url != new.sts.token_url
             || self.outbound.trust != new.outbound.trust
@@ -25,7 +25,7 @@ impl Config {
     /// Why a reload must be refused because it changes the data-plane listener itself: applying the
     /// rest would leave the port where it was (judged by the new address's rules: a loopback config
     /// still listening on 0.0.0.0 without keys), or turn an HTTPS port into plain HTTP in place.
-    pub fn listener_change(&self, new: &Config) -> Option<String> {
+    pub(crate) fn listener_change(&self, new: &Config) -> Option<String> {
         let old = self;
         if old.listen.address != new.listen.address {
             return Some(format!(
@@ -45,7 +45,7 @@ impl Config {
     }
 
     /// Settings that differ and that a reload cannot apply: the sockets are bound once.
-    pub fn restart_settings(&self, new: &Config) -> Vec<&'static str> {
+    pub(crate) fn restart_settings(&self, new: &Config) -> Vec<&'static str> {
         let old = self;
         let mut out = Vec::new();
         if old.listen.max_connections != new.listen.max_connections {

@@ -43,7 +43,7 @@ impl Config {
     }
 
     /// The API client: `[upstream]`, reached the way `[outbound]` says.
-    pub fn api_client_config(&self) -> OriginConfig {
+    pub(crate) fn api_client_config(&self) -> OriginConfig {
         OriginConfig {
             url: self.upstream.url.clone(),
             limits: Limits {
@@ -56,7 +56,7 @@ impl Config {
     }
 
     /// Who may talk to the proxy: `listen.allowed_hosts`, `listen.api_keys`, `[listen.tls]`.
-    pub fn inbound_config(&self) -> InboundConfig {
+    pub(crate) fn inbound_config(&self) -> InboundConfig {
         InboundConfig {
             allowed_hosts: self.listen.allowed_hosts.clone(),
             api_keys: self.listen.api_keys.clone(),

@@ -10,8 +10,11 @@
 //! - `env.rs`: the configuration from environment variables alone ([`from_env`])
 //! - `raw.rs`: the keys of `proxy.toml.example`, as serde reads them
 //! - `validate/`: one function per table, raw values in, checked values out
-//! - `secret.rs`: [`Secret`] and the references to one (`{ env = .. }`, `{ file = .. }`, ...)
+//! - `secret.rs`: the references to a [`Secret`] (`{ env = .. }`, `{ file = .. }`, ...)
+//! - `no_proxy.rs`: [`NoProxy`], curl's `NO_PROXY` rules
 //! - `diagnostics.rs`: [`ConfigError`], the line and key of a value, redaction
+//! - `components.rs`: each component's small config, made from a [`Config`]
+//! - `changes.rs`: what a reload from one [`Config`] to another changes
 
 mod changes;
 mod components;
@@ -230,7 +233,7 @@ pub struct TrustRoots {
     pub extra: Vec<rustls_pki_types::CertificateDer<'static>>,
     /// All of the above that rustls can use, parsed once: the roots of the client
     /// configuration.
-    pub store: std::sync::Arc<rustls::RootCertStore>,
+    pub(crate) store: std::sync::Arc<rustls::RootCertStore>,
 }
 
 impl TrustRoots {

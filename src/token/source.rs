@@ -1,6 +1,6 @@
 //! [`TokenSource`]: hands out tokens by route policy, with a moka cache keyed by (credential,
-//! delegate, transaction), single flight, refresh ahead of expiry, the 401 refusal rule and the
-//! STS calls that issue a token and update it for a delegate.
+//! delegate, transaction), single flight, refresh ahead of expiry and the 401 refusal rule; the
+//! STS calls that issue a token and update it for a delegate are its fetch path (`fetch.rs`).
 
 use std::collections::HashMap;
 use std::fmt;

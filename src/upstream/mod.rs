@@ -1,7 +1,9 @@
-//! The pooled HTTP client towards the Azure Costs API: hyper's connections over rustls (HTTP/2 by
-//! ALPN where the upstream offers it), a pool of its own for the one upstream, connect and
-//! response timeouts. This file is the client (requests in, response heads out); `pool.rs` holds
-//! the connections, `pooled_body.rs` the response body that gives its connection back.
+//! The pooled HTTP client towards one origin (the Azure Costs API, or the STS): hyper's
+//! connections over rustls (HTTP/2 by ALPN where the origin offers it), a pool of its own for the
+//! one origin, connect and response timeouts. This file is the client (requests in, response
+//! heads out); `egress.rs` says how the origin is reached, `connect.rs` opens the connections
+//! (directly or through the outbound proxy), `pool.rs` holds them, `pooled_body.rs` is the
+//! response body that gives its connection back.
 
 mod connect;
 mod egress;
