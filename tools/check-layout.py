@@ -11,7 +11,7 @@
   (`#[cfg(test)]` modules and files) is left out: a test may enter through the front door;
 - no import cycle between modules: the same graph with each file folded into its module (a
   top-level file of src/, or a top-level folder with everything in it);
-- leaves import nothing from the crate (LEAVES);
+- leaves import nothing from the crate (LEAVES), components nothing from config/ (NOT_CONFIG);
 - no text in the repository cites a document that is not in it (the working notes the project
   was planned in): every reference points at a file a reader of the repository can open.
 
@@ -25,6 +25,8 @@ from pathlib import Path
 MAX_LINES = 550
 MAX_FN_LINES = 80
 # Modules many others use: they import nothing from the crate.
+# Components take a small config of their own, made by config/: they never import config/.
+NOT_CONFIG = ("inbound", "token", "upstream")
 LEAVES = ("cause", "cli", "files", "headers", "host", "metrics", "secret", "sync", "watch")
 SRC = Path(__file__).resolve().parent.parent / "src"
 
@@ -365,6 +367,13 @@ def main() -> int:
             used = ", ".join(sorted("::".join(t) or "lib" for t in modules[(leaf,)]))
             problems.append(f"the leaf {leaf} imports {used} (leaves import nothing from the crate)")
 
+    for component in NOT_CONFIG:
+        if ("config",) in modules.get((component,), ()):
+            problems.append(
+                f"{component} imports config (a component takes its own small config type, "
+                "made by config/components.rs)"
+            )
+
     long_functions = function_lengths()
     for where, name, length in long_functions:
         if length > MAX_FN_LINES:
@@ -378,7 +387,8 @@ def main() -> int:
         print(
             f"layout OK: {len(files)} files, none above {MAX_LINES} lines; no function above "
             f"{MAX_FN_LINES} lines (longest: {longest[1]}, {longest[2]}, {longest[0]}); no import "
-            f"cycle between files or between {len(modules)} modules; leaves are leaves; no "
+            f"cycle between files or between {len(modules)} modules; leaves are leaves; components "
+            "do not import config/; no "
             "citation of a document outside the repository"
         )
     return 1 if problems else 0
