@@ -21,7 +21,7 @@ use crate::error::ProxyError;
 use crate::inbound::{forbidden_host, single_host};
 use crate::live::Live;
 use crate::readiness::{Delegates, Readiness, RouteReadiness, TokenReadiness};
-use crate::respond::{self, AdminError};
+use crate::respond::{self, AdminError, admin_answer};
 use crate::token::TokenMode;
 use crate::token::TokenState;
 
@@ -121,7 +121,7 @@ impl Admin {
             return respond::admin_error(AdminError::MethodNotAllowed);
         }
         match request.uri().path() {
-            "/healthz" => answer(
+            "/healthz" => admin_answer(
                 StatusCode::OK,
                 "application/json",
                 json!({"status": "ok"}).to_string(),
@@ -129,9 +129,9 @@ impl Admin {
             "/readyz" => {
                 let readiness = self.readiness().await;
                 let body = serde_json::to_string(&readiness).unwrap_or_default();
-                answer(readiness.http_status(), "application/json", body)
+                admin_answer(readiness.http_status(), "application/json", body)
             }
-            "/metrics" => answer(
+            "/metrics" => admin_answer(
                 StatusCode::OK,
                 "application/openmetrics-text; version=1.0.0; charset=utf-8",
                 self.live.metrics().encode(),
@@ -139,18 +139,6 @@ impl Admin {
             _ => respond::admin_error(AdminError::NotFound),
         }
     }
-}
-
-fn answer(status: StatusCode, content_type: &'static str, body: String) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(Bytes::from(body)));
-    *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    response
-        .headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    response
 }
 
 /// Serves the admin endpoints on `listener` until the task is dropped.

@@ -138,17 +138,26 @@ pub(crate) fn admin_error(e: AdminError) -> Response<Full<Bytes>> {
         ),
     };
     let body = serde_json::json!({"error": code, "message": message});
-    let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
+    let mut response = admin_answer(status, "application/json", body.to_string());
+    if let AdminError::Refused(_) = e {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
+}
+
+/// An answer of the admin listener: `body` of `content_type`, never cached.
+pub(crate) fn admin_answer(
+    status: StatusCode,
+    content_type: &'static str,
+    body: String,
+) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body)));
     *response.status_mut() = status;
     let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    if let AdminError::Refused(_) = e {
-        headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
-    }
     response
 }
 
