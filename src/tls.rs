@@ -44,15 +44,6 @@ pub(crate) fn root_store(bundled: bool) -> RootCertStore {
     roots
 }
 
-/// Adds the certificates of `certs` rustls can use as trust roots to `roots` (each is parsed
-/// here, once); returns how many it added and how many it could not use.
-pub(crate) fn add_roots(
-    roots: &mut RootCertStore,
-    certs: &[CertificateDer<'static>],
-) -> (usize, usize) {
-    roots.add_parsable_certificates(certs.iter().cloned())
-}
-
 /// A rustls client configuration (STS and API) trusting `roots` (see `config::TrustRoots`:
 /// the bundled roots, the system's and `ca_file`'s, parsed when the config was loaded).
 /// Verification is always on.

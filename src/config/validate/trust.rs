@@ -32,7 +32,7 @@ pub(super) fn trust(
                 )
             };
             let certs = crate::tls::read_pem_certs(Path::new(f.get_ref())).map_err(bad)?;
-            let (_, unusable) = crate::tls::add_roots(&mut store, &certs);
+            let (_, unusable) = store.add_parsable_certificates(certs.iter().cloned());
             if unusable > 0 {
                 return Err(bad(format!(
                     "{unusable} of its {} certificates cannot be a trust root",
@@ -47,7 +47,7 @@ pub(super) fn trust(
         for e in errors {
             warnings.push(format!("the system trust store: {e}"));
         }
-        let usable = crate::tls::add_roots(&mut store, &certs).0;
+        let usable = store.add_parsable_certificates(certs.iter().cloned()).0;
         if usable == 0 {
             warnings.push(
                 "the system trust store holds no usable certificate (on Linux: SSL_CERT_FILE, \
