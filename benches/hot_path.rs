@@ -10,7 +10,9 @@ use azure_costs_proxy::Secret;
 use azure_costs_proxy::config::{RefreshOn, RouteConfig, TokenPolicy};
 use azure_costs_proxy::parts::headers::{self, RequestIds};
 use azure_costs_proxy::parts::routes::{self, RouteTable};
-use azure_costs_proxy::parts::{ApiKeys, HostGuard};
+use azure_costs_proxy::parts::{
+    ClientIdentity, ClientLimits, ClientSpec, Clients, HostGuard, Scope,
+};
 use azure_costs_proxy::token::TokenMode;
 use divan::{Bencher, black_box};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -144,18 +146,25 @@ fn host_guard(bencher: Bencher) {
     bencher.bench_local(|| black_box(guard.accepts_bytes(black_box(b"LocalHost:8080"))));
 }
 
-#[divan::bench(args = [0, 1, 3])]
-fn api_key_check(bencher: Bencher, keys: usize) {
-    let secrets: Vec<Secret> = (0..keys)
-        .map(|i| Secret::new(format!("key-{i}-0123456789abcdef")))
+/// Finding the client of a key: one hash lookup, whatever the number of clients.
+#[divan::bench(args = [1, 100, 10_000])]
+fn client_lookup(bencher: Bencher, clients: usize) {
+    let specs: Vec<ClientSpec> = (0..clients)
+        .map(|i| ClientSpec {
+            name: format!("client-{i}"),
+            identity: ClientIdentity::Key(Secret::new(format!("key-{i}-0123456789abcdef"))),
+            routes: Scope::All,
+            delegates: Scope::All,
+            limits: ClientLimits::default(),
+        })
         .collect();
-    let keys = ApiKeys::new(&secrets);
+    let clients = Clients::new(&specs, &[], None);
     let mut h = client_headers();
     h.insert(
         header::AUTHORIZATION,
         HeaderValue::from_static("Bearer key-0-0123456789abcdef"),
     );
-    bencher.bench_local(|| black_box(keys.admit(black_box(&h))));
+    bencher.bench_local(|| black_box(clients.identify(black_box(&h), None).is_ok()));
 }
 
 #[divan::bench]

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use http::{HeaderValue, Method, Request, StatusCode};
+use tokio::sync::OwnedSemaphorePermit;
 use tracing::Span;
 
 use crate::metrics::Metrics;
@@ -24,6 +25,10 @@ pub struct AccessLog {
     path: String,
     /// Prefix of the matched route, if any.
     route: Option<Arc<str>>,
+    /// The client's name (`unknown` before one is recognised); `None` where no clients are set.
+    client: Option<Arc<str>>,
+    /// The client's place within its `max_in_flight`, held until the response ends.
+    slot: Option<OwnedSemaphorePermit>,
     status: StatusCode,
     /// When the request arrived.
     start: Instant,
@@ -54,6 +59,8 @@ impl AccessLog {
                 String::new()
             },
             route: None,
+            client: None,
+            slot: None,
             status: StatusCode::OK,
             start: Instant::now(),
             request_id,
@@ -92,6 +99,27 @@ impl AccessLog {
         self.route = Some(prefix);
     }
 
+    /// The request comes from the client `name`.
+    pub fn client(&mut self, name: Arc<str>) {
+        self.client = Some(name);
+    }
+
+    /// The client's name as the access line and the metrics give it: `-` where no clients are
+    /// set.
+    pub fn client_label(&self) -> &Arc<str> {
+        self.client.as_ref().unwrap_or(self.metrics.no_client())
+    }
+
+    /// Where the request is counted.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// The client's place within its `max_in_flight`: given back when the record is written.
+    pub fn hold_slot(&mut self, slot: OwnedSemaphorePermit) {
+        self.slot = Some(slot);
+    }
+
     /// The request belongs to a transaction, which stays busy until the record is written.
     pub fn hold(&mut self, activity: Activity) {
         self.activity = Some(activity);
@@ -123,13 +151,15 @@ impl AccessLog {
     /// request id...), as documented in docs/operations.md, and stays the same line it always was.
     pub fn finish(self, outcome: &'static str) {
         let elapsed = self.start.elapsed();
+        let client = self.client_label();
         self.metrics
-            .request(self.route.as_ref(), self.status.as_u16(), elapsed);
+            .request(self.route.as_ref(), client, self.status.as_u16(), elapsed);
         tracing::info!(
             target: TARGET,
             method = %self.method,
             path = %self.path,
             route = self.route.as_deref().unwrap_or("-"),
+            client = &**client,
             status = self.status.as_u16(),
             duration_ms = (elapsed.as_secs_f64() * 1e6).round() / 1e3,
             bytes = self.bytes,

@@ -9,12 +9,13 @@ use crate::upstream::UpstreamError;
 /// Everything that makes the proxy answer a request itself instead of the upstream.
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
-    /// `api_keys` are set and the request holds no accepted key.
+    /// Clients (`[[clients]]` or `api_keys`) are set and the request names none: the reason,
+    /// for the log (the client is told only what to send).
     #[error(
-        "this proxy requires an API key: send `Authorization: Bearer KEY`, or Basic auth with the \
-         key as password"
+        "this proxy requires a client key: send `Authorization: Bearer KEY`, or Basic auth with \
+         the key as password (or connect with a client certificate it knows)"
     )]
-    Unauthorized,
+    Unauthorized(&'static str),
     /// No route matches the path.
     #[error("no route matches this path")]
     NoRoute,
@@ -33,6 +34,20 @@ pub enum ProxyError {
          are matched exactly, case included)"
     )]
     ForbiddenDelegate(String),
+    /// The client may not use the route with this prefix (its `routes`).
+    #[error(
+        "this client may not use route `{0}`; ask the proxy's operator to add it to its routes"
+    )]
+    ForbiddenRoute(std::sync::Arc<str>),
+    /// The client may not act for this team (its `delegates`).
+    #[error(
+        "this client may not act for team `{0}`; ask the proxy's operator to add it to its \
+         delegates (team ids are matched exactly, case included)"
+    )]
+    ClientDelegate(String),
+    /// The client is beyond its `rate` or `max_in_flight`; it may ask again after this long.
+    #[error("this client sends more requests than its limits allow; retry after the Retry-After")]
+    ClientRateLimited(std::time::Duration),
     /// The request is malformed in a way the proxy refuses to forward.
     #[error("{0}")]
     BadRequest(&'static str),
@@ -54,7 +69,7 @@ impl ProxyError {
     pub fn is_refusal(&self) -> bool {
         matches!(
             self,
-            ProxyError::Unauthorized
+            ProxyError::Unauthorized(_)
                 | ProxyError::ForbiddenHost(_)
                 | ProxyError::ForbiddenTarget
                 | ProxyError::MethodNotAllowed
@@ -101,7 +116,7 @@ pub(crate) mod tests {
     #[test]
     fn refusals_are_the_inbound_guards_answers() {
         for e in [
-            ProxyError::Unauthorized,
+            ProxyError::Unauthorized("unknown key"),
             ProxyError::ForbiddenHost("evil".into()),
             ProxyError::ForbiddenTarget,
             ProxyError::MethodNotAllowed,
@@ -110,5 +125,7 @@ pub(crate) mod tests {
         }
         assert!(!ProxyError::NoRoute.is_refusal());
         assert!(!ProxyError::ForbiddenDelegate("T".into()).is_refusal());
+        assert!(!ProxyError::ForbiddenRoute("/r".into()).is_refusal());
+        assert!(!ProxyError::ClientRateLimited(Duration::from_secs(1)).is_refusal());
     }
 }

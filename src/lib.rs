@@ -53,7 +53,7 @@ pub mod parts {
         };
     }
     pub use crate::host::parse_host;
-    pub use crate::inbound::{ApiKeys, HostGuard};
+    pub use crate::inbound::{ClientIdentity, ClientLimits, ClientSpec, Clients, HostGuard, Scope};
     pub use crate::proxy::Proxy;
     /// Errors as the client sees them.
     pub mod respond {

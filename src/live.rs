@@ -74,7 +74,7 @@ impl Live {
     /// Builds the request path for `config` on the listener at `local` and starts warming its
     /// tokens. Must run inside the Tokio runtime.
     pub fn start(config: Config, local: SocketAddr, metrics: Arc<Metrics>) -> anyhow::Result<Self> {
-        let proxy = Arc::new(build(&config, local, &metrics)?);
+        let proxy = Arc::new(build(&config, local, &metrics, None)?);
         let keepers = keep_tokens_warm(&proxy);
         Ok(Live {
             proxy: ArcSwap::new(proxy),
@@ -131,8 +131,8 @@ impl Live {
                 anyhow::bail!("{refusal}");
             }
         }
-        let proxy = build(&config, self.local, &self.metrics)?;
         let old = self.proxy();
+        let proxy = build(&config, self.local, &self.metrics, Some(&old))?;
         let (discarded, need_restart) = {
             let state = self.lock();
             (
@@ -189,9 +189,15 @@ impl Live {
     }
 }
 
-/// The request path for `config` on the listener at `local`. Does not start anything: no token
-/// is fetched until a request (or [`Live::start`]'s keepers) asks.
-pub fn build(config: &Config, local: SocketAddr, metrics: &Arc<Metrics>) -> anyhow::Result<Proxy> {
+/// The request path for `config` on the listener at `local`; `previous`, the one it replaces
+/// (its clients' limits carry over where unchanged). Does not start anything: no token is
+/// fetched until a request (or [`Live::start`]'s keepers) asks.
+pub fn build(
+    config: &Config,
+    local: SocketAddr,
+    metrics: &Arc<Metrics>,
+    previous: Option<&Proxy>,
+) -> anyhow::Result<Proxy> {
     let tls = config
         .outbound
         .trust
@@ -209,7 +215,11 @@ pub fn build(config: &Config, local: SocketAddr, metrics: &Arc<Metrics>) -> anyh
         RouteTable::new(&config.routes, &config.token),
         tokens,
         upstream,
-        InboundPolicy::new(&config.inbound_config(), local),
+        InboundPolicy::new(
+            &config.inbound_config(),
+            local,
+            previous.map(Proxy::inbound),
+        ),
         metrics.clone(),
         config.listen.body_timeout,
     ))

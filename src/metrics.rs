@@ -1,5 +1,6 @@
-//! Prometheus metrics (prometheus-client): requests by route and status, request durations, STS
-//! calls by outcome, token expiry, 401 retries, open connections, config reloads. Served on the admin listener's
+//! Prometheus metrics (prometheus-client): requests by route, status and client, refusals by
+//! client and reason, request durations, STS calls by outcome, token expiry, 401 retries, open
+//! connections, config reloads. Served on the admin listener's
 //! `/metrics`.
 
 use std::fmt;
@@ -19,6 +20,14 @@ use prometheus_client::registry::Registry;
 struct RequestLabels {
     route: Arc<str>,
     status: u16,
+    client: Arc<str>,
+}
+
+/// Labels of a refused request.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DenialLabels {
+    client: Arc<str>,
+    reason: &'static str,
 }
 
 /// Labels of an STS call.
@@ -66,8 +75,12 @@ pub struct Metrics {
     connections: Gauge,
     heads: Family<HeadLabels, Counter>,
     reloads: Family<ReloadLabels, Counter>,
-    /// The route label of requests no route matched, made once rather than per request.
+    denials: Family<DenialLabels, Counter>,
+    /// The route label of requests no route matched, and the client label where no clients are
+    /// set: made once rather than per request.
     unmatched: Arc<str>,
+    /// The client label of a request that named no known client.
+    unknown: Arc<str>,
 }
 
 impl fmt::Debug for Metrics {
@@ -89,7 +102,8 @@ impl Metrics {
         let requests = Family::<RequestLabels, Counter>::default();
         registry.register(
             "requests",
-            "Requests answered, by route prefix (\"-\" when none matched) and status",
+            "Requests answered, by route prefix (\"-\" when none matched), status and client \
+             (\"-\" when no clients are set, \"unknown\" when none was recognised)",
             requests.clone(),
         );
         // 0.5 ms .. ~65 s: a cached-token request takes about a millisecond, an export minutes.
@@ -141,8 +155,17 @@ impl Metrics {
              (signal|file|service)",
             reloads.clone(),
         );
+        let denials = Family::<DenialLabels, Counter>::default();
+        registry.register(
+            "client_denials",
+            "Requests refused by client (\"unknown\" when none was recognised) and reason \
+             (unauthorized|forbidden_host|forbidden_route|forbidden_delegate|client_rate_limited)",
+            denials.clone(),
+        );
         Metrics {
             registry,
+            denials,
+            unknown: Arc::from("unknown"),
             requests,
             duration,
             sts,
@@ -173,13 +196,43 @@ impl Metrics {
         self.reloads.get_or_create(&labels).inc();
     }
 
-    /// A request ended with `status` after `elapsed`.
-    pub fn request(&self, route: Option<&Arc<str>>, status: u16, elapsed: Duration) {
+    /// A request of `client` ended with `status` after `elapsed`.
+    pub fn request(
+        &self,
+        route: Option<&Arc<str>>,
+        client: &Arc<str>,
+        status: u16,
+        elapsed: Duration,
+    ) {
         let route = route.unwrap_or(&self.unmatched).clone();
+        let client = client.clone();
         self.requests
-            .get_or_create(&RequestLabels { route, status })
+            .get_or_create(&RequestLabels {
+                route,
+                status,
+                client,
+            })
             .inc();
         self.duration.observe(elapsed.as_secs_f64());
+    }
+
+    /// The client label where no clients are set: `-`.
+    pub fn no_client(&self) -> &Arc<str> {
+        &self.unmatched
+    }
+
+    /// The client label of a request that named no known client: `unknown`.
+    pub fn unknown_client(&self) -> &Arc<str> {
+        &self.unknown
+    }
+
+    /// A request of `client` was refused with the error code `reason`.
+    pub fn denial(&self, client: &Arc<str>, reason: &'static str) {
+        let labels = DenialLabels {
+            client: client.clone(),
+            reason,
+        };
+        self.denials.get_or_create(&labels).inc();
     }
 
     /// An STS call of `kind` (`issue` or `update`) for `credential` ended with `outcome` (`ok`,
@@ -258,8 +311,10 @@ mod tests {
     fn series_carry_the_names_and_labels_operators_query() {
         let m = Metrics::new();
         let route: Arc<str> = Arc::from("/customers/contoso");
-        m.request(Some(&route), 200, Duration::from_millis(3));
-        m.request(None, 404, Duration::from_millis(1));
+        let contoso: Arc<str> = Arc::from("contoso");
+        m.request(Some(&route), &contoso, 200, Duration::from_millis(3));
+        m.request(None, m.no_client(), 404, Duration::from_millis(1));
+        m.denial(m.unknown_client(), "unauthorized");
         m.sts(&Arc::from("default"), "update", "rejected");
         m.token_expiry(
             &Arc::from("default"),
@@ -272,8 +327,9 @@ mod tests {
         m.rejected_head("too_large");
         let text = m.encode();
         for line in [
-            "azure_costs_proxy_requests_total{route=\"/customers/contoso\",status=\"200\"} 1",
-            "azure_costs_proxy_requests_total{route=\"-\",status=\"404\"} 1",
+            "azure_costs_proxy_requests_total{route=\"/customers/contoso\",status=\"200\",client=\"contoso\"} 1",
+            "azure_costs_proxy_requests_total{route=\"-\",status=\"404\",client=\"-\"} 1",
+            "azure_costs_proxy_client_denials_total{client=\"unknown\",reason=\"unauthorized\"} 1",
             "azure_costs_proxy_request_duration_seconds_count 2",
             "azure_costs_proxy_sts_requests_total{credential=\"default\",kind=\"update\",outcome=\"rejected\"} 1",
             "azure_costs_proxy_token_expiry_timestamp_seconds{credential=\"default\",delegate=\"-\"} 1800000000",

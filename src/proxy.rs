@@ -1,5 +1,5 @@
-//! One request, as phases in order: inbound checks -> route -> token -> rewrite -> forward ->
-//! retry on refusal -> response. [`Proxy::handle`] reads as that list; each phase is a function
+//! One request, as phases in order: inbound checks -> route -> client scopes and limits ->
+//! token -> rewrite -> forward -> retry on refusal -> response. [`Proxy::handle`] reads as that list; each phase is a function
 //! below it, in the same order.
 
 use std::sync::Arc;
@@ -18,7 +18,7 @@ use crate::access_log::AccessLog;
 use crate::body::ProxyBody;
 use crate::error::ProxyError;
 use crate::headers::{self, RequestIds};
-use crate::inbound::{HostGuard, InboundPolicy};
+use crate::inbound::{Client, HostGuard, InboundPolicy, PeerNames};
 use crate::metrics::Metrics;
 use crate::request_body::{BodyWatch, ClientBody};
 use crate::respond;
@@ -28,8 +28,13 @@ use crate::transaction::Transactions;
 use crate::upstream::{OutgoingBody, PooledBody, Upstream, UpstreamError};
 
 impl Proxy {
-    /// Handles one request. Never fails: errors become JSON answers.
-    pub async fn handle(&self, request: Request<Incoming>) -> Response<ProxyBody> {
+    /// Handles one request; `peer`: the names of its connection's verified client certificate.
+    /// Never fails: errors become JSON answers.
+    pub async fn handle(
+        &self,
+        request: Request<Incoming>,
+        peer: Option<&PeerNames>,
+    ) -> Response<ProxyBody> {
         let request_id = self.ids.for_request(request.headers());
         let mut log = AccessLog::new(&request, request_id.clone(), self.metrics.clone());
         // Lines logged inside the request carry its span (request id, method, route) without
@@ -42,7 +47,7 @@ impl Proxy {
             Span::none()
         };
         async move {
-            let answer = self.phases(request, &request_id, &mut log).await;
+            let answer = self.phases(request, peer, &request_id, &mut log).await;
             // The last step comes after this returns: the response body takes `log` and writes
             // the access line and the request metrics when it ends or is dropped.
             self.response(answer, &request_id, log)
@@ -56,13 +61,17 @@ impl Proxy {
     async fn phases(
         &self,
         request: Request<Incoming>,
+        peer: Option<&PeerNames>,
         request_id: &HeaderValue,
         log: &mut AccessLog,
     ) -> Result<Response<PooledBody>, ProxyError> {
         let (mut parts, body) = request.into_parts();
-        self.check_inbound(&parts)?;
+        let client = self.check_inbound(&parts, peer, log)?;
         let (route, key, upstream_uri) = self.route(&parts)?;
         log.route(route.prefix.clone());
+        if let Some(client) = &client {
+            Self::authorize(client, route, &key, log)?;
+        }
         let (key, token) = self.token(route, key, &parts.headers, log).await?;
         Self::rewrite(&mut parts, upstream_uri, token.bearer(), request_id);
         // A request without a body is kept, to go again if the upstream refuses the token.
@@ -84,9 +93,22 @@ impl Proxy {
         }
     }
 
-    /// Inbound checks: CONNECT, the target and `Host` (DNS rebinding), the API key.
-    fn check_inbound(&self, parts: &Parts) -> Result<(), ProxyError> {
-        self.inbound.check(parts)
+    /// Inbound checks: CONNECT, the target and `Host` (DNS rebinding), the client (by its key
+    /// or `peer`, its connection's certificate), whose name the access record takes.
+    fn check_inbound(
+        &self,
+        parts: &Parts,
+        peer: Option<&PeerNames>,
+        log: &mut AccessLog,
+    ) -> Result<Option<Arc<Client>>, ProxyError> {
+        if self.inbound.clients.required() {
+            log.client(self.metrics.unknown_client().clone());
+        }
+        let client = self.inbound.check(parts, peer)?;
+        if let Some(client) = &client {
+            log.client(client.name.clone());
+        }
+        Ok(client)
     }
 
     /// Route: no refused path segment, the longest matching prefix, the key of the token it needs (on a
@@ -120,6 +142,31 @@ impl Proxy {
             parts.uri.query(),
         );
         Ok((route, key, self.upstream.uri(&upstream_pq)?))
+    }
+
+    /// Client scopes and limits: the route must be among the client's `routes`, the team its
+    /// token acts for (fixed on the route, or named in the path) among its `delegates`, and the
+    /// request within its `rate` and `max_in_flight` (the place is held until the response
+    /// ends). All decided before any STS call or upstream request.
+    fn authorize(
+        client: &Client,
+        route: &Route,
+        key: &TokenKey,
+        log: &mut AccessLog,
+    ) -> Result<(), ProxyError> {
+        if !client.may_use(&route.prefix) {
+            return Err(ProxyError::ForbiddenRoute(route.prefix.clone()));
+        }
+        if let Some(team) = &key.delegate
+            && !client.may_act_for(team)
+        {
+            return Err(ProxyError::ClientDelegate(team.to_string()));
+        }
+        let slot = client.admit().map_err(ProxyError::ClientRateLimited)?;
+        if let Some(slot) = slot {
+            log.hold_slot(slot);
+        }
+        Ok(())
     }
 
     /// Token: the route's token, from the cache or the STS. A `per_transaction` route first
@@ -250,6 +297,9 @@ impl Proxy {
             }
             Err(e) => {
                 let (status, code) = respond::status_and_code(&e);
+                if matches!(status.as_u16(), 401 | 403 | 429) {
+                    Self::denied(&e, code, &log);
+                }
                 // Token failures are logged once per STS call by the token source. A spent
                 // upstream budget is a load condition, not a fault: one warning per refused
                 // request would let any client flood the log; the access line and
@@ -266,10 +316,29 @@ impl Proxy {
         }
     }
 
+    /// A refused request (401, 403, or the client's 429): counted per client and reason; the
+    /// 401s and 403s are logged once at info with the client (`unknown` before one is known)
+    /// and the reason, never the key. A client beyond its limits is not logged per request:
+    /// the access line and the counter carry it.
+    fn denied(e: &ProxyError, code: &'static str, log: &AccessLog) {
+        let client = log.client_label();
+        log.metrics().denial(client, code);
+        if let ProxyError::ClientRateLimited(_) = e {
+            return;
+        }
+        let reason = match e {
+            ProxyError::Unauthorized(why) => (*why).to_string(),
+            _ => e.to_string(),
+        };
+        log.span().in_scope(|| {
+            tracing::info!(client = &**client, code, reason, "request refused");
+        });
+    }
+
     /// The synchronous half of a request: the inbound checks and the route, as [`Self::handle`]
     /// runs them. Nothing here waits or allocates a token; the fuzz target `request` drives it.
     pub fn plan(&self, parts: &Parts) -> Result<(&Arc<Route>, TokenKey, Uri), ProxyError> {
-        self.check_inbound(parts)?;
+        self.inbound.check(parts, None)?;
         self.route(parts)
     }
 }
@@ -352,6 +421,11 @@ impl Proxy {
     /// The token source.
     pub fn tokens(&self) -> &TokenSource {
         &self.tokens
+    }
+
+    /// Who may talk to the proxy: the guards, the clients, TLS.
+    pub fn inbound(&self) -> &InboundPolicy {
+        &self.inbound
     }
 
     /// The DNS-rebinding guard, which the admin listener applies too.

@@ -26,12 +26,16 @@ pub(crate) struct Refused;
 /// HTTP status and the stable error code of the JSON body.
 pub fn status_and_code(e: &ProxyError) -> (StatusCode, &'static str) {
     match e {
-        ProxyError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
+        ProxyError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
         ProxyError::NoRoute => (StatusCode::NOT_FOUND, "no_route"),
         ProxyError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
         ProxyError::ForbiddenTarget => (StatusCode::BAD_REQUEST, "forbidden_target"),
         ProxyError::ForbiddenHost(_) => (StatusCode::FORBIDDEN, "forbidden_host"),
-        ProxyError::ForbiddenDelegate(_) => (StatusCode::FORBIDDEN, "forbidden_delegate"),
+        ProxyError::ForbiddenDelegate(_) | ProxyError::ClientDelegate(_) => {
+            (StatusCode::FORBIDDEN, "forbidden_delegate")
+        }
+        ProxyError::ForbiddenRoute(_) => (StatusCode::FORBIDDEN, "forbidden_route"),
+        ProxyError::ClientRateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "client_rate_limited"),
         ProxyError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
         ProxyError::RequestBody(BodyFault::Stalled(_)) => {
             (StatusCode::REQUEST_TIMEOUT, "request_timeout")
@@ -81,7 +85,7 @@ pub fn error_response(
     if let Some(retry) = retry_after(&e) {
         headers.insert(header::RETRY_AFTER, HeaderValue::from(retry));
     }
-    if let ProxyError::Unauthorized = e {
+    if let ProxyError::Unauthorized(_) = e {
         for challenge in CHALLENGES {
             headers.append(
                 header::WWW_AUTHENTICATE,
@@ -170,6 +174,9 @@ fn retry_after(e: &ProxyError) -> Option<u64> {
         }
         // A connection frees up when a response ends: usually within a second.
         ProxyError::Upstream(UpstreamError::Busy { .. }) => Some(1),
+        ProxyError::ClientRateLimited(wait) => {
+            Some((wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1))
+        }
         _ => None,
     }
 }
@@ -220,7 +227,7 @@ mod tests {
     #[test]
     fn statuses_follow_the_readme_table() {
         let cases = [
-            (ProxyError::Unauthorized, 401, "unauthorized"),
+            (ProxyError::Unauthorized("x"), 401, "unauthorized"),
             (ProxyError::NoRoute, 404, "no_route"),
             (ProxyError::MethodNotAllowed, 405, "method_not_allowed"),
             (ProxyError::ForbiddenTarget, 400, "forbidden_target"),
@@ -287,10 +294,34 @@ mod tests {
     }
 
     #[test]
+    fn client_errors_follow_the_readme_table() {
+        for (e, status, code) in [
+            (
+                ProxyError::ForbiddenRoute("/r".into()),
+                403,
+                "forbidden_route",
+            ),
+            (
+                ProxyError::ClientDelegate("T".into()),
+                403,
+                "forbidden_delegate",
+            ),
+            (
+                ProxyError::ClientRateLimited(Duration::from_secs(2)),
+                429,
+                "client_rate_limited",
+            ),
+        ] {
+            let (s, c) = status_and_code(&e);
+            assert_eq!((s.as_u16(), c), (status, code));
+        }
+    }
+
+    #[test]
     fn refusals_close_the_connection_and_are_marked() {
         let id = HeaderValue::from_static("r-1");
         for e in [
-            ProxyError::Unauthorized,
+            ProxyError::Unauthorized("unknown key"),
             ProxyError::ForbiddenHost("evil".into()),
             ProxyError::ForbiddenTarget,
             ProxyError::MethodNotAllowed,
@@ -299,7 +330,7 @@ mod tests {
             assert_eq!(r.headers()[header::CONNECTION], "close");
             assert!(r.extensions().get::<Refused>().is_some());
         }
-        let unauthorized = error_response(ProxyError::Unauthorized, &id, None);
+        let unauthorized = error_response(ProxyError::Unauthorized("unknown key"), &id, None);
         assert_eq!(
             unauthorized
                 .headers()
@@ -332,5 +363,7 @@ mod tests {
             None,
         );
         assert_eq!(retry_after(&r), None);
+        let limited = ProxyError::ClientRateLimited(Duration::from_millis(1200));
+        assert_eq!(retry_after(&limited), Some(2));
     }
 }

@@ -17,6 +17,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::time::Instant;
 
+use crate::inbound::PeerNames;
 use crate::live::Live;
 use crate::metrics::Metrics;
 use crate::respond::Refused;
@@ -110,7 +111,7 @@ pub(crate) async fn serve(
         match live.proxy().tls().cloned() {
             None => {
                 tokio::spawn(serve_connection(
-                    builder, stream, opened, live, stopping, permit,
+                    builder, stream, None, opened, live, stopping, permit,
                 ));
             }
             Some(acceptor) => {
@@ -119,7 +120,9 @@ pub(crate) async fn serve(
                     // says nothing holds its slot no longer than one that sends half a request.
                     match tokio::time::timeout(HEADER_READ_TIMEOUT, acceptor.accept(stream)).await {
                         Ok(Ok(tls)) => {
-                            serve_connection(builder, tls, opened, live, stopping, permit).await;
+                            let names = client_certificate(&tls);
+                            serve_connection(builder, tls, names, opened, live, stopping, permit)
+                                .await;
                         }
                         Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                         Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
@@ -143,6 +146,12 @@ pub(crate) async fn serve(
             "shutdown grace period over; closing the remaining connections"
         ),
     }
+}
+
+/// The names of the client certificate the handshake verified: they name the client for every
+/// request of the connection.
+fn client_certificate<S>(tls: &tokio_rustls::server::TlsStream<S>) -> Option<Arc<PeerNames>> {
+    PeerNames::of_chain(tls.get_ref().1.peer_certificates()).map(Arc::new)
 }
 
 /// Why hyper refused a request head itself, if that is how the connection ended: it answered
@@ -178,11 +187,12 @@ impl Drop for OpenConnection {
 }
 
 /// Serves one connection until it ends, goes idle, or shutdown asks it to finish what is in
-/// flight and close. `opened`: when it was accepted (before any TLS handshake). `_permit` is its
-/// connection slot.
+/// flight and close. `peer`: the names of its verified client certificate. `opened`: when it
+/// was accepted (before any TLS handshake). `_permit` is its connection slot.
 async fn serve_connection<S>(
     builder: auto::Builder<TokioExecutor>,
     stream: S,
+    peer: Option<Arc<PeerNames>>,
     opened: Instant,
     live: Arc<Live>,
     mut stopping: watch::Receiver<bool>,
@@ -200,8 +210,9 @@ async fn serve_connection<S>(
         let before = seen.swap(now, Ordering::Relaxed);
         let proxy = live.proxy();
         let seen = seen.clone();
+        let peer = peer.clone();
         async move {
-            let response = proxy.handle(request).await;
+            let response = proxy.handle(request, peer.as_deref()).await;
             if response.extensions().get::<Refused>().is_some() {
                 // A refused client (no key, foreign Host) cannot keep a slot by asking again.
                 let _ = seen.compare_exchange(now, before, Ordering::Relaxed, Ordering::Relaxed);

@@ -70,12 +70,13 @@ pub(crate) fn read_pem_key(path: &Path) -> Result<PrivateKeyDer<'static>, String
 }
 
 /// The rustls server configuration towards clients: the certificate chain and its key, ALPN for
-/// HTTP/2 and HTTP/1.1, and, with `client_roots`, a client certificate that chains to them is
-/// required.
+/// HTTP/2 and HTTP/1.1, and, with `client_roots`, client certificates that chain to them:
+/// verified when sent, and with `required` a connection without one fails its handshake.
 pub(crate) fn server_config(
     certs: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
     client_roots: Option<&[CertificateDer<'static>]>,
+    required: bool,
 ) -> Result<rustls::ServerConfig, String> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
@@ -88,12 +89,15 @@ pub(crate) fn server_config(
             for cert in roots {
                 store
                     .add(cert.clone())
-                    .map_err(|e| format!("client_ca_file: {e}"))?;
+                    .map_err(|e| format!("client_ca: {e}"))?;
             }
             let verifier =
-                rustls::server::WebPkiClientVerifier::builder_with_provider(store.into(), provider)
-                    .build()
-                    .map_err(|e| format!("client_ca_file: {e}"))?;
+                rustls::server::WebPkiClientVerifier::builder_with_provider(store.into(), provider);
+            let verifier = match required {
+                true => verifier,
+                false => verifier.allow_unauthenticated(),
+            };
+            let verifier = verifier.build().map_err(|e| format!("client_ca: {e}"))?;
             builder.with_client_cert_verifier(verifier)
         }
     };

@@ -81,8 +81,8 @@ fn fixture() -> &'static Fixture {
         let local = "127.0.0.1:8080".parse().unwrap();
         let metrics = Arc::new(Metrics::new());
         Fixture {
-            open: azure_costs_proxy::live::build(&open, local, &metrics).unwrap(),
-            keyed: azure_costs_proxy::live::build(&keyed, local, &metrics).unwrap(),
+            open: azure_costs_proxy::live::build(&open, local, &metrics, None).unwrap(),
+            keyed: azure_costs_proxy::live::build(&keyed, local, &metrics, None).unwrap(),
             _runtime: runtime,
         }
     })

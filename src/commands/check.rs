@@ -24,6 +24,7 @@ fn reload(c: &Config) -> String {
 pub fn summary(c: &Config) -> String {
     let mut out = String::new();
     listeners(&mut out, c);
+    clients(&mut out, c);
     ways_out(&mut out, c);
     tokens(&mut out, c);
     routes(&mut out, c);
@@ -66,16 +67,25 @@ fn listeners(out: &mut String, c: &Config) {
             tls.key_file.display(),
             tls.client_ca_file
                 .as_ref()
-                .map(|f| format!(", client certificates required (CA {})", f.display()))
+                .map(|f| format!(
+                    ", client certificates {} (CA {})",
+                    if tls.client_auth_required {
+                        "required"
+                    } else {
+                        "optional"
+                    },
+                    f.display()
+                ))
                 .unwrap_or_default()
         );
     }
     let _ = writeln!(
         out,
         "api keys:    {}",
-        match c.listen.api_keys.len() {
-            0 => "none (clients are not asked for a key)".to_string(),
-            n => format!("{n} accepted (Bearer, or Basic auth password)"),
+        match (c.listen.api_keys.len(), c.clients.is_empty()) {
+            (0, true) => "none (clients are not asked for a key)".to_string(),
+            (0, false) => "none".to_string(),
+            (n, _) => format!("{n} accepted (Bearer, or Basic auth password), as client api_keys"),
         }
     );
     if !c.listen.allowed_hosts.is_empty() {
@@ -97,6 +107,46 @@ fn listeners(out: &mut String, c: &Config) {
             "disabled".into()
         }
     );
+}
+
+/// Most clients listed one by one; a gateway with thousands gets a count for the rest.
+const CLIENTS_LISTED: usize = 50;
+
+/// `[[clients]]`: each client's name, how it is recognised, its scopes and limits.
+fn clients(out: &mut String, c: &Config) {
+    use crate::inbound::{ClientIdentity, Scope};
+    let scope = |s: &Scope| match s {
+        Scope::All => "all".to_string(),
+        Scope::Listed(items) => items.join(" "),
+    };
+    for client in c.clients.iter().take(CLIENTS_LISTED) {
+        let identity = match &client.identity {
+            ClientIdentity::Key(_) => "key".to_string(),
+            ClientIdentity::KeyDigest(_) => "key (digest)".to_string(),
+            ClientIdentity::Cert(name) => format!("certificate {name}"),
+        };
+        let mut limits = String::new();
+        if let Some(rate) = client.limits.rate {
+            let _ = write!(limits, ", rate {rate}/s (burst {})", (2.0 * rate).max(1.0));
+        }
+        if let Some(n) = client.limits.max_in_flight {
+            let _ = write!(limits, ", at most {n} in flight");
+        }
+        let _ = writeln!(
+            out,
+            "client:      {} by {identity}; routes {}; teams {}{limits}",
+            client.name,
+            scope(&client.routes),
+            scope(&client.delegates),
+        );
+    }
+    if c.clients.len() > CLIENTS_LISTED {
+        let _ = writeln!(
+            out,
+            "client:      ... and {} more",
+            c.clients.len() - CLIENTS_LISTED
+        );
+    }
 }
 
 /// The API and the STS, how each is reached, and the roots their certificates must chain to.
@@ -271,5 +321,36 @@ mod tests {
         ));
         assert!(summary(&ok).contains("client certificates required"));
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn summary_lists_clients_and_warns_of_an_open_remote_listener() {
+        let gateway = parse(&format!(
+            "[listen]\naddress = \"0.0.0.0:8080\"\nallow_remote = true\n{MINIMAL}\
+             [[routes]]\nprefix = \"/teams/{{delegate}}\"\ndelegates = [\"*\"]\n\
+             [[clients]]\nname = \"contoso\"\nkey = {{ env = \"SECRET\" }}\n\
+             routes = [\"/teams/{{delegate}}\"]\ndelegates = [\"TEAM-CONTOSO\"]\n\
+             rate = \"20/s\"\nmax_in_flight = 32\n"
+        ));
+        let summary = summary(&gateway);
+        assert!(
+            summary.contains(
+                "client:      contoso by key; routes /teams/{delegate}; teams TEAM-CONTOSO, \
+                 rate 20/s (burst 40), at most 32 in flight"
+            ),
+            "{summary}"
+        );
+        assert!(
+            !summary.contains("s3cr3t") && !summary.contains("client authentication"),
+            "{summary}"
+        );
+        let open = parse(&format!(
+            "[listen]\naddress = \"0.0.0.0:8080\"\nallow_remote = true\n{MINIMAL}"
+        ));
+        let warned = super::summary(&open);
+        assert!(
+            warned.contains("warning:") && warned.contains("without any client authentication"),
+            "{warned}"
+        );
     }
 }

@@ -55,11 +55,13 @@ impl Config {
         }
     }
 
-    /// Who may talk to the proxy: `listen.allowed_hosts`, `listen.api_keys`, `[listen.tls]`.
+    /// Who may talk to the proxy: `listen.allowed_hosts`, `listen.api_keys`, `[[clients]]`,
+    /// `[listen.tls]`.
     pub(crate) fn inbound_config(&self) -> InboundConfig {
         InboundConfig {
             allowed_hosts: self.listen.allowed_hosts.clone(),
             api_keys: self.listen.api_keys.clone(),
+            clients: self.clients.clone(),
             tls: self.listen.tls.as_ref().map(|t| Arc::clone(&t.server)),
         }
     }

@@ -131,7 +131,9 @@ fn listen(ctx: &Ctx<'_>, var: EnvLookup<'_>) -> Result<RawListen, ConfigError> {
         listen.tls = Some(unspanned(RawTls {
             cert_file: cert.map(unspanned),
             key_file: key.map(unspanned),
+            client_ca: None,
             client_ca_file: None,
+            client_auth: None,
         }));
     }
     Ok(listen)

@@ -117,6 +117,8 @@ pub struct Config {
     pub routes: Vec<RouteConfig>,
     /// `[reload]`: reloading by itself when a file changes.
     pub reload: ReloadConfig,
+    /// `[[clients]]`: the named clients, in file order (`listen.api_keys` are not among them).
+    pub clients: Vec<crate::inbound::ClientSpec>,
     /// The files the config was read from (first, if any) and names: secret and API key files,
     /// TLS certificate, key and client CA, `ca_file`. What `[reload] watch` watches.
     pub files: Vec<PathBuf>,
@@ -155,8 +157,12 @@ pub struct ListenTlsConfig {
     pub cert_file: PathBuf,
     /// PEM private key.
     pub key_file: PathBuf,
-    /// PEM CA certificates that client certificates must chain to; `None`: no client certificate.
+    /// `client_ca`: PEM CA certificates that client certificates must chain to; `None`: no
+    /// client certificate is asked for.
     pub client_ca_file: Option<PathBuf>,
+    /// `client_auth = "required"` (the default): a connection without a valid client
+    /// certificate fails its handshake; `"optional"`: it may identify by key instead.
+    pub client_auth_required: bool,
     /// The rustls server configuration built from those files.
     pub server: std::sync::Arc<rustls::ServerConfig>,
 }
@@ -168,6 +174,7 @@ impl fmt::Debug for ListenTlsConfig {
             .field("cert_file", &self.cert_file)
             .field("key_file", &self.key_file)
             .field("client_ca_file", &self.client_ca_file)
+            .field("client_auth_required", &self.client_auth_required)
             .finish_non_exhaustive()
     }
 }
@@ -178,6 +185,7 @@ impl PartialEq for ListenTlsConfig {
         self.cert_file == other.cert_file
             && self.key_file == other.key_file
             && self.client_ca_file == other.client_ca_file
+            && self.client_auth_required == other.client_auth_required
     }
 }
 

@@ -30,6 +30,8 @@ pub(super) struct RawConfig {
     pub(super) routes: Vec<Spanned<RawRoute>>,
     #[serde(default)]
     pub(super) reload: RawReload,
+    #[serde(default)]
+    pub(super) clients: Vec<Spanned<RawClient>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -50,7 +52,10 @@ pub(super) struct RawListen {
 pub(super) struct RawTls {
     pub(super) cert_file: Option<Spanned<String>>,
     pub(super) key_file: Option<Spanned<String>>,
+    pub(super) client_ca: Option<Spanned<String>>,
+    /// The earlier name of `client_ca`, still read.
     pub(super) client_ca_file: Option<Spanned<String>>,
+    pub(super) client_auth: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -137,4 +142,17 @@ pub(super) struct RawRoute {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawReload {
     pub(super) watch: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawClient {
+    pub(super) name: Spanned<String>,
+    pub(super) key: Option<Spanned<toml::Value>>,
+    pub(super) key_sha256: Option<Spanned<String>>,
+    pub(super) cert: Option<Spanned<String>>,
+    pub(super) routes: Option<Spanned<Vec<Spanned<String>>>>,
+    pub(super) delegates: Option<Spanned<Vec<Spanned<String>>>>,
+    pub(super) rate: Option<Spanned<String>>,
+    pub(super) max_in_flight: Option<Spanned<i64>>,
 }

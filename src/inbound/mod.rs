@@ -1,9 +1,12 @@
 //! Who may talk to the proxy: the TLS server side, the `Host` guard (DNS rebinding), the
-//! absolute-form target rule and the API keys. The checks run before anything that reveals the
-//! proxy's routes.
+//! absolute-form target rule and the clients (`[[clients]]`, `listen.api_keys`): who is asking,
+//! what it may use, how fast. The checks run before anything that reveals the proxy's routes.
 
 mod api_keys;
+mod clients;
 mod host_guard;
+mod limits;
+mod peer;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -13,31 +16,38 @@ use http::request::Parts;
 use http::{Method, Version};
 use tokio_rustls::TlsAcceptor;
 
-pub use api_keys::ApiKeys;
 pub(crate) use api_keys::CHALLENGES;
+pub(crate) use api_keys::sha256 as key_digest;
+pub(crate) use clients::Client;
+pub(crate) use clients::cert_name;
+pub use clients::{ClientIdentity, ClientSpec, Clients, Scope};
 pub use host_guard::HostGuard;
+pub use limits::ClientLimits;
+pub(crate) use peer::PeerNames;
 
 use crate::error::ProxyError;
 use crate::secret::Secret;
 
-/// What an [`InboundPolicy`] is built from: `listen.allowed_hosts`, `listen.api_keys` and the
-/// server side of `[listen.tls]`.
+/// What an [`InboundPolicy`] is built from: `listen.allowed_hosts`, `listen.api_keys`,
+/// `[[clients]]` and the server side of `[listen.tls]`.
 #[derive(Clone)]
 pub struct InboundConfig {
     /// Extra accepted `Host` names; `["*"]` turns the check off.
     pub allowed_hosts: Vec<String>,
-    /// Keys a client must present; empty means none is required.
+    /// Keys of the client `api_keys`, which may use everything.
     pub api_keys: Vec<Secret>,
+    /// The named clients. With none and no `api_keys`, anyone may ask.
+    pub clients: Vec<ClientSpec>,
     /// HTTPS towards clients; `None` serves plain HTTP.
     pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
-/// The inbound side of one configuration: the `Host` guard, the API keys and the TLS acceptor.
+/// The inbound side of one configuration: the `Host` guard, the clients and the TLS acceptor.
 pub struct InboundPolicy {
     /// The DNS-rebinding guard.
     pub hosts: HostGuard,
-    /// `listen.api_keys`.
-    pub keys: ApiKeys,
+    /// `[[clients]]` and `listen.api_keys`.
+    pub clients: Clients,
     /// `[listen.tls]`: new connections are TLS handshakes with this configuration.
     pub tls: Option<TlsAcceptor>,
 }
@@ -46,34 +56,48 @@ impl std::fmt::Debug for InboundPolicy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("InboundPolicy")
             .field("hosts", &self.hosts)
-            .field("keys", &self.keys)
+            .field("clients", &self.clients)
             .field("tls", &self.tls.is_some())
             .finish()
     }
 }
 
 impl InboundPolicy {
-    /// The policy of `config` on the listener bound to `local`.
-    pub fn new(config: &InboundConfig, local: SocketAddr) -> Self {
+    /// The policy of `config` on the listener bound to `local`. The clients' limits that did
+    /// not change keep their state from `previous` (the policy a reload replaces).
+    pub fn new(
+        config: &InboundConfig,
+        local: SocketAddr,
+        previous: Option<&InboundPolicy>,
+    ) -> Self {
         InboundPolicy {
             hosts: HostGuard::new(local, &config.allowed_hosts),
-            keys: ApiKeys::new(&config.api_keys),
+            clients: Clients::new(
+                &config.clients,
+                &config.api_keys,
+                previous.map(|p| &p.clients),
+            ),
             tls: config.tls.clone().map(TlsAcceptor::from),
         }
     }
 
     /// Whether the request may come in at all: not CONNECT, a target and `Host` that name this
-    /// proxy, and an accepted API key where keys are set. In that order: a client with no key
-    /// learns nothing about the routes, a foreign page not even whether keys are required.
-    pub fn check(&self, request: &Parts) -> Result<(), ProxyError> {
+    /// proxy, and a known client where clients are set (by its key, or the certificate `peer`
+    /// of its connection). In that order: a client with no key learns nothing about the
+    /// routes, a foreign page not even whether keys are required. Returns the client, `None`
+    /// when no client is configured.
+    pub fn check(
+        &self,
+        request: &Parts,
+        peer: Option<&PeerNames>,
+    ) -> Result<Option<Arc<Client>>, ProxyError> {
         if request.method == Method::CONNECT {
             return Err(ProxyError::MethodNotAllowed);
         }
         self.check_target(request)?;
-        if !self.keys.admit(&request.headers) {
-            return Err(ProxyError::Unauthorized);
-        }
-        Ok(())
+        self.clients
+            .identify(&request.headers, peer)
+            .map_err(|why| ProxyError::Unauthorized(why.reason()))
     }
 
     /// The DNS-rebinding guard and the absolute-form rule: the token goes only to the configured

@@ -109,7 +109,7 @@ async fn metrics_count_requests_sts_calls_and_token_expiry() {
             .unwrap_or_else(|| panic!("no {series} in\n{text}"))
     };
     assert_eq!(
-        value("azure_costs_proxy_requests_total{route=\"/\",status=\"200\"}"),
+        value("azure_costs_proxy_requests_total{route=\"/\",status=\"200\",client=\"-\"}"),
         5.0
     );
     assert_eq!(

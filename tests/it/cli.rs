@@ -183,15 +183,22 @@ async fn trace_logs_never_hold_the_secret_or_a_token_and_sigterm_exits_0() {
         .set("listen.api_keys", vec![env("BI_KEY")])
         .route(route("/"))
         .route(route("/customers/contoso").delegate("TEAM-CONTOSO"))
-        .route(route("/fresh").token_mode("per_request"));
+        .route(route("/fresh").token_mode("per_request"))
+        .client(
+            crate::support::config::client("contoso")
+                .key(env("CONTOSO_KEY"))
+                .routes(&["/customers/contoso"]),
+        );
     let path = dir.write("proxy.toml", &config.text(&sim));
     let key = "inbound-key-9f3b2c";
     let wrong_key = "wrong-key-71aa04";
+    let contoso_key = "contoso-client-key-5e8d1a";
     let mut proxy = ProxyProcess::start(
         &path,
         &[
             ("SIM_SECRET", &secret),
             ("BI_KEY", key),
+            ("CONTOSO_KEY", contoso_key),
             ("PROXY_PW", proxy_password),
             ("RUST_LOG", "trace"),
         ],
@@ -211,6 +218,11 @@ async fn trace_logs_never_hold_the_secret_or_a_token_and_sigterm_exits_0() {
         .get(proxy.url("/v1/teams"))
         .basic_auth("bi", Some(wrong_key));
     assert_eq!(refused.send().await.unwrap().status(), 401);
+    // A named client: its own route, and one it may not use.
+    let contoso = |path: &str| c.get(proxy.url(path)).bearer_auth(contoso_key).send();
+    let r = contoso("/customers/contoso/v1/teams").await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(contoso("/v1/teams").await.unwrap().status(), 403);
     // The upstream refuses the cached token: dropped, a fresh one, one retry.
     sim.revoke_tokens();
     assert_eq!(get("/v1/teams").await.unwrap().status(), 200);
@@ -244,8 +256,24 @@ async fn trace_logs_never_hold_the_secret_or_a_token_and_sigterm_exits_0() {
         "the outbound proxy was not used"
     );
     assert!(
-        !log.contains(key) && !log.contains(wrong_key),
-        "an API key is in the logs"
+        !log.contains(key) && !log.contains(wrong_key) && !log.contains(contoso_key),
+        "an API or client key is in the logs"
+    );
+    // The client is named instead: on its access lines and on its refusal.
+    assert!(
+        log.contains("client=\"contoso\""),
+        "no client on the access line"
+    );
+    assert!(
+        log.lines().any(|l| l.contains("request refused")
+            && l.contains("client=\"contoso\"")
+            && l.contains("forbidden_route")),
+        "the refusal is not logged with its client and reason"
+    );
+    assert!(
+        log.lines()
+            .any(|l| l.contains("request refused") && l.contains("client=\"unknown\"")),
+        "the 401 is not logged with client unknown"
     );
     assert!(
         tokens.iter().any(|t| t.delegate.is_some()),

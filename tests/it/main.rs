@@ -16,6 +16,7 @@ mod support;
 
 mod admin;
 mod cli;
+mod clients;
 mod delegation;
 mod failures;
 mod forwarding;

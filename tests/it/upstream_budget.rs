@@ -70,7 +70,10 @@ async fn http1_clients_wait_for_a_free_connection_then_get_503() {
     b.bytes().await.unwrap();
     assert_eq!(proxy.sim.api_connections(), 2);
     let metrics = proxy.metrics().await;
-    assert!(metrics.contains("status=\"503\"} 1"), "{metrics}");
+    assert!(
+        metrics.contains("status=\"503\",client=\"-\"} 1"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]

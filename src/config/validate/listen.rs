@@ -47,17 +47,6 @@ pub(super) fn listen(
         None => None,
         Some(t) => Some(listen_tls(ctx, t)?),
     };
-    if !address.ip().is_loopback()
-        && api_keys.is_empty()
-        && tls.as_ref().is_none_or(|t| t.client_ca_file.is_none())
-    {
-        warnings.push(format!(
-            "{}: listen.address {address} accepts remote clients without api_keys or client \
-             certificates ([listen.tls] client_ca_file): anyone who can reach the port can spend \
-             the proxy's credential; protect the port, or set one of them",
-            ctx.origin
-        ));
-    }
     let max_connections = count(
         ctx,
         &raw.max_connections,

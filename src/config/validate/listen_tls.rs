@@ -1,5 +1,6 @@
 //! `[listen.tls]`: the server certificate and key, and the CA that client certificates must chain
-//! to, read and checked while the config loads.
+//! to (`client_ca`, and whether one is `required` or `optional`), read and checked while the
+//! config loads.
 
 use std::path::PathBuf;
 
@@ -48,35 +49,87 @@ pub(super) fn listen_tls(
             "point key_file at a readable PEM private key (PKCS#8, PKCS#1 or SEC1)",
         )
     })?;
-    let client_ca_file = t
-        .client_ca_file
-        .as_ref()
-        .map(|v| PathBuf::from(v.get_ref()));
+    let (ca_value, client_ca_file) = client_ca(ctx, raw)?;
     let client_roots = match &client_ca_file {
         None => None,
         Some(path) => Some(crate::tls::read_pem_certs(path).map_err(|e| {
             ctx.error(
-                span_of(&t.client_ca_file),
-                "listen.tls.client_ca_file",
+                span_of(ca_value),
+                "listen.tls.client_ca",
                 format!("cannot use {} as client CA: {e}", path.display()),
-                "point client_ca_file at a readable PEM file of CA certificates",
+                "point client_ca at a readable PEM file of CA certificates",
             )
         })?),
     };
-    let server = crate::tls::server_config(certs, key, client_roots.as_deref()).map_err(|e| {
-        ctx.error(
-            span_of(&t.key_file),
-            "listen.tls",
-            e,
-            "check that key_file is the private key of cert_file's first certificate",
-        )
-    })?;
+    let client_auth_required = client_auth(ctx, raw, client_ca_file.is_some())?;
+    let server =
+        crate::tls::server_config(certs, key, client_roots.as_deref(), client_auth_required)
+            .map_err(|e| {
+                ctx.error(
+                    span_of(&t.key_file),
+                    "listen.tls",
+                    e,
+                    "check that key_file is the private key of cert_file's first certificate",
+                )
+            })?;
     Ok(ListenTlsConfig {
         cert_file,
         key_file,
         client_ca_file,
+        client_auth_required,
         server: std::sync::Arc::new(server),
     })
+}
+
+/// `client_ca` (or its earlier name `client_ca_file`, not both): the value as written and the
+/// path.
+fn client_ca<'a>(
+    ctx: &Ctx<'_>,
+    raw: &'a Spanned<RawTls>,
+) -> Result<(&'a Option<Spanned<String>>, Option<PathBuf>), ConfigError> {
+    let t = raw.get_ref();
+    let value = match (&t.client_ca, &t.client_ca_file) {
+        (Some(_), Some(old)) => {
+            return Err(ctx.error(
+                Some(old.span()),
+                "listen.tls.client_ca_file",
+                "client_ca_file is the earlier name of client_ca; both are set",
+                "keep only client_ca",
+            ));
+        }
+        (Some(_), None) => &t.client_ca,
+        (None, _) => &t.client_ca_file,
+    };
+    Ok((value, value.as_ref().map(|v| PathBuf::from(v.get_ref()))))
+}
+
+/// `client_auth`: `"required"` (the default: a client certificate is the way in) or
+/// `"optional"` (a certificate identifies its client; without one, a key must).
+fn client_auth(ctx: &Ctx<'_>, raw: &Spanned<RawTls>, has_ca: bool) -> Result<bool, ConfigError> {
+    let Some(value) = &raw.get_ref().client_auth else {
+        return Ok(true);
+    };
+    let required = match value.get_ref().as_str() {
+        "required" => true,
+        "optional" => false,
+        _ => {
+            return Err(ctx.error(
+                Some(value.span()),
+                "listen.tls.client_auth",
+                format!("`{}` is not a client_auth", value.get_ref()),
+                "write \"required\" or \"optional\"",
+            ));
+        }
+    };
+    if !has_ca {
+        return Err(ctx.error(
+            Some(value.span()),
+            "listen.tls.client_auth",
+            "client_auth needs client_ca, the CA client certificates are checked against",
+            "add client_ca = \"/path/clients-ca.pem\" to [listen.tls]",
+        ));
+    }
+    Ok(required)
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 //! reported, and warnings (allowed but unwise settings) are collected in that order too.
 
 mod admin;
+mod clients;
 mod credentials;
 mod fields;
 mod listen;
@@ -43,6 +44,8 @@ pub(super) fn validate(raw: RawConfig, ctx: &Ctx<'_>) -> Result<Config, ConfigEr
     let log = log::log(ctx, &raw.log)?;
     let routes = routes::routes(ctx, &raw.routes, &credentials, &token, &mut warnings)?;
     let reload = reload::reload(&raw.reload);
+    let clients = clients::clients(ctx, &raw.clients, &listen, &routes, &mut warnings)?;
+    clients::open_listener_warning(ctx, &listen, &clients, &mut warnings);
     Ok(Config {
         origin: ctx.origin.to_string(),
         listen,
@@ -54,6 +57,7 @@ pub(super) fn validate(raw: RawConfig, ctx: &Ctx<'_>) -> Result<Config, ConfigEr
         token,
         routes,
         reload,
+        clients,
         files,
         log,
         warnings,

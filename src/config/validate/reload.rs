@@ -20,7 +20,11 @@ pub(super) fn reload(raw: &RawReload) -> ReloadConfig {
 /// The config file itself is added by whoever read it (`source.rs`).
 pub(super) fn named_files(ctx: &Ctx<'_>, raw: &RawConfig) -> Vec<PathBuf> {
     let listen = &raw.listen;
-    let keys = listen.api_keys.iter().flatten();
+    let keys = listen
+        .api_keys
+        .iter()
+        .flatten()
+        .chain(raw.clients.iter().filter_map(|c| c.get_ref().key.as_ref()));
     let secrets = raw.credentials.values().map(|c| &c.get_ref().client_secret);
     let proxy_password = raw
         .outbound
@@ -34,7 +38,7 @@ pub(super) fn named_files(ctx: &Ctx<'_>, raw: &RawConfig) -> Vec<PathBuf> {
     let tls = listen.tls.as_ref().map(|t| t.get_ref());
     let written = tls
         .into_iter()
-        .flat_map(|t| [&t.cert_file, &t.key_file, &t.client_ca_file])
+        .flat_map(|t| [&t.cert_file, &t.key_file, &t.client_ca, &t.client_ca_file])
         .chain([&raw.upstream.ca_file, &raw.outbound.ca_file])
         .flatten()
         .map(|path| PathBuf::from(path.get_ref()));

@@ -15,6 +15,7 @@ pub(crate) struct TestConfig {
     /// `(dotted key, value)` in the order set: a later one wins.
     overrides: Vec<(String, Value)>,
     routes: Vec<RouteSpec>,
+    clients: Vec<ClientEntry>,
     secret_file: Option<PathBuf>,
     /// Environment variables the config is loaded with, besides `$SIM_SECRET`.
     env_vars: Vec<(String, String)>,
@@ -66,6 +67,62 @@ impl RouteSpec {
     }
 }
 
+/// One `[[clients]]` entry.
+#[derive(Clone)]
+pub(crate) struct ClientEntry(Table);
+
+/// A client named `name`; `key`, `key_sha256` or `cert` says how it is recognised.
+pub(crate) fn client(name: &str) -> ClientEntry {
+    ClientEntry(Table::from_iter([("name".to_string(), name.into())]))
+}
+
+impl ClientEntry {
+    /// Recognised by the key the secret reference `key` names.
+    pub(crate) fn key(mut self, key: Value) -> Self {
+        self.0.insert("key".to_string(), key);
+        self
+    }
+
+    /// Recognised by the key whose SHA-256 is `hex`.
+    pub(crate) fn key_sha256(self, hex: &str) -> Self {
+        self.with("key_sha256", hex.into())
+    }
+
+    /// Recognised by its TLS client certificate's name.
+    pub(crate) fn cert(self, name: &str) -> Self {
+        self.with("cert", name.into())
+    }
+
+    /// The route prefixes it may use.
+    pub(crate) fn routes(self, prefixes: &[&str]) -> Self {
+        self.with("routes", strings(prefixes))
+    }
+
+    /// The teams it may act for.
+    pub(crate) fn delegates(self, teams: &[&str]) -> Self {
+        self.with("delegates", strings(teams))
+    }
+
+    /// Its `rate` (`"5/s"`).
+    pub(crate) fn rate(self, rate: &str) -> Self {
+        self.with("rate", rate.into())
+    }
+
+    /// Its `max_in_flight`.
+    pub(crate) fn max_in_flight(self, n: i64) -> Self {
+        self.with("max_in_flight", n.into())
+    }
+
+    fn with(mut self, key: &str, value: Value) -> Self {
+        self.0.insert(key.to_string(), value);
+        self
+    }
+}
+
+fn strings(items: &[&str]) -> Value {
+    Value::Array(items.iter().map(|i| (*i).into()).collect())
+}
+
 /// A secret reference `{ env = "NAME" }`.
 pub(crate) fn env(name: &str) -> Value {
     Value::Table(Table::from_iter([("env".to_string(), name.into())]))
@@ -93,6 +150,12 @@ impl TestConfig {
     /// Adds a `[[routes]]` entry (with none, the proxy has its default `/` route).
     pub(crate) fn route(mut self, route: RouteSpec) -> Self {
         self.routes.push(route);
+        self
+    }
+
+    /// Adds a `[[clients]]` entry.
+    pub(crate) fn client(mut self, client: ClientEntry) -> Self {
+        self.clients.push(client);
         self
     }
 
@@ -132,6 +195,10 @@ impl TestConfig {
         let routes = self.routes.iter().map(|r| Value::Table(r.0.clone()));
         if !self.routes.is_empty() {
             table.insert("routes".to_string(), Value::Array(routes.collect()));
+        }
+        let clients = self.clients.iter().map(|c| Value::Table(c.0.clone()));
+        if !self.clients.is_empty() {
+            table.insert("clients".to_string(), Value::Array(clients.collect()));
         }
         render(&table)
     }

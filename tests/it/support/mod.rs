@@ -25,7 +25,7 @@ pub(crate) mod pki;
 pub(crate) mod process;
 pub(crate) mod tokio;
 
-pub(crate) use config::{RouteSpec, TestConfig, env, file, route};
+pub(crate) use config::{ClientEntry, RouteSpec, TestConfig, env, file, route};
 use process::Scratch;
 
 /// A proxy running in this process, in front of its simulator; stopped when dropped.
@@ -244,6 +244,12 @@ impl ProxyBuilder {
     /// Sets an environment variable for the config, as [`TestConfig::env_var`].
     pub(crate) fn env_var(mut self, name: &str, value: &str) -> Self {
         self.config = self.config.env_var(name, value);
+        self
+    }
+
+    /// Adds a client, as [`TestConfig::client`].
+    pub(crate) fn client(mut self, client: ClientEntry) -> Self {
+        self.config = self.config.client(client);
         self
     }
 
