@@ -93,6 +93,14 @@ pub enum Command {
         #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR")]
         listen: SocketAddr,
     },
+    /// Make a key for a new client of a shared proxy: 32 random bytes from the operating system,
+    /// base64url. Prints the key (give it to the client) and the [[clients]] lines to paste,
+    /// with key_sha256, so that the config holds only the key's digest. Exit 0; 2 on a bad name.
+    ClientKey {
+        /// The client's name in the lines to paste: letters, digits, '.', '_', '-'.
+        #[arg(long, default_value = "new-client", value_name = "NAME")]
+        name: String,
+    },
     /// Windows: manage the native Windows service (install registers `run --service --config
     /// FILE`). On other systems, use the systemd unit in systemd/.
     ///

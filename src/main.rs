@@ -39,6 +39,7 @@ fn main() -> ExitCode {
         Command::Service { action, name } => {
             return ExitCode::from(service::manage(action, &name, cli.config.as_deref()));
         }
+        Command::ClientKey { name } => return client_key(&name),
         Command::Run { service: false } => {
             let source = ConfigSource::locate(cli.config.as_deref(), &config::process_env);
             match load_from(&source) {
@@ -94,6 +95,20 @@ fn main() -> ExitCode {
             },
         }
     })
+}
+
+/// `client-key`: the key and the lines to paste on stdout; a bad name exits 2.
+fn client_key(name: &str) -> ExitCode {
+    match azure_costs_proxy::commands::client_key::new_client(name) {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(EXIT_CONFIG)
+        }
+    }
 }
 
 fn runtime(worker_threads: usize) -> Result<tokio::runtime::Runtime, u8> {

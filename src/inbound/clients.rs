@@ -301,6 +301,21 @@ impl Clients {
     }
 }
 
+/// Longest client name.
+pub(crate) const MAX_NAME: usize = 64;
+
+/// Whether `name` can name a client: 1 to [`MAX_NAME`] letters, digits, `.`, `_` or `-`, and
+/// not a name the proxy gives itself (`api_keys`, `unknown`).
+pub(crate) fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_NAME
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        && name != API_KEYS_CLIENT
+        && name != "unknown"
+}
+
 /// A client's `cert` as certificate names are compared: `CN=` dropped, DNS names are
 /// case-insensitive, so the lower case is kept.
 pub(crate) fn cert_name(cert: &str) -> String {

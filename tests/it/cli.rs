@@ -557,3 +557,45 @@ async fn service_commands_exit_2_and_point_to_systemd_outside_windows() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[tokio::test]
+async fn client_key_prints_a_key_whose_digest_lines_a_proxy_accepts() {
+    let out = command()
+        .args(["client-key", "--name", "contoso-dashboards"])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8(out.stdout).unwrap();
+    let key = text
+        .lines()
+        .find(|l| !l.starts_with('#'))
+        .unwrap()
+        .to_string();
+    let entry = text.split_once("\n\n").unwrap().1;
+
+    // The printed lines, pasted into a config, let that key in and no other.
+    let dir = Scratch::new("client-key");
+    let sim = simulator().await;
+    let config = format!("{}{entry}", TestConfig::new().text(&sim));
+    assert!(
+        !config.contains(&key),
+        "the key itself is in the lines to paste"
+    );
+    let path = dir.write("proxy.toml", &config);
+    let secret = sim.client_secret();
+    let proxy = ProxyProcess::start(&path, &[("SIM_SECRET", &secret)]).await;
+    let c = client();
+    let with = |key: &str| c.get(proxy.url("/v1/teams")).bearer_auth(key).send();
+    assert_eq!(with(&key).await.unwrap().status(), 200);
+    assert_eq!(with("not-the-key").await.unwrap().status(), 401);
+    drop(proxy);
+
+    let out = command()
+        .args(["client-key", "--name", "two words"])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot be a client name"));
+}

@@ -11,18 +11,17 @@ use crate::config::diagnostics::{ConfigError, Ctx};
 use crate::config::raw::RawClient;
 use crate::config::secret::resolve_secret;
 use crate::config::{ListenConfig, RouteConfig, plausible_team};
-use crate::inbound::{ClientIdentity, ClientLimits, ClientSpec, Scope, key_digest};
+use crate::inbound::{
+    ClientIdentity, ClientLimits, ClientSpec, MAX_CLIENT_NAME as MAX_NAME, Scope, key_digest,
+    valid_client_name,
+};
 
 /// Longest client key accepted (as for `listen.api_keys`).
 const MAX_KEY: usize = 512;
 /// Shorter client keys are accepted with a warning.
 const MIN_KEY: usize = 16;
-/// Longest client name.
-const MAX_NAME: usize = 64;
 /// Highest `max_in_flight` accepted.
 const MAX_IN_FLIGHT: usize = 1 << 20;
-/// Names the proxy gives itself: `listen.api_keys`' client, and a request that named none.
-const RESERVED: [&str; 2] = ["api_keys", "unknown"];
 
 /// Checks every `[[clients]]` entry: names and identities unique, routes among the configured
 /// prefixes, teams plausible, limits positive.
@@ -134,12 +133,7 @@ pub(super) fn open_listener_warning(
 /// `name`: letters, digits, `.`, `_`, `-`; not a name the proxy uses itself.
 fn name(ctx: &Ctx<'_>, raw: &Spanned<String>) -> Result<String, ConfigError> {
     let name = raw.get_ref();
-    let well_formed = !name.is_empty()
-        && name.len() <= MAX_NAME
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
-    if !well_formed || RESERVED.contains(&name.as_str()) {
+    if !valid_client_name(name) {
         return Err(ctx.error(
             Some(raw.span()),
             "clients.name",
