@@ -8,14 +8,17 @@ and divides the instructions collected by the requests wrk counted. The count is
 user-space work (system calls are not counted) and does not depend on what else the machine is
 doing, so two builds can be compared on a busy machine.
 
-Usage: bench/instructions.py [--binary PATH] [--label NAME] [--access-log]
+Usage: bench/instructions.py [--binary PATH] [--label NAME] [--access-log] [--clients N]
   --binary      the build to measure (default: target/dist/azure-costs-proxy)
   --label       names the callgrind output, bench/callgrind.NAME.out, for callgrind_annotate
   --access-log  RUST_LOG=info (one access line per request) instead of warn
+  --clients N   N [[clients]] entries (key_sha256, every scope); wrk sends the key of the last
+                one, so the figure says what finding one client among N costs
 Needs valgrind, wrk and nginx (apt-get install -y valgrind wrk nginx).
 """
 
 import argparse
+import hashlib
 import os
 import re
 import secrets
@@ -34,6 +37,7 @@ def main() -> int:
     ap.add_argument("--binary", type=Path, default=common.BIN)
     ap.add_argument("--label", default="proxy")
     ap.add_argument("--access-log", action="store_true")
+    ap.add_argument("--clients", type=int, default=0)
     args = ap.parse_args()
     common.BIN = args.binary  # the simulator too
     work = Path(tempfile.mkdtemp(prefix="acp-instr-"))
@@ -65,6 +69,10 @@ http {{
         port, admin = free_port(), free_port()
         config = write_proxy_config(work / "proxy.toml", port, admin,
                                     f"http://127.0.0.1:{upstream}", urls)
+        wrk_auth: list[str] = []
+        if args.clients:
+            key = append_clients(config, args.clients)
+            wrk_auth = ["-H", f"Authorization: Bearer {key}"]
         # Not beside the config: the proxy watches that folder, and every line written there
         # would wake its watch (about 1,700 instructions a line, counted against the proxy).
         (work / "logs").mkdir()
@@ -76,11 +84,12 @@ http {{
         procs.append(proxy)
         wait_ready(admin, timeout=60)
         url = f"http://127.0.0.1:{port}/v1/small.json"
-        subprocess.run(["wrk", "-t1", "-c8", "-d2s", url], capture_output=True, check=True)
+        subprocess.run(["wrk", "-t1", "-c8", "-d2s", *wrk_auth, url], capture_output=True,
+                       check=True)
         subprocess.run(["callgrind_control", "-i", "on", str(proxy.pid)], capture_output=True,
                        check=True)
-        load = subprocess.run(["wrk", "-t1", "-c8", "-d10s", url], capture_output=True,
-                              text=True, check=True)
+        load = subprocess.run(["wrk", "-t1", "-c8", "-d10s", *wrk_auth, url],
+                              capture_output=True, text=True, check=True)
         subprocess.run(["callgrind_control", "-i", "off", str(proxy.pid)], capture_output=True,
                        check=True)
         stop([proxy], 30)
@@ -96,6 +105,19 @@ http {{
     finally:
         stop(procs, 10)
         shutil.rmtree(work, ignore_errors=True)
+
+
+def append_clients(config: Path, n: int) -> str:
+    """Appends `n` clients known by their key's digest to `config`; returns the last one's key."""
+    lines = []
+    key = ""
+    for i in range(n):
+        key = f"bench-client-key-{i:06d}-0123456789"
+        digest = hashlib.sha256(key.encode()).hexdigest()
+        lines.append(f'[[clients]]\nname = "client-{i}"\nkey_sha256 = "{digest}"\n')
+    with open(config, "a") as f:
+        f.write("\n".join(lines))
+    return key
 
 
 if __name__ == "__main__":
