@@ -34,11 +34,13 @@ pub enum ProxyError {
          are matched exactly, case included)"
     )]
     ForbiddenDelegate(String),
-    /// The client may not use the route with this prefix (its `routes`).
+    /// The client may not use the route of this path (its `routes`), or, with listed routes,
+    /// no route matches: the message names no route, so that a client learns none beyond its own.
     #[error(
-        "this client may not use route `{0}`; ask the proxy's operator to add it to its routes"
+        "this client may not use this path: it is outside the client's routes; ask the proxy's \
+         operator to add the route"
     )]
-    ForbiddenRoute(std::sync::Arc<str>),
+    ForbiddenRoute,
     /// The client may not act for this team (its `delegates`).
     #[error(
         "this client may not act for team `{0}`; ask the proxy's operator to add it to its \
@@ -125,7 +127,7 @@ pub(crate) mod tests {
         }
         assert!(!ProxyError::NoRoute.is_refusal());
         assert!(!ProxyError::ForbiddenDelegate("T".into()).is_refusal());
-        assert!(!ProxyError::ForbiddenRoute("/r".into()).is_refusal());
+        assert!(!ProxyError::ForbiddenRoute.is_refusal());
         assert!(!ProxyError::ClientRateLimited(Duration::from_secs(1)).is_refusal());
     }
 }

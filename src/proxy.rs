@@ -67,10 +67,9 @@ impl Proxy {
     ) -> Result<Response<PooledBody>, ProxyError> {
         let (mut parts, body) = request.into_parts();
         let client = self.check_inbound(&parts, peer, log)?;
-        let (route, key, upstream_uri) = self.route(&parts)?;
-        log.route(route.prefix.clone());
+        let (route, key, upstream_uri) = self.route(&parts, client.as_deref(), Some(log))?;
         if let Some(client) = &client {
-            Self::authorize(client, route, &key, log)?;
+            Self::authorize(client, &key, log)?;
         }
         let (key, token) = self.token(route, key, &parts.headers, log).await?;
         Self::rewrite(&mut parts, upstream_uri, token.bearer(), request_id);
@@ -114,8 +113,16 @@ impl Proxy {
     /// Route: no refused path segment, the longest matching prefix, the key of the token it needs (on a
     /// `{delegate}` route, for the team the path names, if the route may act for it), and the
     /// upstream URI the request goes to (base path, the route's upstream path, the rest of the
-    /// path, the query as sent).
-    fn route(&self, parts: &Parts) -> Result<(&Arc<Route>, TokenKey, Uri), ProxyError> {
+    /// path, the query as sent). A `client` learns nothing of routes outside its `routes` (a
+    /// client with listed routes gets `forbidden_route` where no route matches too) nor of the
+    /// teams a route lists beyond its own `delegates`. The access record `log` takes the route
+    /// as soon as it is found, refused or not: the operator's records name it.
+    fn route(
+        &self,
+        parts: &Parts,
+        client: Option<&Client>,
+        log: Option<&mut AccessLog>,
+    ) -> Result<(&Arc<Route>, TokenKey, Uri), ProxyError> {
         let path = parts.uri.path();
         if routes::has_refused_segment(path) {
             return Err(ProxyError::BadRequest(
@@ -123,8 +130,21 @@ impl Proxy {
                  `\\`, a raw `\\`, or a segment starting with `..;`; send a normalised path",
             ));
         }
-        let found = self.routes.find(path).ok_or(ProxyError::NoRoute)?;
+        let Some(found) = self.routes.find(path) else {
+            return Err(match client {
+                Some(client) if client.routes_listed() => ProxyError::ForbiddenRoute,
+                _ => ProxyError::NoRoute,
+            });
+        };
         let route = found.route;
+        if let Some(log) = log {
+            log.route(route.prefix.clone());
+        }
+        if let Some(client) = client
+            && !client.may_use(&route.prefix)
+        {
+            return Err(ProxyError::ForbiddenRoute);
+        }
         let key = match found.team {
             None => route.token_key(),
             Some(team) => route.team_key(team).map_err(|refusal| match refusal {
@@ -132,7 +152,12 @@ impl Proxy {
                     "the team segment is not a team id (1 to 64 letters, digits, '-', '_' or \
                      '.'; nothing percent-encoded)",
                 ),
-                TeamRefusal::NotListed => ProxyError::ForbiddenDelegate(team.to_string()),
+                TeamRefusal::NotListed => match client {
+                    Some(client) if !client.may_act_for(team) => {
+                        ProxyError::ClientDelegate(team.to_string())
+                    }
+                    _ => ProxyError::ForbiddenDelegate(team.to_string()),
+                },
             })?,
         };
         let upstream_pq = routes::upstream_path_and_query(
@@ -144,19 +169,11 @@ impl Proxy {
         Ok((route, key, self.upstream.uri(&upstream_pq)?))
     }
 
-    /// Client scopes and limits: the route must be among the client's `routes`, the team its
-    /// token acts for (fixed on the route, or named in the path) among its `delegates`, and the
+    /// Client scopes and limits (its `routes` were checked with the route): the team its token
+    /// acts for (fixed on the route, or named in the path) among its `delegates`, and the
     /// request within its `rate` and `max_in_flight` (the place is held until the response
     /// ends). All decided before any STS call or upstream request.
-    fn authorize(
-        client: &Client,
-        route: &Route,
-        key: &TokenKey,
-        log: &mut AccessLog,
-    ) -> Result<(), ProxyError> {
-        if !client.may_use(&route.prefix) {
-            return Err(ProxyError::ForbiddenRoute(route.prefix.clone()));
-        }
+    fn authorize(client: &Client, key: &TokenKey, log: &mut AccessLog) -> Result<(), ProxyError> {
         if let Some(team) = &key.delegate
             && !client.may_act_for(team)
         {
@@ -338,8 +355,8 @@ impl Proxy {
     /// The synchronous half of a request: the inbound checks and the route, as [`Self::handle`]
     /// runs them. Nothing here waits or allocates a token; the fuzz target `request` drives it.
     pub fn plan(&self, parts: &Parts) -> Result<(&Arc<Route>, TokenKey, Uri), ProxyError> {
-        self.inbound.check(parts, None)?;
-        self.route(parts)
+        let client = self.inbound.check(parts, None)?;
+        self.route(parts, client.as_deref(), None)
     }
 }
 

@@ -34,7 +34,7 @@ pub fn status_and_code(e: &ProxyError) -> (StatusCode, &'static str) {
         ProxyError::ForbiddenDelegate(_) | ProxyError::ClientDelegate(_) => {
             (StatusCode::FORBIDDEN, "forbidden_delegate")
         }
-        ProxyError::ForbiddenRoute(_) => (StatusCode::FORBIDDEN, "forbidden_route"),
+        ProxyError::ForbiddenRoute => (StatusCode::FORBIDDEN, "forbidden_route"),
         ProxyError::ClientRateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "client_rate_limited"),
         ProxyError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
         ProxyError::RequestBody(BodyFault::Stalled(_)) => {
@@ -296,11 +296,7 @@ mod tests {
     #[test]
     fn client_errors_follow_the_readme_table() {
         for (e, status, code) in [
-            (
-                ProxyError::ForbiddenRoute("/r".into()),
-                403,
-                "forbidden_route",
-            ),
+            (ProxyError::ForbiddenRoute, 403, "forbidden_route"),
             (
                 ProxyError::ClientDelegate("T".into()),
                 403,

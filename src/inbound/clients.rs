@@ -90,6 +90,11 @@ impl Client {
         self.routes.allows(prefix)
     }
 
+    /// Whether its routes are a list (not every route).
+    pub fn routes_listed(&self) -> bool {
+        matches!(self.routes, Scope::Listed(_))
+    }
+
     /// Whether it may act for `team`.
     pub fn may_act_for(&self, team: &str) -> bool {
         self.delegates.allows(team)
@@ -116,6 +121,8 @@ pub enum Unidentified {
     UnknownCertificate,
     /// The key and the certificate name different clients, or the certificate several.
     Conflicting,
+    /// Several `Authorization` headers.
+    Ambiguous,
 }
 
 impl Unidentified {
@@ -126,6 +133,7 @@ impl Unidentified {
             Unidentified::UnknownKey => "unknown key",
             Unidentified::UnknownCertificate => "unknown client certificate",
             Unidentified::Conflicting => "the key and the certificate name different clients",
+            Unidentified::Ambiguous => "several Authorization headers",
         }
     }
 }
@@ -270,7 +278,7 @@ impl Clients {
             (None, _) => return Ok(None),
             (Some(value), None) => value,
             // Two Authorization headers: ambiguous, refused even if one is right.
-            (Some(_), Some(_)) => return Err(Unidentified::UnknownKey),
+            (Some(_), Some(_)) => return Err(Unidentified::Ambiguous),
         };
         let key = presented_key(value).ok_or(Unidentified::UnknownKey)?;
         let presented = sha256(&key);
@@ -319,8 +327,12 @@ pub(crate) fn valid_name(name: &str) -> bool {
 /// A client's `cert` as certificate names are compared: `CN=` dropped, DNS names are
 /// case-insensitive, so the lower case is kept.
 pub(crate) fn cert_name(cert: &str) -> String {
-    let name = cert.strip_prefix("CN=").unwrap_or(cert);
-    name.to_ascii_lowercase()
+    let name = cert.trim();
+    let name = match name.get(..3) {
+        Some(prefix) if prefix.eq_ignore_ascii_case("CN=") => &name[3..],
+        _ => name,
+    };
+    name.trim().to_ascii_lowercase()
 }
 
 #[cfg(test)]
@@ -396,6 +408,13 @@ mod tests {
             name(&bearer("key-one"), Some(&stranger)),
             Ok(Some("one".into()))
         );
+    }
+
+    #[test]
+    fn certificate_names_compare_without_cn_and_case() {
+        assert_eq!(cert_name("CN=Contoso BI"), "contoso bi");
+        assert_eq!(cert_name(" cn=bi.example "), "bi.example");
+        assert_eq!(cert_name("bi.Example"), "bi.example");
     }
 
     #[test]

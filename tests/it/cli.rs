@@ -599,3 +599,27 @@ async fn client_key_prints_a_key_whose_digest_lines_a_proxy_accepts() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot be a client name"));
 }
+
+#[tokio::test]
+async fn check_warns_of_a_remote_listener_that_lets_anyone_in() {
+    let dir = Scratch::new("check-open");
+    let base = "[listen]\naddress = \"0.0.0.0:8080\"\nallow_remote = true\n\n\
+                [credentials.default]\nclient_id = \"id\"\nclient_secret = { env = \"S\" }\n";
+    let open = dir.write("open.toml", base);
+    let out = with_config(&["check"], &open).await;
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("warning:") && text.contains("without any client authentication"),
+        "{text}"
+    );
+    let digest = "ab".repeat(32);
+    let closed = dir.write(
+        "closed.toml",
+        &format!("{base}\n[[clients]]\nname = \"bi\"\nkey_sha256 = \"{digest}\"\n"),
+    );
+    let out = with_config(&["check"], &closed).await;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!text.contains("client authentication"), "{text}");
+    assert!(text.contains("client:      bi by key (digest)"), "{text}");
+}

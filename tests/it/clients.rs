@@ -35,10 +35,11 @@ fn gateway() -> TestConfig {
         .route(route(TEAMS).delegates(&["*"]))
         .route(route("/contoso").delegate("TEAM-CONTOSO"))
         .route(route("/partner"))
+        .route(route("/listed/{delegate}").delegates(&["TEAM-CONTOSO", "TEAM-FABRIKAM"]))
         .client(
             client_entry("contoso")
                 .key(env("CONTOSO_KEY"))
-                .routes(&[TEAMS, "/contoso"])
+                .routes(&[TEAMS, "/contoso", "/listed/{delegate}"])
                 .delegates(&["TEAM-CONTOSO"]),
         )
         .client(
@@ -64,6 +65,16 @@ async fn get(proxy: &Proxy, path: &str, key: Option<&str>) -> (StatusCode, serde
     let r = request.send().await.unwrap();
     let status = r.status();
     (status, r.json().await.unwrap_or_default())
+}
+
+/// Contoso's refusal on `path`: status, code and message, another team's name made alike.
+async fn message(proxy: &Proxy, path: &str) -> (u16, serde_json::Value, String) {
+    let (status, body) = get(proxy, path, Some(CONTOSO_KEY)).await;
+    let text = body["message"].as_str().unwrap_or_default();
+    let text = text
+        .replace("WOODGROVE", "OTHER")
+        .replace("FABRIKAM", "OTHER");
+    (status.as_u16(), body["error"].clone(), text)
 }
 
 #[tokio::test]
@@ -146,13 +157,30 @@ async fn clients_use_only_their_routes_and_teams_and_refusals_cost_nothing() {
         "a refused request reached the STS or the API"
     );
 
+    // A scoped client learns nothing beyond its scope: a team the route lists and one it does
+    // not get the same answer, and so do a route that exists and a path no route matches.
+    assert_eq!(
+        message(&proxy, "/listed/TEAM-FABRIKAM/v1/teams").await,
+        message(&proxy, "/listed/TEAM-WOODGROVE/v1/teams").await
+    );
+    let elsewhere = message(&proxy, "/partner/v1/teams").await;
+    assert_eq!(elsewhere, message(&proxy, "/nowhere/v1/teams").await);
+    assert_eq!(
+        (elsewhere.0, elsewhere.1.as_str()),
+        (403, Some("forbidden_route"))
+    );
+    assert!(!elsewhere.2.contains("/partner"), "{}", elsewhere.2);
+    // A client with every route is told the truth.
+    assert_eq!(get(&proxy, "/nowhere/v1/teams", Some(OPS_KEY)).await.0, 404);
+
     let metrics = proxy.metrics().await;
     for series in [
         "azure_costs_proxy_requests_total{route=\"/teams/{delegate}\",status=\"200\",client=\"contoso\"} 1",
-        "azure_costs_proxy_requests_total{route=\"/partner\",status=\"403\",client=\"contoso\"} 1",
+        "azure_costs_proxy_requests_total{route=\"/partner\",status=\"403\",client=\"contoso\"} 2",
+        "azure_costs_proxy_requests_total{route=\"/listed/{delegate}\",status=\"403\",client=\"contoso\"} 2",
         "azure_costs_proxy_requests_total{route=\"-\",status=\"401\",client=\"unknown\"} 3",
         "azure_costs_proxy_client_denials_total{client=\"fabrikam\",reason=\"forbidden_delegate\"} 2",
-        "azure_costs_proxy_client_denials_total{client=\"contoso\",reason=\"forbidden_route\"} 1",
+        "azure_costs_proxy_client_denials_total{client=\"contoso\",reason=\"forbidden_route\"} 3",
         "azure_costs_proxy_client_denials_total{client=\"unknown\",reason=\"unauthorized\"} 3",
     ] {
         assert!(metrics.contains(series), "missing {series} in\n{metrics}");
@@ -469,4 +497,46 @@ async fn client_certificates_are_required_unless_optional() {
         .await;
     assert!(r.is_err(), "answered without a client certificate: {r:?}");
     assert_eq!(proxy.sim.api_requests(), 1);
+}
+
+#[tokio::test]
+async fn a_reload_picks_up_a_new_client_ca() {
+    let dir = Scratch::new("clients-mtls-reload");
+    let (server_ca, old_ca, new_ca) = (Ca::new(), Ca::new(), Ca::new());
+    let leaf = server_ca.leaf("localhost");
+    let cert = dir.write("cert.pem", &leaf.cert_pem);
+    let key = dir.write("key.pem", &leaf.key_pem);
+    let ca = dir.write("clients.pem", &old_ca.pem());
+    let config = TestConfig::new()
+        .set("listen.tls.cert_file", cert.display().to_string())
+        .set("listen.tls.key_file", key.display().to_string())
+        .set("listen.tls.client_ca", ca.display().to_string())
+        .client(client_entry("contoso-bi").cert("contoso-bi.example"));
+    let proxy = Proxy::builder()
+        .config(config)
+        .config_file_in(&dir)
+        .signal_only()
+        .spawn()
+        .await;
+    let url = format!("https://localhost:{}/v1/teams", proxy.addr.port());
+    let get = |ca: &Ca| {
+        let leaf = ca.leaf("contoso-bi.example");
+        let client = tls_client(&server_ca, Some(&leaf), &proxy);
+        let url = url.clone();
+        async move { client.get(url).send().await.map(|r| r.status()) }
+    };
+    assert_eq!(get(&old_ca).await.unwrap(), StatusCode::OK);
+    assert!(
+        get(&new_ca).await.is_err(),
+        "a certificate of another CA was let in"
+    );
+
+    // The clients' CA is replaced: new connections are checked against the new one.
+    dir.write("clients.pem", &new_ca.pem());
+    proxy.reload().await.unwrap();
+    assert_eq!(get(&new_ca).await.unwrap(), StatusCode::OK);
+    assert!(
+        get(&old_ca).await.is_err(),
+        "the old CA still lets clients in"
+    );
 }

@@ -175,14 +175,16 @@ fn identity(
             }),
         (None, None, Some(cert)) => {
             let name = cert.get_ref();
-            let bare = name.strip_prefix("CN=").unwrap_or(name);
-            if bare.is_empty() || bare.len() > 255 || !bare.bytes().all(|b| b.is_ascii_graphic()) {
+            let bare = crate::inbound::cert_name(name);
+            let printable = bare.bytes().all(|b| (b' '..=b'~').contains(&b));
+            if bare.is_empty() || bare.len() > 255 || !printable {
                 return Err(ctx.error(
                     Some(cert.span()),
                     "clients.cert",
                     "cert is not a certificate name",
-                    "write the client certificate's subject CN or a DNS name of it, as \
-                     \"CN=contoso-bi\" or \"bi.contoso.example\"",
+                    "write the client certificate's subject CN or a DNS name of it (printable \
+                     ASCII, at most 255 characters), as \"CN=contoso-bi\" or \
+                     \"bi.contoso.example\"",
                 ));
             }
             if listen
