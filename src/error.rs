@@ -19,8 +19,12 @@ pub enum ProxyError {
     /// No route matches the path.
     #[error("no route matches this path")]
     NoRoute,
-    /// CONNECT: the proxy is not a tunnel.
-    #[error("CONNECT is not supported: this is a reverse proxy, not a tunnel")]
+    /// CONNECT (the proxy is not a tunnel) or TRACE (an API that implements it would echo the
+    /// injected token back).
+    #[error(
+        "CONNECT and TRACE are not forwarded: this is a reverse proxy, not a tunnel, and TRACE \
+         would echo the proxy's token back"
+    )]
     MethodNotAllowed,
     /// An absolute-form request target naming another authority.
     #[error("the request target names another host; send origin-form requests (a path)")]

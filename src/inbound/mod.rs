@@ -81,7 +81,7 @@ impl InboundPolicy {
         }
     }
 
-    /// Whether the request may come in at all: not CONNECT, a target and `Host` that name this
+    /// Whether the request may come in at all: not CONNECT or TRACE, a target and `Host` that name this
     /// proxy, and a known client where clients are set (by its key, or the certificate `peer`
     /// of its connection). In that order: a client with no key learns nothing about the
     /// routes, a foreign page not even whether keys are required. Returns the client, `None`
@@ -91,7 +91,9 @@ impl InboundPolicy {
         request: &Parts,
         peer: Option<&PeerNames>,
     ) -> Result<Option<Arc<Client>>, ProxyError> {
-        if request.method == Method::CONNECT {
+        // CONNECT would make a tunnel; TRACE would have an API that implements it echo the
+        // injected Authorization back to the client.
+        if request.method == Method::CONNECT || request.method == Method::TRACE {
             return Err(ProxyError::MethodNotAllowed);
         }
         self.check_target(request)?;

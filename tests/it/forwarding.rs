@@ -161,18 +161,24 @@ async fn h2c_clients_are_served() {
 }
 
 #[tokio::test]
-async fn connect_is_refused_with_405() {
+async fn connect_and_trace_are_refused_with_405() {
     let proxy = Proxy::builder().spawn().await;
-    let answer = raw(
-        proxy.addr,
+    for request in [
         "CONNECT api.azure-costs.com:443 HTTP/1.1\r\nHost: api.azure-costs.com:443\r\nConnection: close\r\n\r\n",
-    )
-    .await;
-    assert_eq!(raw_status(&answer), 405, "{answer}");
-    assert!(
-        answer.contains("\"error\":\"method_not_allowed\""),
-        "{answer}"
-    );
+        // An API that implements TRACE would echo the injected token back to the client.
+        "TRACE /v1/teams HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+    ] {
+        let answer = raw(proxy.addr, request).await;
+        assert_eq!(raw_status(&answer), 405, "{answer}");
+        assert!(
+            answer.contains("\"error\":\"method_not_allowed\""),
+            "{answer}"
+        );
+        assert!(
+            !answer.to_ascii_lowercase().contains("allow: trace"),
+            "{answer}"
+        );
+    }
     assert_eq!(proxy.sim.api_requests(), 0);
 }
 
