@@ -81,6 +81,10 @@ async fn a_team_not_listed_is_403_forbidden_delegate_without_an_sts_call() {
     assert_eq!(body(r).await["error"], "bad_request");
     assert_eq!(proxy.sim.sts_calls(), calls);
     assert_eq!(proxy.sim.api_requests(), 0);
+    // Counted under the route's prefix, not "-" (which is where a foreign Host shows).
+    let metrics = proxy.metrics().await;
+    let series = "azure_costs_proxy_requests_total{route=\"/teams/{delegate}\",status=\"403\",client=\"-\"} 2";
+    assert!(metrics.contains(series), "missing {series} in\n{metrics}");
 }
 
 #[tokio::test]
