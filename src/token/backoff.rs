@@ -136,24 +136,41 @@ impl Backoff {
         }
     }
 
-    /// The upstream refused (401) a token of `key` sent at `sent_at`: returns whether that token
-    /// may be replaced, and if so remembers the refusal. Not when the token was fetched after a
-    /// refusal less than [`REFUSAL_WINDOW`] ago.
-    pub(super) fn note_refusal(&self, key: &TokenKey, sent_at: Instant) -> bool {
+    /// The upstream refused (401) a token of `key` sent at `sent_at`: what that means (see
+    /// [`Refusal`]). Only a [`Refusal::New`] is remembered: a late refusal of a token already
+    /// replaced must not move the window, or the replacement, refused in turn, would be replaced
+    /// too, and requests the API refuses would turn into a stream of STS calls.
+    pub(super) fn note_refusal(&self, key: &TokenKey, sent_at: Instant) -> Refusal {
         let mut refusals = lock(&self.refusals);
         let shared = key.shared();
         if let Some(at) = refusals.get(&shared)
             && at.elapsed() < REFUSAL_WINDOW
-            && sent_at >= *at
         {
-            return false;
+            return if sent_at >= *at {
+                Refusal::Again
+            } else {
+                Refusal::Replaced
+            };
         }
         if !refusals.contains_key(&shared) {
             make_room(&mut refusals, |at| at.elapsed() >= REFUSAL_WINDOW, |at| *at);
         }
         refusals.insert(shared, Instant::now());
-        true
+        Refusal::New
     }
+}
+
+/// What an upstream refusal of a token means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Refusal {
+    /// The first refusal of this key in the window: drop the token and fetch a new one.
+    New,
+    /// The token was fetched before the latest refusal: its replacement is there (or on its
+    /// way); retry with it, drop nothing.
+    Replaced,
+    /// The token was fetched after the latest refusal, within the window: the API refuses the
+    /// request, not the token. No retry.
+    Again,
 }
 
 /// Makes room for one more record when `map` holds [`MAX_RECORDS`]: drops the `done` ones, and if
@@ -210,11 +227,26 @@ mod tests {
             TokenError::unavailable(&team(0), super::super::Step::Update, "refused".into());
         for i in 0..MAX_RECORDS + 100 {
             backoff.record_failure(&team(i), &refused);
-            assert!(backoff.note_refusal(&team(i), Instant::now()));
+            assert_eq!(backoff.note_refusal(&team(i), Instant::now()), Refusal::New);
         }
         assert_eq!(lock(&backoff.failures).len(), MAX_RECORDS);
         assert_eq!(lock(&backoff.refusals).len(), MAX_RECORDS);
         // The newest are kept: the team that failed last still backs off.
         assert!(backoff.check(&team(MAX_RECORDS + 99)).is_err());
+    }
+
+    #[test]
+    fn late_refusals_of_a_replaced_token_do_not_move_the_window() {
+        let backoff = Backoff::new();
+        let key = team(0);
+        let old = Instant::now() - std::time::Duration::from_millis(5);
+        assert_eq!(backoff.note_refusal(&key, old), Refusal::New);
+        let replacement = Instant::now();
+        // Requests that were in flight with the old token come back refused, later.
+        for _ in 0..10 {
+            assert_eq!(backoff.note_refusal(&key, old), Refusal::Replaced);
+        }
+        // The replacement refused in turn: the API refuses the requests, not the token.
+        assert_eq!(backoff.note_refusal(&key, replacement), Refusal::Again);
     }
 }

@@ -13,7 +13,7 @@ use moka::future::Cache;
 use moka::ops::compute::Op;
 
 use super::TokenMode;
-use super::backoff::Backoff;
+use super::backoff::{Backoff, Refusal};
 use super::cache::TokenCaches;
 use super::config::{Credential, TokenConfig};
 use super::error::{Step, TokenError};
@@ -220,8 +220,10 @@ impl TokenSource {
         if self.inner.backoff.check(key).is_err() {
             return false;
         }
-        if !self.inner.backoff.note_refusal(key, token.sent_at) {
-            return false;
+        match self.inner.backoff.note_refusal(key, token.sent_at) {
+            Refusal::Again => return false,
+            Refusal::Replaced => return true,
+            Refusal::New => {}
         }
         if self.evict(key, token).await && key.delegate.is_some() && key.transaction.is_none() {
             self.cache(&key.base()).invalidate(&key.base()).await;

@@ -287,6 +287,36 @@ async fn many_requests_refused_with_one_token_cause_one_new_fetch() {
 }
 
 #[tokio::test]
+async fn clients_looping_on_a_refused_path_share_one_refresh() {
+    let proxy = Proxy::builder().spawn().await;
+    proxy.sim.wait_for_sts_calls(1).await;
+    proxy.sim.refuse_all_tokens(true);
+    let c = client();
+    // 64 clients, each asking again as soon as it is answered, 10 rounds: late refusals of the
+    // token already replaced must not make the replacement look refused for the first time.
+    let loops: Vec<_> = (0..64)
+        .map(|_| {
+            let c = c.clone();
+            let url = proxy.url("/v1/teams");
+            tokio::spawn(async move {
+                for _ in 0..10 {
+                    let status = c.get(&url).send().await.unwrap().status();
+                    assert_eq!(status, 401);
+                }
+            })
+        })
+        .collect();
+    for l in loops {
+        l.await.unwrap();
+    }
+    assert_eq!(
+        proxy.sim.issue_calls(),
+        2,
+        "one refresh for all of them, however late their refusals came back"
+    );
+}
+
+#[tokio::test]
 async fn refresh_on_403_replays_once_and_the_default_passes_403_through() {
     let proxy = Proxy::builder()
         .route(route("/strict").delegate("TEAM-CONTOSO"))
