@@ -52,6 +52,7 @@ fn table() -> RouteTable {
         transaction_idle: Duration::from_secs(30),
         transaction_header: HeaderName::from_static("x-transaction-id"),
         refresh_on: RefreshOn::DEFAULT,
+        sts_budget: 10.0,
     };
     RouteTable::new(&routes, &policy)
 }

@@ -260,6 +260,7 @@ mod tests {
             transaction_idle: std::time::Duration::from_secs(30),
             transaction_header: http::HeaderName::from_static("x-transaction-id"),
             refresh_on: RefreshOn::DEFAULT,
+            sts_budget: 10.0,
         };
         RouteTable::new(&routes, &policy)
     }

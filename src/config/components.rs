@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use super::Config;
 use crate::inbound::InboundConfig;
-use crate::token::{Credential, StsClientConfig, TokenConfig};
+use crate::token::{Credential, StsBudgetLimits, StsClientConfig, TokenConfig};
 use crate::upstream::{Limits, OriginConfig};
 
 impl Config {
@@ -26,6 +26,10 @@ impl Config {
                 .collect(),
             max_age: self.token.max_age,
             refresh_before_expiry: self.token.refresh_before_expiry,
+            sts_budget: StsBudgetLimits {
+                rate: self.token.sts_budget,
+                burst: (2.0 * self.token.sts_budget).max(1.0),
+            },
         }
     }
 

@@ -310,6 +310,9 @@ pub struct TokenPolicy {
     pub transaction_header: HeaderName,
     /// Upstream statuses that mean "token refused" (`refresh_on`, default 401).
     pub refresh_on: RefreshOn,
+    /// `sts_budget`: STS fetches a second that clients can cause at will (teams not yet held,
+    /// new transactions) per credential, bursts of twice that (default 10 a second).
+    pub sts_budget: f64,
 }
 
 /// `refresh_on`: the upstream statuses (401, 403) that make the proxy drop the token, fetch a

@@ -117,6 +117,7 @@ pub(super) struct RawToken {
     pub(super) transaction_idle: Option<Spanned<String>>,
     pub(super) transaction_header: Option<Spanned<String>>,
     pub(super) refresh_on: Option<Spanned<Vec<Spanned<i64>>>>,
+    pub(super) sts_budget: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]

@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
+use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -35,8 +36,20 @@ pub(super) struct Backoff {
     failures: Mutex<HashMap<TokenKey, Failures>>,
     /// When a 401 last made a key drop its token (per credential and delegate).
     refusals: Mutex<HashMap<TokenKey, Instant>>,
+    /// Failures of teams that request paths name: logged once per credential and outcome per
+    /// interval, with a count, so that a client naming thousands of bad teams cannot fill the
+    /// disk. By (credential, outcome): when last logged, and how many were not since.
+    team_lines: Mutex<HashMap<TeamOutcome, LineState>>,
     jitter: (RandomState, AtomicU64),
 }
+
+/// A credential and an outcome of its path teams' STS calls (`rejected 400 invalid_team`).
+type TeamOutcome = (Arc<str>, String);
+/// When the last line about a [`TeamOutcome`] was logged, and how many were not since.
+type LineState = (Option<Instant>, u64);
+
+/// Outcomes of path teams remembered for their log lines; beyond it the memory starts over.
+const MAX_TEAM_LINES: usize = 64;
 
 impl Backoff {
     /// No failures and no refusals yet.
@@ -44,6 +57,7 @@ impl Backoff {
         Backoff {
             failures: Mutex::new(HashMap::new()),
             refusals: Mutex::new(HashMap::new()),
+            team_lines: Mutex::new(HashMap::new()),
             jitter: (RandomState::new(), AtomicU64::new(0)),
         }
     }
@@ -110,11 +124,15 @@ impl Backoff {
             },
         );
         drop(failures);
+        let Some(like_it) = self.log_line_due(key, &error.failure) else {
+            return delay;
+        };
         match &error.failure {
             StsFailure::Rejected { .. } => tracing::error!(
                 credential = %key.credential,
                 delegate = key.delegate.as_deref().unwrap_or("-"),
                 retry_in_s = delay.as_secs_f64(),
+                more_like_it = like_it,
                 "configuration error: {error}"
             ),
             StsFailure::Unavailable { .. } => tracing::warn!(
@@ -122,10 +140,46 @@ impl Backoff {
                 delegate = key.delegate.as_deref().unwrap_or("-"),
                 retry_in_s = delay.as_secs_f64(),
                 failures = count,
+                more_like_it = like_it,
                 "{error}"
             ),
         }
         delay
+    }
+
+    /// Whether the failure of `key` gets a log line now: always for a key the config names;
+    /// for a team a request path names, once per credential and outcome per
+    /// [`LOG_INTERVAL`](super::budget::LOG_INTERVAL). `Some(n)`: log, saying that `n` more like
+    /// it were not logged since the last line.
+    fn log_line_due(&self, key: &TokenKey, failure: &StsFailure) -> Option<u64> {
+        if !key.team_from_path() {
+            return Some(0);
+        }
+        let outcome = match failure {
+            StsFailure::Rejected { status, code } => {
+                format!("rejected {status} {}", code.as_deref().unwrap_or("-"))
+            }
+            StsFailure::Unavailable { .. } => "unavailable".to_string(),
+        };
+        let mut lines = lock(&self.team_lines);
+        if lines.len() >= MAX_TEAM_LINES {
+            lines.clear();
+        }
+        let now = Instant::now();
+        let entry = lines
+            .entry((key.credential.clone(), outcome))
+            .or_insert((None, 0));
+        if entry
+            .0
+            .is_none_or(|at| now.duration_since(at) >= super::budget::LOG_INTERVAL)
+        {
+            let suppressed = entry.1;
+            *entry = (Some(now), 0);
+            Some(suppressed)
+        } else {
+            entry.1 += 1;
+            None
+        }
     }
 
     /// `key` got a token: its next failure starts the backoff from the shortest delay.

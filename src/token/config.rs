@@ -38,7 +38,7 @@ pub struct Credential {
 }
 
 /// The credentials and token lifetimes of a token source (`[credentials.*]`, `[token]`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct TokenConfig {
     /// Credentials by name.
     pub credentials: BTreeMap<String, Credential>,
@@ -46,4 +46,25 @@ pub struct TokenConfig {
     pub max_age: Duration,
     /// Interval mode refreshes this long before a token's end.
     pub refresh_before_expiry: Duration,
+    /// The STS calls clients can cause at will, per credential (see `budget.rs`).
+    pub sts_budget: StsBudgetLimits,
+}
+
+/// A token bucket: `rate` fetches a second, `burst` at once.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StsBudgetLimits {
+    /// Fetches a second.
+    pub rate: f64,
+    /// Fetches at once.
+    pub burst: f64,
+}
+
+impl Default for StsBudgetLimits {
+    /// 10 a second, bursts of 20.
+    fn default() -> Self {
+        StsBudgetLimits {
+            rate: 10.0,
+            burst: 20.0,
+        }
+    }
 }

@@ -12,9 +12,11 @@
 //! `source.rs` (the policies, the cache in front of the fetch path), `fetch.rs` (the fetch
 //! path: issue, update, every outcome recorded), `cache.rs` (the two token caches), `key.rs`
 //! (the cache key), `token.rs` (a token and its age), `error.rs` (what failed), `backoff.rs`
-//! (STS failures and 401 refusals), `sts.rs` (the HTTP calls), `schedule.rs` (timing rules).
+//! (STS failures and 401 refusals), `budget.rs` (the STS calls clients can cause at will, per
+//! credential), `sts.rs` (the HTTP calls), `schedule.rs` (timing rules).
 
 mod backoff;
+mod budget;
 mod cache;
 mod config;
 mod error;
@@ -31,7 +33,7 @@ mod token;
 
 pub use backoff::REFUSAL_WINDOW;
 pub use cache::MAX_PATH_TEAMS;
-pub use config::{Credential, TokenConfig, TokenMode};
+pub use config::{Credential, StsBudgetLimits, TokenConfig, TokenMode};
 pub use error::{Step, StsFailure, TokenError};
 pub use key::{TeamFrom, TokenKey};
 pub use source::{TokenSource, TokenState};

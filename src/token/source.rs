@@ -14,6 +14,7 @@ use moka::ops::compute::Op;
 
 use super::TokenMode;
 use super::backoff::{Backoff, Refusal};
+use super::budget::StsBudget;
 use super::cache::TokenCaches;
 use super::config::{Credential, TokenConfig};
 use super::error::{Step, TokenError};
@@ -69,6 +70,8 @@ pub(super) struct Inner {
     pub(super) refresh_before: Duration,
     pub(super) caches: TokenCaches,
     pub(super) backoff: Backoff,
+    /// The STS calls clients can cause at will, per credential.
+    pub(super) budget: StsBudget,
     pub(super) metrics: Arc<Metrics>,
 }
 
@@ -90,11 +93,12 @@ impl TokenSource {
     /// A token source for `config`'s credentials and token lifetimes, fetching from `sts`; STS
     /// calls and token expiries are counted in `metrics`.
     pub fn new(config: TokenConfig, sts: StsClient, metrics: Arc<Metrics>) -> Self {
-        let credentials = config
+        let credentials: HashMap<Arc<str>, Credential> = config
             .credentials
             .into_iter()
             .map(|(name, c)| (Arc::from(name.as_str()), c))
             .collect();
+        let budget = StsBudget::new(credentials.keys(), config.sts_budget);
         TokenSource {
             inner: Arc::new(Inner {
                 sts,
@@ -103,6 +107,7 @@ impl TokenSource {
                 refresh_before: config.refresh_before_expiry,
                 caches: TokenCaches::new(),
                 backoff: Backoff::new(),
+                budget,
                 metrics,
             }),
         }
@@ -239,10 +244,15 @@ impl TokenSource {
             None => BaseToken::Cached,
             Some(_) => BaseToken::Fresh,
         };
-        self.cached_or_fetch(
-            key,
-            move |this, key| async move { this.fetch(&key, base).await },
-        )
+        self.cached_or_fetch(key, move |this, key| async move {
+            // A token the cache does not hold, for a team a path names or a new transaction:
+            // clients cause these at will, so they draw on the credential's budget. One draw
+            // per fetch, however many requests wait for it.
+            if StsBudget::applies(&key) {
+                this.inner.budget.take(&key)?;
+            }
+            this.fetch(&key, base).await
+        })
         .await
     }
 
@@ -350,10 +360,16 @@ impl TokenSource {
 mod tests {
     use super::*;
     use crate::simulator::Simulator;
+    use crate::token::StsBudgetLimits;
 
     const TEAM: &str = "TEAM-WOODGROVE";
 
     fn source(sim: &Simulator) -> TokenSource {
+        source_with(sim, StsBudgetLimits::default())
+    }
+
+    /// [`source`] with another STS budget.
+    fn source_with(sim: &Simulator, budget: StsBudgetLimits) -> TokenSource {
         let text = format!(
             "[sts]\ntoken_url = \"{}\"\n\
              [credentials.default]\nclient_id = \"{}\"\nclient_secret = {{ env = \"S\" }}\n\
@@ -367,7 +383,9 @@ mod tests {
                 .unwrap_or_else(|e| panic!("{e}"));
         let tls = config.outbound.trust.client_config().unwrap();
         let sts = StsClient::new(&config.sts_client_config(), &tls).unwrap();
-        TokenSource::new(config.token_config(), sts, Arc::new(Metrics::new()))
+        let mut token_config = config.token_config();
+        token_config.sts_budget = budget;
+        TokenSource::new(token_config, sts, Arc::new(Metrics::new()))
     }
 
     #[tokio::test]
@@ -410,7 +428,12 @@ mod tests {
     async fn any_team_bound() {
         let sim = Simulator::builder().spawn().await.unwrap();
         sim.accept_any_team(true);
-        let tokens = source(&sim);
+        // The budget is not what this test is about: 1,200 teams at once.
+        let unlimited = StsBudgetLimits {
+            rate: 1e9,
+            burst: 1e9,
+        };
+        let tokens = source_with(&sim, unlimited);
         let team = |i: usize| {
             TokenKey::for_team(
                 Arc::from("default"),

@@ -214,3 +214,50 @@ async fn new_transactions_share_the_sts_backoff() {
         proxy.sim.sts_calls()
     );
 }
+
+#[tokio::test]
+async fn new_transactions_at_will_draw_on_the_sts_budget() {
+    let proxy = per_transaction("1h")
+        .set("token.transaction_header", "X-Refresh-Id")
+        .spawn()
+        .await;
+    let c = client();
+    let started = std::time::Instant::now();
+    // A client that sends a new transaction id with every request, 100 at once.
+    let requests: Vec<_> = (0..100)
+        .map(|i| {
+            let r = c
+                .get(proxy.url("/v1/teams"))
+                .header("x-refresh-id", format!("refresh-{i}"));
+            tokio::spawn(r.send())
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for r in requests {
+        let r = r.await.unwrap().unwrap();
+        let status = r.status().as_u16();
+        if status == 503 {
+            assert!(r.headers().contains_key("retry-after"));
+            let body: serde_json::Value = r.json().await.unwrap();
+            assert_eq!(body["error"], "sts_unavailable");
+        }
+        statuses.push(status);
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let served = statuses.iter().filter(|s| **s == 200).count();
+    let allowed = 20 + (10.0 * elapsed).ceil() as usize;
+    assert!(
+        served >= 20,
+        "{served} served: the burst is there for real refreshes"
+    );
+    assert!(
+        served <= allowed,
+        "{served} new transactions in {elapsed:.2} s"
+    );
+    assert_eq!(served + statuses.iter().filter(|s| **s == 503).count(), 100);
+    assert_eq!(
+        proxy.sim.issue_calls(),
+        served,
+        "one STS call per transaction served"
+    );
+}

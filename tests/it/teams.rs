@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::support::process::{Scratch, command};
+use crate::support::process::{ProxyProcess, Scratch, command};
 use crate::support::tokio;
 use crate::support::{Proxy, TestConfig, route, simulator};
 
@@ -157,6 +157,8 @@ async fn at_most_a_thousand_teams_are_held_the_least_recently_used_go_first() {
     let proxy = Proxy::builder()
         .sim(sim)
         .route(route(ROUTE).delegates(&["*"]))
+        // 1,200 teams in a row: the budget for teams not yet held is not what this is about.
+        .set("token.sts_budget", "100000/s")
         .spawn()
         .await;
     let client = crate::support::client();
@@ -275,4 +277,95 @@ async fn readyz_check_and_token_know_team_routes() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("does not act for team"));
+}
+
+#[tokio::test]
+async fn clients_looping_over_made_up_teams_spend_a_bounded_sts_budget() {
+    let sim = simulator().await;
+    let dir = Scratch::new("sts-budget");
+    let config = TestConfig::new().route(route(ROUTE).delegates(&["*"]));
+    let path = dir.write("proxy.toml", &config.text(&sim));
+    let secret = sim.client_secret();
+    let mut proxy = ProxyProcess::start(&path, &[("SIM_SECRET", &secret)]).await;
+    sim.wait_for_sts_calls(1).await;
+    let updates = sim.update_calls();
+
+    // 16 clients, 25 made-up team ids each, all at once.
+    let started = std::time::Instant::now();
+    let c = crate::support::client();
+    let tasks: Vec<_> = (0..16)
+        .map(|i| {
+            let (c, base) = (c.clone(), proxy.url("/teams"));
+            tokio::spawn(async move {
+                let mut answers = Vec::new();
+                for j in 0..25 {
+                    let team = format!("TEAM-BOGUS-{i}-{j}");
+                    let r = c
+                        .get(format!("{base}/{team}/v1/teams"))
+                        .send()
+                        .await
+                        .unwrap();
+                    let retry = r.headers().get("retry-after").is_some();
+                    let code = r.json::<serde_json::Value>().await.unwrap()["error"].clone();
+                    answers.push((team, code, retry));
+                }
+                answers
+            })
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for t in tasks {
+        answers.extend(t.await.unwrap());
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let made = sim.update_calls() - updates;
+    // The burst of 20, and what the rate (10 a second) refilled meanwhile.
+    let allowed = 20 + (10.0 * elapsed).ceil() as usize;
+    assert!(
+        made <= allowed,
+        "{made} STS calls for 400 made-up teams in {elapsed:.2} s"
+    );
+    let rejected: Vec<_> = answers
+        .iter()
+        .filter(|(_, code, _)| code == "sts_rejected")
+        .map(|(team, _, _)| team.clone())
+        .collect();
+    assert_eq!(rejected.len(), made, "one 502 per STS call");
+    for (_, code, retry) in &answers {
+        if code != "sts_rejected" {
+            assert_eq!(code, "sts_unavailable");
+            assert!(retry, "503 without Retry-After");
+        }
+    }
+
+    // The teams refused are remembered: asking again costs no STS call.
+    for team in &rejected {
+        let r = c
+            .get(proxy.url(&format!("/teams/{team}/v1/teams")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 502);
+    }
+    assert_eq!(sim.update_calls() - updates, made);
+
+    // The log says so once per interval with a count, not once per request.
+    proxy.wait_for("STS call budget").await;
+    #[cfg(unix)]
+    {
+        proxy.signal("TERM").await;
+        assert_eq!(proxy.exit_code().await, Some(0));
+        let log = proxy.transcript.join("\n");
+        let budget_lines = log.matches("STS call budget").count();
+        let rejection_lines = log.matches("configuration error").count();
+        assert!(budget_lines <= 2, "{budget_lines} budget lines");
+        assert!(
+            rejection_lines <= 2,
+            "{rejection_lines} rejection lines for {made} rejections"
+        );
+        assert!(
+            log.contains("more_like_it="),
+            "no count of the lines left out"
+        );
+    }
 }

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use toml::Spanned;
 
-use super::fields::count;
+use super::fields::{count, rate};
 use crate::config::diagnostics::{ConfigError, Ctx};
 use crate::config::raw::RawClient;
 use crate::config::secret::resolve_secret;
@@ -85,7 +85,7 @@ pub(super) fn clients(
             routes: route_scope(ctx, &c.routes, routes)?,
             delegates: delegate_scope(ctx, &c.delegates)?,
             limits: ClientLimits {
-                rate: rate(ctx, &c.rate)?,
+                rate: rate(ctx, &c.rate, "clients.rate")?,
                 max_in_flight: match &c.max_in_flight {
                     None => None,
                     some => Some(count(
@@ -347,32 +347,6 @@ fn scope(
     listed.sort();
     listed.dedup();
     Ok(Scope::Listed(listed))
-}
-
-/// `rate`: `"N/s"`, `"N/m"` or `"N/h"`, N a positive number; in requests per second.
-fn rate(ctx: &Ctx<'_>, raw: &Option<Spanned<String>>) -> Result<Option<f64>, ConfigError> {
-    let Some(value) = raw else {
-        return Ok(None);
-    };
-    let parsed = value.get_ref().split_once('/').and_then(|(n, unit)| {
-        let n: f64 = n.trim().parse().ok()?;
-        let per = match unit.trim() {
-            "s" => 1.0,
-            "m" | "min" => 60.0,
-            "h" => 3600.0,
-            _ => return None,
-        };
-        let rate = n / per;
-        (n.is_finite() && rate > 0.0 && n <= 1e9).then_some(rate)
-    });
-    parsed.map(Some).ok_or_else(|| {
-        ctx.error(
-            Some(value.span()),
-            "clients.rate",
-            format!("`{}` is not a rate", value.get_ref()),
-            "write requests per second, minute or hour: \"20/s\", \"600/m\", \"5000/h\"",
-        )
-    })
 }
 
 #[cfg(test)]

@@ -158,6 +158,36 @@ pub(super) fn count(
         })
 }
 
+/// A rate: `"N/s"`, `"N/m"` or `"N/h"`, N a positive number; in requests per second.
+pub(super) fn rate(
+    ctx: &Ctx<'_>,
+    raw: &Option<Spanned<String>>,
+    key: &str,
+) -> Result<Option<f64>, ConfigError> {
+    let Some(value) = raw else {
+        return Ok(None);
+    };
+    let parsed = value.get_ref().split_once('/').and_then(|(n, unit)| {
+        let n: f64 = n.trim().parse().ok()?;
+        let per = match unit.trim() {
+            "s" => 1.0,
+            "m" | "min" => 60.0,
+            "h" => 3600.0,
+            _ => return None,
+        };
+        let rate = n / per;
+        (n.is_finite() && rate > 0.0 && n <= 1e9).then_some(rate)
+    });
+    parsed.map(Some).ok_or_else(|| {
+        ctx.error(
+            Some(value.span()),
+            key,
+            format!("`{}` is not a rate", value.get_ref()),
+            "write requests per second, minute or hour: \"20/s\", \"600/m\", \"5000/h\"",
+        )
+    })
+}
+
 /// `refresh_on`: a list of 401 and/or 403; `default` when the key is absent.
 pub(super) fn refresh_on(
     ctx: &Ctx<'_>,

@@ -5,7 +5,7 @@ use std::time::Duration;
 use http::HeaderName;
 use toml::Spanned;
 
-use super::fields::{duration, refresh_on, token_mode};
+use super::fields::{duration, rate, refresh_on, token_mode};
 use crate::config::diagnostics::{ConfigError, Ctx};
 use crate::config::raw::RawToken;
 use crate::config::{MAX_TOKEN_AGE, RefreshOn, TokenPolicy};
@@ -28,6 +28,9 @@ const NOT_A_TRANSACTION_HEADER: [&str; 13] = [
     "content-length",
     "proxy-connection",
 ];
+
+/// STS fetches a second that clients can cause at will, per credential (`token.sts_budget`).
+const DEFAULT_STS_BUDGET: f64 = 10.0;
 
 /// Checks `[token]`: `max_age` within the vendor's hour, the refresh inside it.
 pub(super) fn token(ctx: &Ctx<'_>, raw: &RawToken) -> Result<TokenPolicy, ConfigError> {
@@ -76,6 +79,7 @@ pub(super) fn token(ctx: &Ctx<'_>, raw: &RawToken) -> Result<TokenPolicy, Config
         )?,
         transaction_header,
         refresh_on: refresh_on(ctx, &raw.refresh_on, "token.refresh_on", RefreshOn::DEFAULT)?,
+        sts_budget: rate(ctx, &raw.sts_budget, "token.sts_budget")?.unwrap_or(DEFAULT_STS_BUDGET),
     })
 }
 
