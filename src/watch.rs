@@ -10,10 +10,13 @@
 //! instance left, say), the files are polled instead. Nothing here blocks a request: it runs in
 //! the reload task, and the watcher's own thread ends when the [`FileWatch`] is dropped.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use arc_swap::ArcSwap;
 use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher as _};
 use tokio::sync::mpsc;
 use tokio::time::{Instant, Interval, MissedTickBehavior};
@@ -100,6 +103,42 @@ pub fn watched_log_folder(files: &[PathBuf], log: &Path) -> Option<PathBuf> {
         .find(|dir| watched.contains(dir))
 }
 
+/// The file names an event must touch to be worth a look: each file's name as written and the
+/// name of the file it resolves to (a symlink's target may be named otherwise).
+fn names_of(files: &[PathBuf]) -> HashSet<OsString> {
+    let mut names = HashSet::new();
+    for file in files {
+        names.extend(file.file_name().map(OsString::from));
+        if let Ok(target) = std::fs::canonicalize(file) {
+            names.extend(target.file_name().map(OsString::from));
+        }
+    }
+    names
+}
+
+/// Whether a watcher event may have changed a file of interest: it touches one of `names` (an
+/// editor's save-by-rename ends on the file's own name), or an entry whose name starts with `..`
+/// (Kubernetes swaps the `..data` symlink that its mounted files lead through), or it says
+/// nothing of paths (a lost event, a rescan). Reads are never a change, and writes to anything
+/// else in the directory (the proxy's own log file above all, which at trace level would
+/// otherwise wake the watch with every line it writes) are not looked at.
+fn concerns(event: &notify::Result<notify::Event>, names: &HashSet<OsString>) -> bool {
+    let event = match event {
+        Ok(event) => event,
+        Err(_) => return true,
+    };
+    if matches!(event.kind, EventKind::Access(_)) {
+        return false;
+    }
+    if event.paths.is_empty() {
+        return true;
+    }
+    event.paths.iter().any(|path| {
+        path.file_name()
+            .is_some_and(|name| names.contains(name) || name.as_encoded_bytes().starts_with(b".."))
+    })
+}
+
 /// A change that has been seen but may still be going on.
 struct Pending {
     first: Instant,
@@ -119,8 +158,11 @@ pub struct FileWatch {
     watcher: Option<RecommendedWatcher>,
     /// Directories watched now.
     watched: Vec<PathBuf>,
-    /// "Something happened in a watched directory", from the watcher's thread.
+    /// "Something happened to a file of interest", from the watcher's thread.
     events: mpsc::Receiver<()>,
+    /// The names of the files (as written and as resolved) that an event must touch to count,
+    /// shared with the watcher's thread.
+    names: Arc<ArcSwap<HashSet<OsString>>>,
     /// Polling instead of (or besides) events, because a watch could not be set up.
     polling: bool,
     poll: Interval,
@@ -142,13 +184,13 @@ impl FileWatch {
     pub fn start(files: Vec<PathBuf>, timing: WatchTiming) -> FileWatch {
         // One pending "look" is enough: a burst of events folds into it.
         let (tx, events) = mpsc::channel(1);
+        let names = Arc::new(ArcSwap::from_pointee(names_of(&files)));
         let watcher = if timing.poll_only {
             None
         } else {
+            let interest = names.clone();
             let made = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-                // Reading a file (ours included) is no change; errors (a lost event) are a
-                // reason to look.
-                if !matches!(event, Ok(ref e) if matches!(e.kind, EventKind::Access(_))) {
+                if concerns(&event, &interest.load()) {
                     let _ = tx.try_send(());
                 }
             });
@@ -174,6 +216,7 @@ impl FileWatch {
             watcher,
             watched: Vec::new(),
             events,
+            names,
             poll,
         };
         watch.watch_directories();
@@ -245,6 +288,7 @@ impl FileWatch {
     pub fn follow(&mut self, files: Vec<PathBuf>) {
         if files == self.files {
             // A symlink may lead elsewhere now (Kubernetes' `..data`): watch where it leads.
+            self.names.store(Arc::new(names_of(&files)));
             self.watch_directories();
             return;
         }
@@ -258,6 +302,7 @@ impl FileWatch {
             .map(|f| before.get(f).copied().unwrap_or_else(|| stamp(f)))
             .collect();
         self.applied = applied;
+        self.names.store(Arc::new(names_of(&files)));
         self.files = files;
         self.pending = None;
         self.watch_directories();
@@ -372,6 +417,30 @@ mod tests {
             watched_log_folder(&files, &dir.join("logs/proxy.log")),
             None
         );
+    }
+
+    #[test]
+    fn only_events_on_the_files_or_a_kubernetes_swap_count() {
+        let names = names_of(&[PathBuf::from("/etc/acp/proxy.toml")]);
+        let event = |kind: EventKind, paths: &[&str]| {
+            let mut e = notify::Event::new(kind);
+            e.paths = paths.iter().map(PathBuf::from).collect();
+            Ok(e)
+        };
+        let write = EventKind::Modify(notify::event::ModifyKind::Any);
+        assert!(concerns(&event(write, &["/etc/acp/proxy.toml"]), &names));
+        // Save by rename: the file's own name is the destination.
+        assert!(concerns(
+            &event(write, &["/etc/acp/.proxy.toml.swp", "/etc/acp/proxy.toml"]),
+            &names
+        ));
+        assert!(concerns(&event(write, &["/etc/acp/..data"]), &names));
+        assert!(concerns(&event(write, &[]), &names));
+        assert!(concerns(&Err(notify::Error::generic("lost")), &names));
+        // The proxy's own log beside the config, and reads of the config itself.
+        assert!(!concerns(&event(write, &["/etc/acp/proxy.log"]), &names));
+        let read = EventKind::Access(notify::event::AccessKind::Any);
+        assert!(!concerns(&event(read, &["/etc/acp/proxy.toml"]), &names));
     }
 
     #[test]

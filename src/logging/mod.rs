@@ -27,6 +27,13 @@ pub struct LogFile {
 /// file opened.
 pub fn init(format: LogFormat, stderr: bool, file: Option<&LogFile>) -> anyhow::Result<()> {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // The file watcher logs every inotify event at trace level: with the log file in a watched
+    // folder, each such line would be an event of its own, and the log would feed itself. Only
+    // its warnings are kept, whatever RUST_LOG says.
+    let filter = match "notify=warn".parse() {
+        Ok(directive) => filter.add_directive(directive),
+        Err(_) => filter,
+    };
     let writer = match (file.map(appender).transpose()?, stderr) {
         (None, _) => BoxMakeWriter::new(std::io::stderr),
         (Some(file), true) => BoxMakeWriter::new(std::io::stderr.and(file)),
