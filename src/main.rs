@@ -159,7 +159,7 @@ async fn serve(
         admin,
         reloader: Some(Reloader {
             requests: reloads,
-            load: Box::new(move || source.load(&config::process_env)),
+            load: std::sync::Arc::new(move || source.load(&config::process_env)),
         }),
         systemd: true,
         ..Options::default()

@@ -18,8 +18,9 @@ use crate::watch::{self, FileWatch, WatchTiming};
 pub struct Reloader {
     /// One message per reload request.
     pub requests: mpsc::Receiver<ReloadRequest>,
-    /// Reads and validates the config (file, secrets, environment) as at start-up.
-    pub load: Box<dyn Fn() -> Result<Config, ConfigError> + Send + Sync>,
+    /// Reads and validates the config (file, secrets, environment) as at start-up. It runs as
+    /// a blocking task, off the threads that serve requests.
+    pub load: std::sync::Arc<dyn Fn() -> Result<Config, ConfigError> + Send + Sync>,
 }
 
 /// A request to reload the config.
@@ -189,7 +190,12 @@ async fn reload_now(
 }
 
 async fn reload(live: &Live, reloader: &Reloader) -> Result<Reloaded, String> {
-    let config = (reloader.load)().map_err(|e| e.to_string())?;
+    // Reading files is blocking I/O, whatever they are: never on a thread that serves requests.
+    let load = reloader.load.clone();
+    let config = tokio::task::spawn_blocking(move || load())
+        .await
+        .map_err(|e| format!("reading the config failed: {e}"))?
+        .map_err(|e| e.to_string())?;
     for warning in &config.warnings {
         tracing::warn!("{warning}");
     }

@@ -9,12 +9,14 @@ use rustls::RootCertStore;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
-/// Largest PEM file read (a certificate bundle is some hundred KiB at most).
-const MAX_PEM_FILE: u64 = 4 * 1024 * 1024;
-
-/// Reads every certificate of a PEM file; an unreadable file or one without certificates is an error.
-pub(crate) fn read_pem_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    let bytes = crate::files::read_limited(path, MAX_PEM_FILE)?;
+/// Reads every certificate of a PEM file of at most `max` bytes (`files::MAX_SMALL_FILE` for a
+/// certificate chain, `files::MAX_CA_FILE` for a CA bundle); an unreadable file or one without
+/// certificates is an error.
+pub(crate) fn read_pem_certs(
+    path: &Path,
+    max: u64,
+) -> Result<Vec<CertificateDer<'static>>, String> {
+    let bytes = crate::files::read_limited(path, max)?;
     let certs = CertificateDer::pem_slice_iter(&bytes)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| e.to_string())?;
@@ -62,7 +64,7 @@ pub(crate) fn client_config(roots: Arc<RootCertStore>) -> Result<rustls::ClientC
 
 /// Reads the first private key of a PEM file (PKCS#8, PKCS#1 or SEC1).
 pub(crate) fn read_pem_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
-    let bytes = crate::files::read_limited(path, MAX_PEM_FILE)?;
+    let bytes = crate::files::read_limited(path, crate::files::MAX_SMALL_FILE)?;
     PrivateKeyDer::from_pem_slice(&bytes).map_err(|e| match e {
         rustls_pki_types::pem::Error::NoItemsFound => "the file holds no PEM private key".into(),
         other => other.to_string(),

@@ -12,7 +12,7 @@ use crate::files::read_limited;
 use crate::secret::Secret;
 
 /// Largest secret file read (client secret, API key).
-const MAX_SECRET_FILE: u64 = 64 * 1024;
+const MAX_SECRET_FILE: u64 = crate::files::MAX_SMALL_FILE;
 
 /// The secret a config value holds or points at; `key` names the value in errors.
 pub(super) fn resolve_secret(

@@ -127,18 +127,27 @@ pub fn load_file(path: &Path, env: EnvLookup<'_>) -> Result<Config, ConfigError>
 /// The config file's text, and its path as errors name it.
 pub(super) fn read_file(path: &Path) -> Result<(String, String), ConfigError> {
     let origin = path.display().to_string();
-    match std::fs::read_to_string(path) {
-        Ok(text) => Ok((origin, text)),
-        Err(e) => Err(ConfigError {
-            origin,
-            line: None,
-            key: String::new(),
-            message: format!("cannot read the config file: {e}"),
-            hint: Some(format!(
-                "check the path given by --config or ${CONFIG_ENV}, and that this user may read it"
-            )),
-        }),
-    }
+    let error = |message: String| ConfigError {
+        origin: origin.clone(),
+        line: None,
+        key: String::new(),
+        message,
+        hint: Some(format!(
+            "check the path given by --config or ${CONFIG_ENV}, and that this user may read it"
+        )),
+    };
+    let bytes = crate::files::read_limited(path, crate::files::MAX_CONFIG_FILE)
+        .map_err(|e| error(format!("cannot read the config file: {e}")))?;
+    // The bytes may be anything (a wrong path): say so without showing them.
+    let text = std::str::from_utf8(&bytes)
+        .map_err(|e| {
+            error(format!(
+                "the config file is not UTF-8 text (an invalid byte at offset {})",
+                e.valid_up_to()
+            ))
+        })?
+        .to_string();
+    Ok((origin, text))
 }
 
 /// Parses and validates TOML text; `origin` names it in errors.

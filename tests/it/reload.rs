@@ -183,3 +183,60 @@ async fn a_reload_adds_routes_and_keeps_the_tokens_of_unchanged_credentials() {
     assert_eq!(proxy.get("/v1/teams").await.status(), 200);
     assert_eq!(proxy.sim.issue_calls(), 1);
 }
+
+/// `GET /healthz` on the admin listener answers within a second.
+async fn healthy_within_a_second(proxy: &Proxy) {
+    let asked = crate::support::client()
+        .get(proxy.admin_url("/healthz"))
+        .send();
+    let r = tokio::time::timeout(std::time::Duration::from_secs(1), asked)
+        .await
+        .expect("/healthz answered within a second")
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn a_fifo_a_device_or_a_huge_file_is_a_reload_error_and_serving_goes_on() {
+    let dir = Scratch::new("reload-special-files");
+    let proxy = Proxy::builder()
+        .config_file_in(&dir)
+        .signal_only()
+        .spawn()
+        .await;
+    let mut open = connect(proxy.addr).await;
+    assert_eq!(get(&mut open, "/v1/teams").await.0, 200);
+    let config = proxy.config_path().to_path_buf();
+    let original = std::fs::read(&config).unwrap();
+
+    // The secret file replaced by a FIFO (by rename, as an attacker with the folder would):
+    // a blocking read would freeze the whole process here.
+    let fifo = dir.0.join("secret.fifo");
+    assert!(
+        std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    std::fs::rename(&fifo, proxy.secret_path()).unwrap();
+    let refused = proxy.reload().await.unwrap_err();
+    assert!(refused.contains("FIFO"), "{refused}");
+    healthy_within_a_second(&proxy).await;
+    assert_eq!(get(&mut open, "/v1/teams").await.0, 200);
+
+    // The config itself a symlink to an endless device, then 2 MiB of comments.
+    std::fs::remove_file(&config).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", &config).unwrap();
+    let refused = proxy.reload().await.unwrap_err();
+    assert!(refused.contains("a device"), "{refused}");
+    healthy_within_a_second(&proxy).await;
+    std::fs::remove_file(&config).unwrap();
+    let mut huge = original.clone();
+    huge.extend(std::iter::repeat_n(b"# padding\n".as_slice(), 210_000).flatten());
+    std::fs::write(&config, &huge).unwrap();
+    let refused = proxy.reload().await.unwrap_err();
+    assert!(refused.contains("larger than 1024 KiB"), "{refused}");
+    assert_eq!(get(&mut open, "/v1/teams").await.0, 200);
+}

@@ -33,14 +33,15 @@ pub(super) fn listen_tls(
     let cert_file = required(&t.cert_file, "listen.tls.cert_file")?;
     let key_file = required(&t.key_file, "listen.tls.key_file")?;
     let span_of = |v: &Option<Spanned<String>>| v.as_ref().map(Spanned::span).or(Some(raw.span()));
-    let certs = crate::tls::read_pem_certs(&cert_file).map_err(|e| {
-        ctx.error(
-            span_of(&t.cert_file),
-            "listen.tls.cert_file",
-            format!("cannot use {}: {e}", cert_file.display()),
-            "point cert_file at a readable PEM certificate chain, leaf first",
-        )
-    })?;
+    let certs =
+        crate::tls::read_pem_certs(&cert_file, crate::files::MAX_SMALL_FILE).map_err(|e| {
+            ctx.error(
+                span_of(&t.cert_file),
+                "listen.tls.cert_file",
+                format!("cannot use {}: {e}", cert_file.display()),
+                "point cert_file at a readable PEM certificate chain, leaf first",
+            )
+        })?;
     let key = crate::tls::read_pem_key(&key_file).map_err(|e| {
         ctx.error(
             span_of(&t.key_file),
@@ -52,14 +53,16 @@ pub(super) fn listen_tls(
     let (ca_value, client_ca_file) = client_ca(ctx, raw)?;
     let client_roots = match &client_ca_file {
         None => None,
-        Some(path) => Some(crate::tls::read_pem_certs(path).map_err(|e| {
-            ctx.error(
-                span_of(ca_value),
-                "listen.tls.client_ca",
-                format!("cannot use {} as client CA: {e}", path.display()),
-                "point client_ca at a readable PEM file of CA certificates",
-            )
-        })?),
+        Some(path) => Some(
+            crate::tls::read_pem_certs(path, crate::files::MAX_CA_FILE).map_err(|e| {
+                ctx.error(
+                    span_of(ca_value),
+                    "listen.tls.client_ca",
+                    format!("cannot use {} as client CA: {e}", path.display()),
+                    "point client_ca at a readable PEM file of CA certificates",
+                )
+            })?,
+        ),
     };
     let client_auth_required = client_auth(ctx, raw, client_ca_file.is_some())?;
     let server =

@@ -31,7 +31,9 @@ pub(super) fn trust(
                     "point ca_file at a readable PEM file of CA certificates",
                 )
             };
-            let certs = crate::tls::read_pem_certs(Path::new(f.get_ref())).map_err(bad)?;
+            let certs =
+                crate::tls::read_pem_certs(Path::new(f.get_ref()), crate::files::MAX_CA_FILE)
+                    .map_err(bad)?;
             let (_, unusable) = store.add_parsable_certificates(certs.iter().cloned());
             if unusable > 0 {
                 return Err(bad(format!(

@@ -323,7 +323,7 @@ impl ProxyBuilder {
         let (reloads, requests) = mpsc::channel(1);
         let reloader = Reloader {
             requests,
-            load: Box::new(load),
+            load: std::sync::Arc::new(load),
         };
         let mut proxy = launch(sim, config, Some(reloader), self.watch).await;
         proxy.file = Some(ConfigFile {
