@@ -75,6 +75,7 @@ fn client_id(var: EnvLookup<'_>) -> Result<String, ConfigError> {
         return Err(ConfigError {
             origin: "environment".into(),
             line: None,
+            column: None,
             key: if secret_set {
                 "AZURE_COSTS_CLIENT_ID"
             } else {

@@ -130,6 +130,7 @@ pub(super) fn read_file(path: &Path) -> Result<(String, String), ConfigError> {
     let error = |message: String| ConfigError {
         origin: origin.clone(),
         line: None,
+        column: None,
         key: String::new(),
         message,
         hint: Some(format!(
