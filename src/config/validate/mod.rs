@@ -10,6 +10,7 @@ mod listen;
 mod listen_tls;
 mod log;
 mod outbound;
+mod proxy_endpoint;
 mod reload;
 mod routes;
 mod sts;
