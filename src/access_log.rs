@@ -21,7 +21,8 @@ pub(crate) const TARGET: &str = "access";
 #[derive(Debug)]
 pub struct AccessLog {
     method: Method,
-    /// Without the query string, which may carry customer data.
+    /// Without the query string, which may carry customer data; control and bidirectional
+    /// characters escaped (`escape.rs`), as in every value a log line takes from a request.
     path: String,
     /// Prefix of the matched route, if any.
     route: Option<Arc<str>>,
@@ -54,7 +55,7 @@ impl AccessLog {
             method: request.method().clone(),
             // The path is copied only for an access line that will be written.
             path: if tracing::enabled!(target: TARGET, tracing::Level::INFO) {
-                request.uri().path().to_string()
+                crate::escape::for_log(request.uri().path()).into_owned()
             } else {
                 String::new()
             },

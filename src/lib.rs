@@ -23,6 +23,7 @@ mod access_log;
 mod body;
 mod cause;
 mod error;
+mod escape;
 mod files;
 mod headers;
 mod host;

@@ -146,8 +146,9 @@ pub(crate) fn single_host(
     Ok(first)
 }
 
-/// The refusal of a `Host` that is not accepted, showing at most 100 characters of it.
+/// The refusal of a `Host` that is not accepted, showing at most 100 characters of it, escaped:
+/// the refusal is logged, and goes back in the error body.
 pub(crate) fn forbidden_host(value: &[u8]) -> ProxyError {
     let shown: String = String::from_utf8_lossy(value).chars().take(100).collect();
-    ProxyError::ForbiddenHost(shown)
+    ProxyError::ForbiddenHost(crate::escape::for_log(&shown).into_owned())
 }

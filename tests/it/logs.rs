@@ -1,4 +1,8 @@
-//! `[log] file`: the same lines as stderr, in a file named with the day, without secrets.
+//! `[log] file`: the same lines as stderr, in a file named with the day, without secrets; what
+//! a request sends reaches a line escaped, never as characters a terminal would obey.
+
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::TcpStream;
 
 use crate::support::process::{ProxyProcess, Scratch, log_file_with};
 use crate::support::tokio;
@@ -71,4 +75,76 @@ async fn a_log_file_beside_the_config_does_not_feed_itself_at_trace_level() {
         "a log line made the proxy reload"
     );
     drop(proxy);
+}
+
+/// Sends `head` (a request's head, its blank line included) as raw bytes and returns the status
+/// line of the answer.
+async fn send_raw(addr: &str, head: &[u8]) -> String {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(head).await.unwrap();
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).await.unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    answer.lines().next().unwrap_or_default().to_string()
+}
+
+/// A C1 control (U+009B, a terminal's CSI) and a bidi override (U+202E), as UTF-8.
+const RAW: &[u8] = b"\xc2\x9b\xe2\x80\xae";
+
+#[tokio::test]
+async fn control_and_bidi_characters_from_a_request_are_logged_escaped() {
+    let sim = simulator().await;
+    let dir = Scratch::new("escaped-path");
+    let path = dir.write("proxy.toml", &TestConfig::new().text(&sim));
+    for format in ["text", "json"] {
+        let env = [("SIM_SECRET", sim.client_secret())];
+        let env: Vec<_> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let mut proxy = ProxyProcess::start_with(&["--log-format", format], &path, &env).await;
+        // hyper and http let UTF-8 through in a path: the request is forwarded.
+        let mut head = b"GET /v1/teams/".to_vec();
+        head.extend_from_slice(RAW);
+        head.extend_from_slice(b"/%C2%9B%E2%80%AE HTTP/1.1\r\nHost: localhost\r\n");
+        head.extend_from_slice(b"X-Request-Id: raw-path\r\nConnection: close\r\n\r\n");
+        let status = send_raw(&proxy.addr, &head).await;
+        assert!(status.starts_with("HTTP/1.1 "), "{status}");
+        let line = proxy.wait_for("raw-path").await;
+        assert!(
+            !line.contains('\u{9b}') && !line.contains('\u{202e}'),
+            "{line:?}"
+        );
+        // The percent-encoded forms stay as sent.
+        let path = if format == "text" {
+            line.split(" path=")
+                .nth(1)
+                .unwrap()
+                .split(' ')
+                .next()
+                .unwrap()
+                .to_string()
+        } else {
+            let event: serde_json::Value = serde_json::from_str(&line).unwrap();
+            event["path"].as_str().unwrap().to_string()
+        };
+        assert_eq!(path, "/v1/teams/\\u{9b}\\u{202e}/%C2%9B%E2%80%AE", "{line}");
+
+        // A Host that is not accepted is shown in the refusal's reason, escaped too.
+        let mut head = b"GET /v1/teams HTTP/1.1\r\nHost: evil".to_vec();
+        head.extend_from_slice(RAW);
+        head.extend_from_slice(b".example\r\nConnection: close\r\n\r\n");
+        let status = send_raw(&proxy.addr, &head).await;
+        assert!(status.starts_with("HTTP/1.1 403"), "{status}");
+        let line = proxy.wait_for("request refused").await;
+        assert!(
+            !line.contains('\u{9b}') && !line.contains('\u{202e}'),
+            "{line:?}"
+        );
+        let reason = if format == "text" {
+            // A string field is quoted as `Debug` quotes it: its backslashes doubled.
+            line.split(" reason=").nth(1).unwrap().replace("\\\\", "\\")
+        } else {
+            let event: serde_json::Value = serde_json::from_str(&line).unwrap();
+            event["reason"].as_str().unwrap().to_string()
+        };
+        assert!(reason.contains("`evil\\u{9b}\\u{202e}.example`"), "{line}");
+    }
 }
