@@ -77,11 +77,17 @@ pub(super) fn http_url(
         .as_ref()
         .map_or(default, |v| v.get_ref().as_str())
         .trim();
+    // A URL with user information may hold a password: it is not shown.
+    let shown = if text.contains('@') {
+        "the URL".to_string()
+    } else {
+        format!("`{}`", text.chars().take(200).collect::<String>())
+    };
     let bad = |why: &str| {
         ctx.error(
             span.clone(),
             key,
-            format!("`{text}` is not a usable URL: {why}"),
+            format!("{shown} is not a usable URL: {why}"),
             "write an absolute URL such as \"https://api.azure-costs.com\"",
         )
     };
@@ -90,6 +96,18 @@ pub(super) fn http_url(
     let host = uri.host().ok_or_else(|| bad("no host"))?;
     if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
         return Err(bad("user information in the URL is not supported"));
+    }
+    // A port written after the host must be one: `:99999`, `:abc` or a bare `:` would
+    // otherwise quietly become the scheme's default.
+    let written_port = uri.authority().and_then(|a| {
+        let text = a.as_str();
+        let after_host = text.rsplit_once(']').map_or(text, |(_, rest)| rest);
+        after_host.rsplit_once(':').map(|(_, port)| port)
+    });
+    if let Some(port) = written_port
+        && !port.parse::<u16>().is_ok_and(|p| p > 0)
+    {
+        return Err(bad("the port must be a number from 1 to 65535"));
     }
     match scheme {
         "https" => {}
@@ -239,6 +257,31 @@ mod tests {
         let e = parse(&format!("{MINIMAL}[upstream]\ntimeout = \"soon\"\n")).unwrap_err();
         assert_eq!(e.key, "upstream.timeout");
         assert_eq!(e.line, Some(5));
+    }
+
+    #[test]
+    fn urls_with_a_bad_port_or_a_password_are_refused_without_showing_it() {
+        for (url, shown) in [
+            ("https://api.example:99999", true),
+            ("https://api.example:abc", true),
+            ("https://api.example:", true),
+            ("https://api.example:0", true),
+            ("https://svc:pa55word@api.example", false),
+        ] {
+            let e = crate::config::testing::parse(&format!(
+                "{}[upstream]\nurl = \"{url}\"\n",
+                crate::config::testing::MINIMAL
+            ))
+            .unwrap_err();
+            assert_eq!(e.key, "upstream.url", "{url}: {e}");
+            assert_eq!(e.to_string().contains(url), shown, "{url}: {e}");
+            assert!(!e.to_string().contains("pa55word"), "{e}");
+        }
+        let ok = crate::config::testing::parse(&format!(
+            "{}[upstream]\nurl = \"https://[::1]:8443\"\n",
+            crate::config::testing::MINIMAL
+        ));
+        assert!(ok.is_ok(), "{:?}", ok.err());
     }
 
     #[test]
