@@ -185,6 +185,7 @@ async fn a_reload_adds_routes_and_keeps_the_tokens_of_unchanged_credentials() {
 }
 
 /// `GET /healthz` on the admin listener answers within a second.
+#[cfg(unix)]
 async fn healthy_within_a_second(proxy: &Proxy) {
     let asked = crate::support::client()
         .get(proxy.admin_url("/healthz"))
