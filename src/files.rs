@@ -56,7 +56,16 @@ fn open_without_blocking(path: &Path) -> Result<File, String> {
     options.read(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::custom_flags(&mut options, libc::O_NONBLOCK);
-    options.open(path).map_err(|e| e.to_string())
+    options
+        .open(path)
+        .map_err(|e| match std::fs::metadata(path) {
+            // Windows does not open a directory as a file at all ("Access denied"): say what it is.
+            Ok(meta) if !meta.is_file() => format!(
+                "it is not a regular file but {}; point the setting at a file",
+                kind(&meta)
+            ),
+            _ => e.to_string(),
+        })
 }
 
 /// What a path that is not a regular file leads to, for the error.
