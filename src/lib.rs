@@ -21,6 +21,7 @@ pub mod watch;
 
 mod access_log;
 mod body;
+mod bucket;
 mod cause;
 mod error;
 mod escape;

@@ -28,7 +28,7 @@ impl Config {
             refresh_before_expiry: self.token.refresh_before_expiry,
             sts_budget: StsBudgetLimits {
                 rate: self.token.sts_budget,
-                burst: (2.0 * self.token.sts_budget).max(1.0),
+                burst: crate::bucket::burst_of(self.token.sts_budget),
             },
         }
     }

@@ -7,6 +7,8 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use crate::bucket::{TokenBucket, burst_of};
+
 /// A client's limits as configured; both off by default.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct ClientLimits {
@@ -27,46 +29,15 @@ impl ClientLimits {
 #[derive(Debug)]
 pub(super) struct Limiter {
     limits: ClientLimits,
-    bucket: Option<Mutex<Bucket>>,
+    bucket: Option<Mutex<TokenBucket>>,
     in_flight: Option<Arc<Semaphore>>,
-}
-
-/// A token bucket: `tokens` left at `last`, refilled at `rate` a second up to `burst`.
-#[derive(Debug)]
-struct Bucket {
-    tokens: f64,
-    last: Instant,
-    rate: f64,
-    burst: f64,
-}
-
-impl Bucket {
-    /// Takes one token, or says how long until one is there.
-    fn take(&mut self, now: Instant) -> Result<(), Duration> {
-        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
-        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
-        self.last = now;
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            Ok(())
-        } else {
-            Err(Duration::from_secs_f64((1.0 - self.tokens) / self.rate))
-        }
-    }
 }
 
 impl Limiter {
     pub(super) fn new(limits: ClientLimits) -> Self {
-        let bucket = limits.rate.map(|rate| {
-            // Twice the rate, and at least one request.
-            let burst = (2.0 * rate).max(1.0);
-            Mutex::new(Bucket {
-                tokens: burst,
-                last: Instant::now(),
-                rate,
-                burst,
-            })
-        });
+        let bucket = limits
+            .rate
+            .map(|rate| Mutex::new(TokenBucket::new(rate, burst_of(rate))));
         Limiter {
             limits,
             bucket,
@@ -103,29 +74,6 @@ impl Limiter {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_bucket_holds_twice_the_rate_and_refills() {
-        let start = Instant::now();
-        let mut bucket = Bucket {
-            tokens: 4.0,
-            last: start,
-            rate: 2.0,
-            burst: 4.0,
-        };
-        for _ in 0..4 {
-            assert!(bucket.take(start).is_ok());
-        }
-        let wait = bucket.take(start).unwrap_err();
-        assert_eq!(wait, Duration::from_millis(500));
-        assert!(bucket.take(start + Duration::from_millis(500)).is_ok());
-        // A long pause refills to the burst, not beyond.
-        let later = start + Duration::from_secs(60);
-        for _ in 0..4 {
-            assert!(bucket.take(later).is_ok());
-        }
-        assert!(bucket.take(later).is_err());
-    }
 
     #[test]
     fn in_flight_is_bounded_until_the_permit_is_dropped() {

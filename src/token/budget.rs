@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use super::config::StsBudgetLimits;
 use super::error::{StsFailure, TokenError};
 use super::key::TokenKey;
+use crate::bucket::TokenBucket;
 use crate::sync::lock;
 
 /// At most one log line per credential in this long says that the budget refused requests.
@@ -27,8 +28,7 @@ pub(super) struct StsBudget {
 
 /// One credential's bucket, and what its log line will say.
 struct Bucket {
-    tokens: f64,
-    last: Instant,
+    tokens: TokenBucket,
     /// Requests refused since the last log line.
     refused: u64,
     /// When the last log line was written (`None`: never).
@@ -41,14 +41,12 @@ impl StsBudget {
         credentials: impl Iterator<Item = &'a Arc<str>>,
         limits: StsBudgetLimits,
     ) -> Self {
-        let now = Instant::now();
         StsBudget {
             limits,
             credentials: credentials
                 .map(|name| {
                     let bucket = Bucket {
-                        tokens: limits.burst,
-                        last: now,
+                        tokens: TokenBucket::new(limits.rate, limits.burst),
                         refused: 0,
                         logged: None,
                     };
@@ -72,14 +70,9 @@ impl StsBudget {
         let StsBudgetLimits { rate, burst } = self.limits;
         let now = Instant::now();
         let mut b = lock(bucket);
-        let elapsed = now.saturating_duration_since(b.last).as_secs_f64();
-        b.tokens = (b.tokens + elapsed * rate).min(burst);
-        b.last = now;
-        if b.tokens >= 1.0 {
-            b.tokens -= 1.0;
+        let Err(wait) = b.tokens.take(now) else {
             return Ok(());
-        }
-        let wait = Duration::from_secs_f64((1.0 - b.tokens) / rate);
+        };
         b.refused += 1;
         if b.logged
             .is_none_or(|at| now.duration_since(at) >= LOG_INTERVAL)
