@@ -158,8 +158,8 @@ impl Metrics {
         let denials = Family::<DenialLabels, Counter>::default();
         registry.register(
             "client_denials",
-            "Requests refused by client (\"unknown\" when none was recognised) and reason \
-             (unauthorized|forbidden_host|forbidden_route|forbidden_delegate|client_rate_limited)",
+            "Requests refused, by client (\"unknown\": none recognised; \"-\": no clients) and \
+             reason (unauthorized|forbidden_host|forbidden_route|forbidden_delegate|client_rate_limited)",
             denials.clone(),
         );
         Metrics {

@@ -127,7 +127,12 @@ fn clients(out: &mut String, c: &Config) {
         };
         let mut limits = String::new();
         if let Some(rate) = client.limits.rate {
-            let _ = write!(limits, ", rate {rate}/s (burst {})", (2.0 * rate).max(1.0));
+            let _ = write!(
+                limits,
+                ", rate {}/s (burst {})",
+                decimal(rate),
+                decimal(crate::bucket::burst_of(rate))
+            );
         }
         if let Some(n) = client.limits.max_in_flight {
             let _ = write!(limits, ", at most {n} in flight");
@@ -147,6 +152,12 @@ fn clients(out: &mut String, c: &Config) {
             c.clients.len() - CLIENTS_LISTED
         );
     }
+}
+
+/// A number with at most three decimals, without trailing zeros: `20`, `1.389`, `0.017`.
+fn decimal(x: f64) -> String {
+    let text = format!("{x:.3}");
+    text.trim_end_matches('0').trim_end_matches('.').to_string()
 }
 
 /// The API and the STS, how each is reached, and the roots their certificates must chain to.
@@ -351,6 +362,10 @@ mod tests {
         assert!(
             warned.contains("warning:") && warned.contains("without any client authentication"),
             "{warned}"
+        );
+        assert_eq!(
+            [decimal(20.0), decimal(5000.0 / 3600.0), decimal(1.0 / 60.0)],
+            ["20", "1.389", "0.017"]
         );
     }
 }
