@@ -11,6 +11,8 @@ use tokio::sync::OwnedSemaphorePermit;
 use tracing::Span;
 
 use crate::metrics::Metrics;
+use crate::routes::Route;
+use crate::tally::ClientTally;
 use crate::transaction::Activity;
 
 /// The target of the access line, the one `RUST_LOG` names (`access=off` silences it).
@@ -24,10 +26,12 @@ pub struct AccessLog {
     /// Without the query string, which may carry customer data; control and bidirectional
     /// characters escaped (`escape.rs`), as in every value a log line takes from a request.
     path: String,
-    /// Prefix of the matched route, if any.
-    route: Option<Arc<str>>,
+    /// The matched route, if any (its prefix, and where its figures are counted).
+    route: Option<Arc<Route>>,
     /// The client's name (`unknown` before one is recognised); `None` where no clients are set.
     client: Option<Arc<str>>,
+    /// Where the client's requests and refusals are counted.
+    client_tally: Option<Arc<ClientTally>>,
     /// The client's place within its `max_in_flight`, held until the response ends.
     slot: Option<OwnedSemaphorePermit>,
     status: StatusCode,
@@ -61,6 +65,7 @@ impl AccessLog {
             },
             route: None,
             client: None,
+            client_tally: None,
             slot: None,
             status: StatusCode::OK,
             start: Instant::now(),
@@ -87,22 +92,39 @@ impl AccessLog {
                 "request",
                 request_id = %self.request_id.to_str().unwrap_or("-"),
                 method = %self.method,
-                route = self.route.as_deref().map(tracing::field::display),
+                route = self.route.as_ref().map(|r| tracing::field::display(&r.prefix)),
             )
         })
     }
 
-    /// The request matched the route with this prefix.
-    pub fn route(&mut self, prefix: Arc<str>) {
+    /// The request matched `route`.
+    pub fn route(&mut self, route: &Arc<Route>) {
         if let Some(span) = self.span.get() {
-            span.record("route", tracing::field::display(&prefix));
+            span.record("route", tracing::field::display(&route.prefix));
         }
-        self.route = Some(prefix);
+        self.route = Some(route.clone());
     }
 
-    /// The request comes from the client `name`.
-    pub fn client(&mut self, name: Arc<str>) {
+    /// The request comes from the client `name`, counted in `tally`.
+    pub fn client(&mut self, name: Arc<str>, tally: &Arc<ClientTally>) {
         self.client = Some(name);
+        self.client_tally = Some(tally.clone());
+    }
+
+    /// The request was refused (401, 403, or the client's 429) with the error code `code`:
+    /// counted for its client.
+    pub fn denied(&self, code: &'static str) {
+        self.metrics.denial(self.client_label(), code);
+        if let Some(tally) = &self.client_tally {
+            tally.denial();
+        }
+    }
+
+    /// The upstream failed this request (no answer, or a 5xx): the route's last upstream error.
+    pub fn upstream_error(&self, message: impl FnOnce() -> String) {
+        if let Some(route) = &self.route {
+            route.tally.upstream_error(message());
+        }
     }
 
     /// The client's name as the access line and the metrics give it: `-` where no clients are
@@ -151,15 +173,23 @@ impl AccessLog {
     /// line is written outside the request's span: it carries its own fields (method, route,
     /// request id...), as documented in docs/operations.md, and stays the same line it always was.
     pub fn finish(self, outcome: &'static str) {
-        let elapsed = self.start.elapsed();
+        let now = Instant::now();
+        let elapsed = now.saturating_duration_since(self.start);
         let client = self.client_label();
+        let prefix = self.route.as_ref().map(|r| &r.prefix);
         self.metrics
-            .request(self.route.as_ref(), client, self.status.as_u16(), elapsed);
+            .request(prefix, client, self.status.as_u16(), elapsed);
+        if let Some(route) = &self.route {
+            route.tally.request(self.status.as_u16(), elapsed, now);
+        }
+        if let Some(tally) = &self.client_tally {
+            tally.request();
+        }
         tracing::info!(
             target: TARGET,
             method = %self.method,
             path = %self.path,
-            route = self.route.as_deref().unwrap_or("-"),
+            route = prefix.map_or("-", |p| &**p),
             client = &**client,
             status = self.status.as_u16(),
             duration_ms = (elapsed.as_secs_f64() * 1e6).round() / 1e3,

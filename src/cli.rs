@@ -16,7 +16,7 @@ the environment alone (AZURE_COSTS_CLIENT_ID, AZURE_COSTS_CLIENT_SECRET, optiona
 AZURE_COSTS_PROXY_LISTEN, AZURE_COSTS_DELEGATE).
 
 Exit codes: 0 clean shutdown or valid config, 1 runtime or STS failure, 2 config error
-(healthcheck: 0 ready, 1 anything else).
+(healthcheck: 0 ready, 1 anything else; status: 0 ready, 1 not ready, 2 no answer).
 Signals (run): SIGTERM/SIGINT drain and exit (a second one exits at once); SIGHUP reloads the
 config and secrets, keeping the running config if the new one is invalid. On Windows: Ctrl-C
 drains; as a service, stop drains and `sc control NAME paramchange` reloads.
@@ -82,6 +82,19 @@ pub enum Command {
     /// asked on 127.0.0.1). 1 means: not ready (no token yet, STS failing, shutting down), not
     /// running, admin disabled, no answer within --timeout, or a config error (Docker reserves 2).
     Healthcheck {
+        /// Give up after this long.
+        #[arg(long, default_value = "5s", value_name = "DURATION", value_parser = humantime::parse_duration)]
+        timeout: std::time::Duration,
+    },
+    /// Print the running proxy's status: tokens (state, expiry, last STS error), routes
+    /// (requests, latency, last upstream error), clients, the last reload, warnings. Asks GET
+    /// /status.json on the admin listener at [admin] address of the same config (the page at /
+    /// shows the same in a browser). Exit: 0 ready, 1 not ready, 2 no answer (it says which
+    /// address it tried).
+    Status {
+        /// Print the JSON of /status.json instead of the report.
+        #[arg(long)]
+        json: bool,
         /// Give up after this long.
         #[arg(long, default_value = "5s", value_name = "DURATION", value_parser = humantime::parse_duration)]
         timeout: std::time::Duration,

@@ -9,7 +9,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context as _;
 use arc_swap::ArcSwap;
@@ -20,6 +20,7 @@ use crate::inbound::InboundPolicy;
 use crate::metrics::Metrics;
 use crate::proxy::Proxy;
 use crate::routes::RouteTable;
+use crate::tally::Tally;
 use crate::token::TokenMode;
 use crate::token::{StsClient, TokenKey, TokenSource};
 use crate::upstream::Upstream;
@@ -30,11 +31,28 @@ pub struct Live {
     state: Mutex<State>,
     local: SocketAddr,
     metrics: Arc<Metrics>,
+    /// Each route's and client's figures for the status page, across reloads.
+    tally: Arc<Tally>,
+    /// When the process started serving, by both clocks.
+    started: (SystemTime, Instant),
+}
+
+/// A reload that ended, for the status page.
+#[derive(Debug, Clone)]
+pub struct ReloadNote {
+    /// When it ended.
+    pub at: SystemTime,
+    /// What asked for it (`signal`, `file`, `service`).
+    pub trigger: &'static str,
+    /// Why the running config stayed, if it did (the line and key; never a value).
+    pub error: Option<String>,
 }
 
 /// What a reload replaces besides the proxy.
 struct State {
     config: Config,
+    /// The last reload since the start.
+    last_reload: Option<ReloadNote>,
     /// Keep the interval-mode tokens of the current proxy fresh.
     keepers: Vec<JoinHandle<()>>,
     /// Shutting down: no more reloads, no more keepers.
@@ -74,17 +92,21 @@ impl Live {
     /// Builds the request path for `config` on the listener at `local` and starts warming its
     /// tokens. Must run inside the Tokio runtime.
     pub fn start(config: Config, local: SocketAddr, metrics: Arc<Metrics>) -> anyhow::Result<Self> {
-        let proxy = Arc::new(build(&config, local, &metrics, None)?);
+        let tally = Arc::new(Tally::default());
+        let proxy = Arc::new(build(&config, local, &metrics, &tally, None)?);
         let keepers = keep_tokens_warm(&proxy);
         Ok(Live {
             proxy: ArcSwap::new(proxy),
             state: Mutex::new(State {
                 config,
+                last_reload: None,
                 keepers,
                 closed: false,
             }),
             local,
             metrics,
+            tally,
+            started: (SystemTime::now(), Instant::now()),
         })
     }
 
@@ -96,6 +118,37 @@ impl Live {
     /// The metrics every generation of the proxy counts in.
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
+    }
+
+    /// Each route's and client's figures.
+    pub(crate) fn tally(&self) -> &Tally {
+        &self.tally
+    }
+
+    /// When the process started serving (wall clock), and how long ago.
+    pub fn started(&self) -> (SystemTime, Duration) {
+        (self.started.0, self.started.1.elapsed())
+    }
+
+    /// The data-plane listener's address.
+    pub fn local(&self) -> SocketAddr {
+        self.local
+    }
+
+    /// Looks at the current config. `f` runs under the lock that reloads take: it must not call
+    /// back into `Live`.
+    pub(crate) fn inspect<R>(&self, f: impl FnOnce(&Config) -> R) -> R {
+        f(&self.lock().config)
+    }
+
+    /// The last reload since the start, if any.
+    pub fn last_reload(&self) -> Option<ReloadNote> {
+        self.lock().last_reload.clone()
+    }
+
+    /// Remembers how a reload ended, for the status page.
+    pub fn note_reload(&self, note: ReloadNote) {
+        self.lock().last_reload = Some(note);
     }
 
     /// Time in-flight requests get after a shutdown signal, from the current config.
@@ -132,7 +185,7 @@ impl Live {
             }
         }
         let old = self.proxy();
-        let proxy = build(&config, self.local, &self.metrics, Some(&old))?;
+        let proxy = build(&config, self.local, &self.metrics, &self.tally, Some(&old))?;
         let (discarded, need_restart) = {
             let state = self.lock();
             (
@@ -190,12 +243,13 @@ impl Live {
 }
 
 /// The request path for `config` on the listener at `local`; `previous`, the one it replaces
-/// (its clients' limits carry over where unchanged). Does not start anything: no token is
-/// fetched until a request (or [`Live::start`]'s keepers) asks.
-pub fn build(
+/// (its clients' limits carry over where unchanged); routes and clients count in `tally`. Does
+/// not start anything: no token is fetched until a request (or [`Live::start`]'s keepers) asks.
+fn build(
     config: &Config,
     local: SocketAddr,
     metrics: &Arc<Metrics>,
+    tally: &Tally,
     previous: Option<&Proxy>,
 ) -> anyhow::Result<Proxy> {
     let tls = config
@@ -212,13 +266,14 @@ pub fn build(
         .map_err(anyhow::Error::msg)
         .context("upstream client")?;
     Ok(Proxy::new(
-        RouteTable::new(&config.routes, &config.token),
+        RouteTable::tallied(&config.routes, &config.token, tally),
         tokens,
         upstream,
         InboundPolicy::new(
             &config.inbound_config(),
             local,
             previous.map(Proxy::inbound),
+            tally,
         ),
         metrics.clone(),
         config.listen.body_timeout,

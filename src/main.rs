@@ -10,8 +10,8 @@ use clap::Parser;
 use tokio::sync::mpsc;
 
 use azure_costs_proxy::cli::{Cli, Command, LogFormat};
-use azure_costs_proxy::commands::demo;
 use azure_costs_proxy::commands::token::{self as token_command, TokenCommandError};
+use azure_costs_proxy::commands::{self, demo};
 use azure_costs_proxy::config::{self, Config, ConfigSource};
 use azure_costs_proxy::logging::LogFile;
 use azure_costs_proxy::{Options, ReloadRequest, Reloader, admin, logging, service};
@@ -82,6 +82,9 @@ fn main() -> ExitCode {
                 sts_delay,
             } => finish(demo::simulate(api_delay, sts_delay, shutdown_signal()).await),
             Command::Healthcheck { timeout } => healthcheck(cli.config.as_deref(), timeout).await,
+            Command::Status { json, timeout } => {
+                ExitCode::from(commands::status::run(cli.config.as_deref(), json, timeout).await)
+            }
             Command::Token { route, print } => match load(cli.config.as_deref()) {
                 Ok(config) => token(&config, &route, print).await,
                 Err(code) => code,

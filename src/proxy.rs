@@ -100,12 +100,16 @@ impl Proxy {
         peer: Option<&PeerNames>,
         log: &mut AccessLog,
     ) -> Result<Option<Arc<Client>>, ProxyError> {
-        if self.inbound.clients.required() {
-            log.client(self.metrics.unknown_client().clone());
+        let clients = &self.inbound.clients;
+        if clients.required() {
+            log.client(
+                self.metrics.unknown_client().clone(),
+                clients.unknown_tally(),
+            );
         }
         let client = self.inbound.check(parts, peer)?;
         if let Some(client) = &client {
-            log.client(client.name.clone());
+            log.client(client.name.clone(), &client.tally);
         }
         Ok(client)
     }
@@ -138,7 +142,7 @@ impl Proxy {
         };
         let route = found.route;
         if let Some(log) = log {
-            log.route(route.prefix.clone());
+            log.route(route);
         }
         if let Some(client) = client
             && !client.may_use(&route.prefix)
@@ -309,6 +313,9 @@ impl Proxy {
                 // hyper writes the version of the client's connection, whatever the upstream spoke.
                 parts.version = Version::default();
                 log.answered(parts.status);
+                if parts.status.is_server_error() {
+                    log.upstream_error(|| format!("the API answered {}", parts.status));
+                }
                 let body = ProxyBody::upstream(body, self.upstream.timeout(), Some(log));
                 Response::from_parts(parts, body)
             }
@@ -328,6 +335,11 @@ impl Proxy {
                 if status.is_server_error() && !quiet {
                     log.span().in_scope(|| tracing::warn!(code, "{e}"));
                 }
+                // No answer from the API (refused, reset, timed out): the route's last upstream
+                // error, as the client was told it.
+                if matches!(e, ProxyError::Upstream(_)) && matches!(status.as_u16(), 502 | 504) {
+                    log.upstream_error(|| e.to_string());
+                }
                 respond::error_response(e, request_id, Some(log))
             }
         }
@@ -339,7 +351,7 @@ impl Proxy {
     /// the access line and the counter carry it.
     fn denied(e: &ProxyError, code: &'static str, log: &AccessLog) {
         let client = log.client_label();
-        log.metrics().denial(client, code);
+        log.denied(code);
         if let ProxyError::ClientRateLimited(_) = e {
             return;
         }

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 /// The whole readiness answer. Fields are in the order the JSON has always had (alphabetical).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Readiness {
-    /// Each route's token state, in file order.
+    /// Each route's token state, in the order requests are matched (most segments first).
     pub routes: Vec<RouteReadiness>,
     /// Ready, not ready, or shutting down.
     pub status: ReadyState,

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::config::{Config, ConfigError};
-use crate::live::{Live, Reloaded};
+use crate::live::{Live, ReloadNote, Reloaded};
 use crate::systemd::Notifier;
 use crate::watch::{self, FileWatch, WatchTiming};
 
@@ -145,14 +145,9 @@ fn follow_config(live: &Live, files: &mut Option<FileWatch>, timing: WatchTiming
 /// wake the watch.
 fn warn_of_a_watched_log(live: &Live, files: &[std::path::PathBuf]) {
     if let Some(log) = live.log_file()
-        && let Some(folder) = watch::watched_log_folder(files, &log)
+        && let Some(warning) = watch::watched_log_warning(files, &log)
     {
-        tracing::warn!(
-            "[log] file {} is in {}, a folder watched for config changes ([reload] watch): \
-             every log line wakes the watch; give the log a folder of its own (logs/, say)",
-            log.display(),
-            folder.display()
-        );
+        tracing::warn!("{warning}");
     }
 }
 
@@ -181,11 +176,20 @@ async fn reload_now(
             notifier.ready("config reloaded");
         }
         Err(e) => {
-            tracing::error!(%trigger, "config reload failed, the running config stays: {e}");
+            tracing::error!(
+                event_id = 3u32,
+                %trigger,
+                "config reload failed, the running config stays: {e}"
+            );
             notifier.ready("config reload failed; the running config stays (see the log)");
         }
     }
     live.metrics().reload(trigger.as_str(), outcome.is_ok());
+    live.note_reload(ReloadNote {
+        at: std::time::SystemTime::now(),
+        trigger: trigger.as_str(),
+        error: outcome.as_ref().err().cloned(),
+    });
     outcome
 }
 

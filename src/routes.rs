@@ -5,6 +5,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use crate::config::{self, DelegateSet, RefreshOn, TokenPolicy};
+use crate::tally::{RouteTally, Tally};
 use crate::token::TokenMode;
 use crate::token::{TeamFrom, TokenKey};
 use crate::transaction::Transactions;
@@ -28,6 +29,8 @@ pub struct Route {
     pub team: Option<TeamRule>,
     /// Upstream statuses that mean "token refused".
     pub refresh_on: RefreshOn,
+    /// Its requests, latencies and last upstream error, for the status page.
+    pub tally: Arc<RouteTally>,
 }
 
 /// The team segment of a `{delegate}` route.
@@ -94,6 +97,12 @@ impl RouteTable {
     /// Builds the table from validated config routes; `policy` gives the transaction rule of
     /// `per_transaction` routes.
     pub fn new(routes: &[config::RouteConfig], policy: &TokenPolicy) -> Self {
+        Self::tallied(routes, policy, &Tally::default())
+    }
+
+    /// [`RouteTable::new`], each route counting in `tally` under its prefix (the figures a
+    /// reload keeps).
+    pub fn tallied(routes: &[config::RouteConfig], policy: &TokenPolicy, tally: &Tally) -> Self {
         let mut routes: Vec<Arc<Route>> = routes
             .iter()
             .map(|r| {
@@ -109,8 +118,10 @@ impl RouteTable {
                         }
                     },
                 });
+                let prefix: Arc<str> = r.prefix.as_str().into();
                 Arc::new(Route {
-                    prefix: r.prefix.as_str().into(),
+                    tally: tally.route(&prefix),
+                    prefix,
                     credential: r.credential.as_str().into(),
                     delegate: r.delegate.as_deref().map(Arc::from),
                     token_mode: r.token_mode,

@@ -103,6 +103,17 @@ pub fn watched_log_folder(files: &[PathBuf], log: &Path) -> Option<PathBuf> {
         .find(|dir| watched.contains(dir))
 }
 
+/// The warning for a log file `log` in a folder watched for `files`, if it is in one.
+pub fn watched_log_warning(files: &[PathBuf], log: &Path) -> Option<String> {
+    let folder = watched_log_folder(files, log)?;
+    Some(format!(
+        "[log] file {} is in {}, a folder watched for config changes ([reload] watch): every \
+         log line wakes the watch; give the log a folder of its own (logs/, say)",
+        log.display(),
+        folder.display()
+    ))
+}
+
 /// The file names an event must touch to be worth a look: each file's name as written and the
 /// name of the file it resolves to (a symlink's target may be named otherwise).
 fn names_of(files: &[PathBuf]) -> HashSet<OsString> {

@@ -4,20 +4,7 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use crate::config::{Config, DelegateSet, RefreshOn, TrustRoots};
-use crate::upstream::Egress;
-
-/// What reloads the config: SIGHUP, and a change to which files.
-fn reload(c: &Config) -> String {
-    if !c.reload.watch {
-        return "on SIGHUP only ([reload] watch = false)".into();
-    }
-    if c.files.is_empty() {
-        return "on SIGHUP (the config names no file to watch)".into();
-    }
-    let files: Vec<String> = c.files.iter().map(|f| f.display().to_string()).collect();
-    format!("on SIGHUP, or a change to {}", files.join(", "))
-}
+use crate::config::{Config, DelegateSet, RefreshOn};
 
 /// The summary `check` prints: listeners, upstream, STS, credentials (with where each secret comes
 /// from, never the secret), token policy and the route table.
@@ -97,7 +84,7 @@ fn listeners(out: &mut String, c: &Config) {
         d(c.listen.body_timeout),
         d(c.listen.shutdown_grace)
     );
-    let _ = writeln!(out, "reload:      {}", reload(c));
+    let _ = writeln!(out, "reload:      {}", c.reload_summary());
     let _ = writeln!(
         out,
         "admin:       {}",
@@ -170,15 +157,15 @@ fn ways_out(out: &mut String, c: &Config) {
         d(c.upstream.connect_timeout),
         c.upstream.max_connections,
     );
-    let _ = writeln!(out, "  way out:   {}", way_out(&c.outbound.api));
+    let _ = writeln!(out, "  way out:   {}", c.outbound.api.describe());
     let _ = writeln!(
         out,
         "sts:         {} (timeout {})",
         c.sts.token_url,
         d(c.sts.timeout)
     );
-    let _ = writeln!(out, "  way out:   {}", way_out(&c.outbound.sts));
-    let _ = writeln!(out, "trust:       {}", trust(&c.outbound.trust));
+    let _ = writeln!(out, "  way out:   {}", c.outbound.sts.describe());
+    let _ = writeln!(out, "trust:       {}", c.outbound.trust.describe());
 }
 
 /// The token policy and the credentials (where each secret comes from, never the secret).
@@ -255,41 +242,6 @@ fn refresh_on(on: RefreshOn) -> String {
         statuses.push("403");
     }
     format!("[{}]", statuses.join(", "))
-}
-
-/// "direct (why)" or "via http://proxy:3128 (from where), auth: yes"; never the credentials.
-fn way_out(egress: &Egress) -> String {
-    match egress {
-        Egress::Direct(why) => format!("direct ({why})"),
-        Egress::Via(proxy) => format!(
-            "via {} (from {}), auth: {}, CONNECT tunnel",
-            proxy.shown,
-            proxy.source,
-            if proxy.authorization.is_some() {
-                "yes"
-            } else {
-                "no"
-            }
-        ),
-    }
-}
-
-/// The roots in use, with their counts.
-fn trust(t: &TrustRoots) -> String {
-    let mut parts = Vec::new();
-    if t.use_system {
-        parts.push(format!("system store ({} certificates)", t.system.len()));
-    }
-    if t.bundled {
-        parts.push(format!(
-            "bundled Mozilla roots ({})",
-            webpki_roots::TLS_SERVER_ROOTS.len()
-        ));
-    }
-    if let Some(f) = &t.ca_file {
-        parts.push(format!("ca_file {} ({})", f.display(), t.extra.len()));
-    }
-    parts.join(", ")
 }
 
 #[cfg(test)]

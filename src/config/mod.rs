@@ -244,7 +244,39 @@ pub struct TrustRoots {
     pub(crate) store: std::sync::Arc<rustls::RootCertStore>,
 }
 
+impl Config {
+    /// What reloads the config: SIGHUP, and a change to which files.
+    pub fn reload_summary(&self) -> String {
+        if !self.reload.watch {
+            return "on SIGHUP only ([reload] watch = false)".into();
+        }
+        if self.files.is_empty() {
+            return "on SIGHUP (the config names no file to watch)".into();
+        }
+        let files: Vec<String> = self.files.iter().map(|f| f.display().to_string()).collect();
+        format!("on SIGHUP, or a change to {}", files.join(", "))
+    }
+}
+
 impl TrustRoots {
+    /// The roots in use, with their counts, as `check` and the status page say them.
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if self.use_system {
+            parts.push(format!("system store ({} certificates)", self.system.len()));
+        }
+        if self.bundled {
+            parts.push(format!(
+                "bundled Mozilla roots ({})",
+                webpki_roots::TLS_SERVER_ROOTS.len()
+            ));
+        }
+        if let Some(f) = &self.ca_file {
+            parts.push(format!("ca_file {} ({})", f.display(), self.extra.len()));
+        }
+        parts.join(", ")
+    }
+
     /// The client configuration (STS and API) for these roots, built once per config load and
     /// shared by both clients.
     pub fn client_config(&self) -> Result<std::sync::Arc<rustls::ClientConfig>, String> {

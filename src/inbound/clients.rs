@@ -13,6 +13,7 @@ use super::api_keys::{presented_key, sha256};
 use super::limits::{ClientLimits, Limiter};
 use super::peer::PeerNames;
 use crate::secret::Secret;
+use crate::tally::{ClientTally, Tally};
 
 /// The name `listen.api_keys` are known by: one client with every route and team.
 pub(crate) const API_KEYS_CLIENT: &str = "api_keys";
@@ -82,6 +83,8 @@ pub struct Client {
     routes: Scope,
     delegates: Scope,
     limiter: Option<Arc<Limiter>>,
+    /// Its requests and refusals, for the status page.
+    pub tally: Arc<ClientTally>,
 }
 
 impl Client {
@@ -152,6 +155,8 @@ pub struct Clients {
     limiters: HashMap<String, Arc<Limiter>>,
     /// How many clients there are (`api_keys` counts as one).
     count: usize,
+    /// Where requests of no known client are counted.
+    unknown: Arc<ClientTally>,
 }
 
 impl std::fmt::Debug for Clients {
@@ -167,18 +172,35 @@ fn bucket(digest: &[u8; 32]) -> u64 {
 }
 
 impl Clients {
+    /// Where requests of no known client are counted: `unknown`.
+    pub fn unknown_tally(&self) -> &Arc<ClientTally> {
+        &self.unknown
+    }
+
     /// The clients of `specs`, with the keys of `listen.api_keys` as the client `api_keys`.
     /// Limits whose settings did not change keep their state from `previous` (a reload does not
     /// hand a client a fresh burst).
     pub fn new(specs: &[ClientSpec], api_keys: &[Secret], previous: Option<&Clients>) -> Self {
+        Self::tallied(specs, api_keys, previous, &Tally::default())
+    }
+
+    /// [`Clients::new`], each client counting in `tally` under its name (the figures a reload
+    /// keeps), requests of no known client under `unknown`.
+    pub fn tallied(
+        specs: &[ClientSpec],
+        api_keys: &[Secret],
+        previous: Option<&Clients>,
+        tally: &Tally,
+    ) -> Self {
         let mut clients = Clients {
             by_digest: HashMap::new(),
             by_cert: HashMap::new(),
             limiters: HashMap::new(),
             count: 0,
+            unknown: tally.client(&Arc::from("unknown")),
         };
         if !api_keys.is_empty() {
-            let client = clients.client(API_KEYS_CLIENT, Scope::All, Scope::All, None);
+            let client = clients.client(API_KEYS_CLIENT, Scope::All, Scope::All, None, tally);
             for key in api_keys {
                 clients.add_key(sha256(key.expose().as_bytes()), &client);
             }
@@ -198,6 +220,7 @@ impl Clients {
                 spec.routes.clone(),
                 spec.delegates.clone(),
                 limiter,
+                tally,
             );
             match &spec.identity {
                 ClientIdentity::Key(key) => {
@@ -218,10 +241,13 @@ impl Clients {
         routes: Scope,
         delegates: Scope,
         limiter: Option<Arc<Limiter>>,
+        tally: &Tally,
     ) -> Arc<Client> {
         self.count += 1;
+        let name: Arc<str> = Arc::from(name);
         Arc::new(Client {
-            name: Arc::from(name),
+            tally: tally.client(&name),
+            name,
             routes,
             delegates,
             limiter,

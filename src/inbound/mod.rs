@@ -27,6 +27,7 @@ pub(crate) use peer::PeerNames;
 
 use crate::error::ProxyError;
 use crate::secret::Secret;
+use crate::tally::Tally;
 
 /// What an [`InboundPolicy`] is built from: `listen.allowed_hosts`, `listen.api_keys`,
 /// `[[clients]]` and the server side of `[listen.tls]`.
@@ -69,13 +70,15 @@ impl InboundPolicy {
         config: &InboundConfig,
         local: SocketAddr,
         previous: Option<&InboundPolicy>,
+        tally: &Tally,
     ) -> Self {
         InboundPolicy {
             hosts: HostGuard::new(local, &config.allowed_hosts),
-            clients: Clients::new(
+            clients: Clients::tallied(
                 &config.clients,
                 &config.api_keys,
                 previous.map(|p| &p.clients),
+                tally,
             ),
             tls: config.tls.clone().map(TlsAcceptor::from),
         }

@@ -32,6 +32,7 @@ impl TokenSource {
 
     /// A credential's own token: one client-credentials grant, recorded under `key`.
     async fn fetch_own(&self, key: &TokenKey) -> Result<Arc<Token>, TokenError> {
+        let _flight = self.inner.history.flight(key);
         let result = self.issue(key).await;
         self.record_outcome(key, result)
     }
@@ -44,6 +45,7 @@ impl TokenSource {
         delegate: &str,
         base: BaseToken,
     ) -> Result<Arc<Token>, TokenError> {
+        let _flight = self.inner.history.flight(key);
         // A credential missing from the configuration is a failure of this key, like any other.
         if let Err(e) = self.credential(key) {
             return self.record_outcome(key, Err(e));
@@ -153,6 +155,7 @@ impl TokenSource {
         match result {
             Ok(token) => {
                 self.inner.backoff.clear_failures(key);
+                self.inner.history.issued(key, &token);
                 self.inner.metrics.token_expiry(
                     &key.credential,
                     key.delegate_label().as_ref(),
@@ -170,6 +173,7 @@ impl TokenSource {
             }
             Err(mut e) => {
                 e.retry_after = Some(self.inner.backoff.record_failure(key, &e));
+                self.inner.history.failed(key, &e.to_string());
                 Err(e)
             }
         }

@@ -10,7 +10,9 @@
 //!
 //! Files: `config.rs` (what a token source is built from: [`TokenConfig`], [`TokenMode`]),
 //! `source.rs` (the policies, the cache in front of the fetch path), `fetch.rs` (the fetch
-//! path: issue, update, every outcome recorded), `cache.rs` (the two token caches), `key.rs`
+//! path: issue, update, every outcome recorded), `cache.rs` (the two token caches), `history.rs` (what the status
+//! page shows of each key: the last token and STS error, fetches under way), `report.rs` (a key's state for the
+//! status page), `key.rs`
 //! (the cache key), `token.rs` (a token and its age), `error.rs` (what failed), `backoff.rs`
 //! (STS failures and 401 refusals), `budget.rs` (the STS calls clients can cause at will, per
 //! credential), `sts.rs` (the HTTP calls), `schedule.rs` (timing rules).
@@ -21,7 +23,9 @@ mod cache;
 mod config;
 mod error;
 mod fetch;
+mod history;
 mod key;
+mod report;
 pub mod schedule;
 mod source;
 pub mod sts;
@@ -36,6 +40,7 @@ pub use cache::MAX_PATH_TEAMS;
 pub use config::{Credential, StsBudgetLimits, TokenConfig, TokenMode};
 pub use error::{Step, StsFailure, TokenError};
 pub use key::{TeamFrom, TokenKey};
+pub use report::{TokenPhase, TokenReport};
 pub use source::{TokenSource, TokenState};
 pub use sts::{StsClient, StsClientConfig};
 pub use token::Token;

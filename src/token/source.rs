@@ -18,6 +18,7 @@ use super::budget::StsBudget;
 use super::cache::TokenCaches;
 use super::config::{Credential, TokenConfig};
 use super::error::{Step, TokenError};
+use super::history::History;
 use super::key::TokenKey;
 use super::schedule;
 use super::sts::StsClient;
@@ -72,6 +73,8 @@ pub(super) struct Inner {
     pub(super) backoff: Backoff,
     /// The STS calls clients can cause at will, per credential.
     pub(super) budget: StsBudget,
+    /// What the status page shows of each key: last token, last error, fetches under way.
+    pub(super) history: History,
     pub(super) metrics: Arc<Metrics>,
 }
 
@@ -108,6 +111,7 @@ impl TokenSource {
                 caches: TokenCaches::new(),
                 backoff: Backoff::new(),
                 budget,
+                history: History::default(),
                 metrics,
             }),
         }
@@ -134,6 +138,9 @@ impl TokenSource {
         self.inner
             .backoff
             .adopt(&previous.inner.backoff, &unchanged);
+        self.inner
+            .history
+            .adopt(&previous.inner.history, &unchanged);
         kept
     }
 

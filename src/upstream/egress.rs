@@ -13,6 +13,26 @@ pub enum Egress {
     Via(ProxyEndpoint),
 }
 
+impl Egress {
+    /// The way out as `check` and the status page say it: `direct (why)`, or the proxy with
+    /// where it came from and whether it gets credentials (never the credentials).
+    pub fn describe(&self) -> String {
+        match self {
+            Egress::Direct(why) => format!("direct ({why})"),
+            Egress::Via(proxy) => format!(
+                "via {} (from {}), auth: {}, CONNECT tunnel",
+                proxy.shown,
+                proxy.source,
+                if proxy.authorization.is_some() {
+                    "yes"
+                } else {
+                    "no"
+                }
+            ),
+        }
+    }
+}
+
 /// An outbound HTTP proxy. Its credentials are a [`Secret`]: they never print.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProxyEndpoint {

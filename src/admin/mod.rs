@@ -1,11 +1,13 @@
 //! The admin listener: `/healthz` (the process runs), `/readyz` (tokens in hand and not shutting
-//! down, with each route's token state), `/metrics` (Prometheus text). HTTP/1.1, GET and HEAD only,
-//! on its own address so probes and scrapers never share a port with BI traffic, behind its own
-//! DNS-rebinding guard (IP literals and the data plane's names only).
+//! down, with each route's token state), `/metrics` (Prometheus text), `/` (the status page) and
+//! `/status.json` (its facts; filled by `status.rs`). HTTP/1.1, GET and HEAD only, on its own
+//! address so probes and scrapers never share a port with BI traffic, behind its own
+//! DNS-rebinding guard (IP literals and the data plane's names only). Read-only by construction.
 
 use std::convert::Infallible;
-use std::sync::Arc;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
@@ -25,6 +27,12 @@ use crate::respond::{self, AdminError, admin_answer};
 use crate::token::TokenMode;
 use crate::token::TokenState;
 
+mod status;
+
+/// The status page's policy: its one inline style sheet, nothing else (no script, no image, no
+/// form target, no frame).
+const PAGE_CSP: &str = "default-src 'none'; style-src 'unsafe-inline'";
+
 /// Time a probe or scraper gets to send its request head.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -33,6 +41,8 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct Admin {
     live: Arc<Live>,
     shutting_down: AtomicBool,
+    /// The address [`serve`] listens on.
+    address: OnceLock<SocketAddr>,
 }
 
 impl Admin {
@@ -41,7 +51,13 @@ impl Admin {
         Arc::new(Admin {
             live,
             shutting_down: AtomicBool::new(false),
+            address: OnceLock::new(),
         })
+    }
+
+    /// The address the admin listener listens on, once [`serve`] runs.
+    fn address(&self) -> Option<SocketAddr> {
+        self.address.get().copied()
     }
 
     /// From now on `/readyz` answers 503: the process is draining.
@@ -136,6 +152,29 @@ impl Admin {
                 "application/openmetrics-text; version=1.0.0; charset=utf-8",
                 self.live.metrics().encode(),
             ),
+            "/" => {
+                let status = self.status().await;
+                let mut page = admin_answer(
+                    StatusCode::OK,
+                    "text/html; charset=utf-8",
+                    crate::status::html::render(&status),
+                );
+                let headers = page.headers_mut();
+                headers.insert(
+                    header::CONTENT_SECURITY_POLICY,
+                    HeaderValue::from_static(PAGE_CSP),
+                );
+                headers.insert(
+                    header::REFERRER_POLICY,
+                    HeaderValue::from_static("no-referrer"),
+                );
+                page
+            }
+            "/status.json" => {
+                let status = self.status().await;
+                let body = serde_json::to_string(&status).unwrap_or_default();
+                admin_answer(StatusCode::OK, "application/json", body)
+            }
             _ => respond::admin_error(AdminError::NotFound),
         }
     }
@@ -143,6 +182,9 @@ impl Admin {
 
 /// Serves the admin endpoints on `listener` until the task is dropped.
 pub async fn serve(listener: TcpListener, admin: Arc<Admin>) {
+    if let Ok(address) = listener.local_addr() {
+        let _ = admin.address.set(address);
+    }
     loop {
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
@@ -170,12 +212,12 @@ pub async fn serve(listener: TcpListener, admin: Arc<Admin>) {
     }
 }
 
-/// What the `healthcheck` command learned from `/readyz`.
+/// What the `healthcheck` and `status` commands learned from the admin listener.
 #[derive(Debug)]
 pub struct Probe {
-    /// The HTTP status `/readyz` answered.
+    /// The HTTP status it answered.
     pub status: StatusCode,
-    /// Its body (JSON naming each route's token state; never a token).
+    /// Its body (JSON; never a token).
     pub body: String,
 }
 
@@ -188,7 +230,13 @@ impl Probe {
 
 /// GETs `/readyz` on the admin listener at `address` (an unspecified address such as 0.0.0.0 is
 /// asked on loopback), all within `timeout`. Errors say why there is no answer.
-pub async fn probe(address: std::net::SocketAddr, timeout: Duration) -> Result<Probe, String> {
+pub async fn probe(address: SocketAddr, timeout: Duration) -> Result<Probe, String> {
+    get(address, "/readyz", timeout).await
+}
+
+/// GETs `path` on the admin listener at `address` (an unspecified address such as 0.0.0.0 is
+/// asked on loopback), all within `timeout`. Errors say why there is no answer.
+pub async fn get(address: SocketAddr, path: &str, timeout: Duration) -> Result<Probe, String> {
     let mut target = address;
     if target.ip().is_unspecified() {
         target.set_ip(match target {
@@ -204,7 +252,7 @@ pub async fn probe(address: std::net::SocketAddr, timeout: Duration) -> Result<P
             .await
             .map_err(|e| format!("admin listener at {target}: {e}"))?;
         tokio::spawn(connection);
-        let request = Request::get("/readyz")
+        let request = Request::get(path)
             .header(header::HOST, target.to_string())
             .body(http_body_util::Empty::<Bytes>::new())
             .map_err(|e| format!("building the request: {e}"))?;
@@ -213,11 +261,12 @@ pub async fn probe(address: std::net::SocketAddr, timeout: Duration) -> Result<P
             .await
             .map_err(|e| format!("admin listener at {target}: {e}"))?;
         let status = response.status();
-        // The body is small JSON; cap what is read all the same.
-        let limited = http_body_util::Limited::new(response.into_body(), 256 * 1024);
+        // The body is JSON of a few kilobytes (a gateway's status maybe a few hundred); cap what
+        // is read all the same.
+        let limited = http_body_util::Limited::new(response.into_body(), 4 * 1024 * 1024);
         let body = http_body_util::BodyExt::collect(limited)
             .await
-            .map_err(|e| format!("reading /readyz from {target}: {e}"))?
+            .map_err(|e| format!("reading {path} from {target}: {e}"))?
             .to_bytes();
         Ok(Probe {
             status,

@@ -1,0 +1,270 @@
+//! Fills the status model (`status/`) from the running proxy: the readiness of `/readyz`, each
+//! token's report from the token source, each route's and client's figures from the tally, and
+//! the config's listeners, ways out and warnings. Reads only; costs no STS call.
+
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use super::Admin;
+use crate::config::Config;
+use crate::live::{Live, ReloadNote};
+use crate::proxy::Proxy;
+use crate::readiness::RouteReadiness;
+use crate::status::{
+    ClientStatus, ConfigStatus, Incident, ListenerStatus, OutboundStatus, ReloadStatus,
+    RouteStatus, Status, TokenPhase, TokenStatus, WayOut,
+};
+use crate::tally::Tally;
+use crate::token::{TeamFrom, TokenKey, TokenMode};
+
+/// Teams that request paths named shown at most (a gateway may see thousands).
+const PATH_TEAMS_SHOWN: usize = 50;
+
+fn rfc3339(t: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+fn incident(at: SystemTime, message: &str) -> Incident {
+    Incident {
+        at: rfc3339(at),
+        message: message.to_string(),
+    }
+}
+
+impl Admin {
+    /// The status of the running proxy, for the page, `/status.json` and the `status` command.
+    pub(crate) async fn status(&self) -> Status {
+        let readiness = self.readiness().await;
+        let proxy = self.live.proxy();
+        let (started, uptime) = self.live.started();
+        let tokens = tokens(&proxy).await;
+        let routes = routes(&proxy, readiness.routes, self.live.tally());
+        let admin = self.address();
+        let last_reload = self.live.last_reload();
+        let (config, listeners, outbound, mut warnings, names) = self.live.inspect(|c| {
+            let names: Option<Vec<String>> = (!c.clients.is_empty()
+                || !c.listen.api_keys.is_empty())
+            .then(|| c.clients.iter().map(|s| s.name.clone()).collect());
+            (
+                config_status(c, last_reload),
+                listeners(c, &self.live, admin),
+                OutboundStatus {
+                    api: WayOut {
+                        url: c.upstream.url.to_string(),
+                        via: c.outbound.api.describe(),
+                    },
+                    sts: WayOut {
+                        url: c.sts.token_url.to_string(),
+                        via: c.outbound.sts.describe(),
+                    },
+                    trust: c.outbound.trust.describe(),
+                },
+                c.warnings.clone(),
+                names,
+            )
+        });
+        if let (Some(files), Some(log)) = (self.live.watched_files(), self.live.log_file()) {
+            warnings.extend(crate::watch::watched_log_warning(&files, &log));
+        }
+        Status {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            status: readiness.status,
+            now: rfc3339(SystemTime::now()),
+            started_at: rfc3339(started),
+            uptime_s: uptime.as_secs(),
+            config,
+            listeners,
+            outbound,
+            tokens,
+            routes,
+            clients: names.map(|names| clients(self.live.tally(), &names)),
+            warnings,
+        }
+    }
+}
+
+fn config_status(c: &Config, last_reload: Option<ReloadNote>) -> ConfigStatus {
+    ConfigStatus {
+        origin: c.origin.clone(),
+        reload: c.reload_summary(),
+        last_reload: last_reload.map(|r| ReloadStatus {
+            at: rfc3339(r.at),
+            trigger: r.trigger.to_string(),
+            result: if r.error.is_some() { "rejected" } else { "ok" }.to_string(),
+            error: r.error,
+        }),
+    }
+}
+
+fn listeners(c: &Config, live: &Live, admin: Option<std::net::SocketAddr>) -> Vec<ListenerStatus> {
+    let local = live.local();
+    let mut access = vec![if local.ip().is_loopback() {
+        "loopback only".to_string()
+    } else {
+        "remote clients allowed".to_string()
+    }];
+    if !c.clients.is_empty() || !c.listen.api_keys.is_empty() {
+        access.push("clients need a key or certificate".into());
+    }
+    if let Some(tls) = &c.listen.tls
+        && tls.client_ca_file.is_some()
+    {
+        let how = if tls.client_auth_required {
+            "required"
+        } else {
+            "optional"
+        };
+        access.push(format!("client certificates {how}"));
+    }
+    let scheme = if c.listen.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let mut all = vec![ListenerStatus {
+        role: "data".into(),
+        url: format!("{scheme}://{local}"),
+        access: access.join(", "),
+    }];
+    if let Some(admin) = admin.or(c.admin.enabled.then_some(c.admin.address)) {
+        all.push(ListenerStatus {
+            role: "admin".into(),
+            url: format!("http://{admin}"),
+            access: "read-only: this page, /status.json, /healthz, /readyz, /metrics".into(),
+        });
+    }
+    all
+}
+
+/// The keys whose tokens the routes use, each once with the mode it is cached in: a route's own
+/// key; a delegate's base (the credential's interval token); a `{delegate}` route's listed
+/// teams, and the teams requests named on a `["*"]` route (the first [`PATH_TEAMS_SHOWN`]).
+fn token_keys(proxy: &Proxy) -> Vec<(TokenKey, TokenMode)> {
+    let mut keys: Vec<(TokenKey, TokenMode)> = Vec::new();
+    let mut add = |key: TokenKey, mode: TokenMode| match keys.iter_mut().find(|(k, _)| *k == key) {
+        Some((k, m)) => {
+            // A token some route keeps in interval mode is cached: show it as such; one a
+            // `{delegate}` route may fetch for its path comes with its first request.
+            if mode == TokenMode::Interval {
+                *m = mode;
+            }
+            if key.team_from_path() {
+                k.team_from = key.team_from;
+            }
+        }
+        None => keys.push((key, mode)),
+    };
+    let reported = proxy.tokens().reported_keys();
+    for route in proxy.routes().routes() {
+        let base = TokenKey::new(route.credential.clone(), None);
+        if route.delegate.is_some() || route.team.is_some() {
+            add(base, TokenMode::Interval);
+        }
+        match &route.team {
+            None => add(route.token_key(), route.token_mode),
+            Some(team) => {
+                let teams: Vec<Arc<str>> = match &team.listed {
+                    Some(listed) => {
+                        let mut teams: Vec<Arc<str>> = listed.iter().cloned().collect();
+                        teams.sort_unstable();
+                        teams
+                    }
+                    None => reported
+                        .iter()
+                        .filter(|(c, d)| *c == route.credential && d.is_some())
+                        .filter_map(|(_, d)| d.clone())
+                        .take(PATH_TEAMS_SHOWN)
+                        .collect(),
+                };
+                for t in teams {
+                    let mut key = TokenKey::new(route.credential.clone(), Some(t));
+                    key.team_from = TeamFrom::Listed;
+                    add(key, route.token_mode);
+                }
+            }
+        }
+    }
+    keys
+}
+
+async fn tokens(proxy: &Proxy) -> Vec<TokenStatus> {
+    let now = SystemTime::now();
+    let mut all = Vec::new();
+    for (key, mode) in token_keys(proxy) {
+        let mut report = proxy.tokens().report(&key, mode).await;
+        // A `{delegate}` route's team gets its token with its first request.
+        if key.team_from_path() && report.phase == TokenPhase::Missing {
+            report.phase = TokenPhase::OnDemand;
+        }
+        let h = &report.history;
+        all.push(TokenStatus {
+            credential: key.credential.to_string(),
+            delegate: key.delegate.as_deref().map(str::to_string),
+            mode: mode.as_str().to_string(),
+            state: report.phase,
+            expires_at: report.expires_at.map(rfc3339),
+            expires_in_s: report
+                .expires_at
+                .map(|at| at.duration_since(now).unwrap_or_default().as_secs()),
+            refresh_in_s: report.refresh_in.map(|d| d.as_secs()),
+            retry_in_s: report.retry_in.map(|d| d.as_secs_f64().ceil() as u64),
+            issued_at: h.issued_at.map(rfc3339),
+            fingerprint: h.fingerprint.clone(),
+            last_error: h.last_error.as_ref().map(|(at, m)| incident(*at, m)),
+        });
+    }
+    all
+}
+
+/// Each route of `readiness` (in matching order) with its figures.
+fn routes(proxy: &Proxy, readiness: Vec<RouteReadiness>, tally: &Tally) -> Vec<RouteStatus> {
+    let now = Instant::now();
+    readiness
+        .into_iter()
+        .map(|r| {
+            let figures = proxy
+                .routes()
+                .routes()
+                .iter()
+                .find(|route| *route.prefix == *r.prefix)
+                .map(|route| route.tally.clone())
+                .unwrap_or_else(|| tally.route(&Arc::from(r.prefix.as_str())))
+                .figures(now);
+            RouteStatus {
+                prefix: r.prefix,
+                credential: r.credential,
+                delegate: r.delegate,
+                delegates: r.delegates,
+                mode: r.mode,
+                required: r.required,
+                token: r.token,
+                requests: figures.classes.into(),
+                recent_requests: figures.recent,
+                p50_ms: figures.p50_ms,
+                p95_ms: figures.p95_ms,
+                last_upstream_error: figures.last_error.map(|e| incident(e.at, &e.message)),
+            }
+        })
+        .collect()
+}
+
+/// The configured clients (`names`, file order; `api_keys` first when it has figures) and
+/// `unknown` once it has figures.
+fn clients(tally: &Tally, names: &[String]) -> Vec<ClientStatus> {
+    let figures = tally.clients();
+    let of = |name: &str| figures.iter().find(|(n, _, _)| &**n == name);
+    let mut all = Vec::new();
+    let extra = ["api_keys", "unknown"];
+    for name in names.iter().map(String::as_str).chain(extra) {
+        let (requests, denials) = of(name).map_or((0, 0), |(_, r, d)| (*r, *d));
+        if extra.contains(&name) && requests == 0 && denials == 0 {
+            continue;
+        }
+        all.push(ClientStatus {
+            name: name.to_string(),
+            requests,
+            denials,
+        });
+    }
+    all
+}

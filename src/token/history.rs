@@ -1,0 +1,146 @@
+//! What the status page says about each credential's and delegate's tokens beyond the cache:
+//! the last token issued (when, its fingerprint, its expiry), the last STS error, whether the
+//! key is failing now and whether a fetch is under way. Written by the fetch path only (never
+//! per request of a cached token); read by the status page.
+//!
+//! A key that starts failing, and one that recovers, is logged once with an `event_id` (5 and 6),
+//! which the Windows service copies to the Event Log: trouble, and its end, without a line per
+//! failed attempt (the backoff logs those).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use super::key::TokenKey;
+use super::token::Token;
+use crate::sync::lock;
+
+/// Keys remembered at most: those the config names always; teams that request paths name (on
+/// `["*"]` routes) while there is room, so that a client naming teams cannot grow it.
+const MAX_KEYS: usize = 1_000;
+
+/// A credential and delegate (transactions share one entry).
+type Pair = (Arc<str>, Option<Arc<str>>);
+
+/// The token history of every key.
+#[derive(Default)]
+pub(super) struct History {
+    entries: Mutex<HashMap<Pair, KeyHistory>>,
+}
+
+/// What happened to the tokens of one credential and delegate.
+#[derive(Debug, Clone, Default)]
+pub struct KeyHistory {
+    /// When the STS last issued one.
+    pub issued_at: Option<SystemTime>,
+    /// The fingerprint of that token.
+    pub fingerprint: Option<String>,
+    /// Its expiry.
+    pub expires_at: Option<SystemTime>,
+    /// The last STS failure: when, and what (names the credential and delegate, never a secret).
+    pub last_error: Option<(SystemTime, String)>,
+    /// Whether the last attempt failed.
+    pub failing: bool,
+    /// Fetches under way.
+    in_flight: Arc<AtomicU32>,
+}
+
+impl KeyHistory {
+    /// Whether a fetch is under way now.
+    pub fn refreshing(&self) -> bool {
+        self.in_flight.load(Ordering::Relaxed) > 0
+    }
+}
+
+/// A fetch under way: counted until dropped (done, failed or cancelled).
+pub(super) struct Flight(Option<Arc<AtomicU32>>);
+
+impl Drop for Flight {
+    fn drop(&mut self) {
+        if let Some(count) = &self.0 {
+            count.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+fn pair(key: &TokenKey) -> Pair {
+    (key.credential.clone(), key.delegate.clone())
+}
+
+impl History {
+    /// The entry of `key`, made if there is room (always for a key the config names).
+    fn with<R>(&self, key: &TokenKey, f: impl FnOnce(&mut KeyHistory) -> R) -> Option<R> {
+        let mut entries = lock(&self.entries);
+        let pair = pair(key);
+        if !entries.contains_key(&pair) && entries.len() >= MAX_KEYS && key.team_from_path() {
+            return None;
+        }
+        Some(f(entries.entry(pair).or_default()))
+    }
+
+    /// A fetch for `key` starts.
+    pub(super) fn flight(&self, key: &TokenKey) -> Flight {
+        Flight(self.with(key, |h| {
+            h.in_flight.fetch_add(1, Ordering::Relaxed);
+            h.in_flight.clone()
+        }))
+    }
+
+    /// The STS issued `token` for `key`.
+    pub(super) fn issued(&self, key: &TokenKey, token: &Token) {
+        let recovered = self.with(key, |h| {
+            h.issued_at = Some(SystemTime::now());
+            h.fingerprint = Some(token.fingerprint());
+            h.expires_at = Some(token.expires_at());
+            std::mem::replace(&mut h.failing, false)
+        });
+        if recovered == Some(true) && !key.team_from_path() {
+            tracing::info!(
+                event_id = 6u32,
+                credential = %key.credential,
+                delegate = key.delegate.as_deref().unwrap_or("-"),
+                "token recovered: the STS issues tokens again"
+            );
+        }
+    }
+
+    /// A fetch for `key` failed with `error`.
+    pub(super) fn failed(&self, key: &TokenKey, error: &str) {
+        let started = self.with(key, |h| {
+            h.last_error = Some((SystemTime::now(), error.to_string()));
+            !std::mem::replace(&mut h.failing, true)
+        });
+        if started == Some(true) && !key.team_from_path() {
+            tracing::warn!(
+                event_id = 5u32,
+                credential = %key.credential,
+                delegate = key.delegate.as_deref().unwrap_or("-"),
+                "token failing: {error}"
+            );
+        }
+    }
+
+    /// The history of `key`, if any.
+    pub(super) fn get(&self, key: &TokenKey) -> Option<KeyHistory> {
+        lock(&self.entries).get(&pair(key)).cloned()
+    }
+
+    /// Every key with a history, sorted by credential and delegate.
+    pub(super) fn keys(&self) -> Vec<Pair> {
+        let mut keys: Vec<Pair> = lock(&self.entries).keys().cloned().collect();
+        keys.sort_unstable();
+        keys
+    }
+
+    /// Takes over the entries of the credentials `unchanged` accepts from `previous`.
+    pub(super) fn adopt(&self, previous: &History, unchanged: &impl Fn(&str) -> bool) {
+        let old = lock(&previous.entries);
+        let mut entries = lock(&self.entries);
+        for (pair, history) in old.iter() {
+            if unchanged(&pair.0) {
+                entries.insert(pair.clone(), history.clone());
+            }
+        }
+    }
+}
