@@ -87,8 +87,8 @@ impl History {
         }))
     }
 
-    /// The STS issued `token` for `key`.
-    pub(super) fn issued(&self, key: &TokenKey, token: &Token) {
+    /// The STS issued `token` for `key`. Returns whether that ended the key's trouble.
+    pub(super) fn issued(&self, key: &TokenKey, token: &Token) -> bool {
         let recovered = self.with(key, |h| {
             h.issued_at = Some(SystemTime::now());
             h.fingerprint = Some(token.fingerprint());
@@ -103,10 +103,11 @@ impl History {
                 "token recovered: the STS issues tokens again"
             );
         }
+        recovered == Some(true)
     }
 
-    /// A fetch for `key` failed with `error`.
-    pub(super) fn failed(&self, key: &TokenKey, error: &str) {
+    /// A fetch for `key` failed with `error`. Returns whether that started the key's trouble.
+    pub(super) fn failed(&self, key: &TokenKey, error: &str) -> bool {
         let started = self.with(key, |h| {
             h.last_error = Some((SystemTime::now(), error.to_string()));
             !std::mem::replace(&mut h.failing, true)
@@ -119,6 +120,7 @@ impl History {
                 "token failing: {error}"
             );
         }
+        started == Some(true)
     }
 
     /// The history of `key`, if any.
@@ -142,5 +144,44 @@ impl History {
                 entries.insert(pair.clone(), history.clone());
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trouble_starts_once_ends_once_and_path_teams_stay_bounded() {
+        let history = History::default();
+        let key = TokenKey::new(Arc::from("default"), None);
+        assert!(history.failed(&key, "the STS is down"), "the first failure");
+        assert!(!history.failed(&key, "the STS is down"), "not again");
+        let flight = history.flight(&key);
+        assert!(history.get(&key).is_some_and(|h| h.refreshing()));
+        drop(flight);
+        assert!(
+            history
+                .get(&key)
+                .is_some_and(|h| !h.refreshing() && h.failing)
+        );
+        let last = history.get(&key).and_then(|h| h.last_error).map(|e| e.1);
+        assert_eq!(last.as_deref(), Some("the STS is down"));
+        for i in 0..MAX_KEYS + 10 {
+            let mut team = TokenKey::new(Arc::from("default"), Some(Arc::from(format!("T{i}"))));
+            team.team_from = super::super::TeamFrom::Any;
+            history.failed(&team, "rejected");
+        }
+        assert_eq!(
+            history.keys().len(),
+            MAX_KEYS,
+            "teams named by paths are bounded"
+        );
+        let named = TokenKey::new(Arc::from("other"), None);
+        history.failed(&named, "down");
+        assert!(
+            history.get(&named).is_some(),
+            "a configured key always has room"
+        );
     }
 }

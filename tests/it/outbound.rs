@@ -421,3 +421,36 @@ async fn a_reload_applies_a_new_outbound_proxy_to_new_connections() {
     assert_eq!(working.lines().len(), 1, "{:?}", working.lines());
     assert_eq!(refusing.lines().len(), 1, "{:?}", refusing.lines());
 }
+
+#[tokio::test]
+async fn the_status_page_names_the_way_out_but_never_the_proxy_password() {
+    let outbound = ConnectProxy::start(ConnectProxyOptions::default()).await;
+    let sim = simulator().await;
+    let shown = outbound.url();
+    let proxy = by_name(&sim)
+        .set(
+            "outbound.proxy",
+            shown.replace("http://", "http://svc-bi:corp-pw-5e1d@"),
+        )
+        .sim(sim)
+        .spawn()
+        .await;
+    // A request through the tunnel, then the page and its JSON.
+    proxy.get("/v1/teams").await;
+    for path in ["/", "/status.json"] {
+        let text = crate::support::client()
+            .get(proxy.admin_url(path))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(text.contains(&format!("via {shown}")), "{path}: {text}");
+        assert!(text.contains("auth: yes"), "{path}");
+        assert!(
+            !text.contains("corp-pw-5e1d") && !text.contains("svc-bi:"),
+            "{path}"
+        );
+    }
+}

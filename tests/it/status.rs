@@ -91,10 +91,12 @@ async fn the_page_and_json_name_everything_and_never_a_secret_through_failure_an
         .spawn()
         .await;
     proxy.sim.wait_for_sts_calls(1).await;
+    // `/fresh` fetches a new token for each request: a refresh.
     for path in [
         "/v1/teams",
         "/contoso/v1/teams",
         "/teams/TEAM-FABRIKAM/v1/teams",
+        "/fresh/v1/teams",
     ] {
         assert_eq!(get(&proxy, path).await, 200, "{path}");
     }
@@ -122,7 +124,7 @@ async fn the_page_and_json_name_everything_and_never_a_secret_through_failure_an
     assert!(fingerprint.starts_with("sha256:"), "{fingerprint}");
     let contoso = &json["clients"][0];
     assert_eq!(contoso["name"], "contoso-bi");
-    assert!(contoso["requests"].as_u64().unwrap() >= 4, "{contoso}");
+    assert!(contoso["requests"].as_u64().unwrap() >= 5, "{contoso}");
     assert_no_secret(&proxy, &json.to_string(), "/status.json");
     let html = page(&proxy).await;
     for needle in [
