@@ -2,6 +2,7 @@
 //! token's report from the token source, each route's and client's figures from the tally, and
 //! the config's listeners, ways out and warnings. Reads only; costs no STS call.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
@@ -63,6 +64,13 @@ impl Admin {
                 names,
             )
         });
+        let (clients, clients_omitted) = match names {
+            Some(names) => {
+                let (shown, omitted) = clients(self.live.tally(), &names);
+                (Some(shown), omitted)
+            }
+            None => (None, 0),
+        };
         if let (Some(files), Some(log)) = (self.live.watched_files(), self.live.log_file()) {
             warnings.extend(crate::watch::watched_log_warning(&files, &log));
         }
@@ -77,7 +85,8 @@ impl Admin {
             outbound,
             tokens,
             routes,
-            clients: names.map(|names| clients(self.live.tally(), &names)),
+            clients,
+            clients_omitted,
             warnings,
         }
     }
@@ -248,23 +257,38 @@ fn routes(proxy: &Proxy, readiness: Vec<RouteReadiness>, tally: &Tally) -> Vec<R
         .collect()
 }
 
-/// The configured clients (`names`, file order; `api_keys` first when it has figures) and
-/// `unknown` once it has figures.
-fn clients(tally: &Tally, names: &[String]) -> Vec<ClientStatus> {
-    let figures = tally.clients();
-    let of = |name: &str| figures.iter().find(|(n, _, _)| &**n == name);
-    let mut all = Vec::new();
+/// Clients listed at most: a gateway may have thousands; beyond this, the ones refused most,
+/// then the busiest.
+const CLIENTS_SHOWN: usize = 200;
+
+/// The configured clients (`names`, file order), `api_keys` and `unknown` once they have
+/// figures; at most [`CLIENTS_SHOWN`], with how many more there are.
+fn clients(tally: &Tally, names: &[String]) -> (Vec<ClientStatus>, u64) {
+    let figures: HashMap<Arc<str>, (u64, u64)> = tally
+        .clients()
+        .into_iter()
+        .map(|(name, requests, denials)| (name, (requests, denials)))
+        .collect();
     let extra = ["api_keys", "unknown"];
-    for name in names.iter().map(String::as_str).chain(extra) {
-        let (requests, denials) = of(name).map_or((0, 0), |(_, r, d)| (*r, *d));
-        if extra.contains(&name) && requests == 0 && denials == 0 {
-            continue;
-        }
-        all.push(ClientStatus {
-            name: name.to_string(),
-            requests,
-            denials,
-        });
+    let mut all: Vec<ClientStatus> = names
+        .iter()
+        .map(String::as_str)
+        .chain(extra)
+        .filter_map(|name| {
+            let (requests, denials) = figures.get(name).copied().unwrap_or_default();
+            let idle_extra = extra.contains(&name) && requests == 0 && denials == 0;
+            (!idle_extra).then(|| ClientStatus {
+                name: name.to_string(),
+                requests,
+                denials,
+            })
+        })
+        .collect();
+    let mut omitted = 0;
+    if all.len() > CLIENTS_SHOWN {
+        all.sort_by_key(|c| std::cmp::Reverse((c.denials, c.requests)));
+        omitted = (all.len() - CLIENTS_SHOWN) as u64;
+        all.truncate(CLIENTS_SHOWN);
     }
-    all
+    (all, omitted)
 }

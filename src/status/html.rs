@@ -43,7 +43,7 @@ pub(crate) fn render(status: &Status) -> String {
     tokens(&mut out, &status.tokens);
     routes(&mut out, &status.routes);
     if let Some(clients) = &status.clients {
-        self::clients(&mut out, clients);
+        self::clients(&mut out, clients, status.clients_omitted);
     }
     config(&mut out, status);
     network(&mut out, status);
@@ -222,7 +222,7 @@ fn token_word(r: &RouteStatus) -> &'static str {
     }
 }
 
-fn clients(out: &mut String, clients: &[ClientStatus]) {
+fn clients(out: &mut String, clients: &[ClientStatus], omitted: u64) {
     out.push_str("<section>\n<h2 id=\"clients\">Clients</h2>\n");
     let rows: Vec<String> = clients
         .iter()
@@ -242,6 +242,13 @@ fn clients(out: &mut String, clients: &[ClientStatus]) {
         &["Client", "Requests", "Refused (401, 403, 429)"],
         &rows,
     );
+    if omitted > 0 {
+        let _ = writeln!(
+            out,
+            "<p class=\"muted\">{omitted} more clients not listed: those refused most, then the \
+             busiest, are (every client is in /metrics)</p>"
+        );
+    }
     out.push_str("</section>\n");
 }
 

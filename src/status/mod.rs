@@ -37,6 +37,9 @@ pub(crate) struct Status {
     pub routes: Vec<RouteStatus>,
     /// Each client's requests and refusals; `None` when no clients are set.
     pub clients: Option<Vec<ClientStatus>>,
+    /// Clients not listed (beyond the first 200: those refused most, then the busiest, are).
+    #[serde(default)]
+    pub clients_omitted: u64,
     /// Things that are allowed but unwise.
     pub warnings: Vec<String>,
 }

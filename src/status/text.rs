@@ -46,6 +46,9 @@ pub(crate) fn render(s: &Status) -> String {
         for c in clients {
             let _ = writeln!(out, "  {:<24} {:>8} {:>10}", c.name, c.requests, c.denials);
         }
+        if s.clients_omitted > 0 {
+            let _ = writeln!(out, "  ... and {} more (see /metrics)", s.clients_omitted);
+        }
     }
     out
 }
