@@ -7,7 +7,7 @@ use std::time::Duration;
 use crate::support::pki::{Ca, Leaf};
 use crate::support::process::Scratch;
 use crate::support::tokio;
-use crate::support::{Proxy, TestConfig, client, env, route};
+use crate::support::{Proxy, TestConfig, client, env, route, sha256_hex};
 use azure_costs_proxy::simulator::Simulator;
 use http::StatusCode;
 use http_body_util::{BodyExt as _, Empty};
@@ -20,12 +20,6 @@ const CONTOSO_KEY: &str = "contoso-key-5a1f0c9e77d2";
 const FABRIKAM_KEY: &str = "fabrikam-key-0b9e4477aa31";
 const OPS_KEY: &str = "ops-key-7d3c55e012ab9f";
 const TEAMS: &str = "/teams/{delegate}";
-
-/// The SHA-256 of `key` in hex, as `client-key` prints it.
-fn sha256_hex(key: &str) -> String {
-    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, key.as_bytes());
-    digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
-}
 
 /// Routes: one for every team, one fixed to Contoso, one on the partner's own token.
 /// Clients: Contoso (key from the environment; its team on the team route, and its own route),

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use crate::support::process::{ProxyProcess, Scratch, command};
+use crate::support::process::{ProxyProcess, Scratch, admin_command};
 use crate::support::tokio;
 use crate::support::{Proxy, TestConfig, client, simulator};
 use azure_costs_proxy::simulator::StsFault;
@@ -214,32 +214,9 @@ async fn systemd_hears_ready_reloading_watchdog_and_stopping() {
     assert_eq!(proxy.exit_code().await, Some(0));
 }
 
-/// Runs `healthcheck --config FILE` with a config whose `[admin]` table holds `admin`.
+/// Runs `healthcheck` with a config whose `[admin]` table holds `admin`.
 async fn healthcheck(dir: &Scratch, admin: &str) -> (Option<i32>, String) {
-    let config = format!(
-        r#"[admin]
-{admin}
-
-[credentials.default]
-client_id = "x"
-client_secret = {{ credential = "client_secret" }}
-"#
-    );
-    let path = dir.write("health.toml", &config);
-    let out = command()
-        .args(["healthcheck", "--timeout", "5s", "--config"])
-        .arg(path)
-        // As outside the systemd unit: the secret cannot be read, and need not be.
-        .env_remove("CREDENTIALS_DIRECTORY")
-        .output()
-        .await
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.code(), text)
+    admin_command(dir, admin, &["healthcheck", "--timeout", "5s"]).await
 }
 
 #[tokio::test]

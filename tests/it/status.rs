@@ -6,18 +6,13 @@
 use std::time::Duration;
 
 use crate::support::config::client as client_entry;
-use crate::support::process::{Scratch, command};
+use crate::support::process::{Scratch, admin_command};
+use crate::support::sha256_hex;
 use crate::support::tokio;
 use crate::support::{Proxy, TestConfig, client, route};
 use azure_costs_proxy::simulator::StsFault;
 
 const KEY: &str = "status-page-client-key-3f9a1c";
-
-/// The SHA-256 of `key` in hex.
-fn sha256_hex(key: &str) -> String {
-    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, key.as_bytes());
-    digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
-}
 
 /// A gateway: the partner's own routes, one fixed to Contoso, one per team listed, one
 /// `per_request`; one client.
@@ -240,27 +235,15 @@ async fn the_page_has_its_headers_and_the_host_guard() {
     assert_eq!(r.status(), 405);
 }
 
-/// Runs `status --config FILE` (plus `extra`) for the admin listener at `address`.
+/// Runs `status` (plus `extra`) for the admin listener at `address`.
 async fn status_command(dir: &Scratch, address: &str, extra: &[&str]) -> (Option<i32>, String) {
-    let config = format!(
-        "[admin]\naddress = \"{address}\"\n\n[credentials.default]\nclient_id = \"x\"\n\
-         client_secret = {{ credential = \"client_secret\" }}\n"
-    );
-    let path = dir.write("status.toml", &config);
-    let out = command()
-        .args(["status", "--timeout", "5s", "--config"])
-        .arg(path)
-        .args(extra)
-        .env_remove("CREDENTIALS_DIRECTORY")
-        .output()
-        .await
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.code(), text)
+    let admin = format!("address = \"{address}\"");
+    let args: Vec<&str> = ["status", "--timeout", "5s"]
+        .iter()
+        .chain(extra)
+        .copied()
+        .collect();
+    admin_command(dir, &admin, &args).await
 }
 
 #[tokio::test]

@@ -28,6 +28,12 @@ pub(crate) mod tokio;
 pub(crate) use config::{ClientEntry, RouteSpec, TestConfig, env, file, route};
 use process::Scratch;
 
+/// The SHA-256 of `key` in hex, as `client-key` prints it.
+pub(crate) fn sha256_hex(key: &str) -> String {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, key.as_bytes());
+    digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// A proxy running in this process, in front of its simulator; stopped when dropped.
 pub(crate) struct Proxy {
     /// The data-plane listener.

@@ -59,6 +59,35 @@ pub(crate) fn command() -> Command {
     c
 }
 
+/// Runs `args` (a command that asks the admin listener, such as `healthcheck` or `status`) with
+/// `--config` naming a config whose `[admin]` table holds `admin`, as outside the systemd unit
+/// (its secret cannot be read, and need not be). Returns the exit code and stdout then stderr.
+pub(crate) async fn admin_command(
+    dir: &Scratch,
+    admin: &str,
+    args: &[&str],
+) -> (Option<i32>, String) {
+    let config = format!(
+        "[admin]\n{admin}\n\n[credentials.default]\nclient_id = \"x\"\n\
+         client_secret = {{ credential = \"client_secret\" }}\n"
+    );
+    let path = dir.write("admin-command.toml", &config);
+    let out = command()
+        .args(args)
+        .arg("--config")
+        .arg(path)
+        .env_remove("CREDENTIALS_DIRECTORY")
+        .output()
+        .await
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code(), text)
+}
+
 /// Reads a child's stderr line by line into a channel and a transcript.
 pub(crate) fn collect_lines(child: &mut Child) -> mpsc::UnboundedReceiver<String> {
     let (tx, rx) = mpsc::unbounded_channel();
