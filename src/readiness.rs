@@ -106,6 +106,16 @@ pub(crate) enum TokenReadiness {
 }
 
 impl TokenReadiness {
+    /// As the status page and the `status` report write it.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            TokenReadiness::Valid => "valid",
+            TokenReadiness::Missing => "missing",
+            TokenReadiness::OnDemand => "on demand",
+            TokenReadiness::BackingOff => "backing off",
+        }
+    }
+
     /// Whether a request could be served now without waiting for a failing STS.
     pub(crate) fn is_ready(self) -> bool {
         matches!(self, TokenReadiness::Valid | TokenReadiness::OnDemand)

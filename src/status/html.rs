@@ -178,7 +178,7 @@ fn routes(out: &mut String, routes: &[RouteStatus]) {
                 esc(&r.credential),
                 acts_for,
                 esc(&r.mode),
-                token_word(r),
+                r.token.as_str(),
                 q.c2,
                 q.c1 + q.c3,
                 q.c4,
@@ -211,15 +211,6 @@ fn routes(out: &mut String, routes: &[RouteStatus]) {
         &rows,
     );
     out.push_str("</section>\n");
-}
-
-fn token_word(r: &RouteStatus) -> &'static str {
-    match r.token {
-        TokenReadiness::Valid => "valid",
-        TokenReadiness::Missing => "missing",
-        TokenReadiness::OnDemand => "on demand",
-        TokenReadiness::BackingOff => "backing off",
-    }
 }
 
 fn clients(out: &mut String, clients: &[ClientStatus], omitted: u64) {

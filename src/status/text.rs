@@ -81,18 +81,15 @@ fn tokens(out: &mut String, s: &Status) {
 fn routes(out: &mut String, s: &Status) {
     let _ = writeln!(
         out,
-        "\nroutes                     token         2xx      4xx      5xx   p50 ms   p95 ms"
+        "\nroutes                     token           2xx      4xx      5xx   p50 ms   p95 ms"
     );
     for r in &s.routes {
         let ms = |v: Option<f64>| v.map_or_else(|| "-".to_string(), |v| format!("{v:.1}"));
         let _ = writeln!(
             out,
-            "  {:<24} {:<10} {:>6} {:>8} {:>8} {:>8} {:>8}",
+            "  {:<24} {:<12} {:>6} {:>8} {:>8} {:>8} {:>8}",
             r.prefix,
-            serde_json::to_value(r.token)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_string))
-                .unwrap_or_default(),
+            r.token.as_str(),
             r.requests.c2,
             r.requests.c4,
             r.requests.c5,
