@@ -136,15 +136,27 @@ pub enum Command {
     /// benchmarks: prints `API URL`, `STS URL` and `CLIENT_ID ID` lines, then serves until
     /// Ctrl-C. The client secret is read from $AZURE_COSTS_CLIENT_SECRET.
     #[command(hide = true)]
-    Simulator {
-        /// Delay every API answer by this long (e.g. "1s"): a slow upstream.
-        #[arg(long, default_value = "0s", value_parser = humantime::parse_duration, value_name = "DURATION")]
-        api_delay: std::time::Duration,
-        /// Delay every STS answer by this long: a slow token service, so that concurrent cold
-        /// requests can be seen to share one call.
-        #[arg(long, default_value = "0s", value_parser = humantime::parse_duration, value_name = "DURATION")]
-        sts_delay: std::time::Duration,
-    },
+    Simulator(SimulatorArgs),
+}
+
+/// How the simulator alone slows down and limits its answers.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SimulatorArgs {
+    /// Delay every API answer by this long (e.g. "1s"): a slow upstream.
+    #[arg(long, default_value = "0s", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub api_delay: std::time::Duration,
+    /// Delay every STS answer by this long: a slow token service, so that concurrent cold
+    /// requests can be seen to share one call.
+    #[arg(long, default_value = "0s", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub sts_delay: std::time::Duration,
+    /// Answer at most this many API requests per second per token identity (the partner,
+    /// or each team); beyond it, 429. 0: no limit.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub api_rate_limit: u32,
+    /// What a 429 of --api-rate-limit says: seconds, http-date or absent.
+    #[arg(long, default_value = "seconds", value_name = "FORM",
+          value_parser = ["seconds", "http-date", "absent"])]
+    pub api_retry_after: String,
 }
 
 /// What `service` does.

@@ -77,10 +77,7 @@ fn main() -> ExitCode {
     runtime.block_on(async move {
         match command {
             Command::Demo { listen } => finish(demo::run(listen, shutdown_signal()).await),
-            Command::Simulator {
-                api_delay,
-                sts_delay,
-            } => finish(demo::simulate(api_delay, sts_delay, shutdown_signal()).await),
+            Command::Simulator(args) => finish(demo::simulate(args, shutdown_signal()).await),
             Command::Healthcheck { timeout } => healthcheck(cli.config.as_deref(), timeout).await,
             Command::Status { json, timeout } => {
                 ExitCode::from(commands::status::run(cli.config.as_deref(), json, timeout).await)

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use anyhow::Context as _;
 use tokio::net::TcpListener;
 
+use crate::cli::SimulatorArgs;
 use crate::config::{self, Config, ConfigError};
 use crate::simulator::Simulator;
 
@@ -121,10 +122,17 @@ pub async fn run(
 /// proxy as its own process. The client secret comes from `$AZURE_COSTS_CLIENT_SECRET`, so the
 /// proxy can be configured from the environment alone.
 pub async fn simulate(
-    api_delay: std::time::Duration,
-    sts_delay: std::time::Duration,
+    args: SimulatorArgs,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
+    let SimulatorArgs {
+        api_delay,
+        sts_delay,
+        api_rate_limit,
+        api_retry_after,
+    } = args;
+    let retry_after: crate::simulator::RetryAfter =
+        api_retry_after.parse().map_err(anyhow::Error::msg)?;
     let secret = config::process_env("AZURE_COSTS_CLIENT_SECRET")
         .filter(|s| !s.is_empty())
         .context("set AZURE_COSTS_CLIENT_SECRET to the secret the simulated STS should accept")?;
@@ -136,6 +144,12 @@ pub async fn simulate(
         .await
         .context("starting the simulator")?;
     sim.set_api_delay(api_delay);
+    if api_rate_limit > 0 {
+        sim.set_api_rate_limit(Some(crate::simulator::ApiRateLimit {
+            per_second: api_rate_limit,
+            retry_after,
+        }));
+    }
     if !sts_delay.is_zero() {
         sim.set_sts_fault(Some(crate::simulator::StsFault::Slow(sts_delay)));
     }

@@ -47,6 +47,13 @@ pub(super) async fn handle(state: Arc<State>, req: Request<Incoming>) -> Respons
         );
         return r;
     };
+    // Each identity (the partner, or the team a token acts for) has its own share.
+    if let Some(retry_after) = state
+        .limiter
+        .admit(token.delegate.as_deref().unwrap_or("partner"))
+    {
+        return rate_limited(retry_after);
+    }
     let team = token
         .delegate
         .as_deref()
@@ -75,6 +82,18 @@ pub(super) async fn handle(state: Arc<State>, req: Request<Incoming>) -> Respons
             &json!({"error": "not_found", "message": "no such API endpoint"}),
         ),
     }
+}
+
+/// 429 `rate_limited`, with `retry_after` as `Retry-After` if there is one.
+fn rate_limited(retry_after: Option<String>) -> Response<SimBody> {
+    let mut r = json(
+        429,
+        &json!({"error": "rate_limited", "message": "too many requests for this identity; slow down"}),
+    );
+    if let Some(value) = retry_after.and_then(|v| HeaderValue::from_str(&v).ok()) {
+        r.headers_mut().insert(header::RETRY_AFTER, value);
+    }
+    r
 }
 
 /// `/v1/echo` without a body: the method and query back, with the headers the query asks for

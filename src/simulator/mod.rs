@@ -16,6 +16,7 @@
 
 mod api;
 pub mod data;
+mod limit;
 mod state;
 mod sts;
 
@@ -36,6 +37,7 @@ use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+pub use limit::{ApiRateLimit, RetryAfter};
 pub use state::{IssuedToken, RecordedRequest, StsFault, TOKEN_PATH};
 use state::{SimBody, State};
 
@@ -111,6 +113,7 @@ impl SimulatorBuilder {
             refuse_tokens: AtomicBool::new(false),
             refusal_status: std::sync::atomic::AtomicU16::new(401),
             any_team: AtomicBool::new(false),
+            limiter: limit::Limiter::default(),
             exports_open,
             sts_open: watch::channel(true).0,
             sts_seen: watch::channel(0).0,
@@ -279,6 +282,17 @@ impl Simulator {
     /// Makes the API answer a bad token with `status` (401 by default; 403 as some APIs do).
     pub fn set_refusal_status(&self, status: u16) {
         self.state.refusal_status.store(status, Ordering::SeqCst);
+    }
+
+    /// Limits the API to `limit` (`None`: no limit): beyond it, 429 `rate_limited` with the
+    /// `Retry-After` form it names. Counts start over.
+    pub fn set_api_rate_limit(&self, limit: Option<ApiRateLimit>) {
+        self.state.limiter.set(limit);
+    }
+
+    /// Requests the API answered 429 because of its rate limit.
+    pub fn rate_limited_requests(&self) -> usize {
+        self.state.limiter.limited.load(Ordering::SeqCst)
     }
 
     /// Makes the STS update tokens for any team id (`false`: only the sample teams; others are

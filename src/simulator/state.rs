@@ -97,6 +97,8 @@ pub(super) struct State {
     pub(super) refusal_status: std::sync::atomic::AtomicU16,
     /// The STS updates tokens for any team id, not only the sample teams.
     pub(super) any_team: AtomicBool,
+    /// The API's rate limit per token identity, if set.
+    pub(super) limiter: super::limit::Limiter,
     pub(super) exports_open: watch::Sender<bool>,
     pub(super) sts_open: watch::Sender<bool>,
     pub(super) sts_seen: watch::Sender<usize>,

@@ -34,6 +34,7 @@ mod request_bodies;
 mod service;
 #[cfg(unix)]
 mod signals;
+mod simulator;
 mod status;
 mod streaming;
 mod teams;
