@@ -152,11 +152,14 @@ pub async fn run_with(
         local,
         Arc::new(metrics::Metrics::new()),
     )?);
-    let admin = admin::Admin::new(live.clone());
+    let admin = admin::Admin::new(live.clone(), options.reloader.is_some());
     let admin_task = match options.admin {
         Some(l) => {
             let at = l.local_addr().context("admin listener address")?;
-            tracing::info!(address = %at, "admin endpoints on http://{at}/healthz, /readyz, /metrics");
+            tracing::info!(
+                address = %at,
+                "admin endpoints on http://{at}/ (status page), /status.json, /healthz, /readyz, /metrics"
+            );
             Some(tokio::spawn(admin::serve(l, admin.clone())))
         }
         None => None,

@@ -3,20 +3,21 @@
 //! requests by status class, its latency over the last five minutes (p50/p95) and the last error
 //! of its upstream; each client's requests and refusals. Kept by name for the life of the
 //! process, so a reload keeps the figures of the routes and clients it keeps. Recording is a
-//! few atomic additions and one short lock per request.
+//! few atomic additions per request, no lock.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
-/// Minutes in the latency window.
-const WINDOW_MINUTES: usize = 5;
+/// One-minute slots of the latency window: the current minute and the five before it, so that
+/// the window always covers the last five minutes.
+const SLOTS: usize = 6;
 /// Exact buckets below this many microseconds, then [`SUB_BUCKETS`] per power of two.
 const LINEAR: u64 = 16;
 /// Buckets per power of two above [`LINEAR`]: a value is known within 1/8 (12.5 %).
 const SUB_BUCKETS: u64 = 8;
-/// Powers of two above [`LINEAR`] µs that have buckets: up to 2^31 µs (36 minutes); longer
+/// Powers of two above [`LINEAR`] µs that have buckets: up to 2^32 µs (71 minutes); longer
 /// requests count in the last bucket.
 const OCTAVES: u64 = 28;
 const BUCKETS: usize = (LINEAR + OCTAVES * SUB_BUCKETS) as usize;
@@ -104,7 +105,7 @@ pub struct Incident {
 pub struct RouteTally {
     /// Requests answered 1xx, 2xx, 3xx, 4xx, 5xx.
     classes: [AtomicU64; 5],
-    window: Mutex<Window>,
+    window: Window,
     last_error: Mutex<Option<Incident>>,
 }
 
@@ -127,7 +128,7 @@ impl RouteTally {
     fn new(epoch: Instant) -> Self {
         RouteTally {
             classes: Default::default(),
-            window: Mutex::new(Window::new(epoch)),
+            window: Window::new(epoch),
             last_error: Mutex::new(None),
         }
     }
@@ -136,7 +137,7 @@ impl RouteTally {
     pub fn request(&self, status: u16, elapsed: Duration, now: Instant) {
         let class = usize::from(status / 100).clamp(1, 5) - 1;
         self.classes[class].fetch_add(1, Ordering::Relaxed);
-        lock(&self.window).record(elapsed, now);
+        self.window.record(elapsed, now);
     }
 
     /// The upstream failed (no answer, or a 5xx): `message` says how.
@@ -149,7 +150,7 @@ impl RouteTally {
 
     /// The figures as of `now`.
     pub fn figures(&self, now: Instant) -> RouteFigures {
-        let counts = lock(&self.window).recent(now);
+        let counts = self.window.recent(now);
         let recent = counts.iter().map(|&c| u64::from(c)).sum();
         RouteFigures {
             classes: std::array::from_fn(|i| self.classes[i].load(Ordering::Relaxed)),
@@ -161,19 +162,31 @@ impl RouteTally {
     }
 }
 
-/// Latency counts of the last [`WINDOW_MINUTES`] minutes, one slot per minute.
+/// Latency counts of the last minutes, one slot per minute. Lock-free: a request adds one to
+/// its bucket; the first request of a new minute takes the slot (compare and swap) and empties
+/// it, so a request racing that moment may go uncounted: these are figures for people.
 #[derive(Debug)]
 struct Window {
     epoch: Instant,
-    /// For each slot, the minute (since `epoch`) it counts, and its buckets.
-    slots: [(u64, Box<[u32; BUCKETS]>); WINDOW_MINUTES],
+    slots: [Slot; SLOTS],
+}
+
+/// One minute's latency counts.
+#[derive(Debug)]
+struct Slot {
+    /// The minute (since the window's epoch) it counts; `u64::MAX` before its first.
+    minute: AtomicU64,
+    counts: Box<[AtomicU32; BUCKETS]>,
 }
 
 impl Window {
     fn new(epoch: Instant) -> Self {
         Window {
             epoch,
-            slots: std::array::from_fn(|_| (u64::MAX, Box::new([0; BUCKETS]))),
+            slots: std::array::from_fn(|_| Slot {
+                minute: AtomicU64::new(u64::MAX),
+                counts: Box::new(std::array::from_fn(|_| AtomicU32::new(0))),
+            }),
         }
     }
 
@@ -181,25 +194,32 @@ impl Window {
         now.saturating_duration_since(self.epoch).as_secs() / 60
     }
 
-    fn record(&mut self, elapsed: Duration, now: Instant) {
+    fn record(&self, elapsed: Duration, now: Instant) {
         let minute = self.minute(now);
-        let (at, counts) = &mut self.slots[(minute % WINDOW_MINUTES as u64) as usize];
-        if *at != minute {
-            *at = minute;
-            counts.fill(0);
+        let slot = &self.slots[(minute % SLOTS as u64) as usize];
+        let at = slot.minute.load(Ordering::Acquire);
+        if at != minute
+            && slot
+                .minute
+                .compare_exchange(at, minute, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+        {
+            for count in slot.counts.iter() {
+                count.store(0, Ordering::Relaxed);
+            }
         }
-        let bucket = &mut counts[bucket_of(elapsed)];
-        *bucket = bucket.saturating_add(1);
+        slot.counts[bucket_of(elapsed)].fetch_add(1, Ordering::Relaxed);
     }
 
-    /// The counts of the slots within the last five minutes, added up.
+    /// The counts of the slots within the window, added up.
     fn recent(&self, now: Instant) -> [u32; BUCKETS] {
         let minute = self.minute(now);
         let mut sum = [0u32; BUCKETS];
-        for (at, counts) in &self.slots {
-            if *at <= minute && minute - at < WINDOW_MINUTES as u64 {
-                for (s, c) in sum.iter_mut().zip(counts.iter()) {
-                    *s = s.saturating_add(*c);
+        for slot in &self.slots {
+            let at = slot.minute.load(Ordering::Acquire);
+            if at <= minute && minute - at < SLOTS as u64 {
+                for (s, c) in sum.iter_mut().zip(slot.counts.iter()) {
+                    *s = s.saturating_add(c.load(Ordering::Relaxed));
                 }
             }
         }
@@ -303,8 +323,10 @@ mod tests {
             (9.0..11.0).contains(&p95),
             "p95 {p95}: the 95th of 100 is still 10 ms"
         );
+        let still = route.figures(start + Duration::from_secs(5 * 60));
+        assert_eq!(still.recent, 100, "five minutes on, still in the window");
         let later = route.figures(start + Duration::from_secs(6 * 60));
-        assert_eq!(later.recent, 0, "older than five minutes");
+        assert_eq!(later.recent, 0, "older than the window");
         assert_eq!(later.p50_ms, None);
         assert_eq!(later.classes, [0, 95, 0, 0, 5], "the totals stay");
     }

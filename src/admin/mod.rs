@@ -43,15 +43,19 @@ pub struct Admin {
     shutting_down: AtomicBool,
     /// The address [`serve`] listens on.
     address: OnceLock<SocketAddr>,
+    /// Whether this process reloads its config (not `demo`, nor a caller without a reloader).
+    reloads: bool,
 }
 
 impl Admin {
-    /// Admin state for the running proxy (whatever config it has after reloads).
-    pub fn new(live: Arc<Live>) -> Arc<Self> {
+    /// Admin state for the running proxy (whatever config it has after reloads); `reloads`:
+    /// whether anything reloads its config.
+    pub fn new(live: Arc<Live>, reloads: bool) -> Arc<Self> {
         Arc::new(Admin {
             live,
             shutting_down: AtomicBool::new(false),
             address: OnceLock::new(),
+            reloads,
         })
     }
 

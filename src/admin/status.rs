@@ -2,20 +2,20 @@
 //! token's report from the token source, each route's and client's figures from the tally, and
 //! the config's listeners, ways out and warnings. Reads only; costs no STS call.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use super::Admin;
 use crate::config::Config;
-use crate::live::{Live, ReloadNote};
+use crate::live::ReloadNote;
 use crate::proxy::Proxy;
 use crate::readiness::RouteReadiness;
 use crate::status::{
     ClientStatus, ConfigStatus, Incident, ListenerStatus, OutboundStatus, ReloadStatus,
     RouteStatus, Status, TokenPhase, TokenStatus, WayOut,
 };
-use crate::tally::Tally;
+use crate::tally::{RouteTally, Tally};
 use crate::token::{TeamFrom, TokenKey, TokenMode};
 
 /// Teams that request paths named shown at most (a gateway may see thousands).
@@ -38,24 +38,25 @@ impl Admin {
         let readiness = self.readiness().await;
         let proxy = self.live.proxy();
         let (started, uptime) = self.live.started();
-        let tokens = tokens(&proxy).await;
+        let (tokens, tokens_omitted) = tokens(&proxy).await;
         let routes = routes(&proxy, readiness.routes, self.live.tally());
-        let admin = self.address();
+        let (admin, local) = (self.address(), self.live.local());
         let last_reload = self.live.last_reload();
+        let reloads = self.reloads;
         let (config, listeners, outbound, mut warnings, names) = self.live.inspect(|c| {
             let names: Option<Vec<String>> = (!c.clients.is_empty()
                 || !c.listen.api_keys.is_empty())
             .then(|| c.clients.iter().map(|s| s.name.clone()).collect());
             (
-                config_status(c, last_reload),
-                listeners(c, &self.live, admin),
+                config_status(c, reloads, last_reload),
+                listeners(c, local, admin),
                 OutboundStatus {
                     api: WayOut {
                         url: c.upstream.url.to_string(),
                         via: c.outbound.api.describe(),
                     },
                     sts: WayOut {
-                        url: c.sts.token_url.to_string(),
+                        url: without_query(&c.sts.token_url.to_string()),
                         via: c.outbound.sts.describe(),
                     },
                     trust: c.outbound.trust.describe(),
@@ -84,6 +85,7 @@ impl Admin {
             listeners,
             outbound,
             tokens,
+            tokens_omitted,
             routes,
             clients,
             clients_omitted,
@@ -92,10 +94,19 @@ impl Admin {
     }
 }
 
-fn config_status(c: &Config, last_reload: Option<ReloadNote>) -> ConfigStatus {
+/// `url` up to its query string (which may carry a key, and says nothing about the way out).
+fn without_query(url: &str) -> String {
+    url.split('?').next().unwrap_or(url).to_string()
+}
+
+fn config_status(c: &Config, reloads: bool, last_reload: Option<ReloadNote>) -> ConfigStatus {
     ConfigStatus {
         origin: c.origin.clone(),
-        reload: c.reload_summary(),
+        reload: if reloads {
+            c.reload_summary()
+        } else {
+            "never in this process (demo): a changed config takes a restart".into()
+        },
         last_reload: last_reload.map(|r| ReloadStatus {
             at: rfc3339(r.at),
             trigger: r.trigger.to_string(),
@@ -105,8 +116,11 @@ fn config_status(c: &Config, last_reload: Option<ReloadNote>) -> ConfigStatus {
     }
 }
 
-fn listeners(c: &Config, live: &Live, admin: Option<std::net::SocketAddr>) -> Vec<ListenerStatus> {
-    let local = live.local();
+fn listeners(
+    c: &Config,
+    local: std::net::SocketAddr,
+    admin: Option<std::net::SocketAddr>,
+) -> Vec<ListenerStatus> {
     let mut access = vec![if local.ip().is_loopback() {
         "loopback only".to_string()
     } else {
@@ -145,58 +159,59 @@ fn listeners(c: &Config, live: &Live, admin: Option<std::net::SocketAddr>) -> Ve
     all
 }
 
-/// The keys whose tokens the routes use, each once with the mode it is cached in: a route's own
-/// key; a delegate's base (the credential's interval token); a `{delegate}` route's listed
-/// teams, and the teams requests named on a `["*"]` route (the first [`PATH_TEAMS_SHOWN`]).
+/// The rows of the tokens table: each key a route uses, once per mode it is used in: a route's
+/// own key; a delegate's base (the credential's interval token); a `{delegate}` route's listed
+/// teams, and on a `["*"]` route the [`PATH_TEAMS_SHOWN`] teams most recently issued a token.
 fn token_keys(proxy: &Proxy) -> Vec<(TokenKey, TokenMode)> {
     let mut keys: Vec<(TokenKey, TokenMode)> = Vec::new();
-    let mut add = |key: TokenKey, mode: TokenMode| match keys.iter_mut().find(|(k, _)| *k == key) {
-        Some((k, m)) => {
-            // A token some route keeps in interval mode is cached: show it as such; one a
-            // `{delegate}` route may fetch for its path comes with its first request.
-            if mode == TokenMode::Interval {
-                *m = mode;
-            }
-            if key.team_from_path() {
-                k.team_from = key.team_from;
-            }
+    let mut seen = HashSet::new();
+    let mut add = |key: TokenKey, mode: TokenMode| {
+        let row = (
+            key.credential.clone(),
+            key.delegate.clone(),
+            key.any_team(),
+            mode.as_str(),
+        );
+        if seen.insert(row) {
+            keys.push((key, mode));
         }
-        None => keys.push((key, mode)),
     };
-    let reported = proxy.tokens().reported_keys();
     for route in proxy.routes().routes() {
-        let base = TokenKey::new(route.credential.clone(), None);
         if route.delegate.is_some() || route.team.is_some() {
-            add(base, TokenMode::Interval);
+            add(
+                TokenKey::new(route.credential.clone(), None),
+                TokenMode::Interval,
+            );
         }
-        match &route.team {
-            None => add(route.token_key(), route.token_mode),
-            Some(team) => {
-                let teams: Vec<Arc<str>> = match &team.listed {
-                    Some(listed) => {
-                        let mut teams: Vec<Arc<str>> = listed.iter().cloned().collect();
-                        teams.sort_unstable();
-                        teams
-                    }
-                    None => reported
-                        .iter()
-                        .filter(|(c, d)| *c == route.credential && d.is_some())
-                        .filter_map(|(_, d)| d.clone())
-                        .take(PATH_TEAMS_SHOWN)
-                        .collect(),
-                };
-                for t in teams {
-                    let mut key = TokenKey::new(route.credential.clone(), Some(t));
-                    key.team_from = TeamFrom::Listed;
-                    add(key, route.token_mode);
-                }
+        let Some(team) = &route.team else {
+            add(route.token_key(), route.token_mode);
+            continue;
+        };
+        let (teams, from) = match &team.listed {
+            Some(listed) => {
+                let mut teams: Vec<Arc<str>> = listed.iter().cloned().collect();
+                teams.sort_unstable();
+                (teams, TeamFrom::Listed)
             }
+            None => {
+                let mut teams = proxy.tokens().reported_teams(&route.credential);
+                teams.truncate(PATH_TEAMS_SHOWN);
+                (teams, TeamFrom::Any)
+            }
+        };
+        for t in teams {
+            let mut key = TokenKey::new(route.credential.clone(), Some(t));
+            key.team_from = from;
+            add(key, route.token_mode);
         }
     }
     keys
 }
 
-async fn tokens(proxy: &Proxy) -> Vec<TokenStatus> {
+/// Token rows listed at most (a gateway may list thousands of teams): those in trouble first.
+const TOKEN_ROWS_SHOWN: usize = 300;
+
+async fn tokens(proxy: &Proxy) -> (Vec<TokenStatus>, u64) {
     let now = SystemTime::now();
     let mut all = Vec::new();
     for (key, mode) in token_keys(proxy) {
@@ -222,23 +237,32 @@ async fn tokens(proxy: &Proxy) -> Vec<TokenStatus> {
             last_error: h.last_error.as_ref().map(|(at, m)| incident(*at, m)),
         });
     }
-    all
+    let mut omitted = 0;
+    if all.len() > TOKEN_ROWS_SHOWN {
+        all.sort_by_key(|t| !t.state.is_trouble());
+        omitted = (all.len() - TOKEN_ROWS_SHOWN) as u64;
+        all.truncate(TOKEN_ROWS_SHOWN);
+    }
+    (all, omitted)
 }
 
 /// Each route of `readiness` (in matching order) with its figures.
 fn routes(proxy: &Proxy, readiness: Vec<RouteReadiness>, tally: &Tally) -> Vec<RouteStatus> {
     let now = Instant::now();
+    let by_prefix: HashMap<&str, &Arc<RouteTally>> = proxy
+        .routes()
+        .routes()
+        .iter()
+        .map(|route| (&*route.prefix, &route.tally))
+        .collect();
     readiness
         .into_iter()
         .map(|r| {
-            let figures = proxy
-                .routes()
-                .routes()
-                .iter()
-                .find(|route| *route.prefix == *r.prefix)
-                .map(|route| route.tally.clone())
-                .unwrap_or_else(|| tally.route(&Arc::from(r.prefix.as_str())))
-                .figures(now);
+            let figures = match by_prefix.get(r.prefix.as_str()) {
+                Some(route) => route.figures(now),
+                // The proxy was replaced by a reload since readiness was taken.
+                None => tally.route(&Arc::from(r.prefix.as_str())).figures(now),
+            };
             RouteStatus {
                 prefix: r.prefix,
                 credential: r.credential,

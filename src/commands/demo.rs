@@ -105,7 +105,7 @@ pub async fn run(
          curl -s '{base}/customers/fabrikam/v1/teams'   # CSP: Fabrikam, a fresh token per transaction\n  \
          curl -s '{base}/teams/TEAM-WOODGROVE/v1/costs/by-service?month=2026-10'   # CSP: any listed team by its id\n  \
          curl -s '{base}/v1/costs/export?rows=100000' | head\n\n\
-         Status page: {admin_url}/ (open it in a browser; azure-costs-proxy status prints it)\n\
+         Status page: {admin_url}/ (open it in a browser)\n\
          Admin: {admin_url}/readyz and {admin_url}/metrics\n\n\
          Press Ctrl-C to stop.\n",
         sts = sim.sts_url(),

@@ -56,17 +56,26 @@ pub async fn run(path: Option<&Path>, json: bool, timeout: Duration) -> u8 {
             return UNREACHABLE;
         }
     };
-    let status: Status = match serde_json::from_str(&answer.body) {
-        Ok(status) => status,
+    // The verdict is read on its own, so that a proxy of another version (a field or a state
+    // this one does not know) still gets its exit code, and --json its JSON as it came.
+    let value: serde_json::Value = match serde_json::from_str(&answer.body) {
+        Ok(value) => value,
         Err(e) => {
-            eprintln!("no status: /status.json at {address} is not what this version reads: {e}");
+            eprintln!("no status: /status.json at {address} is not JSON: {e}");
             return UNREACHABLE;
         }
     };
+    let verdict = value["status"].as_str().unwrap_or("unknown").to_string();
     if json {
         println!("{}", answer.body);
     } else {
-        print!("{}", crate::status::text::render(&status));
+        match serde_json::from_value::<Status>(value) {
+            Ok(status) => print!("{}", crate::status::text::render(&status)),
+            Err(_) => println!(
+                "azure-costs-proxy at {address}: {verdict} (its status has fields this version \
+                 of the command does not read; --json prints them all)"
+            ),
+        }
     }
-    if status.is_ready() { READY } else { NOT_READY }
+    if verdict == "ready" { READY } else { NOT_READY }
 }

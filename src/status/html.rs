@@ -40,7 +40,7 @@ pub(crate) fn render(status: &Status) -> String {
     header(&mut out, status);
     out.push_str("<main>\n");
     warnings(&mut out, &status.warnings);
-    tokens(&mut out, &status.tokens);
+    tokens(&mut out, &status.tokens, status.tokens_omitted);
     routes(&mut out, &status.routes);
     if let Some(clients) = &status.clients {
         self::clients(&mut out, clients, status.clients_omitted);
@@ -105,7 +105,7 @@ fn table(out: &mut String, caption: &str, heads: &[&str], rows: &[String]) {
     out.push_str("</tbody>\n</table>\n");
 }
 
-fn tokens(out: &mut String, tokens: &[TokenStatus]) {
+fn tokens(out: &mut String, tokens: &[TokenStatus], omitted: u64) {
     out.push_str("<section>\n<h2 id=\"tokens\">Tokens</h2>\n");
     let rows: Vec<String> = tokens
         .iter()
@@ -148,6 +148,12 @@ fn tokens(out: &mut String, tokens: &[TokenStatus]) {
         ],
         &rows,
     );
+    if omitted > 0 {
+        let _ = writeln!(
+            out,
+            "<p class=\"muted\">{omitted} more tokens not listed (those in trouble are)</p>"
+        );
+    }
     out.push_str("</section>\n");
 }
 

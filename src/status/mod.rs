@@ -33,6 +33,9 @@ pub(crate) struct Status {
     pub outbound: OutboundStatus,
     /// Each credential's and delegate's token.
     pub tokens: Vec<TokenStatus>,
+    /// Token rows not listed (beyond the first 300: those in trouble are).
+    #[serde(default)]
+    pub tokens_omitted: u64,
     /// Each route, in the order requests are matched (most segments first).
     pub routes: Vec<RouteStatus>,
     /// Each client's requests and refusals; `None` when no clients are set.
@@ -199,13 +202,6 @@ pub(crate) struct ClientStatus {
     pub requests: u64,
     /// Requests refused (401, 403, or beyond its limits).
     pub denials: u64,
-}
-
-impl Status {
-    /// Whether the `status` command exits 0.
-    pub(crate) fn is_ready(&self) -> bool {
-        self.status == ReadyState::Ready
-    }
 }
 
 /// Whole seconds, `1h 2m 3s` style, for people.

@@ -76,6 +76,13 @@ fn tokens(out: &mut String, s: &Status) {
         }
         last_error(out, "last STS error", t.last_error.as_ref());
     }
+    if s.tokens_omitted > 0 {
+        let _ = writeln!(
+            out,
+            "  ... and {} more (those in trouble are listed)",
+            s.tokens_omitted
+        );
+    }
 }
 
 fn routes(out: &mut String, s: &Status) {

@@ -16,12 +16,14 @@ use super::key::TokenKey;
 use super::token::Token;
 use crate::sync::lock;
 
-/// Keys remembered at most: those the config names always; teams that request paths name (on
-/// `["*"]` routes) while there is room, so that a client naming teams cannot grow it.
+/// Keys remembered at most: those the config names (listed teams included) always; teams that
+/// request paths name on `["*"]` routes while there is room, so that a client naming teams
+/// cannot grow it.
 const MAX_KEYS: usize = 1_000;
 
-/// A credential and delegate (transactions share one entry).
-type Pair = (Arc<str>, Option<Arc<str>>);
+/// A credential and delegate, and whether the tokens are a transaction's (every transaction
+/// shares one entry, apart from the token every request shares).
+type Pair = (Arc<str>, Option<Arc<str>>, bool);
 
 /// The token history of every key.
 #[derive(Default)]
@@ -65,7 +67,11 @@ impl Drop for Flight {
 }
 
 fn pair(key: &TokenKey) -> Pair {
-    (key.credential.clone(), key.delegate.clone())
+    (
+        key.credential.clone(),
+        key.delegate.clone(),
+        key.transaction.is_some(),
+    )
 }
 
 impl History {
@@ -73,7 +79,7 @@ impl History {
     fn with<R>(&self, key: &TokenKey, f: impl FnOnce(&mut KeyHistory) -> R) -> Option<R> {
         let mut entries = lock(&self.entries);
         let pair = pair(key);
-        if !entries.contains_key(&pair) && entries.len() >= MAX_KEYS && key.team_from_path() {
+        if !entries.contains_key(&pair) && entries.len() >= MAX_KEYS && key.any_team() {
             return None;
         }
         Some(f(entries.entry(pair).or_default()))
@@ -95,7 +101,7 @@ impl History {
             h.expires_at = Some(token.expires_at());
             std::mem::replace(&mut h.failing, false)
         });
-        if recovered == Some(true) && !key.team_from_path() {
+        if recovered == Some(true) && !key.any_team() {
             tracing::info!(
                 event_id = 6u32,
                 credential = %key.credential,
@@ -112,7 +118,7 @@ impl History {
             h.last_error = Some((SystemTime::now(), error.to_string()));
             !std::mem::replace(&mut h.failing, true)
         });
-        if started == Some(true) && !key.team_from_path() {
+        if started == Some(true) && !key.any_team() {
             tracing::warn!(
                 event_id = 5u32,
                 credential = %key.credential,
@@ -123,16 +129,22 @@ impl History {
         started == Some(true)
     }
 
-    /// The history of `key`, if any.
+    /// The history of `key` (of its transactions, for a transaction's key), if any.
     pub(super) fn get(&self, key: &TokenKey) -> Option<KeyHistory> {
         lock(&self.entries).get(&pair(key)).cloned()
     }
 
-    /// Every key with a history, sorted by credential and delegate.
-    pub(super) fn keys(&self) -> Vec<Pair> {
-        let mut keys: Vec<Pair> = lock(&self.entries).keys().cloned().collect();
-        keys.sort_unstable();
-        keys
+    /// The teams of `credential` with a history of a token every request shares, the most
+    /// recently issued first (never issued last).
+    pub(super) fn teams(&self, credential: &str) -> Vec<Arc<str>> {
+        let entries = lock(&self.entries);
+        let mut teams: Vec<(Option<SystemTime>, Arc<str>)> = entries
+            .iter()
+            .filter(|((c, _, transaction), _)| &**c == credential && !transaction)
+            .filter_map(|((_, d, _), h)| d.clone().map(|d| (h.issued_at, d)))
+            .collect();
+        teams.sort_unstable_by(|a, b| b.cmp(a));
+        teams.into_iter().map(|(_, team)| team).collect()
     }
 
     /// Takes over the entries of the credentials `unchanged` accepts from `previous`.
@@ -173,7 +185,7 @@ mod tests {
             history.failed(&team, "rejected");
         }
         assert_eq!(
-            history.keys().len(),
+            lock(&history.entries).len(),
             MAX_KEYS,
             "teams named by paths are bounded"
         );

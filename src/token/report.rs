@@ -65,33 +65,40 @@ pub struct TokenReport {
 }
 
 impl TokenSource {
-    /// The report of `key`'s token under `mode`, for the status page; changes nothing.
+    /// The report of `key`'s token under `mode`, for the status page; changes nothing. An
+    /// interval token in hand speaks for itself (its fingerprint, issue time and expiry); the
+    /// history adds the last error, and a fetch under way. Tokens fetched for requests
+    /// (`per_request`, `per_transaction`) are on demand unless their STS calls fail.
     pub async fn report(&self, key: &TokenKey, mode: TokenMode) -> TokenReport {
         let held = match mode {
             TokenMode::Interval => self.inner.caches.of(key).get(key).await,
             TokenMode::PerRequest | TokenMode::PerTransaction => None,
         }
         .filter(|t| t.is_usable());
-        let history = self.inner.history.get(key).unwrap_or_default();
+        let of_history = match mode {
+            TokenMode::PerTransaction => key.for_transaction(0),
+            TokenMode::Interval | TokenMode::PerRequest => key.clone(),
+        };
+        let mut history = self.inner.history.get(&of_history).unwrap_or_default();
+        if let Some(token) = &held {
+            history.fingerprint = Some(token.fingerprint());
+            history.issued_at = Some(token.issued_at());
+            history.expires_at = Some(token.expires_at());
+        }
         let retry_in = self
             .inner
             .backoff
             .check(key)
             .err()
             .and_then(|e| e.retry_after);
-        let phase = if history.refreshing() {
-            TokenPhase::Refreshing
-        } else if history.failing || retry_in.is_some() {
-            match held {
-                Some(_) => TokenPhase::BackingOff,
-                None => TokenPhase::Failing,
-            }
-        } else if held.is_some() {
-            TokenPhase::Valid
-        } else if mode == TokenMode::Interval {
-            TokenPhase::Missing
-        } else {
-            TokenPhase::OnDemand
+        let failing = history.failing || retry_in.is_some();
+        let phase = match (mode, &held) {
+            (TokenMode::Interval, _) if history.refreshing() => TokenPhase::Refreshing,
+            (TokenMode::Interval, Some(_)) if failing => TokenPhase::BackingOff,
+            (TokenMode::Interval, Some(_)) => TokenPhase::Valid,
+            (_, _) if failing => TokenPhase::Failing,
+            (TokenMode::Interval, None) => TokenPhase::Missing,
+            (TokenMode::PerRequest | TokenMode::PerTransaction, _) => TokenPhase::OnDemand,
         };
         TokenReport {
             phase,
@@ -102,8 +109,9 @@ impl TokenSource {
         }
     }
 
-    /// Every credential and delegate with a history (teams that request paths named among them).
-    pub fn reported_keys(&self) -> Vec<(Arc<str>, Option<Arc<str>>)> {
-        self.inner.history.keys()
+    /// The teams of `credential` whose shared tokens have a history, the most recently issued
+    /// first: those a `["*"]` route fetched for the teams requests named.
+    pub fn reported_teams(&self, credential: &str) -> Vec<Arc<str>> {
+        self.inner.history.teams(credential)
     }
 }

@@ -111,6 +111,11 @@ impl Token {
         format!("sha256:{hex}")
     }
 
+    /// Wall-clock time its request to the STS was sent (its life counts from then).
+    pub(super) fn issued_at(&self) -> SystemTime {
+        self.sent_wall
+    }
+
     /// Wall-clock time after which the token is no longer sent.
     pub fn expires_at(&self) -> SystemTime {
         self.sent_wall + self.schedule.usable_for

@@ -14,13 +14,14 @@ use azure_costs_proxy::simulator::StsFault;
 
 const KEY: &str = "status-page-client-key-3f9a1c";
 
-/// A gateway: the partner's own routes, one fixed to Contoso, one per team listed, one
-/// `per_request`; one client.
+/// A gateway: the partner's own routes, one fixed to Contoso, one per team listed, one for any
+/// team, one `per_request`; one client.
 fn gateway() -> TestConfig {
     TestConfig::new()
         .route(route("/"))
         .route(route("/contoso").delegate("TEAM-CONTOSO"))
         .route(route("/teams/{delegate}").delegates(&["TEAM-CONTOSO", "TEAM-FABRIKAM"]))
+        .route(route("/any/{delegate}").delegates(&["*"]))
         .route(route("/fresh").token_mode("per_request"))
         .client(client_entry("contoso-bi").key_sha256(&sha256_hex(KEY)))
 }
@@ -62,18 +63,21 @@ fn assert_no_secret(proxy: &Proxy, text: &str, what: &str) {
     }
 }
 
-/// The token entry of `credential` / `delegate` in `/status.json`.
+/// The token row of `default` / `delegate` in `mode` in `/status.json`.
 fn token<'a>(
     status: &'a serde_json::Value,
     delegate: Option<&str>,
+    mode: &str,
 ) -> &'a serde_json::Map<String, serde_json::Value> {
     status["tokens"]
         .as_array()
         .unwrap()
         .iter()
         .map(|t| t.as_object().unwrap())
-        .find(|t| t["credential"] == "default" && t["delegate"].as_str() == delegate)
-        .unwrap_or_else(|| panic!("no token for {delegate:?} in {status}"))
+        .find(|t| {
+            t["credential"] == "default" && t["delegate"].as_str() == delegate && t["mode"] == mode
+        })
+        .unwrap_or_else(|| panic!("no {mode} token for {delegate:?} in {status}"))
 }
 
 #[tokio::test]
@@ -91,6 +95,7 @@ async fn the_page_and_json_name_everything_and_never_a_secret_through_failure_an
         "/v1/teams",
         "/contoso/v1/teams",
         "/teams/TEAM-FABRIKAM/v1/teams",
+        "/any/TEAM-WOODGROVE/v1/teams",
         "/fresh/v1/teams",
     ] {
         assert_eq!(get(&proxy, path).await, 200, "{path}");
@@ -106,16 +111,36 @@ async fn the_page_and_json_name_everything_and_never_a_secret_through_failure_an
         .collect();
     assert_eq!(
         prefixes,
-        ["/teams/{delegate}", "/contoso", "/fresh", "/"],
+        [
+            "/teams/{delegate}",
+            "/any/{delegate}",
+            "/contoso",
+            "/fresh",
+            "/"
+        ],
         "in the order they are matched"
     );
-    let root = &json["routes"][3];
+    let root = &json["routes"][4];
     assert!(root["requests"]["2xx"].as_u64().unwrap() >= 1, "{root}");
     assert!(root["p50_ms"].as_f64().unwrap() > 0.0, "{root}");
-    assert_eq!(token(&json, None)["state"], "valid");
-    assert_eq!(token(&json, Some("TEAM-CONTOSO"))["state"], "valid");
-    assert_eq!(token(&json, Some("TEAM-FABRIKAM"))["state"], "valid");
-    let fingerprint = token(&json, None)["fingerprint"].as_str().unwrap();
+    assert_eq!(token(&json, None, "interval")["state"], "valid");
+    assert_eq!(
+        token(&json, Some("TEAM-CONTOSO"), "interval")["state"],
+        "valid"
+    );
+    assert_eq!(
+        token(&json, Some("TEAM-FABRIKAM"), "interval")["state"],
+        "valid"
+    );
+    // A team a `["*"]` route fetched for a path: its token, from the cache such teams live in.
+    let woodgrove = token(&json, Some("TEAM-WOODGROVE"), "interval");
+    assert_eq!(woodgrove["state"], "valid", "{json}");
+    assert!(woodgrove["expires_in_s"].as_u64().unwrap() > 3000);
+    // Fetched per request, however many there were: on demand, never "refreshing".
+    assert_eq!(token(&json, None, "per_request")["state"], "on_demand");
+    let fingerprint = token(&json, None, "interval")["fingerprint"]
+        .as_str()
+        .unwrap();
     assert!(fingerprint.starts_with("sha256:"), "{fingerprint}");
     let contoso = &json["clients"][0];
     assert_eq!(contoso["name"], "contoso-bi");
@@ -139,8 +164,9 @@ async fn the_page_and_json_name_everything_and_never_a_secret_through_failure_an
     proxy.sim.set_sts_fault(Some(StsFault::Unavailable));
     assert_eq!(get(&proxy, "/fresh/v1/teams").await, 503);
     let json = status_json(&proxy).await;
-    let shared = token(&json, None);
+    let shared = token(&json, None, "interval");
     assert_eq!(shared["state"], "backing_off", "{json}");
+    assert_eq!(token(&json, None, "per_request")["state"], "failing");
     let error = shared["last_error"]["message"].as_str().unwrap();
     assert!(error.contains("default"), "{error}");
     assert!(page(&proxy).await.contains("backing off"));
@@ -153,7 +179,7 @@ async fn the_page_and_json_name_everything_and_never_a_secret_through_failure_an
     assert_eq!(json["config"]["last_reload"]["result"], "ok");
     assert_eq!(json["config"]["last_reload"]["trigger"], "signal");
     assert!(json["routes"].to_string().contains("/added"));
-    assert_eq!(json["routes"][4]["requests"], root["requests"], "kept");
+    assert_eq!(json["routes"][5]["requests"], root["requests"], "kept");
     let html = page(&proxy).await;
     assert!(html.contains("/added"));
     assert_no_secret(&proxy, &json.to_string(), "/status.json");
