@@ -56,7 +56,7 @@ fn main() -> ExitCode {
             keep: config.log.keep,
         })
     });
-    if let Err(e) = logging::init(cli.log_format, true, log_file.as_ref()) {
+    if let Err(e) = logging::init(cli.log_format, true, log_file.as_ref(), None) {
         eprintln!("error: {e:#}");
         return ExitCode::from(EXIT_FAILURE);
     }
@@ -214,7 +214,7 @@ fn serve_service(
             .as_ref()
             .map_or(config::DEFAULT_LOG_KEEP, |c| c.log.keep),
     };
-    if logging::init(format, false, Some(&file)).is_err() {
+    if logging::init(format, false, Some(&file), None).is_err() {
         // Nowhere to say it but the exit code.
         return EXIT_FAILURE;
     }

@@ -1,12 +1,15 @@
 //! Log set-up: tracing to stderr and, with `[log] file`, to a file rotated daily, as text or JSON
-//! lines; level from `RUST_LOG` (default info). Every output gets the same lines.
+//! lines; level from `RUST_LOG` (default info). Every output gets the same lines; a caller may
+//! add a layer of its own (the Windows service's Event Log), under the same level.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 use tracing_appender::rolling::{RollingFileAppender, Rotation};
-use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::writer::{BoxMakeWriter, MakeWriterExt as _};
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
+use tracing_subscriber::{EnvFilter, Layer, Registry};
 
 use crate::cli::LogFormat;
 
@@ -22,10 +25,18 @@ pub struct LogFile {
     pub keep: usize,
 }
 
-/// Installs the global subscriber, writing to stderr when `stderr` and to `file` when given.
-/// Call once, before anything logs. Fails only if the file's folder cannot be created or the
-/// file opened.
-pub fn init(format: LogFormat, stderr: bool, file: Option<&LogFile>) -> anyhow::Result<()> {
+/// A layer that sees the same lines as the log output: the Windows service's Event Log writer.
+pub type ExtraLayer = Box<dyn Layer<Registry> + Send + Sync>;
+
+/// Installs the global subscriber, writing to stderr when `stderr`, to `file` when given, and
+/// to `extra` when given. Call once, before anything logs. Fails only if the file's folder
+/// cannot be created or the file opened.
+pub fn init(
+    format: LogFormat,
+    stderr: bool,
+    file: Option<&LogFile>,
+    extra: Option<ExtraLayer>,
+) -> anyhow::Result<()> {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     // The file watcher logs every inotify event at trace level: with the log file in a watched
     // folder, each such line would be an event of its own, and the log would feed itself. Only
@@ -39,19 +50,20 @@ pub fn init(format: LogFormat, stderr: bool, file: Option<&LogFile>) -> anyhow::
         (Some(file), true) => BoxMakeWriter::new(std::io::stderr.and(file)),
         (Some(file), false) => BoxMakeWriter::new(file),
     };
+    // The filter is global: it decides for the output and `extra` alike.
+    let registry = tracing_subscriber::registry().with(extra).with(filter);
     // No colour codes, on a terminal either: journald and files would keep them as noise.
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let output = tracing_subscriber::fmt::layer()
         .with_writer(writer)
         .with_target(true)
         .with_ansi(false);
     // A second init (tests) leaves the first subscriber in place.
     let _ = match format {
-        LogFormat::Text => builder.event_format(text::TextFormat::new()).try_init(),
-        LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
+        LogFormat::Text => registry
+            .with(output.event_format(text::TextFormat::new()))
+            .try_init(),
+        LogFormat::Json => registry
+            .with(output.json().flatten_event(true).with_current_span(false))
             .try_init(),
     };
     Ok(())
