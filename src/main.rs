@@ -118,7 +118,7 @@ fn runtime(worker_threads: usize) -> Result<tokio::runtime::Runtime, u8> {
         .build()
         .map_err(|e| {
             eprintln!("error: cannot start the async runtime: {e}");
-            tracing::error!("cannot start the async runtime: {e}");
+            tracing::error!(event_id = 4u32, "cannot start the async runtime: {e}");
             EXIT_FAILURE
         })
 }
@@ -146,7 +146,11 @@ async fn serve(
     let listener = match tokio::net::TcpListener::bind(config.listen.address).await {
         Ok(l) => l,
         Err(e) => {
-            tracing::error!("cannot listen on {}: {e}", config.listen.address);
+            tracing::error!(
+                event_id = 4u32,
+                "cannot listen on {}: {e}",
+                config.listen.address
+            );
             return EXIT_FAILURE;
         }
     };
@@ -214,14 +218,16 @@ fn serve_service(
             .as_ref()
             .map_or(config::DEFAULT_LOG_KEEP, |c| c.log.keep),
     };
-    if logging::init(format, false, Some(&file), None).is_err() {
-        // Nowhere to say it but the exit code.
+    let event_log = Box::new(service::EventLogLayer::new(&controls.name));
+    if let Err(e) = logging::init(format, false, Some(&file), Some(event_log)) {
+        // Nowhere to say it but the Event Log and the exit code.
+        service::report_error(&controls.name, 4, &format!("{e:#}"));
         return EXIT_FAILURE;
     }
     let config = match loaded {
         Ok(config) => config,
         Err(e) => {
-            tracing::error!("config error, the service stops: {e}");
+            tracing::error!(event_id = 3u32, "config error, the service stops: {e}");
             return EXIT_CONFIG;
         }
     };
@@ -318,12 +324,10 @@ fn finish_code(result: anyhow::Result<()>) -> u8 {
     match result {
         Ok(()) => 0,
         Err(e) => {
-            tracing::error!("{e:#}");
-            if e.downcast_ref::<config::ConfigError>().is_some() {
-                EXIT_CONFIG
-            } else {
-                EXIT_FAILURE
-            }
+            // The Event Log's ids, under the service: 3 a rejected config, 4 a fatal error.
+            let config = e.downcast_ref::<config::ConfigError>().is_some();
+            tracing::error!(event_id = if config { 3u32 } else { 4u32 }, "{e:#}");
+            if config { EXIT_CONFIG } else { EXIT_FAILURE }
         }
     }
 }

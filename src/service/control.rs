@@ -2,7 +2,8 @@
 //! listens, running, then on stop, shutdown or pre-shutdown the same drain as SIGTERM, with
 //! stop-pending reports whose checkpoint rises every second until the drain ends; `paramchange`
 //! reloads like SIGHUP. The exit code reaches the manager as a service-specific code, so a
-//! failure (config error 2, runtime failure 1) triggers the recovery actions.
+//! failure (config error 2, runtime failure 1) triggers the recovery actions. Running and
+//! stopped are also Event Log entries (ids 1 and 2, `eventlog.rs`).
 
 use std::ffi::OsString;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -42,13 +43,26 @@ pub struct ServiceControls {
 }
 
 /// Reports the service as running: [`Running::report`] once the proxy listens.
-pub struct Running(Arc<Status>);
+pub struct Running {
+    status: Arc<Status>,
+    name: String,
+}
 
 impl Running {
-    /// The service runs and takes stop, shutdown, pre-shutdown and `paramchange` controls.
+    /// The service runs and takes stop, shutdown, pre-shutdown and `paramchange` controls;
+    /// the Event Log says so (event 1).
     pub fn report(&self) {
-        self.0
-            .report(ServiceState::Running, ServiceExitCode::NO_ERROR);
+        if self
+            .status
+            .report(ServiceState::Running, ServiceExitCode::NO_ERROR)
+        {
+            tracing::info!(
+                event_id = 1u32,
+                service = %self.name,
+                version = env!("CARGO_PKG_VERSION"),
+                "service started"
+            );
+        }
     }
 }
 
@@ -95,15 +109,31 @@ pub(super) fn service_main(arguments: Vec<OsString>, body: Body) {
     };
     status.attach(handle);
     status.report(ServiceState::StartPending, ServiceExitCode::NO_ERROR);
+    let running = Running {
+        status: status.clone(),
+        name: name.clone(),
+    };
     let code = body(ServiceControls {
-        name,
+        name: name.clone(),
         stop,
         reloads,
-        running: Running(status.clone()),
+        running,
     });
+    // Event 2 in the Event Log; after a failure, the lines before it (3 or 4) say why.
     let exit = match code {
-        0 => ServiceExitCode::NO_ERROR,
-        code => ServiceExitCode::ServiceSpecific(u32::from(code)),
+        0 => {
+            tracing::info!(event_id = 2u32, service = %name, "service stopped");
+            ServiceExitCode::NO_ERROR
+        }
+        code => {
+            tracing::warn!(
+                event_id = 2u32,
+                service = %name,
+                exit_code = code,
+                "service stopped after a failure"
+            );
+            ServiceExitCode::ServiceSpecific(u32::from(code))
+        }
     };
     status.report(ServiceState::Stopped, exit);
 }
@@ -132,12 +162,12 @@ impl Status {
     }
 
     /// Reports `state`; a pending state raises the checkpoint, a settled one clears it. After
-    /// `Stopped` nothing more is reported.
-    fn report(&self, state: ServiceState, exit_code: ServiceExitCode) {
+    /// `Stopped` nothing more is reported. False if `state` was not reported for that reason.
+    fn report(&self, state: ServiceState, exit_code: ServiceExitCode) -> bool {
         let mut inner = self.lock();
         // A stop that came before the proxy listened wins over its "running".
         if inner.stopped || (inner.stopping && state == ServiceState::Running) {
-            return;
+            return false;
         }
         inner.stopping |= state == ServiceState::StopPending;
         let pending = matches!(
@@ -164,6 +194,7 @@ impl Status {
         {
             tracing::warn!(error = %e, "cannot report the service status");
         }
+        true
     }
 
     /// Stop-pending now and every [`TICK`] with a rising checkpoint, until stopped is reported

@@ -5,11 +5,14 @@
 //!
 //! - `scm.rs`: register, remove, start, stop and query the service; its folder and ACL
 //! - `control.rs`: the service's life under the dispatcher: status, checkpoints, controls
+//! - `eventlog.rs`: its Event Log source, and the log lines written there (`event_id`)
 //! - `paths.rs`: the service's name and where its config and logs live
 //! - `ffi.rs`: the dispatcher's entry point (the `windows-service` macro, with its `unsafe` inside)
 
 #[cfg(windows)]
 mod control;
+#[cfg(windows)]
+mod eventlog;
 #[cfg(windows)]
 mod ffi;
 #[cfg(windows)]
@@ -23,6 +26,8 @@ mod paths;
 
 #[cfg(windows)]
 pub use control::{Body, Running, ServiceControls};
+#[cfg(windows)]
+pub use eventlog::{EventLogLayer, report_error};
 #[cfg(windows)]
 pub use ffi::dispatch;
 pub use paths::{DEFAULT_NAME, data_dir, default_config, default_log_file};

@@ -1,6 +1,7 @@
 //! `service install|uninstall|start|stop|status` through the Windows service manager, and the
 //! service's folder: `%ProgramData%\azure-costs-proxy\` with the config and `logs\`, its ACL
-//! restricted to SYSTEM, Administrators and the service's virtual account.
+//! restricted to SYSTEM, Administrators and the service's virtual account; `install` registers
+//! the service's Event Log source, `uninstall` removes it.
 
 use std::ffi::OsString;
 use std::path::Path;
@@ -15,6 +16,7 @@ use windows_service::service::{
 };
 use windows_service::service_manager::{ServiceManager, ServiceManagerAccess};
 
+use super::eventlog;
 use super::paths::{DEFAULT_NAME, data_dir, default_config};
 use crate::cli::ServiceAction as Action;
 use crate::config::{self, DEFAULT_SHUTDOWN_GRACE};
@@ -107,6 +109,17 @@ fn install(name: &str, config: Option<&Path>) -> anyhow::Result<u8> {
         account(name),
         config = config.display()
     );
+    match eventlog::register(name) {
+        Ok(()) => println!(
+            "registered the Event Log source {name}: start, stop and failures go to the \
+             Application log"
+        ),
+        Err(e) => println!(
+            "warning: could not register the Event Log source {name} ({e}); as administrator, \
+             run in PowerShell:\n  {}",
+            eventlog::register_command(name)
+        ),
+    }
     restrict(&dir, &logs, name);
     println!(
         "next: put the client secret in a file in {dir} and name it in {config} \
@@ -237,6 +250,12 @@ fn uninstall(name: &str) -> anyhow::Result<u8> {
         stop_and_wait(&service, name)?;
     }
     service.delete().map_err(|e| explain(e, name))?;
+    if let Err(e) = eventlog::deregister(name) {
+        println!(
+            "warning: could not remove the Event Log source {name} ({e}); as administrator, run \
+             in PowerShell:\n  Remove-EventLog -Source {name}"
+        );
+    }
     println!(
         "removed service {name}; {} stays (config, secrets, logs): delete it if you no longer \
          need it",

@@ -1,6 +1,8 @@
 //! The native Windows service, through the binary and the service manager: install a uniquely
-//! named service, start it, proxy a request, reload it with `paramchange`, stop it while an
-//! export is in flight (the drain lets it finish), uninstall it.
+//! named service (and its Event Log source), start it, proxy a request, reload it with
+//! `paramchange`, stop it while an export is in flight (the drain lets it finish), uninstall it.
+//! The lines meant for the Event Log carry their `event_id` in the log file too; under Wine,
+//! `.ci/windows` checks the entries themselves.
 
 use std::process::Output;
 use std::time::Duration;
@@ -40,6 +42,62 @@ impl Drop for Installed {
             .args(["service", "uninstall", "--name", &self.0])
             .output();
     }
+}
+
+/// The first line of `text` that contains `needle`.
+fn line_with<'a>(text: &'a str, needle: &str) -> &'a str {
+    let line = text.lines().find(|line| line.contains(needle));
+    line.unwrap_or_else(|| panic!("no {needle:?} in {text}"))
+}
+
+/// The values of the Event Log source `name` (`EventMessageFile` unexpanded, `TypesSupported`);
+/// `None` if it is not registered.
+fn event_source(name: &str) -> Option<(String, u32)> {
+    use windows_sys::Win32::System::Registry::{
+        HKEY_LOCAL_MACHINE, RRF_NOEXPAND, RRF_RT_REG_DWORD, RRF_RT_REG_EXPAND_SZ, RegGetValueW,
+    };
+    let wide = |s: &str| s.encode_utf16().chain([0]).collect::<Vec<u16>>();
+    let key = wide(&format!(
+        r"SYSTEM\CurrentControlSet\Services\EventLog\Application\{name}"
+    ));
+    let get = |value: &str, flags, data: *mut std::ffi::c_void, size: &mut u32| {
+        // SAFETY: NUL-terminated names and a buffer of `size` bytes, all outliving the call.
+        #[expect(unsafe_code, reason = "reading the registry")]
+        unsafe {
+            RegGetValueW(
+                HKEY_LOCAL_MACHINE,
+                key.as_ptr(),
+                wide(value).as_ptr(),
+                flags,
+                std::ptr::null_mut(),
+                data,
+                size,
+            )
+        }
+    };
+    let mut file = [0u16; 260];
+    let mut size = 520;
+    match get(
+        "EventMessageFile",
+        RRF_RT_REG_EXPAND_SZ | RRF_NOEXPAND,
+        file.as_mut_ptr().cast(),
+        &mut size,
+    ) {
+        0 => {}
+        2 => return None,
+        status => panic!("EventMessageFile: error {status}"),
+    }
+    let file = String::from_utf16_lossy(&file[..(size as usize / 2).saturating_sub(1)]);
+    let mut types = 0u32;
+    let mut size = 4;
+    let status = get(
+        "TypesSupported",
+        RRF_RT_REG_DWORD,
+        (&raw mut types).cast(),
+        &mut size,
+    );
+    assert_eq!(status, 0, "TypesSupported");
+    Some((file, types))
 }
 
 /// What `sc control NAME paramchange` does (the windows-service crate has no call for it).
@@ -87,9 +145,20 @@ async fn service_installs_serves_reloads_on_paramchange_drains_on_stop_and_unins
     assert!(out.status.success());
     let _installed = Installed(name.clone());
     assert!(String::from_utf8_lossy(&out.stdout).contains("installed service"));
+    let source = event_source(&name);
+    eprintln!("Event Log source {name}: {source:?}");
+    assert_eq!(
+        source,
+        Some((
+            r"%SystemRoot%\Microsoft.NET\Framework64\v4.0.30319\EventLogMessages.dll".into(),
+            7
+        ))
+    );
     let out = service(&["start"], &name).await;
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains(": running"));
+    let (_, text) = log_file_with(&log, "service started").await;
+    assert!(line_with(&text, "service started").contains("event_id=1"));
 
     let (_, text) = log_file_with(&log, "listening on http://").await;
     let addr = text
@@ -141,11 +210,15 @@ async fn service_installs_serves_reloads_on_paramchange_drains_on_stop_and_unins
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains(": stopped"));
 
+    let (_, text) = log_file_with(&log, "service stopped").await;
+    assert!(line_with(&text, "service stopped").contains("event_id=2"));
+
     let out = service(&["uninstall"], &name).await;
     assert!(out.status.success());
     let out = service(&["status"], &name).await;
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no service named"));
+    assert_eq!(event_source(&name), None, "the Event Log source is removed");
 
     let (_, text) = log_file_with(&log, "all connections closed").await;
     assert!(
@@ -186,5 +259,10 @@ async fn service_with_a_config_error_stops_with_exit_code_2_and_logs_which_key()
         (_, text) = log_file_with(&windows, "config error") => text,
         (_, text) = log_file_with(&wine, "config error") => text,
     };
-    assert!(text.contains("token.max_age"), "{text}");
+    assert!(
+        line_with(&text, "config error").contains("token.max_age"),
+        "{text}"
+    );
+    // The fields come after the message, and so after its hint's line.
+    assert!(text.contains("event_id=3"), "{text}");
 }
