@@ -34,6 +34,7 @@ const START_WAIT: Duration = Duration::from_secs(60);
 const STOP_WAIT: Duration = Duration::from_secs(600);
 /// Win32 errors that have a better explanation than their text.
 const ERROR_ACCESS_DENIED: i32 = 5;
+const ERROR_SERVICE_ALREADY_RUNNING: i32 = 1056;
 const ERROR_SERVICE_DOES_NOT_EXIST: i32 = 1060;
 const ERROR_SERVICE_EXISTS: i32 = 1073;
 
@@ -266,7 +267,15 @@ fn uninstall(name: &str) -> anyhow::Result<u8> {
 
 fn start(name: &str) -> anyhow::Result<u8> {
     let service = open(name, ServiceAccess::START | ServiceAccess::QUERY_STATUS)?;
-    service.start::<&str>(&[]).map_err(|e| explain(e, name))?;
+    match service.start::<&str>(&[]) {
+        Ok(()) => {}
+        // As PowerShell's Start-Service does: a service that runs (or starts) already is no
+        // failure.
+        Err(e) if os_error(&e) == Some(ERROR_SERVICE_ALREADY_RUNNING) => {
+            println!("{name}: already running");
+        }
+        Err(e) => return Err(explain(e, name)),
+    }
     let status = wait_while(&service, ServiceState::StartPending, START_WAIT)?;
     print_status(name, &status);
     if status.current_state == ServiceState::Running {
@@ -379,11 +388,7 @@ fn name_flag(name: &str) -> String {
 
 /// The service manager's error, with what to do for the common ones.
 fn explain(e: windows_service::Error, name: &str) -> anyhow::Error {
-    let code = match &e {
-        windows_service::Error::Winapi(io) => io.raw_os_error(),
-        _ => None,
-    };
-    match code {
+    match os_error(&e) {
         Some(ERROR_ACCESS_DENIED) => anyhow::anyhow!(
             "{e}: managing services needs an elevated prompt (Run as administrator)"
         ),
@@ -397,5 +402,13 @@ fn explain(e: windows_service::Error, name: &str) -> anyhow::Error {
             flag = name_flag(name)
         ),
         _ => anyhow::Error::new(e).context(format!("service {name}")),
+    }
+}
+
+/// The Win32 error code behind `e`, if it is one.
+fn os_error(e: &windows_service::Error) -> Option<i32> {
+    match e {
+        windows_service::Error::Winapi(io) => io.raw_os_error(),
+        _ => None,
     }
 }

@@ -1,8 +1,8 @@
 //! The native Windows service, through the binary and the service manager: install a uniquely
-//! named service (and its Event Log source), start it, proxy a request, reload it with
-//! `paramchange`, stop it while an export is in flight (the drain lets it finish), uninstall it.
-//! The lines meant for the Event Log carry their `event_id` in the log file too; under Wine,
-//! `.ci/windows` checks the entries themselves.
+//! named service (and its Event Log source), start it (a second start finds it running), proxy
+//! a request, reload it with `paramchange`, stop it while an export is in flight (the drain lets
+//! it finish), uninstall it. The lines meant for the Event Log carry their `event_id` in the log
+//! file too; under Wine, `.ci/windows` checks the entries themselves.
 
 use std::process::Output;
 use std::time::Duration;
@@ -157,6 +157,12 @@ async fn service_installs_serves_reloads_on_paramchange_drains_on_stop_and_unins
     let out = service(&["start"], &name).await;
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains(": running"));
+    // As Start-Service does: starting a running service is no failure.
+    let out = service(&["start"], &name).await;
+    assert!(out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("already running"), "{stdout}");
+    assert!(stdout.contains(": running"), "{stdout}");
     let (_, text) = log_file_with(&log, "service started").await;
     assert!(line_with(&text, "service started").contains("event_id=1"));
 
