@@ -8,12 +8,17 @@ and divides the instructions collected by the requests wrk counted. The count is
 user-space work (system calls are not counted) and does not depend on what else the machine is
 doing, so two builds can be compared on a busy machine.
 
-Usage: bench/instructions.py [--binary PATH] [--label NAME] [--access-log] [--clients N]
+With --nginx, nginx doing the same job (a fixed `Authorization` header added, keep-alive
+connections to the same upstream, one worker process, no access log) is measured the same way in
+the same run, and the ratio printed: one run on one machine gives both figures.
+
+Usage: bench/instructions.py [--binary PATH] [--label NAME] [--access-log] [--clients N] [--nginx]
   --binary      the build to measure (default: target/dist/azure-costs-proxy)
   --label       names the callgrind output, bench/callgrind.NAME.out, for callgrind_annotate
   --access-log  RUST_LOG=info (one access line per request) instead of warn
   --clients N   N [[clients]] entries (key_sha256, every scope); wrk sends the key of the last
                 one, so the figure says what finding one client among N costs
+  --nginx       also measure nginx as the proxy (bench/callgrind.nginx.out) and print the ratio
 Needs valgrind, wrk and nginx (apt-get install -y valgrind wrk nginx).
 """
 
@@ -23,9 +28,11 @@ import os
 import re
 import secrets
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import common
@@ -38,6 +45,7 @@ def main() -> int:
     ap.add_argument("--label", default="proxy")
     ap.add_argument("--access-log", action="store_true")
     ap.add_argument("--clients", type=int, default=0)
+    ap.add_argument("--nginx", action="store_true")
     args = ap.parse_args()
     common.BIN = args.binary  # the simulator too
     work = Path(tempfile.mkdtemp(prefix="acp-instr-"))
@@ -83,28 +91,91 @@ http {{
             env=proxy_env, stdout=subprocess.DEVNULL, stderr=log)
         procs.append(proxy)
         wait_ready(admin, timeout=60)
-        url = f"http://127.0.0.1:{port}/v1/small.json"
-        subprocess.run(["wrk", "-t1", "-c8", "-d2s", *wrk_auth, url], capture_output=True,
-                       check=True)
-        subprocess.run(["callgrind_control", "-i", "on", str(proxy.pid)], capture_output=True,
-                       check=True)
-        load = subprocess.run(["wrk", "-t1", "-c8", "-d10s", *wrk_auth, url],
-                              capture_output=True, text=True, check=True)
-        subprocess.run(["callgrind_control", "-i", "off", str(proxy.pid)], capture_output=True,
-                       check=True)
-        stop([proxy], 30)
-        requests = int(re.search(r"(\d+) requests in", load.stdout).group(1))
-        if "Non-2xx" in load.stdout or requests == 0:
-            print(f"error: not every request was answered 200:\n{load.stdout}", file=sys.stderr)
+        mine = measure(proxy, f"http://127.0.0.1:{port}/v1/small.json", wrk_auth,
+                       work / "logs" / "valgrind.log")
+        if mine is None:
             return 1
-        collected = re.search(r"Collected : (\d+)", (work / "logs" / "valgrind.log").read_text())
-        instructions = int(collected.group(1))
-        print(f"{args.label}: {requests} requests, {instructions:,} instructions, "
-              f"{instructions / requests:,.0f} per request ({out})")
+        print(f"{args.label}: {mine[0]} requests, {mine[1]:,} instructions, "
+              f"{mine[1] / mine[0]:,.0f} per request ({out})")
+        if args.nginx:
+            theirs = measure_nginx(work, upstream)
+            if theirs is None:
+                return 1
+            ratio = (mine[1] / mine[0]) / (theirs[1] / theirs[0])
+            print(f"nginx: {theirs[0]} requests, {theirs[1]:,} instructions, "
+                  f"{theirs[1] / theirs[0]:,.0f} per request; {args.label} / nginx = {ratio:.2f}")
         return 0
     finally:
         stop(procs, 10)
         shutil.rmtree(work, ignore_errors=True)
+
+
+def measure(proc: subprocess.Popen, url: str, wrk_auth: list[str],
+            log: Path) -> tuple[int, int] | None:
+    """Warms `proc` (running under callgrind with instrumentation off) up for 2 s, counts its
+    instructions over 10 s of wrk load on `url`, stops it; returns (requests, instructions), or
+    None (having said why) when not every request was answered 200."""
+    subprocess.run(["wrk", "-t1", "-c8", "-d2s", *wrk_auth, url], capture_output=True,
+                   check=True)
+    subprocess.run(["callgrind_control", "-i", "on", str(proc.pid)], capture_output=True,
+                   check=True)
+    load = subprocess.run(["wrk", "-t1", "-c8", "-d10s", *wrk_auth, url],
+                          capture_output=True, text=True, check=True)
+    subprocess.run(["callgrind_control", "-i", "off", str(proc.pid)], capture_output=True,
+                   check=True)
+    stop([proc], 30)
+    requests = int(re.search(r"(\d+) requests in", load.stdout).group(1))
+    if "Non-2xx" in load.stdout or requests == 0:
+        print(f"error: not every request was answered 200:\n{load.stdout}", file=sys.stderr)
+        return None
+    collected = re.search(r"Collected : (\d+)", log.read_text())
+    return requests, int(collected.group(1))
+
+
+def measure_nginx(work: Path, upstream: int) -> tuple[int, int] | None:
+    """nginx doing the proxy's job under callgrind: one process (no master), keep-alive to the
+    upstream, a fixed bearer token added; measured as the proxy is."""
+    port = free_port()
+    conf = work / "nginx-proxy.conf"
+    conf.write_text(f"""
+master_process off; daemon off; worker_processes 1; pid {work}/nginx-proxy.pid;
+error_log {work}/nginx-proxy.err warn;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off; keepalive_requests 1000000;
+    client_body_temp_path {work}/pb; proxy_temp_path {work}/pp; fastcgi_temp_path {work}/pf;
+    uwsgi_temp_path {work}/pu; scgi_temp_path {work}/ps;
+    upstream api {{ server 127.0.0.1:{upstream}; keepalive 32; }}
+    server {{ listen 127.0.0.1:{port};
+              location / {{ proxy_pass http://api; proxy_http_version 1.1;
+                            proxy_set_header Connection "";
+                            proxy_set_header Authorization "Bearer {secrets.token_hex(32)}"; }} }}
+}}
+""")
+    out = ROOT / "bench" / "callgrind.nginx.out"
+    # valgrind's own file: nginx points its stderr at its error log.
+    log_path = work / "logs" / "valgrind-nginx.log"
+    proc = subprocess.Popen(
+        ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}",
+         f"--log-file={log_path}", "nginx", "-c", str(conf)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_listening(port, timeout=60)
+        return measure(proc, f"http://127.0.0.1:{port}/v1/small.json", [], log_path)
+    finally:
+        stop([proc], 10)
+
+
+def wait_listening(port: int, timeout: float) -> None:
+    """Waits until something accepts connections on `port`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on {port}")
 
 
 def append_clients(config: Path, n: int) -> str:
