@@ -13,12 +13,15 @@ connections to the same upstream, one worker process, no access log) is measured
 the same run, and the ratio printed: one run on one machine gives both figures.
 
 Usage: bench/instructions.py [--binary PATH] [--label NAME] [--access-log] [--clients N] [--nginx]
+                             [--tls]
   --binary      the build to measure (default: target/dist/azure-costs-proxy)
   --label       names the callgrind output, bench/callgrind.NAME.out, for callgrind_annotate
   --access-log  RUST_LOG=info (one access line per request) instead of warn
   --clients N   N [[clients]] entries (key_sha256, every scope); wrk sends the key of the last
                 one, so the figure says what finding one client among N costs
   --nginx       also measure nginx as the proxy (bench/callgrind.nginx.out) and print the ratio
+  --tls         the upstream speaks HTTPS (a throwaway CA made with openssl; the proxy trusts it
+                with [outbound] ca_file, nginx with proxy_ssl_trusted_certificate; both verify)
 Needs valgrind, wrk and nginx (apt-get install -y valgrind wrk nginx).
 """
 
@@ -46,6 +49,7 @@ def main() -> int:
     ap.add_argument("--access-log", action="store_true")
     ap.add_argument("--clients", type=int, default=0)
     ap.add_argument("--nginx", action="store_true")
+    ap.add_argument("--tls", action="store_true")
     args = ap.parse_args()
     common.BIN = args.binary  # the simulator too
     work = Path(tempfile.mkdtemp(prefix="acp-instr-"))
@@ -53,6 +57,9 @@ def main() -> int:
     (work / "www" / "v1").mkdir(parents=True)
     (work / "www" / "v1" / "small.json").write_text(("{" + '"a":1,' * 140 + '"b":2}').ljust(1024))
     upstream = free_port()
+    tls = make_certificate(work) if args.tls else None
+    listen_tls = (f"ssl; ssl_certificate {tls}/cert.pem; ssl_certificate_key {tls}/key.pem"
+                  if tls else "")
     (work / "nginx.conf").write_text(f"""
 worker_processes 1; pid {work}/nginx.pid; error_log {work}/nginx.err warn; daemon off;
 events {{ worker_connections 1024; }}
@@ -60,7 +67,7 @@ http {{
     access_log off; keepalive_requests 1000000;
     client_body_temp_path {work}/b; proxy_temp_path {work}/p; fastcgi_temp_path {work}/f;
     uwsgi_temp_path {work}/u; scgi_temp_path {work}/s;
-    server {{ listen 127.0.0.1:{upstream}; root {work}/www;
+    server {{ listen 127.0.0.1:{upstream} {listen_tls}; root {work}/www;
               location /v1/ {{ default_type application/json; }} }}
 }}
 """)
@@ -75,8 +82,12 @@ http {{
         sim, urls = start_simulator(env, [])
         procs.append(sim)
         port, admin = free_port(), free_port()
+        scheme = "https" if tls else "http"
         config = write_proxy_config(work / "proxy.toml", port, admin,
-                                    f"http://127.0.0.1:{upstream}", urls)
+                                    f"{scheme}://localhost:{upstream}", urls)
+        if tls:
+            with open(config, "a") as f:
+                f.write(f'[outbound]\nca_file = "{tls}/ca.pem"\n')
         wrk_auth: list[str] = []
         if args.clients:
             key = append_clients(config, args.clients)
@@ -98,7 +109,7 @@ http {{
         print(f"{args.label}: {mine[0]} requests, {mine[1]:,} instructions, "
               f"{mine[1] / mine[0]:,.0f} per request ({out})")
         if args.nginx:
-            theirs = measure_nginx(work, upstream)
+            theirs = measure_nginx(work, upstream, tls)
             if theirs is None:
                 return 1
             ratio = (mine[1] / mine[0]) / (theirs[1] / theirs[0])
@@ -128,14 +139,23 @@ def measure(proc: subprocess.Popen, url: str, wrk_auth: list[str],
     if "Non-2xx" in load.stdout or requests == 0:
         print(f"error: not every request was answered 200:\n{load.stdout}", file=sys.stderr)
         return None
-    collected = re.search(r"Collected : (\d+)", log.read_text())
+    text = log.read_text()
+    collected = re.search(r"Collected : (\d+)", text)
+    if collected is None:
+        print(f"error: callgrind wrote no total (did the process exit cleanly?):\n{text[-2000:]}",
+              file=sys.stderr)
+        return None
     return requests, int(collected.group(1))
 
 
-def measure_nginx(work: Path, upstream: int) -> tuple[int, int] | None:
+def measure_nginx(work: Path, upstream: int, tls: Path | None) -> tuple[int, int] | None:
     """nginx doing the proxy's job under callgrind: one process (no master), keep-alive to the
-    upstream, a fixed bearer token added; measured as the proxy is."""
+    upstream (over verified TLS with `tls`), a fixed bearer token added; measured as the proxy
+    is."""
     port = free_port()
+    scheme = "https" if tls else "http"
+    verify = (f"proxy_ssl_trusted_certificate {tls}/ca.pem; proxy_ssl_verify on; "
+              "proxy_ssl_name localhost; proxy_ssl_server_name on;" if tls else "")
     conf = work / "nginx-proxy.conf"
     conf.write_text(f"""
 master_process off; daemon off; worker_processes 1; pid {work}/nginx-proxy.pid;
@@ -147,7 +167,7 @@ http {{
     uwsgi_temp_path {work}/pu; scgi_temp_path {work}/ps;
     upstream api {{ server 127.0.0.1:{upstream}; keepalive 32; }}
     server {{ listen 127.0.0.1:{port};
-              location / {{ proxy_pass http://api; proxy_http_version 1.1;
+              location / {{ proxy_pass {scheme}://api; proxy_http_version 1.1; {verify}
                             proxy_set_header Connection "";
                             proxy_set_header Authorization "Bearer {secrets.token_hex(32)}"; }} }}
 }}
@@ -164,6 +184,24 @@ http {{
         return measure(proc, f"http://127.0.0.1:{port}/v1/small.json", [], log_path)
     finally:
         stop([proc], 10)
+
+
+def make_certificate(work: Path) -> Path:
+    """A throwaway CA (`ca.pem`) and a P-256 certificate for `localhost` it signed (`cert.pem`,
+    `key.pem`) in `work`/tls."""
+    folder = work / "tls"
+    folder.mkdir()
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    run = lambda *args: subprocess.run(["openssl", *args], cwd=folder, capture_output=True,
+                                       check=True)
+    run("req", "-x509", *ec, "-days", "2", "-subj", "/CN=bench CA", "-keyout", "ca.key",
+        "-out", "ca.pem")
+    run("req", *ec, "-subj", "/CN=localhost", "-keyout", "key.pem", "-out", "leaf.csr")
+    (folder / "leaf.ext").write_text("basicConstraints=CA:FALSE\nsubjectAltName=DNS:localhost\n"
+                                     "extendedKeyUsage=serverAuth\n")
+    run("x509", "-req", "-in", "leaf.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+        "-CAcreateserial", "-days", "2", "-extfile", "leaf.ext", "-out", "cert.pem")
+    return folder
 
 
 def wait_listening(port: int, timeout: float) -> None:
