@@ -96,7 +96,7 @@ impl History {
     /// The STS issued `token` for `key`. Returns whether that ended the key's trouble.
     pub(super) fn issued(&self, key: &TokenKey, token: &Token) -> bool {
         let recovered = self.with(key, |h| {
-            h.issued_at = Some(SystemTime::now());
+            h.issued_at = Some(token.issued_at());
             h.fingerprint = Some(token.fingerprint());
             h.expires_at = Some(token.expires_at());
             std::mem::replace(&mut h.failing, false)
