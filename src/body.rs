@@ -105,7 +105,7 @@ impl Body for ProxyBody {
             } => match Pin::new(inner).poll_frame(cx) {
                 Poll::Ready(frame) => {
                     *waiting = false;
-                    Poll::Ready(frame.map(|f| f.map_err(BoxError::from)))
+                    Poll::Ready(frame)
                 }
                 Poll::Pending => {
                     let timer = match timer {

@@ -251,7 +251,7 @@ async fn read_answer(
     while let Some(frame) = answer.frame().await {
         let frame = frame.map_err(|e| {
             unavailable(
-                format!("the STS answer was cut off ({})", innermost(&e)),
+                format!("the STS answer was cut off ({})", innermost(&*e)),
                 secret,
             )
         })?;

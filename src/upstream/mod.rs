@@ -8,6 +8,8 @@
 mod connect;
 mod egress;
 mod error;
+mod framing;
+mod h1;
 mod pool;
 mod pooled_body;
 
@@ -16,7 +18,8 @@ use std::time::Duration;
 
 use http::header::{self, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme};
-use http::{Request, Response, Uri, Version};
+use http::{Method, Request, Response, Uri, Version};
+use http_body::Body as _;
 use hyper_util::client::legacy::connect::HttpConnector;
 
 pub(crate) use egress::{Egress, ProxyEndpoint};
@@ -26,6 +29,7 @@ pub(crate) use pooled_body::PooledBody;
 
 use crate::cause::innermost;
 use crate::host::default_port;
+use h1::{ExchangeError, H1Conn, Head};
 use pool::{Conn, Pool};
 
 /// The timeouts and the connection budget of an [`Upstream`].
@@ -152,16 +156,25 @@ impl Upstream {
         mut request: Request<OutgoingBody>,
     ) -> Result<Response<PooledBody>, UpstreamError> {
         // A pooled connection the upstream has just closed gives the request back unsent; it
-        // then goes on a new connection. A request that was sent is never sent twice here.
+        // then goes on a new connection. A request that was sent is never sent twice here, but
+        // one without a body and of an idempotent method, whose pooled lean connection closed
+        // before a byte of answer came (closed by the upstream while idle, just before the
+        // request), goes once more on a new connection, as nginx and browsers do.
+        let lean = request.body().is_end_stream();
         let mut fresh = false;
         loop {
-            let conn = match self.pool.checkout() {
+            let pooled = if fresh {
+                None
+            } else {
+                self.pool.checkout(lean)
+            };
+            let conn = match pooled {
                 Some(conn) => conn,
                 None => {
                     fresh = true;
                     // Boxed: connecting (TCP, a tunnel, TLS) is a large state that most
                     // requests never enter; inline, every request's future would carry it.
-                    Box::pin(self.pool.connect(request.uri())).await?
+                    Box::pin(self.pool.connect(request.uri(), lean)).await?
                 }
             };
             let result = match conn {
@@ -173,20 +186,23 @@ impl Upstream {
                         .await
                         .map(|r| r.map(|b| PooledBody::new(b, None)))
                 }
-                Conn::H1(mut sender) => {
-                    request
-                        .headers_mut()
-                        .insert(header::HOST, self.host.clone());
-                    *request.version_mut() = Version::HTTP_11;
-                    origin_form(request.uri_mut());
-                    match sender.try_send_request(request).await {
-                        Ok(r) => {
-                            let lease = self.pool.lease(sender);
-                            Ok(r.map(|b| PooledBody::new(b, Some(lease))))
-                        }
-                        Err(e) => Err(e),
+                Conn::Lean(conn) => match self.send_lean(conn, &request).await {
+                    Err(ExchangeError::Closed(_)) if !fresh && idempotent(request.method()) => {
+                        fresh = true;
+                        continue;
                     }
-                }
+                    Err(ExchangeError::Closed(e)) => {
+                        return Err(UpstreamError::Unavailable(format!(
+                            "request failed ({})",
+                            innermost(&e)
+                        )));
+                    }
+                    Err(ExchangeError::Failed(message)) => {
+                        return Err(UpstreamError::Unavailable(message));
+                    }
+                    Ok(response) => return Ok(response),
+                },
+                Conn::H1(sender) => self.send_h1(sender, request).await,
             };
             match result {
                 Ok(response) => return Ok(response),
@@ -207,9 +223,62 @@ impl Upstream {
         }
     }
 
+    /// Sends a request on a connection of hyper's HTTP/1.1 client; the connection goes with
+    /// the answer's body.
+    async fn send_h1(
+        &self,
+        mut sender: hyper::client::conn::http1::SendRequest<OutgoingBody>,
+        mut request: Request<OutgoingBody>,
+    ) -> Result<Response<PooledBody>, hyper::client::conn::TrySendError<Request<OutgoingBody>>>
+    {
+        request
+            .headers_mut()
+            .insert(header::HOST, self.host.clone());
+        *request.version_mut() = Version::HTTP_11;
+        origin_form(request.uri_mut());
+        let response = sender.try_send_request(request).await?;
+        let lease = self.pool.lease(sender);
+        Ok(response.map(|b| PooledBody::new(b, Some(lease))))
+    }
+
+    /// Sends a request without a body on a lean connection; the connection goes with the
+    /// answer's body.
+    async fn send_lean(
+        &self,
+        mut conn: Box<H1Conn>,
+        request: &Request<OutgoingBody>,
+    ) -> Result<Response<PooledBody>, ExchangeError> {
+        let pq = request
+            .uri()
+            .path_and_query()
+            .map_or("/", PathAndQuery::as_str);
+        let head = conn
+            .exchange(request.method(), pq, &self.host, request.headers())
+            .await?;
+        Ok(self.lean_response(conn, head))
+    }
+
+    /// The answer read from a lean connection; the connection goes with its body.
+    fn lean_response(&self, conn: Box<H1Conn>, head: Head) -> Response<PooledBody> {
+        let body = PooledBody::lean(conn, head.framing, head.keep_alive, self.pool.clone());
+        let mut response = Response::new(body);
+        *response.status_mut() = head.status;
+        *response.version_mut() = head.version;
+        *response.headers_mut() = head.headers;
+        response
+    }
+
     fn absolute(&self, uri: &Uri) -> Result<Uri, UpstreamError> {
         self.uri(uri.path_and_query().map_or("/", PathAndQuery::as_str))
     }
+}
+
+/// Whether a request may be sent twice (RFC 9110 section 9.2.2).
+fn idempotent(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
+    )
 }
 
 /// HTTP/1.1 sends the origin form (`/path?query`); `Host` names the authority.

@@ -1,6 +1,7 @@
-//! The connection pool of the upstream client: a stack of idle HTTP/1.1 connections (the most
-//! recently used first, warm in every cache) or one shared HTTP/2 connection when ALPN chose h2,
-//! each driven by a task of its own, and the reaper that closes idle ones. Every open
+//! The connection pool of the upstream client: stacks of idle HTTP/1.1 connections (the most
+//! recently used first, warm in every cache), lean ones for requests without a body (`h1.rs`)
+//! and hyper's for the others, or one shared HTTP/2 connection when ALPN chose h2 (hyper's
+//! connections are driven by a task of their own), and the reaper that closes idle ones. Every open
 //! connection, busy or idle, holds a permit of the pool's budget (`upstream.max_connections`);
 //! a request that finds none free waits for a permit or an idle connection, up to a deadline.
 
@@ -15,11 +16,12 @@ use http_body_util::{Either, Full};
 use hyper::client::conn::{http1, http2};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::Connection;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tower_service::Service;
 
 use super::error::UpstreamError;
+use super::h1::H1Conn;
 use crate::cause::innermost;
 use crate::request_body::ClientBody;
 
@@ -39,6 +41,8 @@ pub(super) type Connector = HttpsConnector<super::connect::Connector>;
 pub(super) struct Pool {
     connector: Connector,
     idle: Mutex<VecDeque<Idle>>,
+    /// Idle lean connections, with the time each went idle.
+    lean_idle: Mutex<VecDeque<(Box<H1Conn>, Instant)>>,
     h2: Mutex<Option<Shared>>,
     /// The upstream has spoken HTTP/2: connections are then opened one at a time, so that
     /// requests arriving together share one instead of each opening its own.
@@ -83,6 +87,8 @@ impl Idle {
 pub(super) enum Conn {
     H1(http1::SendRequest<OutgoingBody>),
     H2(http2::SendRequest<OutgoingBody>),
+    /// For a request without a body.
+    Lean(Box<H1Conn>),
 }
 
 /// An HTTP/1.1 connection lent to one response: it goes back to the pool when the response body
@@ -115,6 +121,7 @@ impl Pool {
         Pool {
             connector,
             idle: Mutex::new(VecDeque::new()),
+            lean_idle: Mutex::new(VecDeque::new()),
             h2: Mutex::new(None),
             h2_seen: AtomicBool::new(false),
             h2_connect: tokio::sync::Mutex::new(()),
@@ -128,7 +135,7 @@ impl Pool {
 
     /// A permit to open a connection, or an idle connection given back while waiting for one;
     /// [`UpstreamError::Busy`] when neither comes within the pool's wait.
-    async fn admit(&self) -> Result<Admission, UpstreamError> {
+    async fn admit(&self, lean: bool) -> Result<Admission, UpstreamError> {
         let deadline = tokio::time::Instant::now() + self.wait;
         loop {
             // Registered before looking at the stack, so that a connection given back between
@@ -136,8 +143,13 @@ impl Pool {
             let returned = self.returned.notified();
             tokio::pin!(returned);
             returned.as_mut().enable();
-            if let Some(conn) = self.checkout() {
+            if let Some(conn) = self.checkout(lean) {
                 return Ok(Admission::Reuse(conn));
+            }
+            if self.budget.available_permits() == 0 {
+                // An idle connection of the other kind would hold its permit while this
+                // request waits out the deadline: it closes, and its permit comes back.
+                self.close_one_idle(!lean);
             }
             tokio::select! {
                 permit = self.budget.clone().acquire_owned() => {
@@ -158,18 +170,46 @@ impl Pool {
     }
 
     /// The shared HTTP/2 connection if one is open, else an idle HTTP/1.1 connection that is
-    /// ready (closed and expired ones are dropped on the way).
-    pub(super) fn checkout(&self) -> Option<Conn> {
+    /// ready, lean for a request without a body (closed and expired ones are dropped on the way).
+    pub(super) fn checkout(&self, lean: bool) -> Option<Conn> {
         if let Some(h2) = self.shared_h2() {
             return Some(Conn::H2(h2));
         }
         let now = Instant::now();
+        if lean {
+            loop {
+                let (mut conn, since) = crate::sync::lock(&self.lean_idle).pop_back()?;
+                if !expired(false, since, now) && conn.is_open() {
+                    return Some(Conn::Lean(conn));
+                }
+            }
+        }
         loop {
             let idle = crate::sync::lock(&self.idle).pop_back()?;
             // Only ready connections are put back, so one that is not ready has closed since.
             if !idle.stale(now) && idle.sender.is_ready() {
                 return Some(Conn::H1(idle.sender));
             }
+        }
+    }
+
+    /// Closes the most recently used idle connection of one kind, if there is one.
+    fn close_one_idle(&self, lean: bool) {
+        if lean {
+            drop(crate::sync::lock(&self.lean_idle).pop_back());
+        } else {
+            drop(crate::sync::lock(&self.idle).pop_back());
+        }
+    }
+
+    /// A lean connection whose answer has been read to the end: back on its stack, unless the
+    /// pool is full.
+    pub(super) fn checkin_lean(&self, conn: Box<H1Conn>) {
+        let mut idle = crate::sync::lock(&self.lean_idle);
+        if idle.len() < POOL_MAX_IDLE {
+            idle.push_back((conn, Instant::now()));
+            drop(idle);
+            self.returned.notify_one();
         }
     }
 
@@ -227,10 +267,15 @@ impl Pool {
         }
     }
 
-    /// Opens a connection: TCP, TLS where the URL is https, HTTP/2 if ALPN chose it. Once the
+    /// Opens a connection: TCP, TLS where the URL is https, HTTP/2 if ALPN chose it, else a lean
+    /// HTTP/1.1 one for a request without a body (`lean`) or hyper's. Once the
     /// upstream has spoken HTTP/2, one request at a time opens a connection and those waiting
     /// behind it share the result.
-    pub(super) async fn connect(self: &Arc<Self>, uri: &Uri) -> Result<Conn, UpstreamError> {
+    pub(super) async fn connect(
+        self: &Arc<Self>,
+        uri: &Uri,
+        lean: bool,
+    ) -> Result<Conn, UpstreamError> {
         // The first connection, of either kind, starts the task that closes idle ones.
         if !self.reaper.swap(true, Ordering::Relaxed) {
             tokio::spawn(reap(Arc::downgrade(self)));
@@ -244,7 +289,7 @@ impl Pool {
         } else {
             None
         };
-        let permit = match self.admit().await? {
+        let permit = match self.admit(lean).await? {
             Admission::Open(permit) => permit,
             Admission::Reuse(conn) => return Ok(conn),
         };
@@ -270,6 +315,8 @@ impl Pool {
             });
             self.h2_seen.store(true, Ordering::Relaxed);
             Ok(Conn::H2(sender))
+        } else if lean {
+            Ok(Conn::Lean(H1Conn::new(TokioIo::new(io), permit)))
         } else {
             let (sender, connection) = http1::Builder::new()
                 .handshake(io)
@@ -310,6 +357,7 @@ async fn reap(pool: std::sync::Weak<Pool>) {
         let Some(pool) = pool.upgrade() else { return };
         let now = Instant::now();
         crate::sync::lock(&pool.idle).retain(|idle| !idle.stale(now));
+        crate::sync::lock(&pool.lean_idle).retain(|(_, since)| !expired(false, *since, now));
         let mut h2 = crate::sync::lock(&pool.h2);
         if h2
             .as_ref()

@@ -41,4 +41,5 @@ mod teams;
 mod tls;
 mod tokens;
 mod upstream_budget;
+mod upstream_h1;
 mod watch;
