@@ -85,6 +85,42 @@ pub fn rewrite_response(headers: &mut HeaderMap, request_id: &HeaderValue) {
     headers.insert(X_REQUEST_ID.clone(), request_id.clone());
 }
 
+/// Where a header field's name and value lie in a parsed head: start and end of each, as
+/// offsets into the head.
+pub(crate) type FieldSpan = [usize; 4];
+
+/// Appends to `spans` where each of `fields` (parsed by httparse from a head starting at the
+/// address `base`) lies in that head.
+pub(crate) fn field_spans(
+    base: usize,
+    fields: &[httparse::Header<'_>],
+    spans: &mut Vec<FieldSpan>,
+) {
+    spans.extend(fields.iter().map(|field| {
+        let name = field.name.as_ptr() as usize - base;
+        let value = field.value.as_ptr() as usize - base;
+        [
+            name,
+            name + field.name.len(),
+            value,
+            value + field.value.len(),
+        ]
+    }));
+}
+
+/// Writes `headers` as HTTP/1.1 field lines into `out`, all but those named `skip`.
+pub(crate) fn write_fields(out: &mut Vec<u8>, headers: &HeaderMap, skip: &HeaderName) {
+    for (name, value) in headers {
+        if name == skip {
+            continue;
+        }
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+}
+
 /// Builds the `Authorization` value for a token, marked sensitive so that HTTP/2 HPACK never
 /// indexes it and `Debug` output hides it. `None` if the token holds bytes a header cannot carry.
 pub fn bearer_value(token: &str) -> Option<HeaderValue> {

@@ -11,6 +11,7 @@ pub mod admin;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod http1;
 pub mod live;
 pub mod logging;
 pub mod metrics;
@@ -95,6 +96,8 @@ pub struct Options {
     pub systemd: bool,
     /// How `[reload] watch` notices file changes (with a `reloader` only). Tests shorten it.
     pub watch: WatchTiming,
+    /// Which server reads HTTP/1.1 requests: the lean one by default.
+    pub http1: http1::Engine,
 }
 
 /// Binds the admin listener of `config`, if it is enabled.
@@ -193,7 +196,7 @@ pub async fn run_with(
         }
         closing.close();
     };
-    server::serve(listener, live.clone(), shutdown).await;
+    server::serve(listener, live.clone(), options.http1, shutdown).await;
     live.close();
     for task in [admin_task, watchdog].into_iter().flatten() {
         task.abort();

@@ -10,7 +10,6 @@ use http::request::Parts;
 use http::{Method, Request, Response, Uri, Version};
 use http_body::Body as _;
 use http_body_util::{Either, Full};
-use hyper::body::Incoming;
 use tokio_rustls::TlsAcceptor;
 use tracing::{Instrument as _, Span};
 
@@ -20,7 +19,7 @@ use crate::error::ProxyError;
 use crate::headers::{self, RequestIds};
 use crate::inbound::{Client, HostGuard, InboundPolicy, PeerNames};
 use crate::metrics::Metrics;
-use crate::request_body::{BodyWatch, ClientBody};
+use crate::request_body::{BodyWatch, ClientBody, InboundBody};
 use crate::respond;
 use crate::routes::{self, Route, RouteTable, TeamRefusal};
 use crate::token::{Token, TokenKey, TokenSource};
@@ -32,7 +31,7 @@ impl Proxy {
     /// Never fails: errors become JSON answers.
     pub async fn handle(
         &self,
-        request: Request<Incoming>,
+        request: Request<InboundBody>,
         peer: Option<&PeerNames>,
     ) -> Response<ProxyBody> {
         let request_id = self.ids.for_request(request.headers());
@@ -60,7 +59,7 @@ impl Proxy {
     /// with its error.
     async fn phases(
         &self,
-        request: Request<Incoming>,
+        request: Request<InboundBody>,
         peer: Option<&PeerNames>,
         request_id: &HeaderValue,
         log: &mut AccessLog,

@@ -41,9 +41,25 @@ impl BodyWatch {
     }
 }
 
+/// A request's body as the server read it: hyper's, or none (a request the proxy's own HTTP/1.1
+/// server read, which carries no body).
+#[derive(Debug)]
+pub enum InboundBody {
+    /// Read by hyper's server.
+    Hyper(Incoming),
+    /// No body at all.
+    Empty,
+}
+
+impl From<Incoming> for InboundBody {
+    fn from(body: Incoming) -> Self {
+        InboundBody::Hyper(body)
+    }
+}
+
 /// A client's request body, streamed upstream with a stall timeout.
 pub struct ClientBody {
-    inner: Incoming,
+    inner: InboundBody,
     stall: Duration,
     /// Made at the first wait: a body whose frames are ready when asked for never touches the
     /// timer wheel.
@@ -57,7 +73,7 @@ pub struct ClientBody {
 
 impl ClientBody {
     /// Wraps `inner`; it fails if the client sends nothing for `stall` while the upstream waits.
-    pub fn new(inner: Incoming, stall: Duration) -> (Self, BodyWatch) {
+    pub fn new(inner: InboundBody, stall: Duration) -> (Self, BodyWatch) {
         let watch = BodyWatch::default();
         let body = ClientBody {
             inner,
@@ -115,7 +131,11 @@ impl Body for ClientBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BodyFault>>> {
         let this = &mut *self;
-        match Pin::new(&mut this.inner).poll_frame(cx) {
+        let inner = match &mut this.inner {
+            InboundBody::Hyper(inner) => inner,
+            InboundBody::Empty => return Poll::Ready(None),
+        };
+        match Pin::new(inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 this.waiting = false;
                 Poll::Ready(Some(Ok(frame)))
@@ -141,10 +161,16 @@ impl Body for ClientBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        match &self.inner {
+            InboundBody::Hyper(inner) => inner.is_end_stream(),
+            InboundBody::Empty => true,
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        match &self.inner {
+            InboundBody::Hyper(inner) => inner.size_hint(),
+            InboundBody::Empty => SizeHint::with_exact(0),
+        }
     }
 }

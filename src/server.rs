@@ -1,5 +1,6 @@
-//! The accept loop: HTTP/1.1 and HTTP/2 on one port (hyper-util's auto builder; h2c in the
-//! clear, ALPN over TLS), the optional TLS handshake, header limits and timeouts, a cap on
+//! The accept loop: HTTP/1.1 and HTTP/2 on one port (the lean HTTP/1.1 server of `http1/`
+//! first, handing to hyper-util's auto builder what it does not serve: h2c in the clear, ALPN
+//! over TLS, requests with a body), the optional TLS handshake, header limits and timeouts, a cap on
 //! concurrent connections, idle connections closed, and a bounded graceful drain on shutdown.
 
 use std::convert::Infallible;
@@ -8,6 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use bytes::BytesMut;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -17,6 +19,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::time::Instant;
 
+use crate::http1::{self, Engine, Prefixed};
 use crate::inbound::PeerNames;
 use crate::live::Live;
 use crate::metrics::Metrics;
@@ -70,16 +73,16 @@ fn builder() -> auto::Builder<TokioExecutor> {
 pub(crate) async fn serve(
     listener: TcpListener,
     live: Arc<Live>,
+    engine: Engine,
     shutdown: impl Future<Output = ()>,
 ) {
-    let builder = builder();
+    let builder = (builder(), engine);
     // Connections beyond the cap wait in the kernel's listen backlog until one closes: those in
     // flight keep their memory and file descriptors.
     let max_connections = live.max_connections();
     let slots = Arc::new(Semaphore::new(max_connections));
     let (stop, stopping) = watch::channel(false);
     tokio::pin!(shutdown);
-
     loop {
         let permit = tokio::select! {
             permit = slots.clone().acquire_owned() => match permit {
@@ -170,6 +173,35 @@ fn rejected_head(e: &(dyn std::error::Error + 'static)) -> Option<&'static str> 
     }
 }
 
+/// Serves a connection on the lean HTTP/1.1 server first (unless `engine` says hyper's alone):
+/// `None` when that closed it, else what hyper needs to go on: the bytes read and not used, and
+/// whether requests were served.
+async fn lean_first<S>(
+    engine: Engine,
+    stream: &mut S,
+    (live, peer, opened): (&Arc<Live>, Option<&PeerNames>, Instant),
+    stopping: &mut watch::Receiver<bool>,
+) -> Option<(BytesMut, bool)>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let conn = http1::Connection {
+        live,
+        peer,
+        opened,
+        stopping,
+        head_timeout: HEADER_READ_TIMEOUT,
+        max_head: MAX_HEADER_BYTES,
+    };
+    match engine {
+        Engine::Hyper => Some((BytesMut::new(), false)),
+        Engine::Lean => match http1::serve(stream, conn).await {
+            http1::Ended::HandOff { read, served } => Some((read, served)),
+            http1::Ended::Closed => None,
+        },
+    }
+}
+
 /// Counts a connection in the `connections_open` gauge while it lives.
 struct OpenConnection(Arc<Metrics>);
 
@@ -190,8 +222,8 @@ impl Drop for OpenConnection {
 /// flight and close. `peer`: the names of its verified client certificate. `opened`: when it
 /// was accepted (before any TLS handshake). `_permit` is its connection slot.
 async fn serve_connection<S>(
-    builder: auto::Builder<TokioExecutor>,
-    stream: S,
+    (builder, engine): (auto::Builder<TokioExecutor>, Engine),
+    mut stream: S,
     peer: Option<Arc<PeerNames>>,
     opened: Instant,
     live: Arc<Live>,
@@ -202,8 +234,16 @@ async fn serve_connection<S>(
 {
     let metrics = live.metrics().clone();
     let _open = OpenConnection::new(metrics.clone());
+    let lean = (&live, peer.as_deref(), opened);
+    let Some((read, served)) = lean_first(engine, &mut stream, lean, &mut stopping).await else {
+        return;
+    };
     // Milliseconds after `opened` at which the last admitted request arrived; u64::MAX: none yet.
-    let last_request = Arc::new(AtomicU64::new(u64::MAX));
+    let last_request = Arc::new(AtomicU64::new(if served {
+        opened.elapsed().as_millis() as u64
+    } else {
+        u64::MAX
+    }));
     let seen = last_request.clone();
     let service = service_fn(move |request: hyper::Request<Incoming>| {
         let now = opened.elapsed().as_millis() as u64;
@@ -212,7 +252,7 @@ async fn serve_connection<S>(
         let seen = seen.clone();
         let peer = peer.clone();
         async move {
-            let response = proxy.handle(request, peer.as_deref()).await;
+            let response = proxy.handle(request.map(Into::into), peer.as_deref()).await;
             if response.extensions().get::<Refused>().is_some() {
                 // A refused client (no key, foreign Host) cannot keep a slot by asking again.
                 let _ = seen.compare_exchange(now, before, Ordering::Relaxed, Ordering::Relaxed);
@@ -220,7 +260,7 @@ async fn serve_connection<S>(
             Ok::<_, Infallible>(response)
         }
     });
-    let connection = builder.serve_connection(TokioIo::new(stream), service);
+    let connection = builder.serve_connection(TokioIo::new(Prefixed::new(read, stream)), service);
     tokio::pin!(connection);
 
     // Until the first request: HEADER_READ_TIMEOUT from the connection's start; afterwards

@@ -25,6 +25,7 @@ use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::framing::{Framing, Malformed};
+use crate::headers::{self, FieldSpan};
 
 /// Most header fields in an answer's head (hyper's client default).
 const MAX_RESPONSE_HEADERS: usize = 100;
@@ -44,7 +45,7 @@ pub(super) struct H1Conn {
     out: Vec<u8>,
     /// Where each header field of the answer being parsed lies in its head: reused, so that no
     /// answer pays for a fresh (or zeroed) table.
-    fields: Vec<Field>,
+    fields: Vec<FieldSpan>,
     /// The connection's place in the pool's budget, given back when it closes.
     _permit: OwnedSemaphorePermit,
 }
@@ -167,27 +168,16 @@ fn encode_head(
     out.extend_from_slice(b" HTTP/1.1\r\nhost: ");
     out.extend_from_slice(host.as_bytes());
     out.extend_from_slice(b"\r\n");
-    for (name, value) in headers {
-        if name == header::HOST {
-            continue;
-        }
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
-    }
+    headers::write_fields(out, headers, &header::HOST);
     out.extend_from_slice(b"\r\n");
 }
-
-/// Where a header field's name and value lie in the head: start and end of each.
-type Field = [usize; 4];
 
 /// Parses an answer head at the start of `buf` and takes it out: `None` while it is incomplete.
 /// Informational (1xx) heads are dropped on the way, as hyper does. `offsets` is scratch space.
 fn parse_head(
     buf: &mut BytesMut,
     method: &Method,
-    offsets: &mut Vec<Field>,
+    offsets: &mut Vec<FieldSpan>,
 ) -> Result<Option<Head>, ExchangeError> {
     loop {
         let mut fields =
@@ -200,16 +190,7 @@ fn parse_head(
         {
             Ok(httparse::Status::Partial) => return Ok(None),
             Ok(httparse::Status::Complete(len)) => {
-                offsets.extend(response.headers.iter().map(|field| {
-                    let name = field.name.as_ptr() as usize - base;
-                    let value = field.value.as_ptr() as usize - base;
-                    [
-                        name,
-                        name + field.name.len(),
-                        value,
-                        value + field.value.len(),
-                    ]
-                }));
+                headers::field_spans(base, response.headers, offsets);
                 (
                     len,
                     response.code.unwrap_or(0),
@@ -253,7 +234,7 @@ fn parse_head(
 }
 
 /// The header fields of a parsed head; the values share the head's buffer.
-fn header_map(head: &Bytes, offsets: &[Field]) -> Result<HeaderMap, ExchangeError> {
+fn header_map(head: &Bytes, offsets: &[FieldSpan]) -> Result<HeaderMap, ExchangeError> {
     let invalid = || ExchangeError::Failed("the API's answer holds an invalid header".into());
     let mut headers = HeaderMap::with_capacity(offsets.len());
     for &[name_start, name_end, value_start, value_end] in offsets {

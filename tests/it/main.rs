@@ -21,6 +21,7 @@ mod delegation;
 mod failures;
 mod forwarding;
 mod hosts;
+mod http1;
 mod http2;
 mod inbound;
 mod limits;

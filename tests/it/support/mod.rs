@@ -367,6 +367,7 @@ async fn launch(
         reloader,
         systemd: false,
         watch,
+        http1: http1_engine(),
     };
     let serving = ::tokio::spawn(azure_costs_proxy::run_with(
         config,
@@ -384,6 +385,15 @@ async fn launch(
         stop: Some(stop),
         serving: Some(serving),
         file: None,
+    }
+}
+
+/// The HTTP/1.1 server the proxy under test uses: the lean one, or hyper's when
+/// `ACP_TEST_HTTP1=hyper` (`.ci/run` runs the hardening tests both ways).
+fn http1_engine() -> azure_costs_proxy::http1::Engine {
+    match std::env::var("ACP_TEST_HTTP1").as_deref() {
+        Ok("hyper") => azure_costs_proxy::http1::Engine::Hyper,
+        _ => azure_costs_proxy::http1::Engine::Lean,
     }
 }
 
