@@ -8,10 +8,12 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use bytes::Bytes;
+use http::Response;
 use http_body::{Body, Frame, SizeHint};
 use tokio::time::Sleep;
 
 use crate::access_log::AccessLog;
+use crate::fields::RawFields;
 use crate::upstream::PooledBody;
 
 /// Error type of [`ProxyBody`]: hyper's error or the idle timeout.
@@ -41,12 +43,26 @@ enum Kind {
 pub struct ProxyBody {
     kind: Kind,
     log: Option<AccessLog>,
+    /// The upstream's header fields as they came, when a lean connection read them: the
+    /// response's header map then holds only the proxy's own fields (see [`with_fields`]).
+    fields: Option<RawFields>,
+}
+
+/// Puts the upstream's header fields that `response`'s body carries (those the client gets)
+/// into its header map, ahead of the proxy's own. For hyper's server, which writes the map; the
+/// lean server writes them from the body without building one.
+pub(crate) fn with_fields(response: &mut Response<ProxyBody>) {
+    if let Some(fields) = response.body_mut().fields.take() {
+        let own = std::mem::replace(response.headers_mut(), fields.to_map(true));
+        response.headers_mut().extend(own);
+    }
 }
 
 impl ProxyBody {
     /// Streams an upstream body; fails it if no frame arrives within `idle`.
-    pub fn upstream(inner: PooledBody, idle: Duration, log: Option<AccessLog>) -> Self {
+    pub fn upstream(mut inner: PooledBody, idle: Duration, log: Option<AccessLog>) -> Self {
         ProxyBody {
+            fields: inner.take_fields(),
             kind: Kind::Upstream {
                 inner,
                 idle,
@@ -63,7 +79,13 @@ impl ProxyBody {
         ProxyBody {
             kind: Kind::Full((!bytes.is_empty()).then_some(bytes)),
             log,
+            fields: None,
         }
+    }
+
+    /// The upstream's header fields as they came, if a lean connection read them (once).
+    pub(crate) fn take_fields(&mut self) -> Option<RawFields> {
+        self.fields.take()
     }
 
     fn end(&mut self, outcome: &'static str) {

@@ -26,6 +26,7 @@ mod bucket;
 mod cause;
 mod error;
 mod escape;
+mod fields;
 mod files;
 mod headers;
 mod host;

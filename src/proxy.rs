@@ -255,7 +255,7 @@ impl Proxy {
         request: Request<OutgoingBody>,
         watch: &BodyWatch,
     ) -> Result<Response<PooledBody>, ProxyError> {
-        match self.upstream.send(request).await {
+        match self.upstream.send_raw(request).await {
             Ok(response) => Ok(response),
             Err(e) => Err(match watch.fault() {
                 Some(fault) => ProxyError::RequestBody(fault),

@@ -252,7 +252,8 @@ async fn serve_connection<S>(
         let seen = seen.clone();
         let peer = peer.clone();
         async move {
-            let response = proxy.handle(request.map(Into::into), peer.as_deref()).await;
+            let mut response = proxy.handle(request.map(Into::into), peer.as_deref()).await;
+            crate::body::with_fields(&mut response);
             if response.extensions().get::<Refused>().is_some() {
                 // A refused client (no key, foreign Host) cannot keep a slot by asking again.
                 let _ = seen.compare_exchange(now, before, Ordering::Relaxed, Ordering::Relaxed);

@@ -16,6 +16,7 @@ use http_body::Body as _;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt as _};
 
 use crate::body::ProxyBody;
+use crate::fields::{Kind, RawFields};
 
 /// Frames up to this size are copied into the write buffer to go out with what precedes them;
 /// bigger ones are written as they are.
@@ -71,7 +72,8 @@ pub(super) async fn answer<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let (parts, body) = response.into_parts();
+    let (parts, mut body) = response.into_parts();
+    let upstream = body.take_fields();
     let says_close = parts
         .headers
         .get_all(header::CONNECTION)
@@ -79,10 +81,14 @@ where
         .any(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
     buffers.out.clear();
     let add_close = close && !says_close;
+    let fields = Fields {
+        own: &parts.headers,
+        upstream: upstream.as_ref(),
+    };
     let framing = encode_head(
         buffers.out,
         parts.status,
-        &parts.headers,
+        fields,
         &body,
         head_only,
         add_close,
@@ -218,11 +224,52 @@ fn hex(mut n: usize, buf: &mut [u8; 16]) -> &[u8] {
     }
 }
 
+/// An answer's header fields: the proxy's own, and the upstream's as they came (those the client
+/// gets) when a lean connection read them.
+#[derive(Clone, Copy)]
+struct Fields<'a> {
+    own: &'a HeaderMap,
+    upstream: Option<&'a RawFields>,
+}
+
+impl Fields<'_> {
+    /// Writes every field but `Content-Length` (the framing writes that one).
+    fn write(self, out: &mut Vec<u8>) {
+        for (name, value, kind) in self.upstream.into_iter().flat_map(RawFields::forwarded) {
+            if kind != Kind::ContentLength {
+                out.extend_from_slice(name);
+                out.extend_from_slice(b": ");
+                out.extend_from_slice(value);
+                out.extend_from_slice(b"\r\n");
+            }
+        }
+        crate::headers::write_fields(out, self.own, &header::CONTENT_LENGTH);
+    }
+
+    fn has_date(self) -> bool {
+        self.own.contains_key(header::DATE) || self.upstream.is_some_and(|f| f.has(Kind::Date))
+    }
+
+    /// The `Content-Length` the answer states, if it states a valid one (the lean upstream
+    /// connection has checked that all the upstream's values agree).
+    fn stated_length(self) -> Option<u64> {
+        let value = match self.own.get(header::CONTENT_LENGTH) {
+            Some(own) => own.as_bytes(),
+            None => self.upstream?.values(Kind::ContentLength).next()?,
+        };
+        let digits = value.split(|&b| b == b',').next()?.trim_ascii();
+        if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        Some(digits.iter().fold(0, |n, &d| n * 10 + u64::from(d - b'0')))
+    }
+}
+
 /// Writes the answer's head into `out` and says how its body goes.
 fn encode_head(
     out: &mut Vec<u8>,
     status: StatusCode,
-    headers: &HeaderMap,
+    fields: Fields<'_>,
     body: &ProxyBody,
     head_only: bool,
     close: bool,
@@ -233,8 +280,8 @@ fn encode_head(
     out.extend_from_slice(status.canonical_reason().unwrap_or("<none>").as_bytes());
     out.extend_from_slice(b"\r\n");
     // The length is written below, once, from the one value it can have.
-    crate::headers::write_fields(out, headers, &header::CONTENT_LENGTH);
-    if !headers.contains_key(header::DATE) {
+    fields.write(out);
+    if !fields.has_date() {
         out.extend_from_slice(b"date: ");
         with_date(|date| out.extend_from_slice(date));
         out.extend_from_slice(b"\r\n");
@@ -246,7 +293,7 @@ fn encode_head(
         out.extend_from_slice(b"\r\n");
         return Framing::Nothing;
     }
-    let stated = stated_length(headers);
+    let stated = fields.stated_length();
     let framing = if status == StatusCode::NOT_MODIFIED {
         // The length of the representation, if the upstream said; no body either way.
         stated.map_or(Framing::Nothing, |_| Framing::Length(0))
@@ -272,16 +319,6 @@ fn encode_head(
     } else {
         framing
     }
-}
-
-/// The `Content-Length` the answer states, if it states one valid length.
-fn stated_length(headers: &HeaderMap) -> Option<u64> {
-    let value = headers.get(header::CONTENT_LENGTH)?;
-    let digits = value.as_bytes();
-    if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    Some(digits.iter().fold(0, |n, &d| n * 10 + u64::from(d - b'0')))
 }
 
 /// The `date` value and the second it is for: formatted once a second.
@@ -322,7 +359,11 @@ mod tests {
         }
         let mut out = Vec::new();
         let status = StatusCode::from_u16(status).unwrap();
-        let framing = encode_head(&mut out, status, &map, &body, head_only, false);
+        let fields = Fields {
+            own: &map,
+            upstream: None,
+        };
+        let framing = encode_head(&mut out, status, fields, &body, head_only, false);
         (String::from_utf8(out).unwrap(), framing == Framing::Chunked)
     }
 

@@ -15,8 +15,8 @@ use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::task::Context;
 
-use bytes::{Bytes, BytesMut};
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use bytes::BytesMut;
+use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, StatusCode, Version};
 use hyper_rustls::MaybeHttpsStream;
 use hyper_util::rt::TokioIo;
@@ -25,7 +25,8 @@ use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::framing::{Framing, Malformed};
-use crate::headers::{self, FieldSpan};
+use crate::fields::{self, Kind, RawFields};
+use crate::headers;
 
 /// Most header fields in an answer's head (hyper's client default).
 const MAX_RESPONSE_HEADERS: usize = 100;
@@ -43,9 +44,6 @@ pub(super) struct H1Conn {
     /// Bytes read and not yet used: the rest of a head, body bytes.
     pub(super) buf: BytesMut,
     out: Vec<u8>,
-    /// Where each header field of the answer being parsed lies in its head: reused, so that no
-    /// answer pays for a fresh (or zeroed) table.
-    fields: Vec<FieldSpan>,
     /// The connection's place in the pool's budget, given back when it closes.
     _permit: OwnedSemaphorePermit,
 }
@@ -70,7 +68,7 @@ impl From<Malformed> for ExchangeError {
 pub(super) struct Head {
     pub(super) status: StatusCode,
     pub(super) version: Version,
-    pub(super) headers: HeaderMap,
+    pub(super) fields: RawFields,
     pub(super) framing: Framing,
     /// Whether the connection may carry another request after this answer.
     pub(super) keep_alive: bool,
@@ -82,7 +80,6 @@ impl H1Conn {
             io,
             buf: BytesMut::new(),
             out: Vec::new(),
-            fields: Vec::with_capacity(MAX_RESPONSE_HEADERS),
             _permit: permit,
         })
     }
@@ -120,7 +117,7 @@ impl H1Conn {
         loop {
             if !self.buf.is_empty() {
                 received = true;
-                if let Some(head) = parse_head(&mut self.buf, method, &mut self.fields)? {
+                if let Some(head) = parse_head(&mut self.buf, method)? {
                     return Ok(head);
                 }
                 if self.buf.len() >= MAX_RESPONSE_HEAD {
@@ -173,24 +170,21 @@ fn encode_head(
 }
 
 /// Parses an answer head at the start of `buf` and takes it out: `None` while it is incomplete.
-/// Informational (1xx) heads are dropped on the way, as hyper does. `offsets` is scratch space.
-fn parse_head(
-    buf: &mut BytesMut,
-    method: &Method,
-    offsets: &mut Vec<FieldSpan>,
-) -> Result<Option<Head>, ExchangeError> {
+/// Informational (1xx) heads are dropped on the way, as hyper does.
+fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, ExchangeError> {
     loop {
         let mut fields =
             [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_RESPONSE_HEADERS];
         let mut response = httparse::Response::new(&mut []);
         let base = buf.as_ptr() as usize;
-        offsets.clear();
+        let mut spans = Vec::new();
         let (len, code, version) = match httparse::ParserConfig::default()
             .parse_response_with_uninit_headers(&mut response, buf, &mut fields)
         {
             Ok(httparse::Status::Partial) => return Ok(None),
             Ok(httparse::Status::Complete(len)) => {
-                headers::field_spans(base, response.headers, offsets);
+                spans.reserve_exact(response.headers.len());
+                fields::classify(base, response.headers, &mut spans);
                 (
                     len,
                     response.code.unwrap_or(0),
@@ -220,30 +214,17 @@ fn parse_head(
         } else {
             Version::HTTP_11
         };
-        let headers = header_map(&head, offsets)?;
-        let framing = framing(status, method, version, &headers)?;
-        let keep_alive = framing != Framing::Close && keep_alive(version, &headers);
+        let fields = RawFields::new(head, spans);
+        let framing = framing(status, method, version, &fields)?;
+        let keep_alive = framing != Framing::Close && keep_alive(version, &fields);
         return Ok(Some(Head {
             status,
             version,
-            headers,
+            fields,
             framing,
             keep_alive,
         }));
     }
-}
-
-/// The header fields of a parsed head; the values share the head's buffer.
-fn header_map(head: &Bytes, offsets: &[FieldSpan]) -> Result<HeaderMap, ExchangeError> {
-    let invalid = || ExchangeError::Failed("the API's answer holds an invalid header".into());
-    let mut headers = HeaderMap::with_capacity(offsets.len());
-    for &[name_start, name_end, value_start, value_end] in offsets {
-        let name = HeaderName::from_bytes(&head[name_start..name_end]).map_err(|_| invalid())?;
-        let value = HeaderValue::from_maybe_shared(head.slice(value_start..value_end))
-            .map_err(|_| invalid())?;
-        headers.append(name, value);
-    }
-    Ok(headers)
 }
 
 /// How the body is delimited (RFC 9112 section 6.3).
@@ -251,27 +232,21 @@ fn framing(
     status: StatusCode,
     method: &Method,
     version: Version,
-    headers: &HeaderMap,
+    fields: &RawFields,
 ) -> Result<Framing, Malformed> {
     if matches!(status.as_u16(), 204 | 304) || method == Method::HEAD {
         return Ok(Framing::Length(0));
     }
-    let lengths = headers.get_all(header::CONTENT_LENGTH);
-    if let Some(last) = headers
-        .get_all(header::TRANSFER_ENCODING)
-        .iter()
-        .next_back()
-    {
+    if let Some(last) = fields.values(Kind::TransferEncoding).last() {
         if version == Version::HTTP_10 {
             return Err(Malformed("an HTTP/1.0 answer has a Transfer-Encoding"));
         }
-        if lengths.iter().next().is_some() {
+        if fields.has(Kind::ContentLength) {
             return Err(Malformed(
                 "the answer has both Transfer-Encoding and Content-Length",
             ));
         }
         let chunked = last
-            .as_bytes()
             .rsplit(|&b| b == b',')
             .next()
             .is_some_and(|coding| coding.trim_ascii().eq_ignore_ascii_case(b"chunked"));
@@ -282,8 +257,8 @@ fn framing(
         });
     }
     let mut length = None;
-    for value in lengths {
-        for part in value.as_bytes().split(|&b| b == b',') {
+    for value in fields.values(Kind::ContentLength) {
+        for part in value.split(|&b| b == b',') {
             let part = part.trim_ascii();
             let n = (!part.is_empty() && part.len() <= 19 && part.iter().all(u8::is_ascii_digit))
                 .then(|| part.iter().fold(0u64, |n, &d| n * 10 + u64::from(d - b'0')))
@@ -298,10 +273,10 @@ fn framing(
 }
 
 /// Whether the upstream keeps the connection open after this answer.
-fn keep_alive(version: Version, headers: &HeaderMap) -> bool {
+fn keep_alive(version: Version, fields: &RawFields) -> bool {
     let mut keep = version == Version::HTTP_11;
-    for value in headers.get_all(header::CONNECTION) {
-        for token in value.as_bytes().split(|&b| b == b',') {
+    for value in fields.values(Kind::Connection) {
+        for token in value.split(|&b| b == b',') {
             let token = token.trim_ascii();
             if token.eq_ignore_ascii_case(b"close") {
                 return false;
@@ -320,7 +295,7 @@ mod tests {
 
     fn parse(raw: &str, method: &Method) -> Result<Option<Head>, String> {
         let mut buf = BytesMut::from(raw);
-        parse_head(&mut buf, method, &mut Vec::new()).map_err(|e| match e {
+        parse_head(&mut buf, method).map_err(|e| match e {
             ExchangeError::Failed(m) => m,
             ExchangeError::Closed(e) => e.to_string(),
         })
@@ -340,7 +315,11 @@ mod tests {
         assert_eq!(head.status, 200);
         assert_eq!(head.framing, Framing::Length(12));
         assert!(head.keep_alive);
-        assert_eq!(head.headers.get_all("x-a").iter().count(), 2);
+        let x_a = head
+            .fields
+            .all()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(b"x-a"));
+        assert_eq!(x_a.count(), 2);
         assert_eq!(
             framed("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"),
             Ok((Framing::Chunked, true))

@@ -145,6 +145,20 @@ impl Upstream {
         &self,
         request: Request<OutgoingBody>,
     ) -> Result<Response<PooledBody>, UpstreamError> {
+        let mut response = self.send_raw(request).await?;
+        if let Some(fields) = response.body_mut().take_fields() {
+            *response.headers_mut() = fields.to_map(false);
+        }
+        Ok(response)
+    }
+
+    /// [`Self::send`], but an answer read on a lean connection keeps its header fields as they
+    /// came, in its body ([`PooledBody::take_fields`]), and its header map is empty: the request
+    /// path forwards them without building a map.
+    pub async fn send_raw(
+        &self,
+        request: Request<OutgoingBody>,
+    ) -> Result<Response<PooledBody>, UpstreamError> {
         match tokio::time::timeout(self.timeout, self.exchange(request)).await {
             Ok(result) => result,
             Err(_) => Err(UpstreamError::Timeout(self.timeout)),
@@ -260,11 +274,17 @@ impl Upstream {
 
     /// The answer read from a lean connection; the connection goes with its body.
     fn lean_response(&self, conn: Box<H1Conn>, head: Head) -> Response<PooledBody> {
-        let body = PooledBody::lean(conn, head.framing, head.keep_alive, self.pool.clone());
+        let Head {
+            status,
+            version,
+            fields,
+            framing,
+            keep_alive,
+        } = head;
+        let body = PooledBody::lean(conn, (framing, keep_alive), fields, self.pool.clone());
         let mut response = Response::new(body);
-        *response.status_mut() = head.status;
-        *response.version_mut() = head.version;
-        *response.headers_mut() = head.headers;
+        *response.status_mut() = status;
+        *response.version_mut() = version;
         response
     }
 

@@ -14,6 +14,7 @@ use hyper::body::Incoming;
 use super::framing::{Decoded, Decoder, Framing};
 use super::h1::{H1Conn, READ_CHUNK};
 use super::pool::{Lease, Pool};
+use crate::fields::RawFields;
 
 /// Error type of a [`PooledBody`]: hyper's, an I/O error or broken framing.
 pub(crate) type BodyError = Box<dyn StdError + Send + Sync>;
@@ -25,6 +26,8 @@ const MAX_READ: usize = 64 * 1024;
 /// end, and is closed when it is dropped before.
 pub struct PooledBody {
     kind: Kind,
+    /// The answer's header fields as they came, when a lean connection read them.
+    fields: Option<RawFields>,
 }
 
 enum Kind {
@@ -48,14 +51,21 @@ impl PooledBody {
     pub(super) fn new(inner: Incoming, lease: Option<Lease>) -> Self {
         PooledBody {
             kind: Kind::Hyper { inner, lease },
+            fields: None,
         }
     }
 
-    /// A body read from the lean connection `conn`, framed by `framing`.
+    /// The answer's header fields as they came, if a lean connection read them (once).
+    pub(crate) fn take_fields(&mut self) -> Option<RawFields> {
+        self.fields.take()
+    }
+
+    /// The body of an answer read from the lean connection `conn`, framed by `framing`; it
+    /// keeps the head's `fields`.
     pub(super) fn lean(
         conn: Box<H1Conn>,
-        framing: Framing,
-        keep_alive: bool,
+        (framing, keep_alive): (Framing, bool),
+        fields: RawFields,
         pool: Arc<Pool>,
     ) -> Self {
         let mut body = PooledBody {
@@ -65,6 +75,7 @@ impl PooledBody {
                 keep_alive,
                 pool,
             },
+            fields: Some(fields),
         };
         // No body (HEAD, 204, 304, a length of 0): the connection is free at once.
         if body.is_end_stream() {

@@ -1,0 +1,203 @@
+//! An upstream answer's header fields as they came on the wire: the head's bytes and where each
+//! field lies, read by the lean upstream connection. Nothing is copied or hashed per field: the
+//! lean server writes the forwarded ones straight from these bytes, and a map is built only for
+//! whoever needs one (hyper's server, the STS client).
+//!
+//! The fields forwarded to the client follow `headers::rewrite_response`: no hop-by-hop field
+//! (the fixed list, and every field `Connection` names), no `Set-Cookie`, and no `X-Request-Id`
+//! (the proxy sets the request's own).
+
+use bytes::Bytes;
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+
+use crate::headers::FieldSpan;
+
+/// What a field is to the proxy, decided once per field when the head is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// Forwarded as it is.
+    Other,
+    /// `Date`: forwarded.
+    Date,
+    /// `Content-Length`: forwarded (the lean server writes its own from the framing).
+    ContentLength,
+    /// `Transfer-Encoding`: hop-by-hop.
+    TransferEncoding,
+    /// `Connection`: hop-by-hop.
+    Connection,
+    /// Any other field the client does not get: hop-by-hop (`Keep-Alive`, `Proxy-Connection`,
+    /// `TE`, `Trailer`, `Upgrade`, and every field `Connection` names), `Set-Cookie` (a
+    /// browser would share it with every localhost app), `X-Request-Id` (the proxy sets its own).
+    Dropped,
+}
+
+impl Kind {
+    fn of(name: &[u8]) -> Kind {
+        let is = |known: &[u8]| name.eq_ignore_ascii_case(known);
+        match name.len() {
+            2 if is(b"te") => Kind::Dropped,
+            4 if is(b"date") => Kind::Date,
+            7 if is(b"trailer") || is(b"upgrade") => Kind::Dropped,
+            10 if is(b"connection") => Kind::Connection,
+            10 if is(b"keep-alive") || is(b"set-cookie") => Kind::Dropped,
+            12 if is(b"x-request-id") => Kind::Dropped,
+            14 if is(b"content-length") => Kind::ContentLength,
+            16 if is(b"proxy-connection") => Kind::Dropped,
+            17 if is(b"transfer-encoding") => Kind::TransferEncoding,
+            _ => Kind::Other,
+        }
+    }
+
+    /// Whether the client gets a field of this kind.
+    fn forwarded(self) -> bool {
+        matches!(self, Kind::Other | Kind::Date | Kind::ContentLength)
+    }
+}
+
+/// A field of a head: where its name and value lie, and what it is.
+pub(crate) type Field = (FieldSpan, Kind);
+
+/// The header fields of one answer head.
+#[derive(Debug, Clone)]
+pub(crate) struct RawFields {
+    head: Bytes,
+    fields: Vec<Field>,
+}
+
+/// Appends the fields httparse parsed from a head starting at the address `base` to `fields`,
+/// each with its kind.
+pub(crate) fn classify(base: usize, parsed: &[httparse::Header<'_>], fields: &mut Vec<Field>) {
+    fields.extend(parsed.iter().map(|field| {
+        let name = field.name.as_ptr() as usize - base;
+        let value = field.value.as_ptr() as usize - base;
+        let span = [
+            name,
+            name + field.name.len(),
+            value,
+            value + field.value.len(),
+        ];
+        (span, Kind::of(field.name.as_bytes()))
+    }));
+}
+
+impl RawFields {
+    /// The `fields` of `head`, as [`classify`] found them (valid names and values). Fields a
+    /// `Connection` field names become [`Kind::Dropped`].
+    pub(crate) fn new(head: Bytes, mut fields: Vec<Field>) -> Self {
+        let connection = fields.iter().any(|&(_, kind)| kind == Kind::Connection);
+        if connection {
+            let named: Vec<&[u8]> = fields
+                .iter()
+                .filter(|&&(_, kind)| kind == Kind::Connection)
+                .flat_map(|&([.., vs, ve], _)| head[vs..ve].split(|&b| b == b','))
+                .map(<[u8]>::trim_ascii)
+                .filter(|token| !token.is_empty())
+                .collect();
+            for ([ns, ne, ..], kind) in &mut fields {
+                let name = &head[*ns..*ne];
+                if kind.forwarded() && named.iter().any(|n| n.eq_ignore_ascii_case(name)) {
+                    *kind = Kind::Dropped;
+                }
+            }
+        }
+        RawFields { head, fields }
+    }
+
+    fn pair(&self, &([ns, ne, vs, ve], _): &Field) -> (&[u8], &[u8]) {
+        (&self.head[ns..ne], &self.head[vs..ve])
+    }
+
+    /// Every field, in order: name and value.
+    #[cfg(test)]
+    pub(crate) fn all(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        self.fields.iter().map(|field| self.pair(field))
+    }
+
+    /// The values of the fields of a kind, in order.
+    pub(crate) fn values(&self, kind: Kind) -> impl Iterator<Item = &[u8]> {
+        self.fields
+            .iter()
+            .filter(move |(_, k)| *k == kind)
+            .map(|field| self.pair(field).1)
+    }
+
+    /// Whether a field of this kind is there.
+    pub(crate) fn has(&self, kind: Kind) -> bool {
+        self.fields.iter().any(|(_, k)| *k == kind)
+    }
+
+    /// The fields the client gets, in order, with their kinds.
+    pub(crate) fn forwarded(&self) -> impl Iterator<Item = (&[u8], &[u8], Kind)> {
+        self.fields
+            .iter()
+            .filter(|(_, kind)| kind.forwarded())
+            .map(|field| {
+                let (name, value) = self.pair(field);
+                (name, value, field.1)
+            })
+    }
+
+    /// The fields as a map: every one (`forwarded_only` false), or those the client gets.
+    pub(crate) fn to_map(&self, forwarded_only: bool) -> HeaderMap {
+        let mut map = HeaderMap::with_capacity(self.fields.len());
+        for field in &self.fields {
+            if forwarded_only && !field.1.forwarded() {
+                continue;
+            }
+            let (name, value) = self.pair(field);
+            // httparse and `http` accept the same names and values; a field one of them
+            // refused could only be dropped.
+            if let (Ok(name), Ok(value)) = (
+                HeaderName::from_bytes(name),
+                HeaderValue::from_maybe_shared(self.head.slice_ref(value)),
+            ) {
+                map.append(name, value);
+            }
+        }
+        map
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fields(head: &'static str) -> RawFields {
+        let mut slots = [httparse::EMPTY_HEADER; 32];
+        let mut response = httparse::Response::new(&mut slots);
+        response.parse(head.as_bytes()).unwrap();
+        let mut fields = Vec::new();
+        classify(head.as_ptr() as usize, response.headers, &mut fields);
+        RawFields::new(Bytes::from_static(head.as_bytes()), fields)
+    }
+
+    #[test]
+    fn forwarded_fields_drop_hop_by_hop_cookies_and_the_request_id() {
+        let raw = fields(
+            "HTTP/1.1 200 OK\r\nContent-Type: a/b\r\nConnection: keep-alive, X-Hop\r\n\
+             X-Hop: 1\r\nKeep-Alive: timeout=5\r\nSet-Cookie: a=1\r\nX-Request-Id: theirs\r\n\
+             Transfer-Encoding: chunked\r\nETag: \"x\"\r\n\r\n",
+        );
+        let kept: Vec<_> = raw.forwarded().map(|(n, ..)| n.to_vec()).collect();
+        assert_eq!(kept, [b"Content-Type".to_vec(), b"ETag".to_vec()]);
+        let map = raw.to_map(true);
+        assert_eq!(map.len(), 2);
+        assert_eq!(map["content-type"], "a/b");
+        assert_eq!(raw.to_map(false).len(), 8);
+        assert_eq!(raw.values(Kind::Connection).count(), 1);
+        assert!(raw.has(Kind::TransferEncoding) && !raw.has(Kind::Date));
+    }
+
+    #[test]
+    fn the_same_rules_as_the_header_map_path() {
+        let raw = fields(
+            "HTTP/1.1 200 OK\r\nconnection: Keep-Alive, X-Mixed, , TE, not a name\r\n\
+             x-mixed: 1\r\nte: trailers\r\nx-kept: 1\r\nset-cookie: b=2\r\n\r\n",
+        );
+        let mut map = raw.to_map(false);
+        crate::headers::rewrite_response(&mut map, &HeaderValue::from_static("rid"));
+        map.remove(&crate::headers::X_REQUEST_ID);
+        let forwarded = raw.to_map(true);
+        assert_eq!(map, forwarded);
+    }
+}
