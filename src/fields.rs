@@ -93,9 +93,14 @@ impl RawFields {
                 .map(<[u8]>::trim_ascii)
                 .filter(|token| !token.is_empty())
                 .collect();
+            // Only fields of no meaning to the framing: a `Content-Length` still frames the
+            // body (hyper's client framed it whatever `Connection` says; only the lean server
+            // writes its own), and `Date` is written anew when dropped.
             for ([ns, ne, ..], kind) in &mut fields {
                 let name = &head[*ns..*ne];
-                if kind.forwarded() && named.iter().any(|n| n.eq_ignore_ascii_case(name)) {
+                if matches!(kind, Kind::Other | Kind::Date)
+                    && named.iter().any(|n| n.eq_ignore_ascii_case(name))
+                {
                     *kind = Kind::Dropped;
                 }
             }

@@ -95,11 +95,12 @@ where
     );
     let close = close || says_close;
     if framing != Framing::Nothing {
-        send_body(io, body, framing, buffers).await
+        send_body(io, body, framing, buffers).await?;
     } else {
-        io.write_all(buffers.out).await.map_err(WriteError::from)
+        io.write_all(buffers.out).await?;
+        io.flush().await?;
     }
-    .map(|()| close)
+    Ok(close)
 }
 
 /// Writes the head already in `buffers.out`, then the body, framed.
@@ -121,12 +122,15 @@ where
         Framing::Length(n) => n,
         _ => u64::MAX,
     };
+    // Bytes written and maybe not yet flushed: TLS holds what the socket did not take until
+    // asked to flush, so nothing waits on the upstream with bytes held back.
+    let mut unflushed = false;
     while !body.is_end_stream() {
         let next = std::future::poll_fn(|cx| {
             if let Poll::Ready(frame) = Pin::new(&mut body).poll_frame(cx) {
                 return Poll::Ready(Next::Frame(frame));
             }
-            if !out.is_empty() {
+            if !out.is_empty() || unflushed {
                 return Poll::Ready(Next::Flush);
             }
             poll_watch(io, cx, inbound, max_inbound).map(|()| Next::ClientGone)
@@ -136,6 +140,8 @@ where
             Next::Flush => {
                 io.write_all(out).await?;
                 out.clear();
+                io.flush().await?;
+                unflushed = false;
                 continue;
             }
             Next::ClientGone => return Err(io::Error::from(io::ErrorKind::ConnectionReset).into()),
@@ -150,25 +156,21 @@ where
         if data.is_empty() {
             continue;
         }
-        if framing == Framing::Chunked {
-            let mut size = [0u8; 16];
-            out.extend_from_slice(hex(data.len(), &mut size));
-            out.extend_from_slice(b"\r\n");
-        } else {
-            left = left
-                .checked_sub(data.len() as u64)
-                .ok_or(WriteError::Body)?;
-        }
-        if data.len() <= GATHER {
-            out.extend_from_slice(&data);
-        } else {
+        if let Some(big) = gather(out, data, framing, &mut left)? {
             io.write_all(out).await?;
             out.clear();
-            io.write_all(&data).await?;
+            io.write_all(&big).await?;
         }
         if framing == Framing::Chunked {
             out.extend_from_slice(b"\r\n");
         }
+        // The gathered bytes are bounded: a body whose frames are always ready (a fast TLS
+        // upstream, a slow client) must not pile up here.
+        if out.len() >= GATHER {
+            io.write_all(out).await?;
+            out.clear();
+        }
+        unflushed = true;
     }
     match framing {
         Framing::Length(_) if left != 0 => return Err(WriteError::Body),
@@ -178,11 +180,38 @@ where
     if !out.is_empty() {
         io.write_all(out).await?;
     }
+    io.flush().await?;
     Ok(())
 }
 
+/// Puts a data frame into `out` after its chunk size (chunked) or counts it against the length
+/// (`left`); a frame bigger than [`GATHER`] comes back, to be written as it is.
+fn gather(
+    out: &mut Vec<u8>,
+    data: bytes::Bytes,
+    framing: Framing,
+    left: &mut u64,
+) -> Result<Option<bytes::Bytes>, WriteError> {
+    if framing == Framing::Chunked {
+        let mut size = [0u8; 16];
+        out.extend_from_slice(hex(data.len(), &mut size));
+        out.extend_from_slice(b"\r\n");
+    } else {
+        *left = left
+            .checked_sub(data.len() as u64)
+            .ok_or(WriteError::Body)?;
+    }
+    if data.len() > GATHER {
+        return Ok(Some(data));
+    }
+    out.extend_from_slice(&data);
+    Ok(None)
+}
+
 /// Watches a client whose request is in flight: what it sends (its next request) goes into
-/// `inbound` while that holds less than `max` bytes; ready when it closed or failed.
+/// `inbound` while that holds less than `max` bytes; ready when it closed or failed. A client
+/// that sent more requests and then closed its side is not gone: those get their answers, as
+/// hyper gives them.
 pub(super) fn poll_watch<S>(
     io: &mut S,
     cx: &mut std::task::Context<'_>,
@@ -199,6 +228,7 @@ where
         inbound.reserve(8 * 1024);
         match tokio_util::io::poll_read_buf(Pin::new(&mut *io), cx, inbound) {
             Poll::Pending => return Poll::Pending,
+            Poll::Ready(Ok(0)) if !inbound.is_empty() => return Poll::Pending,
             Poll::Ready(Ok(0) | Err(_)) => return Poll::Ready(()),
             Poll::Ready(Ok(_)) => {}
         }
@@ -265,6 +295,12 @@ impl Fields<'_> {
     }
 }
 
+/// The length a body without a stated one implies: its exact size; to HEAD, only a non-zero
+/// one (the empty body of a HEAD answer says nothing about the resource's size).
+fn implied_length(body: &ProxyBody, head_only: bool) -> Option<u64> {
+    body.size_hint().exact().filter(|&n| !head_only || n > 0)
+}
+
 /// Writes the answer's head into `out` and says how its body goes.
 fn encode_head(
     out: &mut Vec<u8>,
@@ -297,7 +333,7 @@ fn encode_head(
     let framing = if status == StatusCode::NOT_MODIFIED {
         // The length of the representation, if the upstream said; no body either way.
         stated.map_or(Framing::Nothing, |_| Framing::Length(0))
-    } else if let Some(length) = stated.or_else(|| body.size_hint().exact()) {
+    } else if let Some(length) = stated.or_else(|| implied_length(body, head_only)) {
         Framing::Length(length)
     } else if head_only {
         Framing::Nothing

@@ -44,6 +44,8 @@ pub(super) struct H1Conn {
     /// Bytes read and not yet used: the rest of a head, body bytes.
     pub(super) buf: BytesMut,
     out: Vec<u8>,
+    /// It has carried an exchange before (it came from the idle stack, not a fresh connect).
+    pub(super) reused: bool,
     /// The connection's place in the pool's budget, given back when it closes.
     _permit: OwnedSemaphorePermit,
 }
@@ -80,6 +82,7 @@ impl H1Conn {
             io,
             buf: BytesMut::new(),
             out: Vec::new(),
+            reused: false,
             _permit: permit,
         })
     }

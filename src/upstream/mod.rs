@@ -176,6 +176,7 @@ impl Upstream {
         // request), goes once more on a new connection, as nginx and browsers do.
         let lean = request.body().is_end_stream();
         let mut fresh = false;
+        let mut retried = false;
         loop {
             let pooled = if fresh {
                 None
@@ -200,21 +201,24 @@ impl Upstream {
                         .await
                         .map(|r| r.map(|b| PooledBody::new(b, None)))
                 }
-                Conn::Lean(conn) => match self.send_lean(conn, &request).await {
-                    Err(ExchangeError::Closed(_)) if !fresh && idempotent(request.method()) => {
+                Conn::Lean(conn) => match (conn.reused, self.send_lean(conn, &request).await) {
+                    (true, Err(ExchangeError::Closed(_)))
+                        if idempotent(request.method()) && !retried =>
+                    {
+                        retried = true;
                         fresh = true;
                         continue;
                     }
-                    Err(ExchangeError::Closed(e)) => {
+                    (_, Err(ExchangeError::Closed(e))) => {
                         return Err(UpstreamError::Unavailable(format!(
                             "request failed ({})",
                             innermost(&e)
                         )));
                     }
-                    Err(ExchangeError::Failed(message)) => {
+                    (_, Err(ExchangeError::Failed(message))) => {
                         return Err(UpstreamError::Unavailable(message));
                     }
-                    Ok(response) => return Ok(response),
+                    (_, Ok(response)) => return Ok(response),
                 },
                 Conn::H1(sender) => self.send_h1(sender, request).await,
             };

@@ -204,7 +204,8 @@ impl Pool {
 
     /// A lean connection whose answer has been read to the end: back on its stack, unless the
     /// pool is full.
-    pub(super) fn checkin_lean(&self, conn: Box<H1Conn>) {
+    pub(super) fn checkin_lean(&self, mut conn: Box<H1Conn>) {
+        conn.reused = true;
         let mut idle = crate::sync::lock(&self.lean_idle);
         if idle.len() < POOL_MAX_IDLE {
             idle.push_back((conn, Instant::now()));

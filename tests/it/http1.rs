@@ -116,3 +116,28 @@ async fn a_client_that_leaves_before_its_answer_cancels_the_upstream_request() {
         .expect("the upstream request outlived its client")
         .unwrap();
 }
+
+#[tokio::test]
+async fn pipelined_requests_then_a_half_close_get_the_first_answer_whole() {
+    // As on hyper's server: the client closing its side while requests wait counts as the
+    // client leaving, but not before the request in hand is answered whole.
+    let proxy = Proxy::builder().spawn().await;
+    let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
+    stream
+        .write_all(
+            b"GET /v1/teams HTTP/1.1\r\nHost: localhost\r\n\r\n\
+              GET /v1/costs/by-service HTTP/1.1\r\nHost: localhost\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    stream.shutdown().await.unwrap();
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).await.unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert_eq!(statuses(&answer).first(), Some(&"200"), "{answer}");
+    assert!(answer.contains("\"teams\":["), "{answer}");
+    assert!(
+        answer.trim_end().ends_with('}'),
+        "an answer was cut off: {answer}"
+    );
+}

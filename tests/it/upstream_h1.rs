@@ -288,3 +288,34 @@ async fn a_broken_or_cut_off_body_reaches_the_client_cut_off() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_length_named_in_connection_still_frames_the_body_and_head_answers_keep_their_size() {
+    let api = RawApi::start(|head, _| {
+        let answer: &[u8] = if head.starts_with("HEAD ") {
+            // A resource the API would send chunked: HEAD says nothing of its size.
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+        } else {
+            b"HTTP/1.1 200 OK\r\nConnection: content-length\r\nContent-Length: 5\r\n\r\nhello"
+        };
+        (answer.to_vec(), Then::KeepOpen)
+    })
+    .await;
+    let proxy = api.proxy().await;
+    // Framed by its length: the answer ends without the API closing the connection.
+    assert_eq!(
+        get(&proxy, reqwest::Method::GET, "/v1/a").await,
+        (200, "hello".into())
+    );
+    let answer = crate::support::raw(
+        proxy.addr,
+        "HEAD /v1/a HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+    )
+    .await
+    .to_ascii_lowercase();
+    assert!(answer.starts_with("http/1.1 200"), "{answer}");
+    assert!(
+        !answer.contains("content-length: 0"),
+        "a HEAD answer claimed an empty resource: {answer}"
+    );
+}
