@@ -40,9 +40,9 @@ pub(super) type Connector = HttpsConnector<super::connect::Connector>;
 /// The connections to the one upstream.
 pub(super) struct Pool {
     connector: Connector,
-    idle: Mutex<VecDeque<Idle>>,
-    /// Idle lean connections, with the time each went idle.
-    lean_idle: Mutex<VecDeque<(Box<H1Conn>, Instant)>>,
+    idle: Mutex<VecDeque<Idle<http1::SendRequest<OutgoingBody>>>>,
+    /// Idle lean connections.
+    lean_idle: Mutex<VecDeque<Idle<Box<H1Conn>>>>,
     h2: Mutex<Option<Shared>>,
     /// The upstream has spoken HTTP/2: connections are then opened one at a time, so that
     /// requests arriving together share one instead of each opening its own.
@@ -72,14 +72,15 @@ impl std::fmt::Debug for Pool {
     }
 }
 
-struct Idle {
-    sender: http1::SendRequest<OutgoingBody>,
+/// An idle connection and the time it went idle.
+struct Idle<C> {
+    conn: C,
     since: Instant,
 }
 
-impl Idle {
+impl Idle<http1::SendRequest<OutgoingBody>> {
     fn stale(&self, now: Instant) -> bool {
-        expired(self.sender.is_closed(), self.since, now)
+        expired(self.conn.is_closed(), self.since, now)
     }
 }
 
@@ -178,7 +179,7 @@ impl Pool {
         let now = Instant::now();
         if lean {
             loop {
-                let (mut conn, since) = crate::sync::lock(&self.lean_idle).pop_back()?;
+                let Idle { mut conn, since } = crate::sync::lock(&self.lean_idle).pop_back()?;
                 if !expired(false, since, now) && conn.is_open() {
                     return Some(Conn::Lean(conn));
                 }
@@ -187,8 +188,8 @@ impl Pool {
         loop {
             let idle = crate::sync::lock(&self.idle).pop_back()?;
             // Only ready connections are put back, so one that is not ready has closed since.
-            if !idle.stale(now) && idle.sender.is_ready() {
-                return Some(Conn::H1(idle.sender));
+            if !idle.stale(now) && idle.conn.is_ready() {
+                return Some(Conn::H1(idle.conn));
             }
         }
     }
@@ -206,12 +207,7 @@ impl Pool {
     /// pool is full.
     pub(super) fn checkin_lean(&self, mut conn: Box<H1Conn>) {
         conn.reused = true;
-        let mut idle = crate::sync::lock(&self.lean_idle);
-        if idle.len() < POOL_MAX_IDLE {
-            idle.push_back((conn, Instant::now()));
-            drop(idle);
-            self.returned.notify_one();
-        }
+        self.push_idle(&self.lean_idle, conn);
     }
 
     /// Lends an HTTP/1.1 connection to the response it has just received.
@@ -245,22 +241,24 @@ impl Pool {
     /// queues behind someone else's upload.
     fn checkin(self: &Arc<Self>, mut sender: http1::SendRequest<OutgoingBody>) {
         if sender.is_ready() {
-            self.push_idle(sender);
+            self.push_idle(&self.idle, sender);
         } else if !sender.is_closed() {
             let pool = self.clone();
             tokio::spawn(async move {
                 if sender.ready().await.is_ok() {
-                    pool.push_idle(sender);
+                    pool.push_idle(&pool.idle, sender);
                 }
             });
         }
     }
 
-    fn push_idle(&self, sender: http1::SendRequest<OutgoingBody>) {
-        let mut idle = crate::sync::lock(&self.idle);
+    /// Puts `conn` on the idle stack `stack` unless it is full, and wakes a request waiting for
+    /// a connection.
+    fn push_idle<C>(&self, stack: &Mutex<VecDeque<Idle<C>>>, conn: C) {
+        let mut idle = crate::sync::lock(stack);
         if idle.len() < POOL_MAX_IDLE {
             idle.push_back(Idle {
-                sender,
+                conn,
                 since: Instant::now(),
             });
             drop(idle);
@@ -358,7 +356,7 @@ async fn reap(pool: std::sync::Weak<Pool>) {
         let Some(pool) = pool.upgrade() else { return };
         let now = Instant::now();
         crate::sync::lock(&pool.idle).retain(|idle| !idle.stale(now));
-        crate::sync::lock(&pool.lean_idle).retain(|(_, since)| !expired(false, *since, now));
+        crate::sync::lock(&pool.lean_idle).retain(|idle| !expired(false, idle.since, now));
         let mut h2 = crate::sync::lock(&pool.h2);
         if h2
             .as_ref()
