@@ -10,7 +10,7 @@
 use bytes::Bytes;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 
-use crate::headers::FieldSpan;
+use crate::headers::{self, FieldSpan};
 
 /// What a field is to the proxy, decided once per field when the head is read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,15 +68,10 @@ pub(crate) struct RawFields {
 /// each with its kind.
 pub(crate) fn classify(base: usize, parsed: &[httparse::Header<'_>], fields: &mut Vec<Field>) {
     fields.extend(parsed.iter().map(|field| {
-        let name = field.name.as_ptr() as usize - base;
-        let value = field.value.as_ptr() as usize - base;
-        let span = [
-            name,
-            name + field.name.len(),
-            value,
-            value + field.value.len(),
-        ];
-        (span, Kind::of(field.name.as_bytes()))
+        (
+            headers::field_span(base, field),
+            Kind::of(field.name.as_bytes()),
+        )
     }));
 }
 
@@ -89,8 +84,7 @@ impl RawFields {
             let named: Vec<&[u8]> = fields
                 .iter()
                 .filter(|&&(_, kind)| kind == Kind::Connection)
-                .flat_map(|&([.., vs, ve], _)| head[vs..ve].split(|&b| b == b','))
-                .map(<[u8]>::trim_ascii)
+                .flat_map(|&([.., vs, ve], _)| headers::list(&head[vs..ve]))
                 .filter(|token| !token.is_empty())
                 .collect();
             // Only fields of no meaning to the framing: a `Content-Length` still frames the

@@ -43,8 +43,7 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
         let named: Vec<HeaderName> = headers
             .get_all(header::CONNECTION)
             .iter()
-            .flat_map(|v| v.as_bytes().split(|&b| b == b','))
-            .map(<[u8]>::trim_ascii)
+            .flat_map(|v| list(v.as_bytes()))
             .filter(|token| {
                 !HOP_BY_HOP
                     .iter()
@@ -89,6 +88,19 @@ pub fn rewrite_response(headers: &mut HeaderMap, request_id: &HeaderValue) {
 /// offsets into the head.
 pub(crate) type FieldSpan = [usize; 4];
 
+/// Where `field` (parsed by httparse from a head starting at the address `base`) lies in that
+/// head.
+pub(crate) fn field_span(base: usize, field: &httparse::Header<'_>) -> FieldSpan {
+    let name = field.name.as_ptr() as usize - base;
+    let value = field.value.as_ptr() as usize - base;
+    [
+        name,
+        name + field.name.len(),
+        value,
+        value + field.value.len(),
+    ]
+}
+
 /// Appends to `spans` where each of `fields` (parsed by httparse from a head starting at the
 /// address `base`) lies in that head.
 pub(crate) fn field_spans(
@@ -96,28 +108,35 @@ pub(crate) fn field_spans(
     fields: &[httparse::Header<'_>],
     spans: &mut Vec<FieldSpan>,
 ) {
-    spans.extend(fields.iter().map(|field| {
-        let name = field.name.as_ptr() as usize - base;
-        let value = field.value.as_ptr() as usize - base;
-        [
-            name,
-            name + field.name.len(),
-            value,
-            value + field.value.len(),
-        ]
-    }));
+    spans.extend(fields.iter().map(|field| field_span(base, field)));
+}
+
+/// The elements of a comma-separated field value (RFC 9110 section 5.6.1), trimmed; empty ones
+/// are kept.
+pub(crate) fn list(value: &[u8]) -> impl DoubleEndedIterator<Item = &[u8]> {
+    value.split(|&b| b == b',').map(<[u8]>::trim_ascii)
+}
+
+/// A decimal length: 1 to 19 ASCII digits (so that it fits a u64), nothing else.
+pub(crate) fn decimal(digits: &[u8]) -> Option<u64> {
+    (!digits.is_empty() && digits.len() <= 19 && digits.iter().all(u8::is_ascii_digit))
+        .then(|| digits.iter().fold(0, |n, &d| n * 10 + u64::from(d - b'0')))
+}
+
+/// Writes one HTTP/1.1 field line into `out`.
+pub(crate) fn write_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
 }
 
 /// Writes `headers` as HTTP/1.1 field lines into `out`, all but those named `skip`.
 pub(crate) fn write_fields(out: &mut Vec<u8>, headers: &HeaderMap, skip: &HeaderName) {
     for (name, value) in headers {
-        if name == skip {
-            continue;
+        if name != skip {
+            write_field(out, name.as_str().as_bytes(), value.as_bytes());
         }
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
     }
 }
 

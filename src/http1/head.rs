@@ -148,8 +148,7 @@ fn plain_field(name: &HeaderName, value: &HeaderValue) -> Option<bool> {
         return Some(false);
     }
     let mut close = false;
-    for token in value.as_bytes().split(|&b| b == b',') {
-        let token = token.trim_ascii();
+    for token in headers::list(value.as_bytes()) {
         if token.eq_ignore_ascii_case(b"upgrade") {
             return None;
         }

@@ -31,6 +31,7 @@ pub(crate) use prefixed::Prefixed;
 use crate::inbound::PeerNames;
 use crate::live::Live;
 use crate::request_body::InboundBody;
+use write::READ_CHUNK;
 
 /// Which server reads HTTP/1.1 requests.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -41,9 +42,6 @@ pub enum Engine {
     /// hyper's for everything (the tests run the hardening rules on both).
     Hyper,
 }
-
-/// Room made in the read buffer before each read.
-const READ_CHUNK: usize = 8 * 1024;
 
 /// One connection's context.
 pub(crate) struct Connection<'a> {

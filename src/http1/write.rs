@@ -17,6 +17,10 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt as _};
 
 use crate::body::ProxyBody;
 use crate::fields::{Kind, RawFields};
+use crate::headers::{self, write_field};
+
+/// Room made in the connection's read buffer before each read.
+pub(super) const READ_CHUNK: usize = 8 * 1024;
 
 /// Frames up to this size are copied into the write buffer to go out with what precedes them;
 /// bigger ones are written as they are.
@@ -225,7 +229,7 @@ where
         if inbound.len() >= max {
             return Poll::Pending;
         }
-        inbound.reserve(8 * 1024);
+        inbound.reserve(READ_CHUNK);
         match tokio_util::io::poll_read_buf(Pin::new(&mut *io), cx, inbound) {
             Poll::Pending => return Poll::Pending,
             Poll::Ready(Ok(0)) if !inbound.is_empty() => return Poll::Pending,
@@ -267,13 +271,10 @@ impl Fields<'_> {
     fn write(self, out: &mut Vec<u8>) {
         for (name, value, kind) in self.upstream.into_iter().flat_map(RawFields::forwarded) {
             if kind != Kind::ContentLength {
-                out.extend_from_slice(name);
-                out.extend_from_slice(b": ");
-                out.extend_from_slice(value);
-                out.extend_from_slice(b"\r\n");
+                write_field(out, name, value);
             }
         }
-        crate::headers::write_fields(out, self.own, &header::CONTENT_LENGTH);
+        headers::write_fields(out, self.own, &header::CONTENT_LENGTH);
     }
 
     fn has_date(self) -> bool {
@@ -287,11 +288,7 @@ impl Fields<'_> {
             Some(own) => own.as_bytes(),
             None => self.upstream?.values(Kind::ContentLength).next()?,
         };
-        let digits = value.split(|&b| b == b',').next()?.trim_ascii();
-        if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
-            return None;
-        }
-        Some(digits.iter().fold(0, |n, &d| n * 10 + u64::from(d - b'0')))
+        headers::decimal(headers::list(value).next()?)
     }
 }
 
@@ -318,43 +315,39 @@ fn encode_head(
     // The length is written below, once, from the one value it can have.
     fields.write(out);
     if !fields.has_date() {
-        out.extend_from_slice(b"date: ");
-        with_date(|date| out.extend_from_slice(date));
-        out.extend_from_slice(b"\r\n");
+        with_date(|date| write_field(out, b"date", date));
     }
     if close {
-        out.extend_from_slice(b"connection: close\r\n");
+        write_field(out, b"connection", b"close");
     }
     if status.is_informational() || status == StatusCode::NO_CONTENT {
         out.extend_from_slice(b"\r\n");
         return Framing::Nothing;
     }
+    // A 304 states the representation's length, if the upstream said; it has no body either way.
+    let not_modified = status == StatusCode::NOT_MODIFIED;
     let stated = fields.stated_length();
-    let framing = if status == StatusCode::NOT_MODIFIED {
-        // The length of the representation, if the upstream said; no body either way.
-        stated.map_or(Framing::Nothing, |_| Framing::Length(0))
-    } else if let Some(length) = stated.or_else(|| implied_length(body, head_only)) {
-        Framing::Length(length)
-    } else if head_only {
-        Framing::Nothing
-    } else {
-        out.extend_from_slice(b"transfer-encoding: chunked\r\n");
-        Framing::Chunked
+    let length = match not_modified {
+        true => stated,
+        false => stated.or_else(|| implied_length(body, head_only)),
     };
-    if let Some(length) = stated.or(match framing {
-        Framing::Length(n) => Some(n),
-        _ => None,
-    }) {
-        out.extend_from_slice(b"content-length: ");
-        out.extend_from_slice(itoa::Buffer::new().format(length).as_bytes());
-        out.extend_from_slice(b"\r\n");
+    if let Some(length) = length {
+        write_field(
+            out,
+            b"content-length",
+            itoa::Buffer::new().format(length).as_bytes(),
+        );
     }
+    let framing = match length {
+        _ if head_only || not_modified => Framing::Nothing,
+        Some(length) => Framing::Length(length),
+        None => {
+            write_field(out, b"transfer-encoding", b"chunked");
+            Framing::Chunked
+        }
+    };
     out.extend_from_slice(b"\r\n");
-    if head_only || status == StatusCode::NOT_MODIFIED {
-        Framing::Nothing
-    } else {
-        framing
-    }
+    framing
 }
 
 /// The `date` value and the second it is for: formatted once a second.

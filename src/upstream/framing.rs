@@ -132,7 +132,9 @@ impl Decoder {
         loop {
             match self.chunk {
                 Chunk::Size => {
-                    let Some(line) = take_line(buf, MAX_CHUNK_LINE, "a chunk-size line")? else {
+                    let Some(line) =
+                        take_line(buf, MAX_CHUNK_LINE, "a chunk-size line is too long")?
+                    else {
                         return Ok(Decoded::NeedMore);
                     };
                     let size = chunk_size(&line)?;
@@ -167,7 +169,7 @@ impl Decoder {
                 }
                 Chunk::Trailers(seen) => {
                     let room = MAX_TRAILERS.saturating_sub(seen);
-                    let Some(line) = take_line(buf, room, "the trailers")? else {
+                    let Some(line) = take_line(buf, room, "the trailers are too long")? else {
                         return Ok(Decoded::NeedMore);
                     };
                     if line.is_empty() {
@@ -185,11 +187,12 @@ impl Decoder {
 }
 
 /// A line ending in CRLF, taken out of `buf` without its CRLF; `None` if the line is not
-/// complete yet. A line longer than `max`, or a bare CR or LF in it, is an error.
+/// complete yet. A line longer than `max` (the error `too_long`), or a bare CR or LF in it, is
+/// an error.
 fn take_line(
     buf: &mut BytesMut,
     max: usize,
-    what: &'static str,
+    too_long: &'static str,
 ) -> Result<Option<BytesMut>, Malformed> {
     let window = &buf[..buf.len().min(max.saturating_add(2))];
     match window.iter().position(|&b| b == b'\n') {
@@ -204,10 +207,7 @@ fn take_line(
         None if window.contains(&b'\r') && window.last() != Some(&b'\r') => {
             Err(Malformed("a line does not end in CRLF"))
         }
-        None if buf.len() > max.saturating_add(1) => Err(Malformed(match what {
-            "the trailers" => "the trailers are too long",
-            _ => "a chunk-size line is too long",
-        })),
+        None if buf.len() > max.saturating_add(1) => Err(Malformed(too_long)),
         None => Ok(None),
     }
 }

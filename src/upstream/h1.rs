@@ -249,10 +249,9 @@ fn framing(
                 "the answer has both Transfer-Encoding and Content-Length",
             ));
         }
-        let chunked = last
-            .rsplit(|&b| b == b',')
-            .next()
-            .is_some_and(|coding| coding.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+        let chunked = headers::list(last)
+            .next_back()
+            .is_some_and(|coding| coding.eq_ignore_ascii_case(b"chunked"));
         return Ok(if chunked {
             Framing::Chunked
         } else {
@@ -261,10 +260,8 @@ fn framing(
     }
     let mut length = None;
     for value in fields.values(Kind::ContentLength) {
-        for part in value.split(|&b| b == b',') {
-            let part = part.trim_ascii();
-            let n = (!part.is_empty() && part.len() <= 19 && part.iter().all(u8::is_ascii_digit))
-                .then(|| part.iter().fold(0u64, |n, &d| n * 10 + u64::from(d - b'0')))
+        for part in headers::list(value) {
+            let n = headers::decimal(part)
                 .ok_or(Malformed("the answer's Content-Length is not a number"))?;
             if length.is_some_and(|l| l != n) {
                 return Err(Malformed("the answer has differing Content-Length values"));
@@ -279,8 +276,7 @@ fn framing(
 fn keep_alive(version: Version, fields: &RawFields) -> bool {
     let mut keep = version == Version::HTTP_11;
     for value in fields.values(Kind::Connection) {
-        for token in value.split(|&b| b == b',') {
-            let token = token.trim_ascii();
+        for token in headers::list(value) {
             if token.eq_ignore_ascii_case(b"close") {
                 return false;
             }
