@@ -39,21 +39,10 @@ import time
 from pathlib import Path
 
 from common import BIN, ROOT, cpu_split, free_port, start_simulator, status_kib
-from common import stop, wait_ready, write_proxy_config
+from common import stop, wait_port, wait_ready, write_proxy_config
 import checks
 
 TOKEN = "bench-" + "t" * 40
-
-
-def wait_port(port: int, timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return
-        except OSError:
-            time.sleep(0.02)
-    raise RuntimeError(f"nothing listens on {port}")
 
 
 def children(pid: int) -> list[int]:

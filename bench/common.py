@@ -75,6 +75,18 @@ def write_proxy_config(path: Path, port: int, admin: int, upstream: str, urls: d
     return path
 
 
+def wait_port(port: int, timeout: float = 10) -> None:
+    """Waits until something accepts connections on `port` on 127.0.0.1."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.02)
+    raise RuntimeError(f"nothing listens on {port}")
+
+
 def wait_ready(admin: int, timeout: float = 10, interval: float = 0.02) -> None:
     """Waits until the proxy's /readyz says 200 (it holds its token), asking every `interval` s."""
     deadline = time.monotonic() + timeout

@@ -31,15 +31,14 @@ import os
 import re
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import common
-from common import ROOT, free_port, start_simulator, stop, wait_ready, write_proxy_config
+from common import ROOT, free_port, start_simulator, stop, wait_port, wait_ready
+from common import write_proxy_config
 
 
 def main() -> int:
@@ -180,7 +179,7 @@ http {{
          f"--log-file={log_path}", "nginx", "-c", str(conf)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        wait_listening(port, timeout=60)
+        wait_port(port, timeout=60)
         return measure(proc, f"http://127.0.0.1:{port}/v1/small.json", [], log_path)
     finally:
         stop([proc], 10)
@@ -202,18 +201,6 @@ def make_certificate(work: Path) -> Path:
     run("x509", "-req", "-in", "leaf.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
         "-CAcreateserial", "-days", "2", "-extfile", "leaf.ext", "-out", "cert.pem")
     return folder
-
-
-def wait_listening(port: int, timeout: float) -> None:
-    """Waits until something accepts connections on `port`."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"nothing listens on {port}")
 
 
 def append_clients(config: Path, n: int) -> str:
