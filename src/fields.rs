@@ -4,8 +4,8 @@
 //! whoever needs one (hyper's server, the STS client).
 //!
 //! The fields forwarded to the client follow `headers::rewrite_response`: no hop-by-hop field
-//! (the fixed list, and every field `Connection` names), no `Set-Cookie`, and no `X-Request-Id`
-//! (the proxy sets the request's own).
+//! (the fixed list, and every field `Connection` names), no `Set-Cookie`, and no `X-Request-Id`:
+//! the request's own goes last ([`RawFields::set_request_id`]), as `rewrite_response` inserts it.
 
 use bytes::Bytes;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
@@ -62,6 +62,8 @@ pub(crate) type Field = (FieldSpan, Kind);
 pub(crate) struct RawFields {
     head: Bytes,
     fields: Vec<Field>,
+    /// The request's id, which the proxy adds after the upstream's fields.
+    request_id: Option<HeaderValue>,
 }
 
 /// Appends the fields httparse parsed from a head starting at the address `base` to `fields`,
@@ -99,7 +101,23 @@ impl RawFields {
                 }
             }
         }
-        RawFields { head, fields }
+        RawFields {
+            head,
+            fields,
+            request_id: None,
+        }
+    }
+
+    /// Adds the request's `X-Request-Id` after the upstream's fields (whose own is dropped):
+    /// no map is built for the one field the proxy adds to an answer.
+    pub(crate) fn set_request_id(&mut self, id: HeaderValue) {
+        self.request_id = Some(id);
+    }
+
+    fn added(&self) -> impl Iterator<Item = (&HeaderName, &HeaderValue)> {
+        self.request_id
+            .iter()
+            .map(|id| (&headers::X_REQUEST_ID, id))
     }
 
     fn pair(&self, &([ns, ne, vs, ve], _): &Field) -> (&[u8], &[u8]) {
@@ -125,8 +143,11 @@ impl RawFields {
         self.fields.iter().any(|(_, k)| *k == kind)
     }
 
-    /// The fields the client gets, in order, with their kinds.
+    /// The fields the client gets, in order, with their kinds; the request id last.
     pub(crate) fn forwarded(&self) -> impl Iterator<Item = (&[u8], &[u8], Kind)> {
+        let added = self
+            .added()
+            .map(|(name, id)| (name.as_str().as_bytes(), id.as_bytes(), Kind::Other));
         self.fields
             .iter()
             .filter(|(_, kind)| kind.forwarded())
@@ -134,11 +155,13 @@ impl RawFields {
                 let (name, value) = self.pair(field);
                 (name, value, field.1)
             })
+            .chain(added)
     }
 
-    /// The fields as a map: every one (`forwarded_only` false), or those the client gets.
+    /// The fields as a map: every one (`forwarded_only` false), or those the client gets; the
+    /// request id last either way.
     pub(crate) fn to_map(&self, forwarded_only: bool) -> HeaderMap {
-        let mut map = HeaderMap::with_capacity(self.fields.len());
+        let mut map = HeaderMap::with_capacity(self.fields.len() + 1);
         for field in &self.fields {
             if forwarded_only && !field.1.forwarded() {
                 continue;
@@ -152,6 +175,9 @@ impl RawFields {
             ) {
                 map.append(name, value);
             }
+        }
+        for (name, id) in self.added() {
+            map.insert(name.clone(), id.clone());
         }
         map
     }
@@ -194,9 +220,13 @@ mod tests {
              x-mixed: 1\r\nte: trailers\r\nx-kept: 1\r\nset-cookie: b=2\r\n\r\n",
         );
         let mut map = raw.to_map(false);
-        crate::headers::rewrite_response(&mut map, &HeaderValue::from_static("rid"));
-        map.remove(&crate::headers::X_REQUEST_ID);
+        let id = HeaderValue::from_static("rid");
+        crate::headers::rewrite_response(&mut map, &id);
+        let mut raw = raw;
+        raw.set_request_id(id);
         let forwarded = raw.to_map(true);
         assert_eq!(map, forwarded);
+        let written: Vec<_> = raw.forwarded().map(|(n, v, _)| (n, v)).collect();
+        assert_eq!(written.last(), Some(&(&b"x-request-id"[..], &b"rid"[..])));
     }
 }

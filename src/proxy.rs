@@ -307,8 +307,13 @@ impl Proxy {
     ) -> Response<ProxyBody> {
         match answer {
             Ok(response) => {
-                let (mut parts, body) = response.into_parts();
-                headers::rewrite_response(&mut parts.headers, request_id);
+                let (mut parts, mut body) = response.into_parts();
+                // A lean connection's answer keeps its fields as they came (the client gets
+                // only those `rewrite_response` would keep); the request id goes with them.
+                match body.fields_mut() {
+                    Some(fields) => fields.set_request_id(request_id.clone()),
+                    None => headers::rewrite_response(&mut parts.headers, request_id),
+                }
                 // hyper writes the version of the client's connection, whatever the upstream spoke.
                 parts.version = Version::default();
                 log.answered(parts.status);

@@ -60,6 +60,11 @@ impl PooledBody {
         self.fields.take()
     }
 
+    /// The answer's header fields as they came, if a lean connection read them.
+    pub(crate) fn fields_mut(&mut self) -> Option<&mut RawFields> {
+        self.fields.as_mut()
+    }
+
     /// The body of an answer read from the lean connection `conn`, framed by `framing`; it
     /// keeps the head's `fields`.
     pub(super) fn lean(
