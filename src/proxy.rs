@@ -163,13 +163,19 @@ impl Proxy {
                 },
             })?,
         };
-        let upstream_pq = routes::upstream_path_and_query(
-            self.upstream.base_path(),
-            &route.upstream_path,
-            found.rest,
-            parts.uri.query(),
-        );
-        Ok((route, key, self.upstream.uri(&upstream_pq)?))
+        let base_path = self.upstream.base_path();
+        let uri = match parts.uri.path_and_query() {
+            Some(pq) if routes::keeps_path(base_path, &route.upstream_path, found.rest, path) => {
+                self.upstream.uri_with(pq.clone())?
+            }
+            _ => self.upstream.uri(&routes::upstream_path_and_query(
+                base_path,
+                &route.upstream_path,
+                found.rest,
+                parts.uri.query(),
+            ))?,
+        };
+        Ok((route, key, uri))
     }
 
     /// Client scopes and limits (its `routes` were checked with the route): the team its token

@@ -206,6 +206,17 @@ pub fn upstream_path_and_query(
     out
 }
 
+/// Whether the upstream path-and-query [`upstream_path_and_query`] builds from `rest` (the end of
+/// the request's `path`) is the request's own: `path` is `{base_path}{upstream_path}{rest}`, as
+/// with the default route and any route whose `upstream_path` is its prefix. The request's
+/// target is then sent as it came, without being built and parsed again.
+pub(crate) fn keeps_path(base_path: &str, upstream_path: &str, rest: &str, path: &str) -> bool {
+    path.len() == base_path.len() + upstream_path.len() + rest.len()
+        && path.starts_with(base_path)
+        && path[base_path.len()..].starts_with(upstream_path)
+        && path.ends_with(rest)
+}
+
 /// Whether a raw path holds a segment the proxy refuses (README, "Errors the proxy returns
 /// itself"): one that percent-decodes to `.` or `..`, holds an encoded `/` or `\` (`%2F`,
 /// `%5C`, any case) or a raw `\`, or begins with `..;`. Each segment is decoded once, then
@@ -354,6 +365,21 @@ mod tests {
         assert!(t.find("/other").is_none());
         assert!(t.find("/contosox").is_none());
         assert!(t.find("*").is_none());
+    }
+
+    #[test]
+    fn a_path_kept_is_the_path_built() {
+        for (base, up, rest, path) in [
+            ("", "", "/v1/x", "/v1/x"),
+            ("", "/v1", "/x", "/v1/x"),
+            ("/base", "/v1", "", "/base/v1"),
+            ("", "/v2", "/x", "/v1/x"),
+            ("/b", "", "/x", "/x"),
+            ("", "/teams/c", "", "/teams/c/x"),
+        ] {
+            let built = upstream_path_and_query(base, up, rest, None);
+            assert_eq!(keeps_path(base, up, rest, path), built == path, "{path}");
+        }
     }
 
     #[test]

@@ -126,12 +126,17 @@ impl Upstream {
     /// The upstream URI for a path-and-query built by [`crate::routes::upstream_path_and_query`].
     pub fn uri(&self, path_and_query: &str) -> Result<Uri, UpstreamError> {
         let pq = PathAndQuery::try_from(path_and_query).map_err(|_| UpstreamError::InvalidPath)?;
-        Uri::builder()
-            .scheme(self.scheme.clone())
-            .authority(self.authority.clone())
-            .path_and_query(pq)
-            .build()
-            .map_err(|_| UpstreamError::InvalidPath)
+        self.uri_with(pq)
+    }
+
+    /// The upstream URI for a path-and-query already parsed (the request's own, sent as it
+    /// came).
+    pub fn uri_with(&self, path_and_query: PathAndQuery) -> Result<Uri, UpstreamError> {
+        let mut parts = http::uri::Parts::default();
+        parts.scheme = Some(self.scheme.clone());
+        parts.authority = Some(self.authority.clone());
+        parts.path_and_query = Some(path_and_query);
+        Uri::from_parts(parts).map_err(|_| UpstreamError::InvalidPath)
     }
 
     /// Time allowed for the response head and for each gap in the response body.
