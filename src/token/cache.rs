@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use moka::Expiry;
 use moka::future::Cache;
+use rustc_hash::FxBuildHasher;
 
 use super::key::TokenKey;
 use super::token::Token;
@@ -70,7 +71,8 @@ fn in_front(key: &TokenKey) -> bool {
 /// raced with the drop cannot put the dropped token back.
 #[derive(Default)]
 struct Front {
-    tokens: RwLock<HashMap<TokenKey, Arc<Token>>>,
+    /// FxHash: the keys are the config's (see [`in_front`]), no client can choose them.
+    tokens: RwLock<HashMap<TokenKey, Arc<Token>, FxBuildHasher>>,
     generation: AtomicU64,
 }
 
