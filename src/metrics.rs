@@ -3,9 +3,10 @@
 //! connections, config reloads. Served on the admin listener's
 //! `/metrics`.
 
+use std::collections::HashMap;
 use std::fmt;
-use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, SystemTime};
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -14,6 +15,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+use rustc_hash::FxBuildHasher;
 
 /// Labels of a proxied request.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -57,6 +59,63 @@ struct HeadLabels {
     reason: &'static str,
 }
 
+/// `requests_total`'s counters, each found once in its family and then by the addresses of its
+/// route and client labels: a request's label strings are the config's, shared by `Arc`, so
+/// neither hashing nor cloning them is needed. The map holds the labels, so no other string can
+/// take their addresses while it does; it forgets everything past [`MAX_RESOLVED`] entries (after
+/// many reloads), and the counters stay in the family.
+struct RequestCounters {
+    family: Family<RequestLabels, Counter>,
+    resolved: RwLock<HashMap<LabelAddresses, (RequestLabels, Counter), FxBuildHasher>>,
+}
+
+/// Where a request's route and client labels live, and its status.
+type LabelAddresses = (usize, u16, usize);
+
+/// Most label sets [`RequestCounters`] keeps resolved.
+const MAX_RESOLVED: usize = 4096;
+
+impl RequestCounters {
+    fn new(family: Family<RequestLabels, Counter>) -> Self {
+        RequestCounters {
+            family,
+            resolved: RwLock::default(),
+        }
+    }
+
+    fn inc(&self, route: &Arc<str>, status: u16, client: &Arc<str>) {
+        let key = (
+            Arc::as_ptr(route).cast::<u8>() as usize,
+            status,
+            Arc::as_ptr(client).cast::<u8>() as usize,
+        );
+        if let Some((_, counter)) = self
+            .resolved
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&key)
+        {
+            counter.inc();
+            return;
+        }
+        let labels = RequestLabels {
+            route: route.clone(),
+            status,
+            client: client.clone(),
+        };
+        let counter = self.family.get_or_create(&labels).clone();
+        counter.inc();
+        let mut resolved = self
+            .resolved
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        if resolved.len() >= MAX_RESOLVED {
+            resolved.clear();
+        }
+        resolved.insert(key, (labels, counter));
+    }
+}
+
 /// Labels of a config reload.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReloadLabels {
@@ -67,7 +126,7 @@ struct ReloadLabels {
 /// The process's metrics. Cheap to update from any task; shared by `Arc`.
 pub struct Metrics {
     registry: Registry,
-    requests: Family<RequestLabels, Counter>,
+    requests: RequestCounters,
     duration: Histogram,
     sts: Family<StsLabels, Counter>,
     expiry: Family<TokenLabels, Gauge<f64, AtomicU64>>,
@@ -166,7 +225,7 @@ impl Metrics {
             registry,
             denials,
             unknown: Arc::from("unknown"),
-            requests,
+            requests: RequestCounters::new(requests),
             duration,
             sts,
             expiry,
@@ -204,15 +263,8 @@ impl Metrics {
         status: u16,
         elapsed: Duration,
     ) {
-        let route = route.unwrap_or(&self.unmatched).clone();
-        let client = client.clone();
-        self.requests
-            .get_or_create(&RequestLabels {
-                route,
-                status,
-                client,
-            })
-            .inc();
+        let route = route.unwrap_or(&self.unmatched);
+        self.requests.inc(route, status, client);
         self.duration.observe(elapsed.as_secs_f64());
     }
 
@@ -306,6 +358,29 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn request_counters_follow_the_label_strings_not_their_addresses() {
+        let m = Metrics::new();
+        let client: Arc<str> = Arc::from("c");
+        for _ in 0..2 {
+            // A reload makes the same route's label anew: one series, counted on.
+            let route: Arc<str> = Arc::from("/r");
+            m.request(Some(&route), &client, 200, Duration::ZERO);
+            m.request(Some(&route), &client, 200, Duration::ZERO);
+        }
+        let other: Arc<str> = Arc::from("/s");
+        m.request(Some(&other), &client, 200, Duration::ZERO);
+        let text = m.encode();
+        assert!(
+            text.contains("requests_total{route=\"/r\",status=\"200\",client=\"c\"} 4"),
+            "{text}"
+        );
+        assert!(
+            text.contains("requests_total{route=\"/s\",status=\"200\",client=\"c\"} 1"),
+            "{text}"
+        );
+    }
 
     #[test]
     fn series_carry_the_names_and_labels_operators_query() {
