@@ -54,6 +54,13 @@ pub enum ProxyError {
     /// The client is beyond its `rate` or `max_in_flight`; it may ask again after this long.
     #[error("this client sends more requests than its limits allow; retry after the Retry-After")]
     ClientRateLimited(std::time::Duration),
+    /// The API answered 429 for this route and token identity a moment ago and asked to wait:
+    /// the wait that is left.
+    #[error(
+        "the API limits this route's requests for this identity; the proxy holds them back \
+         until the Retry-After has passed"
+    )]
+    UpstreamRateLimited(std::time::Duration),
     /// The request is malformed in a way the proxy refuses to forward.
     #[error("{0}")]
     BadRequest(&'static str),

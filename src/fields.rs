@@ -6,9 +6,10 @@
 //! The fields forwarded to the client follow `headers::rewrite_response`: no hop-by-hop field
 //! (the fixed list, and every field `Connection` names), no `Set-Cookie`, and no `X-Request-Id`:
 //! the request's own goes last ([`RawFields::set_request_id`]), as `rewrite_response` inserts it.
+//! A rate limit's `Retry-After` may be replaced ([`RawFields::set_retry_after`]).
 
 use bytes::Bytes;
-use http::header::{HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 use crate::headers::{self, FieldSpan};
 
@@ -21,6 +22,8 @@ pub(crate) enum Kind {
     Date,
     /// `Content-Length`: forwarded (the lean server writes its own from the framing).
     ContentLength,
+    /// `Retry-After`: forwarded, unless the proxy replaced it.
+    RetryAfter,
     /// `Transfer-Encoding`: hop-by-hop.
     TransferEncoding,
     /// `Connection`: hop-by-hop.
@@ -40,6 +43,7 @@ impl Kind {
             7 if is(b"trailer") || is(b"upgrade") => Kind::Dropped,
             10 if is(b"connection") => Kind::Connection,
             10 if is(b"keep-alive") || is(b"set-cookie") => Kind::Dropped,
+            11 if is(b"retry-after") => Kind::RetryAfter,
             12 if is(b"x-request-id") => Kind::Dropped,
             14 if is(b"content-length") => Kind::ContentLength,
             16 if is(b"proxy-connection") => Kind::Dropped,
@@ -50,7 +54,10 @@ impl Kind {
 
     /// Whether the client gets a field of this kind.
     fn forwarded(self) -> bool {
-        matches!(self, Kind::Other | Kind::Date | Kind::ContentLength)
+        matches!(
+            self,
+            Kind::Other | Kind::Date | Kind::ContentLength | Kind::RetryAfter
+        )
     }
 }
 
@@ -64,6 +71,9 @@ pub(crate) struct RawFields {
     fields: Vec<Field>,
     /// The request's id, which the proxy adds after the upstream's fields.
     request_id: Option<HeaderValue>,
+    /// The `Retry-After` the proxy sends in place of the upstream's. Boxed: rare, and every
+    /// answer's body carries these fields.
+    retry_after: Option<Box<HeaderValue>>,
 }
 
 /// Appends the fields httparse parsed from a head starting at the address `base` to `fields`,
@@ -105,6 +115,7 @@ impl RawFields {
             head,
             fields,
             request_id: None,
+            retry_after: None,
         }
     }
 
@@ -114,10 +125,27 @@ impl RawFields {
         self.request_id = Some(id);
     }
 
+    /// Sends `value` as the answer's `Retry-After`, in place of any the upstream sent.
+    pub(crate) fn set_retry_after(&mut self, value: HeaderValue) {
+        self.retry_after = Some(Box::new(value));
+    }
+
+    /// The fields the proxy adds or replaces, after the upstream's.
     fn added(&self) -> impl Iterator<Item = (&HeaderName, &HeaderValue)> {
-        self.request_id
+        let retry_after = self
+            .retry_after
             .iter()
-            .map(|id| (&headers::X_REQUEST_ID, id))
+            .map(|v| (&header::RETRY_AFTER, &**v));
+        retry_after.chain(
+            self.request_id
+                .iter()
+                .map(|id| (&headers::X_REQUEST_ID, id)),
+        )
+    }
+
+    /// Whether the client gets a field of this kind as the upstream sent it.
+    fn passes(&self, kind: Kind) -> bool {
+        kind.forwarded() && !(kind == Kind::RetryAfter && self.retry_after.is_some())
     }
 
     fn pair(&self, &([ns, ne, vs, ve], _): &Field) -> (&[u8], &[u8]) {
@@ -150,7 +178,7 @@ impl RawFields {
             .map(|(name, id)| (name.as_str().as_bytes(), id.as_bytes(), Kind::Other));
         self.fields
             .iter()
-            .filter(|(_, kind)| kind.forwarded())
+            .filter(|(_, kind)| self.passes(*kind))
             .map(|field| {
                 let (name, value) = self.pair(field);
                 (name, value, field.1)
@@ -163,7 +191,7 @@ impl RawFields {
     pub(crate) fn to_map(&self, forwarded_only: bool) -> HeaderMap {
         let mut map = HeaderMap::with_capacity(self.fields.len() + 1);
         for field in &self.fields {
-            if forwarded_only && !field.1.forwarded() {
+            if forwarded_only && !self.passes(field.1) {
                 continue;
             }
             let (name, value) = self.pair(field);

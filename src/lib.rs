@@ -24,6 +24,7 @@ mod access_log;
 mod body;
 mod bucket;
 mod cause;
+mod cooldown;
 mod error;
 mod escape;
 mod fields;

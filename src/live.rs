@@ -277,6 +277,7 @@ fn build(
         ),
         metrics.clone(),
         config.listen.body_timeout,
+        previous.map_or_else(Default::default, |p| p.cooldowns().clone()),
     ))
 }
 

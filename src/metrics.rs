@@ -14,7 +14,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
-use prometheus_client::registry::Registry;
+use prometheus_client::registry::{Metric, Registry};
 use rustc_hash::FxBuildHasher;
 
 /// Labels of a proxied request.
@@ -131,6 +131,7 @@ pub struct Metrics {
     sts: Family<StsLabels, Counter>,
     expiry: Family<TokenLabels, Gauge<f64, AtomicU64>>,
     retries: Family<RouteLabels, Counter>,
+    cooldowns: Family<RouteLabels, Counter>,
     connections: Gauge,
     heads: Family<HeadLabels, Counter>,
     reloads: Family<ReloadLabels, Counter>,
@@ -152,6 +153,29 @@ impl Default for Metrics {
     fn default() -> Self {
         Self::new()
     }
+}
+
+/// `rejected_heads_total`, each reason there from the start (at 0), so that `increase()` sees
+/// the first.
+fn rejected_heads(registry: &mut Registry) -> Family<HeadLabels, Counter> {
+    let heads = Family::<HeadLabels, Counter>::default();
+    registry.register(
+        "rejected_heads",
+        "Request heads the HTTP library answered itself, before any request reached the proxy, \
+         by reason: malformed (400), too_large (431: over 64 KiB), timeout (not complete \
+         within 10 s; closed without an answer)",
+        heads.clone(),
+    );
+    for reason in ["malformed", "too_large", "timeout"] {
+        drop(heads.get_or_create(&HeadLabels { reason }));
+    }
+    heads
+}
+
+/// Registers `metric` in `registry` and returns it, to be updated.
+fn registered<M: Metric + Clone>(registry: &mut Registry, name: &str, help: &str, metric: M) -> M {
+    registry.register(name, help, metric.clone());
+    metric
 }
 
 impl Metrics {
@@ -184,29 +208,26 @@ impl Metrics {
             "Unix time after which the newest token of a credential and delegate (\"-\" for none) is no longer sent",
             expiry.clone(),
         );
-        let retries = Family::<RouteLabels, Counter>::default();
-        registry.register(
+        let retries = registered(
+            &mut registry,
             "token_retries",
             "Requests sent again with a fresh token after the upstream answered 401",
-            retries.clone(),
+            Family::<RouteLabels, Counter>::default(),
         );
-        let connections = Gauge::default();
-        registry.register(
+        let cooldowns = registered(
+            &mut registry,
+            "upstream_cooldowns",
+            "Cool-downs started by the API's rate limit (a 429, or a 503 with Retry-After), by \
+             route: its requests for that token identity get 429 upstream_rate_limited until then",
+            Family::<RouteLabels, Counter>::default(),
+        );
+        let connections = registered(
+            &mut registry,
             "connections_open",
             "Client connections open on the data-plane listener",
-            connections.clone(),
+            Gauge::default(),
         );
-        let heads = Family::<HeadLabels, Counter>::default();
-        registry.register(
-            "rejected_heads",
-            "Request heads the HTTP library answered itself, before any request reached the proxy, \
-             by reason: malformed (400), too_large (431: over 64 KiB), timeout (not complete \
-             within 10 s; closed without an answer)",
-            heads.clone(),
-        );
-        for reason in ["malformed", "too_large", "timeout"] {
-            drop(heads.get_or_create(&HeadLabels { reason }));
-        }
+        let heads = rejected_heads(&mut registry);
         let reloads = Family::<ReloadLabels, Counter>::default();
         registry.register(
             "config_reloads",
@@ -230,6 +251,7 @@ impl Metrics {
             sts,
             expiry,
             retries,
+            cooldowns,
             connections,
             heads,
             reloads,
@@ -325,7 +347,16 @@ impl Metrics {
         });
     }
 
-    /// A request on `route` was sent again after a 401.
+    /// The API's rate limit started a cool-down on `route`.
+    pub fn cooldown(&self, route: &Arc<str>) {
+        self.cooldowns
+            .get_or_create(&RouteLabels {
+                route: route.clone(),
+            })
+            .inc();
+    }
+
+    /// A request on `route` was sent again with a fresh token.
     pub fn token_retry(&self, route: &Arc<str>) {
         self.retries
             .get_or_create(&RouteLabels {

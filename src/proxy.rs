@@ -1,9 +1,9 @@
 //! One request, as phases in order: inbound checks -> route -> client scopes and limits ->
-//! token -> rewrite -> forward -> retry on refusal -> response. [`Proxy::handle`] reads as that list; each phase is a function
+//! cool-down -> token -> rewrite -> forward -> retry on refusal -> rate limit -> response. [`Proxy::handle`] reads as that list; each phase is a function
 //! below it, in the same order.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime};
 
 use http::header::{self, HeaderMap, HeaderValue};
 use http::request::Parts;
@@ -15,6 +15,7 @@ use tracing::{Instrument as _, Span};
 
 use crate::access_log::AccessLog;
 use crate::body::ProxyBody;
+use crate::cooldown::{self, Cooldowns};
 use crate::error::ProxyError;
 use crate::headers::{self, RequestIds};
 use crate::inbound::{Client, HostGuard, InboundPolicy, PeerNames};
@@ -70,6 +71,7 @@ impl Proxy {
         if let Some(client) = &client {
             Self::authorize(client, &key, log)?;
         }
+        self.cool_down(route, &key)?;
         let (key, token) = self.token(route, key, &parts.headers, log).await?;
         Self::rewrite(&mut parts, upstream_uri, token.bearer(), request_id);
         // A request without a body is kept, to go again if the upstream refuses the token.
@@ -82,13 +84,18 @@ impl Proxy {
         let response = self
             .forward(Request::from_parts(parts, body), &watch)
             .await?;
-        match replay {
+        let mut response = match replay {
             Some(replay) => {
                 self.retry_on_refusal(response, replay, route, &key, &token, log)
-                    .await
+                    .await?
             }
-            None => Ok(response),
+            None => response,
+        };
+        // In place and out of line: nearly every answer is neither.
+        if matches!(response.status().as_u16(), 429 | 503) {
+            self.rate_limit(&mut response, route, &key);
         }
+        Ok(response)
     }
 
     /// Inbound checks: CONNECT, the target and `Host` (DNS rebinding), the client (by its key
@@ -193,6 +200,16 @@ impl Proxy {
             log.hold_slot(slot);
         }
         Ok(())
+    }
+
+    /// Cool-down: while the API's last rate limit for this route and token identity asks to
+    /// wait, the request is answered here, before any STS call or upstream request.
+    fn cool_down(&self, route: &Route, key: &TokenKey) -> Result<(), ProxyError> {
+        let delegate = key.delegate.as_ref();
+        match (self.cooldowns).remaining(&route.prefix, &key.credential, delegate, Instant::now()) {
+            Some(wait) => Err(ProxyError::UpstreamRateLimited(wait)),
+            None => Ok(()),
+        }
     }
 
     /// Token: the route's token, from the cache or the STS. A `per_transaction` route first
@@ -303,6 +320,30 @@ impl Proxy {
             .await
     }
 
+    /// Rate limit: an upstream 429 (or a 503 that says when to come back) goes to the client
+    /// with `Retry-After` as whole seconds from 1 to 120, and starts the route's cool-down for
+    /// the token identity. Any other answer passes untouched.
+    #[cold]
+    fn rate_limit(&self, response: &mut Response<PooledBody>, route: &Route, key: &TokenKey) {
+        let Some(seconds) = cooldown::rewrite_answer(response, SystemTime::now()) else {
+            return;
+        };
+        let now = Instant::now();
+        let delegate = key.delegate.as_ref();
+        let end = now + Duration::from_secs(seconds);
+        (self.cooldowns).start(&route.prefix, &key.credential, delegate, end, now);
+        self.metrics.cooldown(&route.prefix);
+        let (route, delegate) = (&*route.prefix, delegate.map_or("-", |d| &**d));
+        let credential = &*key.credential;
+        tracing::info!(
+            route,
+            credential,
+            delegate,
+            seconds,
+            "the API is rate-limiting"
+        );
+    }
+
     /// Response: the upstream's answer with its headers rewritten, or the proxy's own JSON answer
     /// to an error. Either way the body holds the access record `log`.
     fn response(
@@ -331,7 +372,10 @@ impl Proxy {
             }
             Err(e) => {
                 let (status, code) = respond::status_and_code(&e);
-                if matches!(status.as_u16(), 401 | 403 | 429) {
+                // Waiting out the API's limit is no refusal of the client.
+                if matches!(status.as_u16(), 401 | 403 | 429)
+                    && !matches!(e, ProxyError::UpstreamRateLimited(_))
+                {
                     Self::denied(&e, code, &log);
                 }
                 // Token failures are logged once per STS call by the token source. A spent
@@ -424,6 +468,8 @@ pub struct Proxy {
     metrics: Arc<Metrics>,
     /// `listen.body_timeout`: the longest a client's request body may stall.
     body_timeout: Duration,
+    /// The API's rate limits being waited out; kept across reloads.
+    cooldowns: Arc<Cooldowns>,
 }
 
 impl Proxy {
@@ -435,6 +481,7 @@ impl Proxy {
         inbound: InboundPolicy,
         metrics: Arc<Metrics>,
         body_timeout: Duration,
+        cooldowns: Arc<Cooldowns>,
     ) -> Self {
         Proxy {
             routes,
@@ -444,12 +491,18 @@ impl Proxy {
             ids: RequestIds::default(),
             metrics,
             body_timeout,
+            cooldowns,
         }
     }
 
     /// The metrics requests are counted in.
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
+    }
+
+    /// The API's rate limits being waited out.
+    pub fn cooldowns(&self) -> &Arc<Cooldowns> {
+        &self.cooldowns
     }
 
     /// The route table.

@@ -36,6 +36,9 @@ pub fn status_and_code(e: &ProxyError) -> (StatusCode, &'static str) {
         }
         ProxyError::ForbiddenRoute => (StatusCode::FORBIDDEN, "forbidden_route"),
         ProxyError::ClientRateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "client_rate_limited"),
+        ProxyError::UpstreamRateLimited(_) => {
+            (StatusCode::TOO_MANY_REQUESTS, "upstream_rate_limited")
+        }
         ProxyError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
         ProxyError::RequestBody(BodyFault::Stalled(_)) => {
             (StatusCode::REQUEST_TIMEOUT, "request_timeout")
@@ -178,7 +181,7 @@ fn retry_after(e: &ProxyError) -> Option<u64> {
         }
         // A connection frees up when a response ends: usually within a second.
         ProxyError::Upstream(UpstreamError::Busy { .. }) => Some(1),
-        ProxyError::ClientRateLimited(wait) => {
+        ProxyError::ClientRateLimited(wait) | ProxyError::UpstreamRateLimited(wait) => {
             Some((wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1))
         }
         _ => None,

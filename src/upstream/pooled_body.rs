@@ -61,6 +61,11 @@ impl PooledBody {
     }
 
     /// The answer's header fields as they came, if a lean connection read them.
+    pub(crate) fn fields(&self) -> Option<&RawFields> {
+        self.fields.as_ref()
+    }
+
+    /// The answer's header fields as they came, if a lean connection read them.
     pub(crate) fn fields_mut(&mut self) -> Option<&mut RawFields> {
         self.fields.as_mut()
     }

@@ -29,6 +29,7 @@ mod logs;
 mod outbound;
 mod peers;
 mod policies;
+mod rate_limits;
 mod reload;
 mod request_bodies;
 #[cfg(windows)]
