@@ -43,6 +43,7 @@ fn table() -> RouteTable {
             token_mode: TokenMode::Interval,
             upstream_path: String::new(),
             refresh_on: RefreshOn::DEFAULT,
+            concurrency: None,
         })
         .collect();
     let policy = TokenPolicy {

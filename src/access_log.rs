@@ -34,6 +34,8 @@ pub struct AccessLog {
     client_tally: Option<Arc<ClientTally>>,
     /// The client's place within its `max_in_flight`, held until the response ends.
     slot: Option<OwnedSemaphorePermit>,
+    /// The request's place within its route's `max_in_flight`, held until the response ends.
+    place: Option<OwnedSemaphorePermit>,
     status: StatusCode,
     /// When the request arrived.
     start: Instant,
@@ -67,6 +69,7 @@ impl AccessLog {
             client: None,
             client_tally: None,
             slot: None,
+            place: None,
             status: StatusCode::OK,
             start: Instant::now(),
             request_id,
@@ -141,6 +144,11 @@ impl AccessLog {
     /// The client's place within its `max_in_flight`: given back when the record is written.
     pub fn hold_slot(&mut self, slot: OwnedSemaphorePermit) {
         self.slot = Some(slot);
+    }
+
+    /// The request's place within its route's `max_in_flight`, held until the response ends.
+    pub fn hold_place(&mut self, place: OwnedSemaphorePermit) {
+        self.place = Some(place);
     }
 
     /// The request belongs to a transaction, which stays busy until the record is written.

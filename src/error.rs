@@ -61,6 +61,10 @@ pub enum ProxyError {
          until the Retry-After has passed"
     )]
     UpstreamRateLimited(std::time::Duration),
+    /// The route's `max_in_flight` places and its `queue` are taken, or the wait for a place
+    /// passed `queue_timeout`.
+    #[error("{}", route_busy_message(*.0))]
+    RouteBusy(crate::route_queue::RouteBusy),
     /// The request is malformed in a way the proxy refuses to forward.
     #[error("{0}")]
     BadRequest(&'static str),
@@ -74,6 +78,20 @@ pub enum ProxyError {
     /// The upstream could not be reached, did not answer in time, or cannot take the path.
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
+}
+
+/// What a client is told of a busy route.
+fn route_busy_message(busy: crate::route_queue::RouteBusy) -> String {
+    use crate::route_queue::RouteBusy;
+    match busy {
+        RouteBusy::QueueFull => "this route has as many requests waiting for the API as it \
+                                 allows (its max_in_flight and queue); retry after the Retry-After"
+            .to_string(),
+        RouteBusy::TimedOut(wait) => format!(
+            "no place to the API came free for this route within {}; retry after the Retry-After",
+            humantime::format_duration(wait)
+        ),
+    }
 }
 
 impl ProxyError {

@@ -37,6 +37,7 @@ mod readiness;
 mod reload;
 mod request_body;
 mod respond;
+mod route_queue;
 mod routes;
 mod secret;
 mod server;

@@ -132,6 +132,7 @@ pub struct Metrics {
     expiry: Family<TokenLabels, Gauge<f64, AtomicU64>>,
     retries: Family<RouteLabels, Counter>,
     cooldowns: Family<RouteLabels, Counter>,
+    queues: Family<RouteLabels, Gauge>,
     connections: Gauge,
     heads: Family<HeadLabels, Counter>,
     reloads: Family<ReloadLabels, Counter>,
@@ -172,6 +173,36 @@ fn rejected_heads(registry: &mut Registry) -> Family<HeadLabels, Counter> {
     heads
 }
 
+/// The families counted per route: token retries, cool-downs, waiting requests.
+fn route_families(
+    registry: &mut Registry,
+) -> (
+    Family<RouteLabels, Counter>,
+    Family<RouteLabels, Counter>,
+    Family<RouteLabels, Gauge>,
+) {
+    let retries = registered(
+        registry,
+        "token_retries",
+        "Requests sent again with a fresh token after the upstream answered 401",
+        Family::<RouteLabels, Counter>::default(),
+    );
+    let cooldowns = registered(
+        registry,
+        "upstream_cooldowns",
+        "Cool-downs started by the API's rate limit (a 429, or a 503 with Retry-After), by \
+         route: its requests for that token identity get 429 upstream_rate_limited until then",
+        Family::<RouteLabels, Counter>::default(),
+    );
+    let queues = registered(
+        registry,
+        "route_queue",
+        "Requests waiting for a place within their route's max_in_flight, by route",
+        Family::<RouteLabels, Gauge>::default(),
+    );
+    (retries, cooldowns, queues)
+}
+
 /// Registers `metric` in `registry` and returns it, to be updated.
 fn registered<M: Metric + Clone>(registry: &mut Registry, name: &str, help: &str, metric: M) -> M {
     registry.register(name, help, metric.clone());
@@ -208,19 +239,7 @@ impl Metrics {
             "Unix time after which the newest token of a credential and delegate (\"-\" for none) is no longer sent",
             expiry.clone(),
         );
-        let retries = registered(
-            &mut registry,
-            "token_retries",
-            "Requests sent again with a fresh token after the upstream answered 401",
-            Family::<RouteLabels, Counter>::default(),
-        );
-        let cooldowns = registered(
-            &mut registry,
-            "upstream_cooldowns",
-            "Cool-downs started by the API's rate limit (a 429, or a 503 with Retry-After), by \
-             route: its requests for that token identity get 429 upstream_rate_limited until then",
-            Family::<RouteLabels, Counter>::default(),
-        );
+        let (retries, cooldowns, queues) = route_families(&mut registry);
         let connections = registered(
             &mut registry,
             "connections_open",
@@ -252,6 +271,7 @@ impl Metrics {
             expiry,
             retries,
             cooldowns,
+            queues,
             connections,
             heads,
             reloads,
@@ -345,6 +365,14 @@ impl Metrics {
             credential: Arc::from(credential),
             delegate: Arc::from(delegate.unwrap_or("-")),
         });
+    }
+
+    /// The gauge of the requests waiting for a place on `route` (made at 0 if new).
+    pub fn route_queue(&self, route: &Arc<str>) -> Gauge {
+        let labels = RouteLabels {
+            route: route.clone(),
+        };
+        self.queues.get_or_create(&labels).clone()
     }
 
     /// The API's rate limit started a cool-down on `route`.

@@ -72,6 +72,16 @@ impl Proxy {
             Self::authorize(client, &key, log)?;
         }
         self.cool_down(route, &key)?;
+        if let Some(queue) = &route.queue {
+            // Boxed: only a request that has to wait enters the (large) wait.
+            let place = match queue.try_enter() {
+                Some(place) => place,
+                None => Box::pin(queue.wait(|| self.metrics.route_queue(&route.prefix)))
+                    .await
+                    .map_err(ProxyError::RouteBusy)?,
+            };
+            log.hold_place(place);
+        }
         let (key, token) = self.token(route, key, &parts.headers, log).await?;
         Self::rewrite(&mut parts, upstream_uri, token.bearer(), request_id);
         // A request without a body is kept, to go again if the upstream refuses the token.
@@ -384,7 +394,9 @@ impl Proxy {
                 // requests_total{status="503"} carry it.
                 let quiet = matches!(
                     e,
-                    ProxyError::Token(_) | ProxyError::Upstream(UpstreamError::Busy { .. })
+                    ProxyError::Token(_)
+                        | ProxyError::Upstream(UpstreamError::Busy { .. })
+                        | ProxyError::RouteBusy(_)
                 );
                 if status.is_server_error() && !quiet {
                     log.span().in_scope(|| tracing::warn!(code, "{e}"));
@@ -483,6 +495,10 @@ impl Proxy {
         body_timeout: Duration,
         cooldowns: Arc<Cooldowns>,
     ) -> Self {
+        // A queue's gauge is there (at 0) from the start, so that `increase()` sees it.
+        for route in routes.routes().iter().filter(|r| r.queue.is_some()) {
+            drop(metrics.route_queue(&route.prefix));
+        }
         Proxy {
             routes,
             tokens,

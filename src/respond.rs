@@ -36,6 +36,7 @@ pub fn status_and_code(e: &ProxyError) -> (StatusCode, &'static str) {
         }
         ProxyError::ForbiddenRoute => (StatusCode::FORBIDDEN, "forbidden_route"),
         ProxyError::ClientRateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "client_rate_limited"),
+        ProxyError::RouteBusy(_) => (StatusCode::SERVICE_UNAVAILABLE, "route_busy"),
         ProxyError::UpstreamRateLimited(_) => {
             (StatusCode::TOO_MANY_REQUESTS, "upstream_rate_limited")
         }
@@ -179,8 +180,8 @@ fn retry_after(e: &ProxyError) -> Option<u64> {
             let d = e.retry_after.unwrap_or(Duration::from_secs(1));
             Some(d.as_secs() + u64::from(d.subsec_nanos() > 0)).map(|s| s.max(1))
         }
-        // A connection frees up when a response ends: usually within a second.
-        ProxyError::Upstream(UpstreamError::Busy { .. }) => Some(1),
+        // A connection or a place frees up when a response ends: usually within a second.
+        ProxyError::Upstream(UpstreamError::Busy { .. }) | ProxyError::RouteBusy(_) => Some(1),
         ProxyError::ClientRateLimited(wait) | ProxyError::UpstreamRateLimited(wait) => {
             Some((wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1))
         }

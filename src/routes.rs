@@ -5,6 +5,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use crate::config::{self, DelegateSet, RefreshOn, TokenPolicy};
+use crate::route_queue::RouteQueue;
 use crate::tally::{RouteTally, Tally};
 use crate::token::TokenMode;
 use crate::token::{TeamFrom, TokenKey};
@@ -31,6 +32,8 @@ pub struct Route {
     pub refresh_on: RefreshOn,
     /// Its requests, latencies and last upstream error, for the status page.
     pub tally: Arc<RouteTally>,
+    /// `max_in_flight` > 0: its places upstream and the requests waiting for one.
+    pub queue: Option<RouteQueue>,
 }
 
 /// The team segment of a `{delegate}` route.
@@ -129,6 +132,9 @@ impl RouteTable {
                     transactions,
                     team,
                     refresh_on: r.refresh_on,
+                    queue: r
+                        .concurrency
+                        .map(|c| RouteQueue::new(c.max_in_flight, c.queue, c.queue_timeout)),
                 })
             })
             .collect();
@@ -273,6 +279,7 @@ mod tests {
                 token_mode: TokenMode::Interval,
                 upstream_path: String::new(),
                 refresh_on: RefreshOn::DEFAULT,
+                concurrency: None,
             })
             .collect();
         let policy = TokenPolicy {

@@ -62,6 +62,9 @@ pub fn from_env(env: EnvLookup<'_>) -> Result<Config, ConfigError> {
             token_mode: None,
             upstream_path: None,
             refresh_on: None,
+            max_in_flight: None,
+            queue: None,
+            queue_timeout: None,
         }));
     }
     validate(raw, &ctx)

@@ -433,6 +433,19 @@ pub struct RouteConfig {
     pub upstream_path: String,
     /// Upstream statuses that mean "token refused" on this route.
     pub refresh_on: RefreshOn,
+    /// `max_in_flight` > 0: the route's requests upstream at once, and how the rest wait.
+    pub concurrency: Option<RouteConcurrency>,
+}
+
+/// A route's `max_in_flight`, `queue` and `queue_timeout`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RouteConcurrency {
+    /// Requests of the route upstream at once.
+    pub max_in_flight: usize,
+    /// Requests waiting for a place, in arrival order; beyond them 503 `route_busy`.
+    pub queue: usize,
+    /// The longest a request waits for a place; longer is 503 `route_busy`.
+    pub queue_timeout: Duration,
 }
 
 impl RouteConfig {

@@ -137,6 +137,9 @@ pub(super) struct RawRoute {
     pub(super) token_mode: Option<Spanned<String>>,
     pub(super) upstream_path: Option<Spanned<String>>,
     pub(super) refresh_on: Option<Spanned<Vec<Spanned<i64>>>>,
+    pub(super) max_in_flight: Option<Spanned<i64>>,
+    pub(super) queue: Option<Spanned<i64>>,
+    pub(super) queue_timeout: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]

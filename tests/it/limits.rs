@@ -64,20 +64,6 @@ async fn a_client_that_pauses_reading_is_not_cut_off() {
     assert_eq!(total, size);
 }
 
-/// Waits until `/metrics` shows `line` (the count is made when hyper has closed the
-/// connection, just after the client saw the answer), at most 5 s.
-async fn wait_for_metric(proxy: &Proxy, line: &str) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let metrics = proxy.metrics().await;
-        if metrics.contains(line) {
-            return;
-        }
-        assert!(Instant::now() < deadline, "no {line} in\n{metrics}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 #[tokio::test]
 async fn many_small_headers_under_64_kib_are_served() {
     let proxy = Proxy::builder().spawn().await;
@@ -101,20 +87,16 @@ async fn heads_hyper_refuses_itself_are_counted() {
     let malformed = "GET /v1/teams HTTP/1.1\r\nHost localhost\r\n\r\n";
     let answer = crate::support::raw(proxy.addr, malformed).await;
     assert_eq!(crate::support::raw_status(&answer), 400, "{answer}");
-    wait_for_metric(
-        &proxy,
-        "azure_costs_proxy_rejected_heads_total{reason=\"malformed\"} 1",
-    )
-    .await;
+    proxy
+        .wait_for_metric("azure_costs_proxy_rejected_heads_total{reason=\"malformed\"} 1")
+        .await;
 
     let big = "a".repeat(70 * 1024);
     let request = format!("GET /v1/teams HTTP/1.1\r\nHost: localhost\r\nX-Big: {big}\r\n\r\n");
     let answer = crate::support::raw(proxy.addr, &request).await;
     assert_eq!(crate::support::raw_status(&answer), 431);
-    wait_for_metric(
-        &proxy,
-        "azure_costs_proxy_rejected_heads_total{reason=\"too_large\"} 1",
-    )
-    .await;
+    proxy
+        .wait_for_metric("azure_costs_proxy_rejected_heads_total{reason=\"too_large\"} 1")
+        .await;
     assert_eq!(proxy.sim.api_requests(), 0);
 }

@@ -32,6 +32,7 @@ mod policies;
 mod rate_limits;
 mod reload;
 mod request_bodies;
+mod route_queue;
 #[cfg(windows)]
 mod service;
 #[cfg(unix)]

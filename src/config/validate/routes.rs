@@ -3,14 +3,16 @@
 //! credential `default`.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use toml::Spanned;
 
-use super::fields::{refresh_on, token_mode};
+use super::fields::{duration, refresh_on, token_mode};
 use crate::config::diagnostics::{ConfigError, Ctx};
 use crate::config::raw::RawRoute;
 use crate::config::{
-    CredentialConfig, DELEGATE_SEGMENT, DelegateSet, RouteConfig, TokenPolicy, plausible_team,
+    CredentialConfig, DELEGATE_SEGMENT, DelegateSet, RouteConcurrency, RouteConfig, TokenPolicy,
+    plausible_team,
 };
 
 /// Checks every `[[routes]]` entry in file order, adds the implicit `/` route when there is none,
@@ -44,6 +46,7 @@ pub(super) fn routes(
             token_mode: policy.mode,
             upstream_path: String::new(),
             refresh_on: policy.refresh_on,
+            concurrency: None,
         });
     }
     for name in credentials.keys() {
@@ -120,7 +123,50 @@ fn route(
         token_mode,
         upstream_path,
         refresh_on: refresh_on(ctx, &r.refresh_on, "routes.refresh_on", policy.refresh_on)?,
+        concurrency: concurrency(ctx, r)?,
     })
+}
+
+/// Most `max_in_flight` and `queue` of a route.
+const MAX_ROUTE_LIMIT: usize = 100_000;
+
+/// `max_in_flight` (0 or absent: no limit), `queue` (default 256, 0: none wait) and
+/// `queue_timeout` (default 30 s).
+fn concurrency(ctx: &Ctx<'_>, r: &RawRoute) -> Result<Option<RouteConcurrency>, ConfigError> {
+    let max_in_flight = at_most(ctx, &r.max_in_flight, "routes.max_in_flight", 0)?;
+    let queue = at_most(ctx, &r.queue, "routes.queue", 256)?;
+    let queue_timeout = duration(
+        ctx,
+        &r.queue_timeout,
+        "routes.queue_timeout",
+        Duration::from_secs(30),
+    )?;
+    Ok((max_in_flight > 0).then_some(RouteConcurrency {
+        max_in_flight,
+        queue,
+        queue_timeout,
+    }))
+}
+
+/// A number from 0 to [`MAX_ROUTE_LIMIT`]; `default` when absent.
+fn at_most(
+    ctx: &Ctx<'_>,
+    value: &Option<Spanned<i64>>,
+    key: &str,
+    default: usize,
+) -> Result<usize, ConfigError> {
+    let Some(n) = value else { return Ok(default) };
+    usize::try_from(*n.get_ref())
+        .ok()
+        .filter(|n| *n <= MAX_ROUTE_LIMIT)
+        .ok_or_else(|| {
+            ctx.error(
+                Some(n.span()),
+                key,
+                format!("{} is out of range", n.get_ref()),
+                format!("write a number from 0 to {MAX_ROUTE_LIMIT}"),
+            )
+        })
 }
 
 /// `delegates`: required by a `{delegate}` prefix, refused elsewhere and next to `delegate`;
@@ -257,7 +303,8 @@ fn route_prefix(
 #[cfg(test)]
 mod tests {
     use crate::config::testing::{MINIMAL, parse};
-    use crate::config::{DelegateSet, RefreshOn};
+    use crate::config::{DelegateSet, RefreshOn, RouteConcurrency};
+    use std::time::Duration;
 
     #[test]
     fn routes_are_validated() {
@@ -369,6 +416,32 @@ mod tests {
         assert_eq!(
             parse(MINIMAL).unwrap().routes[0].refresh_on,
             RefreshOn::DEFAULT
+        );
+    }
+
+    #[test]
+    fn a_route_queue_needs_max_in_flight_and_has_defaults() {
+        let c = parse(&format!(
+            "{MINIMAL}[[routes]]\nprefix = \"/\"\nqueue = 5\n\
+             [[routes]]\nprefix = \"/q\"\nmax_in_flight = 4\n"
+        ))
+        .unwrap();
+        assert_eq!(c.routes[0].concurrency, None, "queue alone limits nothing");
+        for (body, key) in [
+            ("max_in_flight = -1", "routes.max_in_flight"),
+            ("queue = 100001", "routes.queue"),
+            ("queue_timeout = \"0s\"", "routes.queue_timeout"),
+        ] {
+            let e = parse(&format!("{MINIMAL}[[routes]]\nprefix = \"/t\"\n{body}\n")).unwrap_err();
+            assert_eq!((e.key.as_str(), e.line), (key, Some(6)), "{body}: {e}");
+        }
+        assert_eq!(
+            c.routes[1].concurrency,
+            Some(RouteConcurrency {
+                max_in_flight: 4,
+                queue: 256,
+                queue_timeout: Duration::from_secs(30),
+            })
         );
     }
 }

@@ -61,6 +61,12 @@ impl RouteSpec {
         self
     }
 
+    /// Any other key of the route.
+    pub(crate) fn set(mut self, key: &str, value: impl Into<Value>) -> Self {
+        self.0.insert(key.to_string(), value.into());
+        self
+    }
+
     fn with(mut self, key: &str, value: &str) -> Self {
         self.0.insert(key.to_string(), value.into());
         self

@@ -103,6 +103,22 @@ impl Proxy {
         r.expect("GET /metrics").text().await.expect("metrics text")
     }
 
+    /// Waits until `/metrics` shows `line`, at most 5 s.
+    pub(crate) async fn wait_for_metric(&self, line: &str) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            let metrics = self.metrics().await;
+            if metrics.contains(line) {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no {line} in\n{metrics}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
     /// `http://ADMIN{path}` on the admin listener.
     pub(crate) fn admin_url(&self, path: &str) -> String {
         format!("http://{}{path}", self.admin)
