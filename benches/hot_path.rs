@@ -44,6 +44,7 @@ fn table() -> RouteTable {
             upstream_path: String::new(),
             refresh_on: RefreshOn::DEFAULT,
             concurrency: None,
+            coalesce: true,
         })
         .collect();
     let policy = TokenPolicy {

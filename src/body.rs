@@ -9,11 +9,14 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::Response;
+use http::header::HeaderValue;
 use http_body::{Body, Frame, SizeHint};
 use tokio::time::Sleep;
 
 use crate::access_log::AccessLog;
+use crate::coalesce::{Recorder, SharedAnswer};
 use crate::fields::RawFields;
+use crate::headers::{self, XCache};
 use crate::upstream::PooledBody;
 
 /// Error type of [`ProxyBody`]: hyper's error or the idle timeout.
@@ -46,6 +49,9 @@ pub struct ProxyBody {
     /// The upstream's header fields as they came, when a lean connection read them: the
     /// response's header map then holds only the proxy's own fields (see [`with_fields`]).
     fields: Option<RawFields>,
+    /// Records the body for the requests that follow this one's flight. Boxed: most answers
+    /// lead no one.
+    recorder: Option<Box<Recorder>>,
 }
 
 /// Puts the upstream's header fields that `response`'s body carries (those the client gets)
@@ -70,7 +76,39 @@ impl ProxyBody {
                 waiting: false,
             },
             log,
+            recorder: None,
         }
+    }
+
+    /// The answer a flight's leader shares, for a request that followed it: its own request
+    /// id, `X-Cache: COALESCED`.
+    pub(crate) fn shared(
+        answer: &SharedAnswer,
+        request_id: &HeaderValue,
+        log: AccessLog,
+    ) -> Response<Self> {
+        let mut headers = answer.headers.clone();
+        let fields = answer.fields.clone().map(|mut fields| {
+            fields.set_request_id(request_id.clone());
+            fields.set_x_cache(XCache::Coalesced);
+            fields
+        });
+        if fields.is_none() {
+            headers.insert(headers::X_REQUEST_ID.clone(), request_id.clone());
+            let coalesced = XCache::Coalesced.value().clone();
+            headers.insert(headers::X_CACHE.clone(), coalesced);
+        }
+        let mut body = ProxyBody::full(answer.body.clone(), Some(log));
+        body.fields = fields;
+        let mut response = Response::new(body);
+        *response.status_mut() = answer.status;
+        *response.headers_mut() = headers;
+        response
+    }
+
+    /// Records this body, as it streams, for the requests that follow its flight.
+    pub(crate) fn record(&mut self, recorder: Recorder) {
+        self.recorder = Some(Box::new(recorder));
     }
 
     /// A body of the proxy's own (an error document, a probe answer).
@@ -80,6 +118,7 @@ impl ProxyBody {
             kind: Kind::Full((!bytes.is_empty()).then_some(bytes)),
             log,
             fields: None,
+            recorder: None,
         }
     }
 
@@ -100,6 +139,10 @@ impl Drop for ProxyBody {
         // A body that ended normally has logged already, except an empty one hyper never polled.
         // Anything else means the client went away mid-response.
         let outcome = if self.is_end_stream() {
+            // An empty body the server never polled ended all the same.
+            if let Some(recorder) = &mut self.recorder {
+                recorder.end();
+            }
             "complete"
         } else {
             "aborted"
@@ -145,6 +188,16 @@ impl Body for ProxyBody {
                 }
             },
         };
+        if let (Some(recorder), Poll::Ready(frame)) = (&mut this.recorder, &result) {
+            match frame {
+                Some(Ok(frame)) => match frame.data_ref() {
+                    Some(data) => recorder.data(data),
+                    None => recorder.give_up(),
+                },
+                Some(Err(_)) => recorder.give_up(),
+                None => recorder.end(),
+            }
+        }
         match &result {
             Poll::Ready(Some(Ok(frame))) => {
                 if let (Some(log), Some(data)) = (this.log.as_mut(), frame.data_ref()) {

@@ -15,8 +15,12 @@ use std::time::{Duration, Instant, SystemTime};
 use http::header::{self, HeaderValue};
 use http::{Response, StatusCode};
 
+use crate::error::ProxyError;
 use crate::fields::Kind;
 use crate::headers;
+use crate::metrics::Metrics;
+use crate::routes::Route;
+use crate::token::TokenKey;
 use crate::upstream::PooledBody;
 
 /// The longest `Retry-After` passed on, in seconds (Power BI's own upper bound).
@@ -33,7 +37,7 @@ type Identity = (Arc<str>, Arc<str>, Option<Arc<str>>);
 /// The identities cooling down and until when. Shared by every config generation: a reload
 /// does not forget what the API said.
 #[derive(Debug, Default)]
-pub struct Cooldowns {
+pub(crate) struct Cooldowns {
     /// Whether `until` may hold an entry: false means nothing to look up.
     any: AtomicBool,
     until: Mutex<HashMap<Identity, Instant>>,
@@ -41,7 +45,7 @@ pub struct Cooldowns {
 
 impl Cooldowns {
     /// How long `route`'s requests for this identity still wait, if they do (at `now`).
-    pub fn remaining(
+    pub(crate) fn remaining(
         &self,
         route: &Arc<str>,
         credential: &Arc<str>,
@@ -65,7 +69,7 @@ impl Cooldowns {
     }
 
     /// Starts (or lengthens) a cool-down of `route` for this identity, until `end`.
-    pub fn start(
+    pub(crate) fn start(
         &self,
         route: &Arc<str>,
         credential: &Arc<str>,
@@ -84,17 +88,44 @@ impl Cooldowns {
         self.any.store(true, Ordering::Release);
     }
 
-    /// The identities cooling down at `now` and for how long, for the status page.
-    pub fn active(&self, now: Instant) -> Vec<(Identity, Duration)> {
-        if !self.any.load(Ordering::Acquire) {
-            return Vec::new();
+    /// The cool-down phase of a request: while the API's last rate limit for this route and
+    /// token identity asks to wait, 429 `upstream_rate_limited` with the wait that is left.
+    pub(crate) fn check(&self, route: &Route, key: &TokenKey) -> Result<(), ProxyError> {
+        let delegate = key.delegate.as_ref();
+        match self.remaining(&route.prefix, &key.credential, delegate, Instant::now()) {
+            Some(wait) => Err(ProxyError::UpstreamRateLimited(wait)),
+            None => Ok(()),
         }
-        let until = self.until.lock().unwrap_or_else(PoisonError::into_inner);
-        until
-            .iter()
-            .filter(|(_, end)| **end > now)
-            .map(|(identity, end)| (identity.clone(), *end - now))
-            .collect()
+    }
+
+    /// The rate-limit phase: an upstream 429 (or a 503 that says when to come back) goes to
+    /// the client with `Retry-After` as whole seconds from 1 to 120 ([`rewrite_answer`]), and
+    /// starts the route's cool-down for the token identity, counted in `metrics`.
+    #[cold]
+    pub(crate) fn note(
+        &self,
+        response: &mut Response<PooledBody>,
+        route: &Route,
+        key: &TokenKey,
+        metrics: &Metrics,
+    ) {
+        let Some(seconds) = rewrite_answer(response, SystemTime::now()) else {
+            return;
+        };
+        let now = Instant::now();
+        let delegate = key.delegate.as_ref();
+        let end = now + Duration::from_secs(seconds);
+        self.start(&route.prefix, &key.credential, delegate, end, now);
+        metrics.cooldown(&route.prefix);
+        let (route, delegate) = (&*route.prefix, delegate.map_or("-", |d| &**d));
+        let credential = &*key.credential;
+        tracing::info!(
+            route,
+            credential,
+            delegate,
+            seconds,
+            "the API is rate-limiting"
+        );
     }
 }
 
@@ -214,12 +245,10 @@ mod tests {
         assert_eq!(c.remaining(&route, &cred, None, t0), None);
         // A shorter one never shortens it.
         c.start(&route, &cred, Some(&team), t0 + Duration::from_secs(1), t0);
-        assert_eq!(c.active(t0).len(), 1);
         assert_eq!(
             c.remaining(&route, &cred, Some(&team), t0 + Duration::from_secs(5)),
             None
         );
         assert!(!c.any.load(Ordering::Acquire), "nothing left to look up");
-        assert!(c.active(t0).is_empty());
     }
 }

@@ -11,7 +11,7 @@
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
-use crate::headers::{self, FieldSpan};
+use crate::headers::{self, FieldSpan, XCache};
 
 /// What a field is to the proxy, decided once per field when the head is read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,6 +74,8 @@ pub(crate) struct RawFields {
     /// The `Retry-After` the proxy sends in place of the upstream's. Boxed: rare, and every
     /// answer's body carries these fields.
     retry_after: Option<Box<HeaderValue>>,
+    /// What `X-Cache` says.
+    x_cache: Option<XCache>,
 }
 
 /// Appends the fields httparse parsed from a head starting at the address `base` to `fields`,
@@ -116,7 +118,13 @@ impl RawFields {
             fields,
             request_id: None,
             retry_after: None,
+            x_cache: None,
         }
+    }
+
+    /// Adds `X-Cache` after the upstream's fields.
+    pub(crate) fn set_x_cache(&mut self, x_cache: XCache) {
+        self.x_cache = Some(x_cache);
     }
 
     /// Adds the request's `X-Request-Id` after the upstream's fields (whose own is dropped):
@@ -136,11 +144,12 @@ impl RawFields {
             .retry_after
             .iter()
             .map(|v| (&header::RETRY_AFTER, &**v));
-        retry_after.chain(
-            self.request_id
-                .iter()
-                .map(|id| (&headers::X_REQUEST_ID, id)),
-        )
+        let x_cache = self.x_cache.map(|x| (&headers::X_CACHE, x.value()));
+        let request_id = self
+            .request_id
+            .iter()
+            .map(|id| (&headers::X_REQUEST_ID, id));
+        retry_after.chain(x_cache).chain(request_id)
     }
 
     /// Whether the client gets a field of this kind as the upstream sent it.

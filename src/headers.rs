@@ -9,6 +9,35 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 /// The request id header, added when absent and echoed in the response.
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
+/// `X-Cache`, on every answer the upstream gave: what became of the request.
+pub(crate) static X_CACHE: HeaderName = HeaderName::from_static("x-cache");
+
+/// What became of a proxied request, as `X-Cache` says it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum XCache {
+    /// It went upstream (and may have led a flight of identical requests).
+    Miss,
+    /// It shared the upstream request of an identical one in flight.
+    Coalesced,
+    /// It could share nothing: not a GET or HEAD without a body, the client's
+    /// `Cache-Control: no-cache`/`no-store`, or a route with `coalesce = false`.
+    Bypass,
+}
+
+impl XCache {
+    /// The header value.
+    pub(crate) fn value(self) -> &'static HeaderValue {
+        static MISS: HeaderValue = HeaderValue::from_static("MISS");
+        static COALESCED: HeaderValue = HeaderValue::from_static("COALESCED");
+        static BYPASS: HeaderValue = HeaderValue::from_static("BYPASS");
+        match self {
+            XCache::Miss => &MISS,
+            XCache::Coalesced => &COALESCED,
+            XCache::Bypass => &BYPASS,
+        }
+    }
+}
+
 /// Hop-by-hop headers that are never forwarded, whatever `Connection` says (RFC 9110 section 7.6.1;
 /// `Proxy-Connection` and `Keep-Alive` are the legacy names RFC 9110 asks proxies to drop as well).
 static HOP_BY_HOP: [HeaderName; 7] = [

@@ -18,7 +18,7 @@ use tokio::task::JoinHandle;
 use crate::config::{Config, DelegateSet};
 use crate::inbound::InboundPolicy;
 use crate::metrics::Metrics;
-use crate::proxy::Proxy;
+use crate::proxy::{Proxy, Settings};
 use crate::routes::RouteTable;
 use crate::tally::Tally;
 use crate::token::TokenMode;
@@ -276,8 +276,11 @@ fn build(
             tally,
         ),
         metrics.clone(),
-        config.listen.body_timeout,
-        previous.map_or_else(Default::default, |p| p.cooldowns().clone()),
+        Settings {
+            body_timeout: config.listen.body_timeout,
+            max_entry: config.cache.max_entry,
+        },
+        previous,
     ))
 }
 

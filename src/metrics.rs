@@ -130,9 +130,7 @@ pub struct Metrics {
     duration: Histogram,
     sts: Family<StsLabels, Counter>,
     expiry: Family<TokenLabels, Gauge<f64, AtomicU64>>,
-    retries: Family<RouteLabels, Counter>,
-    cooldowns: Family<RouteLabels, Counter>,
-    queues: Family<RouteLabels, Gauge>,
+    per_route: RouteFamilies,
     connections: Gauge,
     heads: Family<HeadLabels, Counter>,
     reloads: Family<ReloadLabels, Counter>,
@@ -173,14 +171,24 @@ fn rejected_heads(registry: &mut Registry) -> Family<HeadLabels, Counter> {
     heads
 }
 
-/// The families counted per route: token retries, cool-downs, waiting requests.
-fn route_families(
-    registry: &mut Registry,
-) -> (
-    Family<RouteLabels, Counter>,
-    Family<RouteLabels, Counter>,
-    Family<RouteLabels, Gauge>,
-) {
+/// The families counted per route.
+struct RouteFamilies {
+    retries: Family<RouteLabels, Counter>,
+    cooldowns: Family<RouteLabels, Counter>,
+    queues: Family<RouteLabels, Gauge>,
+    cache: Family<CacheLabels, Counter>,
+}
+
+/// Labels of a request's coalescing (and, with a cache, caching) result.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CacheLabels {
+    route: Arc<str>,
+    result: &'static str,
+}
+
+/// Registers the families counted per route: token retries, cool-downs, waiting requests,
+/// cache results.
+fn route_families(registry: &mut Registry) -> RouteFamilies {
     let retries = registered(
         registry,
         "token_retries",
@@ -200,7 +208,19 @@ fn route_families(
         "Requests waiting for a place within their route's max_in_flight, by route",
         Family::<RouteLabels, Gauge>::default(),
     );
-    (retries, cooldowns, queues)
+    let cache = registered(
+        registry,
+        "cache",
+        "Proxied requests by route and what X-Cache says of them: miss (went upstream), \
+         coalesced (shared an identical request's), bypass (could share nothing)",
+        Family::<CacheLabels, Counter>::default(),
+    );
+    RouteFamilies {
+        retries,
+        cooldowns,
+        queues,
+        cache,
+    }
 }
 
 /// Registers `metric` in `registry` and returns it, to be updated.
@@ -239,7 +259,7 @@ impl Metrics {
             "Unix time after which the newest token of a credential and delegate (\"-\" for none) is no longer sent",
             expiry.clone(),
         );
-        let (retries, cooldowns, queues) = route_families(&mut registry);
+        let per_route = route_families(&mut registry);
         let connections = registered(
             &mut registry,
             "connections_open",
@@ -269,9 +289,7 @@ impl Metrics {
             duration,
             sts,
             expiry,
-            retries,
-            cooldowns,
-            queues,
+            per_route,
             connections,
             heads,
             reloads,
@@ -367,17 +385,30 @@ impl Metrics {
         });
     }
 
+    /// The `cache_total` counters of `route`, by result: `miss`, `coalesced`, `bypass` (made
+    /// at 0 if new), to keep with the route.
+    pub fn cache_counters(&self, route: &Arc<str>) -> [Counter; 3] {
+        ["miss", "coalesced", "bypass"].map(|result| {
+            let labels = CacheLabels {
+                route: route.clone(),
+                result,
+            };
+            self.per_route.cache.get_or_create(&labels).clone()
+        })
+    }
+
     /// The gauge of the requests waiting for a place on `route` (made at 0 if new).
     pub fn route_queue(&self, route: &Arc<str>) -> Gauge {
         let labels = RouteLabels {
             route: route.clone(),
         };
-        self.queues.get_or_create(&labels).clone()
+        self.per_route.queues.get_or_create(&labels).clone()
     }
 
     /// The API's rate limit started a cool-down on `route`.
     pub fn cooldown(&self, route: &Arc<str>) {
-        self.cooldowns
+        self.per_route
+            .cooldowns
             .get_or_create(&RouteLabels {
                 route: route.clone(),
             })
@@ -386,7 +417,8 @@ impl Metrics {
 
     /// A request on `route` was sent again with a fresh token.
     pub fn token_retry(&self, route: &Arc<str>) {
-        self.retries
+        self.per_route
+            .retries
             .get_or_create(&RouteLabels {
                 route: route.clone(),
             })

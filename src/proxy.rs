@@ -1,25 +1,27 @@
 //! One request, as phases in order: inbound checks -> route -> client scopes and limits ->
-//! cool-down -> token -> rewrite -> forward -> retry on refusal -> rate limit -> response. [`Proxy::handle`] reads as that list; each phase is a function
+//! cool-down -> coalescing -> route queue -> token -> rewrite -> forward -> retry on refusal ->
+//! rate limit -> response. [`Proxy::handle`] reads as that list; each phase is a function
 //! below it, in the same order.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::Duration;
 
-use http::header::{self, HeaderMap, HeaderValue};
+use http::header::{HeaderMap, HeaderValue};
 use http::request::Parts;
-use http::{Method, Request, Response, Uri, Version};
-use http_body::Body as _;
+use http::{Request, Response, Uri, Version};
 use http_body_util::{Either, Full};
 use tokio_rustls::TlsAcceptor;
 use tracing::{Instrument as _, Span};
 
 use crate::access_log::AccessLog;
 use crate::body::ProxyBody;
-use crate::cooldown::{self, Cooldowns};
+use crate::coalesce::{self, Boarding, Flights, Lead, Recorder, SharedAnswer};
+use crate::cooldown::Cooldowns;
 use crate::error::ProxyError;
-use crate::headers::{self, RequestIds};
+use crate::headers::{self, RequestIds, XCache};
 use crate::inbound::{Client, HostGuard, InboundPolicy, PeerNames};
 use crate::metrics::Metrics;
+use crate::replay::Replay;
 use crate::request_body::{BodyWatch, ClientBody, InboundBody};
 use crate::respond;
 use crate::routes::{self, Route, RouteTable, TeamRefusal};
@@ -64,23 +66,30 @@ impl Proxy {
         peer: Option<&PeerNames>,
         request_id: &HeaderValue,
         log: &mut AccessLog,
-    ) -> Result<Response<PooledBody>, ProxyError> {
+    ) -> Result<Answer, ProxyError> {
         let (mut parts, body) = request.into_parts();
         let client = self.check_inbound(&parts, peer, log)?;
         let (route, key, upstream_uri) = self.route(&parts, client.as_deref(), Some(log))?;
         if let Some(client) = &client {
             Self::authorize(client, &key, log)?;
         }
-        self.cool_down(route, &key)?;
+        self.cooldowns.check(route, &key)?;
+        let flight = coalesce::key_of(route, &key, &parts, body.is_empty(), &upstream_uri);
+        let (cache, lead) = match coalesce::board(flight.map(|k| self.flights.join(k))).await {
+            Boarding::Shared(answer) => {
+                route.count_cache(&self.metrics, XCache::Coalesced);
+                return Ok(Answer::Shared(answer));
+            }
+            Boarding::Lead(lead) => (XCache::Miss, Some(lead)),
+            Boarding::Alone => (XCache::Miss, None),
+            Boarding::Bypass => (XCache::Bypass, None),
+        };
+        route.count_cache(&self.metrics, cache);
         if let Some(queue) = &route.queue {
-            // Boxed: only a request that has to wait enters the (large) wait.
-            let place = match queue.try_enter() {
-                Some(place) => place,
-                None => Box::pin(queue.wait(|| self.metrics.route_queue(&route.prefix)))
-                    .await
-                    .map_err(ProxyError::RouteBusy)?,
-            };
-            log.hold_place(place);
+            let place = queue
+                .place(|| self.metrics.route_queue(&route.prefix))
+                .await;
+            log.hold_place(place.map_err(ProxyError::RouteBusy)?);
         }
         let (key, token) = self.token(route, key, &parts.headers, log).await?;
         Self::rewrite(&mut parts, upstream_uri, token.bearer(), request_id);
@@ -103,9 +112,13 @@ impl Proxy {
         };
         // In place and out of line: nearly every answer is neither.
         if matches!(response.status().as_u16(), 429 | 503) {
-            self.rate_limit(&mut response, route, &key);
+            (self.cooldowns).note(&mut response, route, &key, &self.metrics);
         }
-        Ok(response)
+        Ok(Answer::Upstream {
+            response,
+            cache,
+            lead,
+        })
     }
 
     /// Inbound checks: CONNECT, the target and `Host` (DNS rebinding), the client (by its key
@@ -210,16 +223,6 @@ impl Proxy {
             log.hold_slot(slot);
         }
         Ok(())
-    }
-
-    /// Cool-down: while the API's last rate limit for this route and token identity asks to
-    /// wait, the request is answered here, before any STS call or upstream request.
-    fn cool_down(&self, route: &Route, key: &TokenKey) -> Result<(), ProxyError> {
-        let delegate = key.delegate.as_ref();
-        match (self.cooldowns).remaining(&route.prefix, &key.credential, delegate, Instant::now()) {
-            Some(wait) => Err(ProxyError::UpstreamRateLimited(wait)),
-            None => Ok(()),
-        }
     }
 
     /// Token: the route's token, from the cache or the STS. A `per_transaction` route first
@@ -330,46 +333,37 @@ impl Proxy {
             .await
     }
 
-    /// Rate limit: an upstream 429 (or a 503 that says when to come back) goes to the client
-    /// with `Retry-After` as whole seconds from 1 to 120, and starts the route's cool-down for
-    /// the token identity. Any other answer passes untouched.
-    #[cold]
-    fn rate_limit(&self, response: &mut Response<PooledBody>, route: &Route, key: &TokenKey) {
-        let Some(seconds) = cooldown::rewrite_answer(response, SystemTime::now()) else {
-            return;
-        };
-        let now = Instant::now();
-        let delegate = key.delegate.as_ref();
-        let end = now + Duration::from_secs(seconds);
-        (self.cooldowns).start(&route.prefix, &key.credential, delegate, end, now);
-        self.metrics.cooldown(&route.prefix);
-        let (route, delegate) = (&*route.prefix, delegate.map_or("-", |d| &**d));
-        let credential = &*key.credential;
-        tracing::info!(
-            route,
-            credential,
-            delegate,
-            seconds,
-            "the API is rate-limiting"
-        );
-    }
-
     /// Response: the upstream's answer with its headers rewritten, or the proxy's own JSON answer
     /// to an error. Either way the body holds the access record `log`.
     fn response(
         &self,
-        answer: Result<Response<PooledBody>, ProxyError>,
+        answer: Result<Answer, ProxyError>,
         request_id: &HeaderValue,
         mut log: AccessLog,
     ) -> Response<ProxyBody> {
         match answer {
-            Ok(response) => {
+            Ok(Answer::Shared(answer)) => {
+                log.answered(answer.status);
+                ProxyBody::shared(&answer, request_id, log)
+            }
+            Ok(Answer::Upstream {
+                response,
+                cache,
+                lead,
+            }) => {
                 let (mut parts, mut body) = response.into_parts();
                 // A lean connection's answer keeps its fields as they came (the client gets
                 // only those `rewrite_response` would keep); the request id goes with them.
                 match body.fields_mut() {
-                    Some(fields) => fields.set_request_id(request_id.clone()),
-                    None => headers::rewrite_response(&mut parts.headers, request_id),
+                    Some(fields) => {
+                        fields.set_request_id(request_id.clone());
+                        fields.set_x_cache(cache);
+                    }
+                    None => {
+                        headers::rewrite_response(&mut parts.headers, request_id);
+                        let cache = cache.value().clone();
+                        parts.headers.insert(headers::X_CACHE.clone(), cache);
+                    }
                 }
                 // hyper writes the version of the client's connection, whatever the upstream spoke.
                 parts.version = Version::default();
@@ -377,7 +371,15 @@ impl Proxy {
                 if parts.status.is_server_error() {
                     log.upstream_error(|| format!("the API answered {}", parts.status));
                 }
-                let body = ProxyBody::upstream(body, self.upstream.timeout(), Some(log));
+                // A leader with followers records its answer for them as it streams.
+                let recorder = lead.filter(Lead::followed).map(|lead| {
+                    let head = (parts.status, parts.headers.clone(), body.fields().cloned());
+                    Recorder::new(lead, head, self.max_entry)
+                });
+                let mut body = ProxyBody::upstream(body, self.upstream.timeout(), Some(log));
+                if let Some(recorder) = recorder {
+                    body.record(recorder);
+                }
                 Response::from_parts(parts, body)
             }
             Err(e) => {
@@ -438,35 +440,29 @@ impl Proxy {
     }
 }
 
-/// A request kept so that it can be sent again with a fresh token.
-struct Replay {
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
+/// The request path's settings from the config.
+#[derive(Debug, Clone, Copy)]
+pub struct Settings {
+    /// `listen.body_timeout`.
+    pub body_timeout: Duration,
+    /// `[cache] max_entry`.
+    pub max_entry: usize,
 }
 
-impl Replay {
-    /// A copy of a rewritten request that may be sent twice: a safe method and no body.
-    /// Requests with a body are never sent twice.
-    fn of(parts: &Parts, body: &ClientBody) -> Option<Self> {
-        let safe = matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS);
-        (safe && body.is_end_stream()).then(|| Replay {
-            method: parts.method.clone(),
-            uri: parts.uri.clone(),
-            headers: parts.headers.clone(),
-        })
-    }
-
-    /// The same request with `bearer` in place of the refused token.
-    fn with_bearer(self, bearer: &HeaderValue) -> Request<OutgoingBody> {
-        let mut headers = self.headers;
-        headers.insert(header::AUTHORIZATION, bearer.clone());
-        let mut again = Request::new(Either::Right(Full::default()));
-        *again.method_mut() = self.method;
-        *again.uri_mut() = self.uri;
-        *again.headers_mut() = headers;
-        again
-    }
+/// What the phases end with.
+#[expect(
+    clippy::large_enum_variant,
+    reason = "made and moved once per request; a Box would cost an allocation per request"
+)]
+enum Answer {
+    /// The upstream's answer; `cache`: what `X-Cache` says of it; `lead`: the flight it leads.
+    Upstream {
+        response: Response<PooledBody>,
+        cache: XCache,
+        lead: Option<Lead>,
+    },
+    /// The answer of an identical request's flight.
+    Shared(Arc<SharedAnswer>),
 }
 
 /// Everything one request needs, shared by all connections.
@@ -482,6 +478,10 @@ pub struct Proxy {
     body_timeout: Duration,
     /// The API's rate limits being waited out; kept across reloads.
     cooldowns: Arc<Cooldowns>,
+    /// Identical requests in flight.
+    flights: Arc<Flights>,
+    /// `[cache] max_entry`: the largest answer a flight shares.
+    max_entry: usize,
 }
 
 impl Proxy {
@@ -492,9 +492,11 @@ impl Proxy {
         upstream: Upstream,
         inbound: InboundPolicy,
         metrics: Arc<Metrics>,
-        body_timeout: Duration,
-        cooldowns: Arc<Cooldowns>,
+        settings: Settings,
+        previous: Option<&Proxy>,
     ) -> Self {
+        // The API's rate limits outlive a reload.
+        let cooldowns = previous.map_or_else(Arc::default, |p| p.cooldowns.clone());
         // A queue's gauge is there (at 0) from the start, so that `increase()` sees it.
         for route in routes.routes().iter().filter(|r| r.queue.is_some()) {
             drop(metrics.route_queue(&route.prefix));
@@ -506,19 +508,16 @@ impl Proxy {
             inbound,
             ids: RequestIds::default(),
             metrics,
-            body_timeout,
+            body_timeout: settings.body_timeout,
             cooldowns,
+            flights: Arc::default(),
+            max_entry: settings.max_entry,
         }
     }
 
     /// The metrics requests are counted in.
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
-    }
-
-    /// The API's rate limits being waited out.
-    pub fn cooldowns(&self) -> &Arc<Cooldowns> {
-        &self.cooldowns
     }
 
     /// The route table.

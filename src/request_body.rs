@@ -51,6 +51,16 @@ pub enum InboundBody {
     Empty,
 }
 
+impl InboundBody {
+    /// Whether the request has no body (hyper's knows when its framing says none).
+    pub fn is_empty(&self) -> bool {
+        match self {
+            InboundBody::Hyper(body) => http_body::Body::is_end_stream(body),
+            InboundBody::Empty => true,
+        }
+    }
+}
+
 impl From<Incoming> for InboundBody {
     fn from(body: Incoming) -> Self {
         InboundBody::Hyper(body)

@@ -62,6 +62,18 @@ impl RouteQueue {
         self.places.clone().try_acquire_owned().ok()
     }
 
+    /// A place upstream: at once if one is free, else [`Self::wait`] (boxed: only a request
+    /// that has to wait carries the wait's state).
+    pub async fn place(
+        &self,
+        gauge: impl FnOnce() -> Gauge,
+    ) -> Result<OwnedSemaphorePermit, RouteBusy> {
+        match self.try_enter() {
+            Some(place) => Ok(place),
+            None => Box::pin(self.wait(gauge)).await,
+        }
+    }
+
     /// A place upstream after the requests that came first, if the queue has room and one
     /// comes free in time. `gauge` gives the route's `route_queue` gauge.
     pub async fn wait(

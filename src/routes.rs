@@ -2,9 +2,13 @@
 //! segment counts as one), prefix stripping, upstream paths.
 
 use std::collections::HashSet;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+
+use prometheus_client::metrics::counter::Counter;
 
 use crate::config::{self, DelegateSet, RefreshOn, TokenPolicy};
+use crate::headers::XCache;
+use crate::metrics::Metrics;
 use crate::route_queue::RouteQueue;
 use crate::tally::{RouteTally, Tally};
 use crate::token::TokenMode;
@@ -34,6 +38,10 @@ pub struct Route {
     pub tally: Arc<RouteTally>,
     /// `max_in_flight` > 0: its places upstream and the requests waiting for one.
     pub queue: Option<RouteQueue>,
+    /// Identical GET/HEAD requests in flight at once share one upstream request.
+    pub coalesce: bool,
+    /// Its `cache_total` counters (miss, coalesced, bypass), found once.
+    cache_counters: OnceLock<[Counter; 3]>,
 }
 
 /// The team segment of a `{delegate}` route.
@@ -55,6 +63,19 @@ pub enum TeamRefusal {
 }
 
 impl Route {
+    /// Counts a request of this route in `cache_total` by what `X-Cache` says of it.
+    pub(crate) fn count_cache(&self, metrics: &Metrics, result: XCache) {
+        let counters = self
+            .cache_counters
+            .get_or_init(|| metrics.cache_counters(&self.prefix));
+        let index = match result {
+            XCache::Miss => 0,
+            XCache::Coalesced => 1,
+            XCache::Bypass => 2,
+        };
+        counters[index].inc();
+    }
+
     /// The key of the route's shared token (before any transaction). For a `{delegate}` route
     /// this is the credential's own token: the team comes with each request ([`Self::team_key`]).
     pub fn token_key(&self) -> TokenKey {
@@ -132,6 +153,8 @@ impl RouteTable {
                     transactions,
                     team,
                     refresh_on: r.refresh_on,
+                    coalesce: r.coalesce,
+                    cache_counters: OnceLock::new(),
                     queue: r
                         .concurrency
                         .map(|c| RouteQueue::new(c.max_in_flight, c.queue, c.queue_timeout)),
@@ -280,6 +303,7 @@ mod tests {
                 upstream_path: String::new(),
                 refresh_on: RefreshOn::DEFAULT,
                 concurrency: None,
+                coalesce: true,
             })
             .collect();
         let policy = TokenPolicy {

@@ -65,6 +65,7 @@ pub fn from_env(env: EnvLookup<'_>) -> Result<Config, ConfigError> {
             max_in_flight: None,
             queue: None,
             queue_timeout: None,
+            coalesce: None,
         }));
     }
     validate(raw, &ctx)

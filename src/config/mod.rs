@@ -115,6 +115,8 @@ pub struct Config {
     pub token: TokenPolicy,
     /// Routes, in file order; at least one.
     pub routes: Vec<RouteConfig>,
+    /// `[cache]`.
+    pub cache: CacheConfig,
     /// `[reload]`: reloading by itself when a file changes.
     pub reload: ReloadConfig,
     /// `[[clients]]`: the named clients, in file order (`listen.api_keys` are not among them).
@@ -435,6 +437,15 @@ pub struct RouteConfig {
     pub refresh_on: RefreshOn,
     /// `max_in_flight` > 0: the route's requests upstream at once, and how the rest wait.
     pub concurrency: Option<RouteConcurrency>,
+    /// Identical GET/HEAD requests in flight at once share one upstream request.
+    pub coalesce: bool,
+}
+
+/// `[cache]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheConfig {
+    /// The largest answer coalesced requests share, in bytes.
+    pub max_entry: usize,
 }
 
 /// A route's `max_in_flight`, `queue` and `queue_timeout`.

@@ -32,6 +32,14 @@ pub(super) struct RawConfig {
     pub(super) reload: RawReload,
     #[serde(default)]
     pub(super) clients: Vec<Spanned<RawClient>>,
+    #[serde(default)]
+    pub(super) cache: RawCache,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawCache {
+    pub(super) max_entry: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -140,6 +148,7 @@ pub(super) struct RawRoute {
     pub(super) max_in_flight: Option<Spanned<i64>>,
     pub(super) queue: Option<Spanned<i64>>,
     pub(super) queue_timeout: Option<Spanned<String>>,
+    pub(super) coalesce: Option<bool>,
 }
 
 #[derive(Deserialize, Default)]

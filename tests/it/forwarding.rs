@@ -324,10 +324,11 @@ async fn upstream_connections_are_pooled_and_reused() {
         "one after another: one connection"
     );
     for _ in 0..5 {
+        // Two alike would share one upstream request (coalescing).
         let (a, b, c) = tokio::join!(
             proxy.get("/v1/teams"),
             proxy.get("/v1/costs/by-service"),
-            proxy.get("/v1/teams"),
+            proxy.get("/v1/teams?again"),
         );
         for r in [a, b, c] {
             assert_eq!(r.status(), 200);

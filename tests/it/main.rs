@@ -17,6 +17,7 @@ mod support;
 mod admin;
 mod cli;
 mod clients;
+mod coalescing;
 mod delegation;
 mod failures;
 mod forwarding;

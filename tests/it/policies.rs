@@ -226,8 +226,9 @@ async fn new_transactions_at_will_draw_on_the_sts_budget() {
     // A client that sends a new transaction id with every request, 100 at once.
     let requests: Vec<_> = (0..100)
         .map(|i| {
+            // Distinct queries: identical requests would share one (coalescing).
             let r = c
-                .get(proxy.url("/v1/teams"))
+                .get(proxy.url(&format!("/v1/teams?n={i}")))
                 .header("x-refresh-id", format!("refresh-{i}"));
             tokio::spawn(r.send())
         })

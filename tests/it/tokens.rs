@@ -39,9 +39,10 @@ async fn hundred_concurrent_requests_at_cold_start_cause_one_sts_call() {
         .spawn()
         .await;
     let c = client();
-    let requests = (0..100).map(|_| {
+    // Distinct queries: identical requests would share one upstream request (coalescing).
+    let requests = (0..100).map(|i| {
         let c = c.clone();
-        let url = proxy.url("/v1/costs/by-service");
+        let url = proxy.url(&format!("/v1/costs/by-service?n={i}"));
         tokio::spawn(async move { c.get(url).send().await.map(|r| r.status()) })
     });
     for r in futures_join(requests).await {

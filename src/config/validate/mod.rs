@@ -3,6 +3,7 @@
 //! reported, and warnings (allowed but unwise settings) are collected in that order too.
 
 mod admin;
+mod cache;
 mod clients;
 mod credentials;
 mod fields;
@@ -45,6 +46,7 @@ pub(super) fn validate(raw: RawConfig, ctx: &Ctx<'_>) -> Result<Config, ConfigEr
     let log = log::log(ctx, &raw.log)?;
     let routes = routes::routes(ctx, &raw.routes, &credentials, &token, &mut warnings)?;
     let reload = reload::reload(&raw.reload);
+    let cache = cache::cache(ctx, &raw.cache)?;
     let clients = clients::clients(ctx, &raw.clients, &listen, &routes, &mut warnings)?;
     clients::open_listener_warning(ctx, &listen, &clients, &mut warnings);
     Ok(Config {
@@ -57,6 +59,7 @@ pub(super) fn validate(raw: RawConfig, ctx: &Ctx<'_>) -> Result<Config, ConfigEr
         credentials,
         token,
         routes,
+        cache,
         reload,
         clients,
         files,

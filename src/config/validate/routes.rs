@@ -47,6 +47,7 @@ pub(super) fn routes(
             upstream_path: String::new(),
             refresh_on: policy.refresh_on,
             concurrency: None,
+            coalesce: true,
         });
     }
     for name in credentials.keys() {
@@ -124,6 +125,7 @@ fn route(
         upstream_path,
         refresh_on: refresh_on(ctx, &r.refresh_on, "routes.refresh_on", policy.refresh_on)?,
         concurrency: concurrency(ctx, r)?,
+        coalesce: r.coalesce.unwrap_or(true),
     })
 }
 
