@@ -12,14 +12,21 @@ With --nginx, nginx doing the same job (a fixed `Authorization` header added, ke
 connections to the same upstream, one worker process, no access log) is measured the same way in
 the same run, and the ratio printed: one run on one machine gives both figures.
 
+Each request asks its own URL (`?n=1`, `?n=2`, ...: what coalescing cannot share), so the
+figure is a miss's, coalescing's bookkeeping included. With --same-url every request asks the
+same one and identical requests in flight at once share one upstream request; the split
+(`X-Cache` MISS/COALESCED, from /metrics) is printed beside the figure.
+
 Usage: bench/instructions.py [--binary PATH] [--label NAME] [--access-log] [--clients N] [--nginx]
-                             [--tls]
+                             [--tls] [--same-url] [--no-coalesce]
   --binary      the build to measure (default: target/dist/azure-costs-proxy)
   --label       names the callgrind output, bench/callgrind.NAME.out, for callgrind_annotate
   --access-log  RUST_LOG=info (one access line per request) instead of warn
   --clients N   N [[clients]] entries (key_sha256, every scope); wrk sends the key of the last
                 one, so the figure says what finding one client among N costs
   --nginx       also measure nginx as the proxy (bench/callgrind.nginx.out) and print the ratio
+  --same-url    every request for the same URL (see above)
+  --no-coalesce the route with `coalesce = false`: what coalescing's bookkeeping costs
   --tls         the upstream speaks HTTPS (a throwaway CA made with openssl; the proxy trusts it
                 with [outbound] ca_file, nginx with proxy_ssl_trusted_certificate; both verify)
 Needs valgrind, wrk and nginx (apt-get install -y valgrind wrk nginx).
@@ -34,6 +41,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import urllib.request
 from pathlib import Path
 
 import common
@@ -49,6 +57,8 @@ def main() -> int:
     ap.add_argument("--clients", type=int, default=0)
     ap.add_argument("--nginx", action="store_true")
     ap.add_argument("--tls", action="store_true")
+    ap.add_argument("--same-url", action="store_true")
+    ap.add_argument("--no-coalesce", action="store_true")
     args = ap.parse_args()
     common.BIN = args.binary  # the simulator too
     work = Path(tempfile.mkdtemp(prefix="acp-instr-"))
@@ -87,10 +97,13 @@ http {{
         if tls:
             with open(config, "a") as f:
                 f.write(f'[outbound]\nca_file = "{tls}/ca.pem"\n')
-        wrk_auth: list[str] = []
+        if args.no_coalesce:
+            with open(config, "a") as f:
+                f.write('[[routes]]\nprefix = "/"\ncoalesce = false\n')
+        wrk_auth: list[str] = [] if args.same_url else ["-s", str(distinct_urls(work))]
         if args.clients:
             key = append_clients(config, args.clients)
-            wrk_auth = ["-H", f"Authorization: Bearer {key}"]
+            wrk_auth += ["-H", f"Authorization: Bearer {key}"]
         # Not beside the config: the proxy watches that folder, and every line written there
         # would wake its watch (about 1,700 instructions a line, counted against the proxy).
         (work / "logs").mkdir()
@@ -102,13 +115,13 @@ http {{
         procs.append(proxy)
         wait_ready(admin, timeout=60)
         mine = measure(proxy, f"http://127.0.0.1:{port}/v1/small.json", wrk_auth,
-                       work / "logs" / "valgrind.log")
+                       work / "logs" / "valgrind.log", admin)
         if mine is None:
             return 1
         print(f"{args.label}: {mine[0]} requests, {mine[1]:,} instructions, "
-              f"{mine[1] / mine[0]:,.0f} per request ({out})")
+              f"{mine[1] / mine[0]:,.0f} per request ({out}); X-Cache {mine[2]}")
         if args.nginx:
-            theirs = measure_nginx(work, upstream, tls)
+            theirs = measure_nginx(work, upstream, tls, wrk_auth[:2])
             if theirs is None:
                 return 1
             ratio = (mine[1] / mine[0]) / (theirs[1] / theirs[0])
@@ -120,11 +133,32 @@ http {{
         shutil.rmtree(work, ignore_errors=True)
 
 
+def distinct_urls(work: Path) -> Path:
+    """A wrk script that asks `{path}?n=1`, `?n=2`, ...: no two requests alike."""
+    script = work / "distinct.lua"
+    script.write_text(
+        "counter = 0\n"
+        "request = function()\n"
+        "  counter = counter + 1\n"
+        "  return wrk.format(nil, wrk.path .. \"?n=\" .. counter)\n"
+        "end\n")
+    return script
+
+
+def cache_split(admin: int) -> str:
+    """The proxy's `cache_total` counts, as `miss=N coalesced=N bypass=N`."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{admin}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    found = re.findall(r'cache_total\{route="/",result="(\w+)"\} (\d+)', text)
+    return " ".join(f"{result}={n}" for result, n in found)
+
+
 def measure(proc: subprocess.Popen, url: str, wrk_auth: list[str],
-            log: Path) -> tuple[int, int] | None:
+            log: Path, admin: int | None = None) -> tuple[int, int, str] | None:
     """Warms `proc` (running under callgrind with instrumentation off) up for 2 s, counts its
-    instructions over 10 s of wrk load on `url`, stops it; returns (requests, instructions), or
-    None (having said why) when not every request was answered 200."""
+    instructions over 10 s of wrk load on `url`, stops it; returns (requests, instructions,
+    the proxy's `X-Cache` split when `admin` is its admin port), or None (having said why)
+    when not every request was answered 200."""
     subprocess.run(["wrk", "-t1", "-c8", "-d2s", *wrk_auth, url], capture_output=True,
                    check=True)
     subprocess.run(["callgrind_control", "-i", "on", str(proc.pid)], capture_output=True,
@@ -133,6 +167,7 @@ def measure(proc: subprocess.Popen, url: str, wrk_auth: list[str],
                           capture_output=True, text=True, check=True)
     subprocess.run(["callgrind_control", "-i", "off", str(proc.pid)], capture_output=True,
                    check=True)
+    split = cache_split(admin) if admin else ""
     stop([proc], 30)
     requests = int(re.search(r"(\d+) requests in", load.stdout).group(1))
     if "Non-2xx" in load.stdout or requests == 0:
@@ -144,10 +179,11 @@ def measure(proc: subprocess.Popen, url: str, wrk_auth: list[str],
         print(f"error: callgrind wrote no total (did the process exit cleanly?):\n{text[-2000:]}",
               file=sys.stderr)
         return None
-    return requests, int(collected.group(1))
+    return requests, int(collected.group(1)), split
 
 
-def measure_nginx(work: Path, upstream: int, tls: Path | None) -> tuple[int, int] | None:
+def measure_nginx(work: Path, upstream: int, tls: Path | None,
+                  script: list[str]) -> tuple[int, int, str] | None:
     """nginx doing the proxy's job under callgrind: one process (no master), keep-alive to the
     upstream (over verified TLS with `tls`), a fixed bearer token added; measured as the proxy
     is."""
@@ -180,7 +216,7 @@ http {{
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_port(port, timeout=60)
-        return measure(proc, f"http://127.0.0.1:{port}/v1/small.json", [], log_path)
+        return measure(proc, f"http://127.0.0.1:{port}/v1/small.json", script, log_path)
     finally:
         stop([proc], 10)
 
