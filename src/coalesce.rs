@@ -17,6 +17,7 @@ use std::collections::hash_map::Entry;
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderName};
@@ -41,8 +42,19 @@ static NEGOTIATION: [HeaderName; 3] = [
     header::ACCEPT_LANGUAGE,
 ];
 
+/// Fields that make an answer this client's own: conditional requests and ranges.
+static CONDITIONAL: [HeaderName; 6] = [
+    header::RANGE,
+    header::IF_RANGE,
+    header::IF_NONE_MATCH,
+    header::IF_MODIFIED_SINCE,
+    header::IF_MATCH,
+    header::IF_UNMODIFIED_SINCE,
+];
+
 /// The key of a request that may share its upstream request: a GET or HEAD without a body
 /// (`body_empty`) on a route with `coalesce`, without `Cache-Control: no-cache` or `no-store`,
+/// without a condition or a range ([`CONDITIONAL`]),
 /// with at most one of each [`NEGOTIATION`] field; `None` for any other. `target` is its
 /// upstream URI, `token` its token's key.
 pub(crate) fn key_of(
@@ -67,6 +79,9 @@ pub(crate) fn key_of(
             if opted_out {
                 return None;
             }
+        } else if CONDITIONAL.contains(name) {
+            // Its answer (304, 206) depends on what this client holds.
+            return None;
         } else if let Some(i) = NEGOTIATION.iter().position(|n| n == name) {
             // Two of one: which would the API read? Not worth sharing.
             if negotiation[i].replace(value.clone()).is_some() {
@@ -98,17 +113,21 @@ pub(crate) enum Boarding {
 }
 
 /// What a request's part in a flight (`None`: none, [`Boarding::Bypass`]) makes of it; a
-/// follower waits for the leader's outcome (boxed: the wait is only a follower's).
-pub(crate) async fn board(role: Option<Role>) -> Boarding {
+/// follower waits for the leader's outcome (boxed: the wait is only a follower's), at most
+/// `patience`: a leader whose client reads slowly holds its followers no longer than that,
+/// then they go alone.
+pub(crate) async fn board(role: Option<Role>, patience: Duration) -> Boarding {
     let Some(role) = role else {
         return Boarding::Bypass;
     };
     match role {
         Role::Leader(lead) => Boarding::Lead(lead),
-        Role::Follower(flight) => match Box::pin(follow(flight)).await {
-            Outcome::Shared(answer) => Boarding::Shared(answer),
-            Outcome::Alone => Boarding::Alone,
-        },
+        Role::Follower(flight) => {
+            match Box::pin(tokio::time::timeout(patience, follow(flight))).await {
+                Ok(Outcome::Shared(answer)) => Boarding::Shared(answer),
+                Ok(Outcome::Alone) | Err(_) => Boarding::Alone,
+            }
+        }
     }
 }
 

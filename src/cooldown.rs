@@ -156,14 +156,14 @@ pub(crate) fn rewrite_answer(response: &mut Response<PooledBody>, now: SystemTim
 
 /// The whole seconds an answer of `status` with the `Retry-After` value `value` asks the client
 /// to wait, between 1 and [`MAX_RETRY_AFTER`]: delay-seconds, or an HTTP date counted from
-/// `now` (RFC 9110 section 10.2.3). A 429 without a value it can read waits 1 s; a 503 without
-/// one is not a rate limit (`None`), nor is any other status.
+/// `now` (RFC 9110 section 10.2.3). A value it cannot read waits 1 s; a 429 without one too,
+/// while a 503 without one is not a rate limit (`None`), nor is any other status.
 pub(crate) fn wait_seconds(
     status: StatusCode,
     value: Option<&[u8]>,
     now: SystemTime,
 ) -> Option<u64> {
-    let asked = value.and_then(|v| parse_retry_after(v, now));
+    let asked = value.map(|v| parse_retry_after(v, now).unwrap_or(1));
     let seconds = match status {
         StatusCode::TOO_MANY_REQUESTS => asked.unwrap_or(1),
         StatusCode::SERVICE_UNAVAILABLE => asked?,
@@ -218,7 +218,8 @@ mod tests {
             (unavailable, Some("4".to_string()), Some(4)),
             (unavailable, Some(date(2)), Some(2)),
             (unavailable, None, None),
-            (unavailable, Some("soon".to_string()), None),
+            (unavailable, Some("soon".to_string()), Some(1)),
+            (unavailable, Some("1.5".to_string()), Some(1)),
             (StatusCode::OK, Some("4".to_string()), None),
             (StatusCode::BAD_GATEWAY, Some("4".to_string()), None),
         ] {

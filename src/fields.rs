@@ -30,7 +30,8 @@ pub(crate) enum Kind {
     Connection,
     /// Any other field the client does not get: hop-by-hop (`Keep-Alive`, `Proxy-Connection`,
     /// `TE`, `Trailer`, `Upgrade`, and every field `Connection` names), `Set-Cookie` (a
-    /// browser would share it with every localhost app), `X-Request-Id` (the proxy sets its own).
+    /// browser would share it with every localhost app), `X-Request-Id` and `X-Cache` (the
+    /// proxy sets its own).
     Dropped,
 }
 
@@ -40,7 +41,7 @@ impl Kind {
         match name.len() {
             2 if is(b"te") => Kind::Dropped,
             4 if is(b"date") => Kind::Date,
-            7 if is(b"trailer") || is(b"upgrade") => Kind::Dropped,
+            7 if is(b"trailer") || is(b"upgrade") || is(b"x-cache") => Kind::Dropped,
             10 if is(b"connection") => Kind::Connection,
             10 if is(b"keep-alive") || is(b"set-cookie") => Kind::Dropped,
             11 if is(b"retry-after") => Kind::RetryAfter,
@@ -238,14 +239,14 @@ mod tests {
         let raw = fields(
             "HTTP/1.1 200 OK\r\nContent-Type: a/b\r\nConnection: keep-alive, X-Hop\r\n\
              X-Hop: 1\r\nKeep-Alive: timeout=5\r\nSet-Cookie: a=1\r\nX-Request-Id: theirs\r\n\
-             Transfer-Encoding: chunked\r\nETag: \"x\"\r\n\r\n",
+             Transfer-Encoding: chunked\r\nETag: \"x\"\r\nX-Cache: HIT from cdn\r\n\r\n",
         );
         let kept: Vec<_> = raw.forwarded().map(|(n, ..)| n.to_vec()).collect();
         assert_eq!(kept, [b"Content-Type".to_vec(), b"ETag".to_vec()]);
         let map = raw.to_map(true);
         assert_eq!(map.len(), 2);
         assert_eq!(map["content-type"], "a/b");
-        assert_eq!(raw.to_map(false).len(), 8);
+        assert_eq!(raw.to_map(false).len(), 9);
         assert_eq!(raw.values(Kind::Connection).count(), 1);
         assert!(raw.has(Kind::TransferEncoding) && !raw.has(Kind::Date));
     }

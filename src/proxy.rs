@@ -75,7 +75,8 @@ impl Proxy {
         }
         self.cooldowns.check(route, &key)?;
         let flight = coalesce::key_of(route, &key, &parts, body.is_empty(), &upstream_uri);
-        let (cache, lead) = match coalesce::board(flight.map(|k| self.flights.join(k))).await {
+        let role = flight.map(|k| self.flights.join(k));
+        let (cache, lead) = match coalesce::board(role, self.upstream.timeout()).await {
             Boarding::Shared(answer) => {
                 route.count_cache(&self.metrics, XCache::Coalesced);
                 return Ok(Answer::Shared(answer));
@@ -90,6 +91,8 @@ impl Proxy {
                 .place(|| self.metrics.route_queue(&route.prefix))
                 .await;
             log.hold_place(place.map_err(ProxyError::RouteBusy)?);
+            // A rate limit may have begun while it waited.
+            self.cooldowns.check(route, &key)?;
         }
         let (key, token) = self.token(route, key, &parts.headers, log).await?;
         Self::rewrite(&mut parts, upstream_uri, token.bearer(), request_id);

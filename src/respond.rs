@@ -15,6 +15,7 @@ use crate::error::ProxyError;
 use crate::headers::X_REQUEST_ID;
 use crate::inbound::CHALLENGES;
 use crate::request_body::BodyFault;
+use crate::route_queue::RouteBusy;
 use crate::token::StsFailure;
 use crate::upstream::UpstreamError;
 
@@ -181,7 +182,12 @@ fn retry_after(e: &ProxyError) -> Option<u64> {
             Some(d.as_secs() + u64::from(d.subsec_nanos() > 0)).map(|s| s.max(1))
         }
         // A connection or a place frees up when a response ends: usually within a second.
-        ProxyError::Upstream(UpstreamError::Busy { .. }) | ProxyError::RouteBusy(_) => Some(1),
+        ProxyError::Upstream(UpstreamError::Busy { .. })
+        | ProxyError::RouteBusy(RouteBusy::QueueFull) => Some(1),
+        // It waited `queue_timeout` in vain: as long again, within what BI tools honour.
+        ProxyError::RouteBusy(RouteBusy::TimedOut(wait)) => {
+            Some((wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).clamp(1, 120))
+        }
         ProxyError::ClientRateLimited(wait) | ProxyError::UpstreamRateLimited(wait) => {
             Some((wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1))
         }

@@ -126,12 +126,16 @@ async fn posts_no_cache_and_coalesce_off_bypass() {
                 .header("cache-control", "no-cache"),
         ));
         tasks.push(send(c.get(proxy.url("/off/v1/teams"))));
+        tasks.push(send(
+            c.get(proxy.url("/v1/teams"))
+                .header("if-none-match", "\"x\""),
+        ));
     }
     for task in tasks {
         let (status, cache, ..) = task.await.unwrap();
         assert_eq!((status, cache.as_str()), (200, "BYPASS"));
     }
-    assert_eq!(proxy.sim.requests().len(), 9);
+    assert_eq!(proxy.sim.requests().len(), 12);
 }
 
 #[tokio::test]
@@ -180,6 +184,31 @@ async fn a_follower_leaving_cancels_nobody() {
     let (status, cache, ..) = staying.await.unwrap();
     assert_eq!((status, cache.as_str()), (200, "COALESCED"));
     assert_eq!(proxy.sim.requests().len(), 1);
+}
+
+#[tokio::test]
+async fn a_leader_that_reads_nothing_holds_its_followers_no_longer_than_the_upstream_timeout() {
+    let proxy = Proxy::builder()
+        .set("cache.max_entry", "64MiB")
+        .set("upstream.timeout", "1s")
+        .spawn()
+        .await;
+    proxy.sim.set_api_delay(Duration::from_millis(200));
+    // Far more than the sockets between hold: the leader's answer stops half-way.
+    let path = "/v1/costs/export?bytes=40000000";
+    let _stalled = raw_get(&proxy, path).await;
+    api_has(&proxy, 1).await;
+    let started = Instant::now();
+    let (status, cache, _, body) = send(client().get(proxy.url(path))).await.unwrap();
+    assert_eq!(
+        (status, cache.as_str(), body.len()),
+        (200, "MISS", 40_000_000)
+    );
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "it waited for the leader first"
+    );
+    assert_eq!(proxy.sim.requests().len(), 2);
 }
 
 #[tokio::test]
