@@ -26,7 +26,19 @@ const CHUNK: usize = 64 * 1024;
 /// Default month of the reports.
 const DEFAULT_MONTH: &str = "2026-10";
 
+/// The simulator's own counters, for benchmarks that run it as a process: not an API request.
+pub(super) const STATS_PATH: &str = "/_simulator/stats";
+
 pub(super) async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<SimBody> {
+    if req.uri().path() == STATS_PATH {
+        return json(
+            200,
+            &json!({
+                "api_requests": state.api_requests.load(Ordering::SeqCst),
+                "rate_limited": state.limiter.limited.load(Ordering::SeqCst),
+            }),
+        );
+    }
     state.api_requests.fetch_add(1, Ordering::SeqCst);
     record(&state, &req);
     let delay = *lock(&state.api_delay);

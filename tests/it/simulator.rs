@@ -75,3 +75,29 @@ async fn the_api_limits_each_identity_and_says_when_to_come_back_in_each_form() 
     assert_eq!(ask(&sim, &bearer).await.0, 200);
     assert_eq!(sim.rate_limited_requests(), 3);
 }
+
+#[tokio::test]
+async fn the_simulator_counts_for_benchmarks_that_run_it_apart() {
+    let sim = simulator().await;
+    let bearer = token(&sim).await;
+    sim.set_api_rate_limit(Some(ApiRateLimit {
+        per_second: 0,
+        retry_after: RetryAfter::Absent,
+    }));
+    assert_eq!(ask(&sim, &bearer).await.0, 429);
+    let stats: serde_json::Value = client()
+        .get(format!(
+            "{}/_simulator/stats",
+            sim.api_url().trim_end_matches('/')
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    // Asking for the figures is not an API request.
+    assert_eq!(stats["api_requests"], 1);
+    assert_eq!(stats["rate_limited"], 1);
+    assert_eq!(sim.api_requests(), 1);
+}
