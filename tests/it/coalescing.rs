@@ -29,18 +29,6 @@ fn send(
     })
 }
 
-/// Waits until the API has received `count` requests, at most 5 s.
-async fn api_has(proxy: &Proxy, count: usize) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while proxy.sim.requests().len() < count {
-        assert!(
-            Instant::now() < deadline,
-            "the API never got {count} requests"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
-
 #[tokio::test]
 async fn twenty_identical_gets_are_one_upstream_request() {
     let proxy = Proxy::builder().spawn().await;
@@ -174,7 +162,7 @@ async fn a_follower_leaving_cancels_nobody() {
     proxy.sim.set_api_delay(Duration::from_millis(400));
     let c = client();
     let leader = send(c.get(proxy.url("/v1/teams")));
-    api_has(&proxy, 1).await;
+    proxy.wait_for_api_requests(1).await;
     let leaving = raw_get(&proxy, "/v1/teams").await;
     let staying = send(c.get(proxy.url("/v1/teams")));
     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -197,7 +185,7 @@ async fn a_leader_that_reads_nothing_holds_its_followers_no_longer_than_the_upst
     // Far more than the sockets between hold: the leader's answer stops half-way.
     let path = "/v1/costs/export?bytes=40000000";
     let _stalled = raw_get(&proxy, path).await;
-    api_has(&proxy, 1).await;
+    proxy.wait_for_api_requests(1).await;
     let started = Instant::now();
     let (status, cache, _, body) = send(client().get(proxy.url(path))).await.unwrap();
     assert_eq!(
@@ -217,7 +205,7 @@ async fn the_leader_leaving_cancels_nobody() {
     proxy.sim.set_api_delay(Duration::from_millis(400));
     let c = client();
     let leader = raw_get(&proxy, "/v1/teams").await;
-    api_has(&proxy, 1).await;
+    proxy.wait_for_api_requests(1).await;
     let followers: Vec<_> = (0..2)
         .map(|_| send(c.get(proxy.url("/v1/teams"))))
         .collect();

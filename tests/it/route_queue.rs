@@ -15,18 +15,6 @@ fn send(proxy: &Proxy, n: usize) -> tokio::task::JoinHandle<u16> {
     tokio::spawn(async move { client().get(url).send().await.unwrap().status().as_u16() })
 }
 
-/// Waits until the API has received `count` requests, at most 5 s.
-async fn api_has(proxy: &Proxy, count: usize) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while proxy.sim.requests().len() < count {
-        assert!(
-            Instant::now() < deadline,
-            "the API never got {count} requests"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
-
 #[tokio::test]
 async fn waiting_requests_go_in_arrival_order_and_the_queue_is_bounded() {
     let proxy = Proxy::builder()
@@ -39,7 +27,7 @@ async fn waiting_requests_go_in_arrival_order_and_the_queue_is_bounded() {
     // Long enough to hold the one place while the others line up.
     proxy.sim.set_api_delay(Duration::from_millis(400));
     let first = send(&proxy, 0);
-    api_has(&proxy, 1).await;
+    proxy.wait_for_api_requests(1).await;
     let second = send(&proxy, 1);
     proxy.wait_for_metric(WAITING_1).await;
     let third = send(&proxy, 2);
@@ -79,7 +67,7 @@ async fn a_wait_past_queue_timeout_is_503_route_busy() {
         .await;
     proxy.sim.set_api_delay(Duration::from_secs(2));
     let first = send(&proxy, 0);
-    api_has(&proxy, 1).await;
+    proxy.wait_for_api_requests(1).await;
     let started = Instant::now();
     let r = proxy.get("/v1/teams?n=1").await;
     assert_eq!(r.status(), 503);

@@ -103,6 +103,18 @@ impl Proxy {
         r.expect("GET /metrics").text().await.expect("metrics text")
     }
 
+    /// Waits until the API has received `count` requests, at most 5 s.
+    pub(crate) async fn wait_for_api_requests(&self, count: usize) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while self.sim.requests().len() < count {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the API never got {count} requests"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    }
+
     /// Waits until `/metrics` shows `line`, at most 5 s.
     pub(crate) async fn wait_for_metric(&self, line: &str) {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
