@@ -266,7 +266,12 @@ fn build(
         .map_err(anyhow::Error::msg)
         .context("upstream client")?;
     Ok(Proxy::new(
-        RouteTable::tallied(&config.routes, &config.token, tally),
+        RouteTable::tallied(
+            &config.routes,
+            &config.token,
+            tally,
+            previous.map(Proxy::routes),
+        ),
         tokens,
         upstream,
         InboundPolicy::new(

@@ -102,6 +102,11 @@ impl RouteQueue {
         }
     }
 
+    /// `max_in_flight`, `queue` and the timeout it was made with.
+    pub fn limits(&self) -> (usize, usize, Duration) {
+        (self.max_in_flight, self.queue, self.timeout)
+    }
+
     /// Requests waiting for a place now.
     pub fn waiting(&self) -> usize {
         self.waiting.load(Ordering::Acquire)

@@ -1,6 +1,11 @@
 //! Route table: longest-prefix matching on whole path segments (a `{delegate}` route's team
 //! segment counts as one), prefix stripping, upstream paths.
 
+mod path;
+
+pub use path::{has_refused_segment, upstream_path_and_query};
+pub(crate) use path::{keeps_path, strip_prefix};
+
 use std::collections::HashSet;
 use std::sync::{Arc, OnceLock};
 
@@ -36,8 +41,9 @@ pub struct Route {
     pub refresh_on: RefreshOn,
     /// Its requests, latencies and last upstream error, for the status page.
     pub tally: Arc<RouteTally>,
-    /// `max_in_flight` > 0: its places upstream and the requests waiting for one.
-    pub queue: Option<RouteQueue>,
+    /// `max_in_flight` > 0: its places upstream and the requests waiting for one (the same
+    /// across a reload that keeps the route's limits).
+    pub queue: Option<Arc<RouteQueue>>,
     /// Identical GET/HEAD requests in flight at once share one upstream request.
     pub coalesce: bool,
     /// Its `cache_total` counters (miss, coalesced, bypass), found once.
@@ -121,12 +127,20 @@ impl RouteTable {
     /// Builds the table from validated config routes; `policy` gives the transaction rule of
     /// `per_transaction` routes.
     pub fn new(routes: &[config::RouteConfig], policy: &TokenPolicy) -> Self {
-        Self::tallied(routes, policy, &Tally::default())
+        Self::tallied(routes, policy, &Tally::default(), None)
     }
 
     /// [`RouteTable::new`], each route counting in `tally` under its prefix (the figures a
     /// reload keeps).
-    pub fn tallied(routes: &[config::RouteConfig], policy: &TokenPolicy, tally: &Tally) -> Self {
+    /// A route whose `max_in_flight`, `queue` and `queue_timeout` are those it had in
+    /// `previous` keeps its queue: the requests in flight still hold their places, and a reload
+    /// never lets twice the limit upstream.
+    pub fn tallied(
+        routes: &[config::RouteConfig],
+        policy: &TokenPolicy,
+        tally: &Tally,
+        previous: Option<&RouteTable>,
+    ) -> Self {
         let mut routes: Vec<Arc<Route>> = routes
             .iter()
             .map(|r| {
@@ -155,9 +169,7 @@ impl RouteTable {
                     refresh_on: r.refresh_on,
                     coalesce: r.coalesce,
                     cache_counters: OnceLock::new(),
-                    queue: r
-                        .concurrency
-                        .map(|c| RouteQueue::new(c.max_in_flight, c.queue, c.queue_timeout)),
+                    queue: r.concurrency.map(|c| queue_for(&r.prefix, c, previous)),
                 })
             })
             .collect();
@@ -200,85 +212,19 @@ impl RouteTable {
     }
 }
 
-/// Matches `prefix` against `path` on whole segments and returns the rest of the path:
-/// `/contoso` matches `/contoso` and `/contoso/x` but not `/contosox`. The `/` prefix matches every
-/// path and strips nothing.
-pub(crate) fn strip_prefix<'p>(path: &'p str, prefix: &str) -> Option<&'p str> {
-    if prefix == "/" {
-        return path.starts_with('/').then_some(path);
-    }
-    let rest = path.strip_prefix(prefix)?;
-    (rest.is_empty() || rest.starts_with('/')).then_some(rest)
-}
-
-/// Builds the upstream path-and-query: `{base_path}{upstream_path}{rest}` followed by the query,
-/// all bytes passed through unchanged; an empty path becomes `/`.
-pub fn upstream_path_and_query(
-    base_path: &str,
-    upstream_path: &str,
-    rest: &str,
-    query: Option<&str>,
-) -> String {
-    let mut out = String::with_capacity(
-        base_path.len() + upstream_path.len() + rest.len() + query.map_or(0, |q| q.len() + 1) + 1,
-    );
-    out.push_str(base_path);
-    out.push_str(upstream_path);
-    out.push_str(rest);
-    if out.is_empty() {
-        out.push('/');
-    }
-    if let Some(q) = query {
-        out.push('?');
-        out.push_str(q);
-    }
-    out
-}
-
-/// Whether the upstream path-and-query [`upstream_path_and_query`] builds from `rest` (the end of
-/// the request's `path`) is the request's own: `path` is `{base_path}{upstream_path}{rest}`, as
-/// with the default route and any route whose `upstream_path` is its prefix. The request's
-/// target is then sent as it came, without being built and parsed again.
-pub(crate) fn keeps_path(base_path: &str, upstream_path: &str, rest: &str, path: &str) -> bool {
-    path.len() == base_path.len() + upstream_path.len() + rest.len()
-        && path.starts_with(base_path)
-        && path[base_path.len()..].starts_with(upstream_path)
-        && path.ends_with(rest)
-}
-
-/// Whether a raw path holds a segment the proxy refuses (README, "Errors the proxy returns
-/// itself"): one that percent-decodes to `.` or `..`, holds an encoded `/` or `\` (`%2F`,
-/// `%5C`, any case) or a raw `\`, or begins with `..;`. Each segment is decoded once, then
-/// judged: an upstream that decodes before it normalises could otherwise climb out of a route's
-/// `upstream_path` (`..%2F`, `..%5c`, `..\`, `..;` as Tomcat reads it), while `%252F` stays a
-/// harmless `%2F` after one decoding.
-pub fn has_refused_segment(path: &str) -> bool {
-    // Split as bytes: a `char` pattern's searcher costs about 100 instructions a segment.
-    path.as_bytes()
-        .split(|&b| b == b'/')
-        .any(is_refused_segment)
-}
-
-/// One segment, judged after one percent-decoding. Allocates nothing: it runs on every request.
-fn is_refused_segment(segment: &[u8]) -> bool {
-    // The first three decoded bytes and the decoded length are all the rule needs, besides the
-    // separators anywhere.
-    let mut head = [0u8; 3];
-    let mut len = 0usize;
-    for b in percent_encoding::percent_decode(segment) {
-        if b == b'/' || b == b'\\' {
-            return true;
-        }
-        if len < head.len() {
-            head[len] = b;
-        }
-        len += 1;
-    }
-    match len {
-        1 => head[0] == b'.',
-        2 => head[..2] == *b"..",
-        _ => head == *b"..;",
-    }
+/// The queue of the route `prefix` with limits `c`: its queue in `previous` if the limits are
+/// the same, else a new one.
+fn queue_for(
+    prefix: &str,
+    c: config::RouteConcurrency,
+    previous: Option<&RouteTable>,
+) -> Arc<RouteQueue> {
+    let limits = (c.max_in_flight, c.queue, c.queue_timeout);
+    previous
+        .and_then(|table| table.routes.iter().find(|r| &*r.prefix == prefix))
+        .and_then(|r| r.queue.clone())
+        .filter(|q| q.limits() == limits)
+        .unwrap_or_else(|| Arc::new(RouteQueue::new(limits.0, limits.1, limits.2)))
 }
 
 #[cfg(test)]
@@ -286,7 +232,11 @@ mod tests {
     use super::*;
 
     fn table(prefixes: &[&str]) -> RouteTable {
-        let routes: Vec<config::RouteConfig> = prefixes
+        RouteTable::new(&configs(prefixes), &policy())
+    }
+
+    fn configs(prefixes: &[&str]) -> Vec<config::RouteConfig> {
+        prefixes
             .iter()
             .map(|p| config::RouteConfig {
                 prefix: (*p).into(),
@@ -305,8 +255,11 @@ mod tests {
                 concurrency: None,
                 coalesce: true,
             })
-            .collect();
-        let policy = TokenPolicy {
+            .collect()
+    }
+
+    fn policy() -> TokenPolicy {
+        TokenPolicy {
             mode: TokenMode::Interval,
             max_age: std::time::Duration::from_secs(3300),
             refresh_before_expiry: std::time::Duration::from_secs(300),
@@ -314,8 +267,7 @@ mod tests {
             transaction_header: http::HeaderName::from_static("x-transaction-id"),
             refresh_on: RefreshOn::DEFAULT,
             sts_budget: 10.0,
-        };
-        RouteTable::new(&routes, &policy)
+        }
     }
 
     #[test]
@@ -399,6 +351,27 @@ mod tests {
     }
 
     #[test]
+    fn a_reload_that_keeps_a_routes_limits_keeps_its_queue() {
+        let policy = policy();
+        let with = |max_in_flight| {
+            let mut r = configs(&["/q"]).remove(0);
+            r.concurrency = Some(config::RouteConcurrency {
+                max_in_flight,
+                queue: 8,
+                queue_timeout: std::time::Duration::from_secs(1),
+            });
+            r
+        };
+        let first = RouteTable::tallied(&[with(2)], &policy, &Tally::default(), None);
+        let same = RouteTable::tallied(&[with(2)], &policy, &Tally::default(), Some(&first));
+        let other = RouteTable::tallied(&[with(3)], &policy, &Tally::default(), Some(&first));
+        let queue = |t: &RouteTable| t.routes[0].queue.clone().unwrap();
+        assert!(Arc::ptr_eq(&queue(&first), &queue(&same)));
+        assert!(!Arc::ptr_eq(&queue(&first), &queue(&other)));
+        assert_eq!(queue(&other).limits().0, 3);
+    }
+
+    #[test]
     fn a_path_kept_is_the_path_built() {
         for (base, up, rest, path) in [
             ("", "", "/v1/x", "/v1/x"),
@@ -474,73 +447,6 @@ mod tests {
             "/a/%252F", "/a/%255c", "/a/x;y", "/a/.;", "/a/;..", "/a/b..;",
         ] {
             assert!(!has_refused_segment(fine), "{fine}");
-        }
-    }
-}
-
-/// [`has_refused_segment`] against a reference model: a plain percent-decoder of its own and
-/// the README's rule read word for word, on paths made of the tokens that matter.
-#[cfg(test)]
-mod props {
-    use super::*;
-    use proptest::prelude::*;
-
-    /// Percent-decodes once: `%XY` with two hex digits is a byte, anything else stays.
-    fn decode(segment: &str) -> Vec<u8> {
-        let b = segment.as_bytes();
-        let hex = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
-        let mut out = Vec::new();
-        let mut i = 0;
-        while i < b.len() {
-            if b[i] == b'%'
-                && i + 2 < b.len()
-                && let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2]))
-            {
-                out.push(h * 16 + l);
-                i += 3;
-                continue;
-            }
-            out.push(b[i]);
-            i += 1;
-        }
-        out
-    }
-
-    fn model(path: &str) -> bool {
-        path.split('/').any(|segment| {
-            let d = decode(segment);
-            d == b"."
-                || d == b".."
-                || d.starts_with(b"..;")
-                || d.contains(&b'/')
-                || d.contains(&b'\\')
-        })
-    }
-
-    const TOKENS: &[&str] = &[
-        "a", ".", "%2e", "%2E", "%2f", "%2F", "%5c", "%5C", "\\", ";", "%25", "%", "/", "2", "e",
-        "f", "%3b", "..", "%2", "5",
-    ];
-
-    proptest! {
-        #[test]
-        fn the_path_rule_agrees_with_the_model(
-            parts in prop::collection::vec(prop::sample::select(TOKENS), 0..12)
-        ) {
-            let path = format!("/{}", parts.concat());
-            prop_assert_eq!(has_refused_segment(&path), model(&path), "{}", path);
-        }
-
-        #[test]
-        fn accepted_paths_have_no_dot_segment_after_one_decoding(
-            parts in prop::collection::vec(prop::sample::select(TOKENS), 0..12)
-        ) {
-            let path = format!("/{}", parts.concat());
-            if !has_refused_segment(&path) {
-                let decoded = decode(&path);
-                let text = String::from_utf8_lossy(&decoded);
-                prop_assert!(!text.split(['/', '\\']).any(|s| s == "." || s == ".."), "{}", path);
-            }
         }
     }
 }
