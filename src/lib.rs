@@ -73,6 +73,21 @@ pub mod parts {
     pub mod routes {
         pub use crate::routes::{RouteTable, has_refused_segment, upstream_path_and_query};
     }
+
+    /// The request path for `config` on the listener at `local`, as a start builds it.
+    pub fn proxy(
+        config: &crate::config::Config,
+        local: std::net::SocketAddr,
+        metrics: &std::sync::Arc<crate::metrics::Metrics>,
+    ) -> anyhow::Result<Proxy> {
+        crate::live::build(
+            config,
+            local,
+            metrics,
+            &crate::tally::Tally::default(),
+            None,
+        )
+    }
 }
 
 use std::future::Future;

@@ -245,7 +245,7 @@ impl Live {
 /// The request path for `config` on the listener at `local`; `previous`, the one it replaces
 /// (its clients' limits carry over where unchanged); routes and clients count in `tally`. Does
 /// not start anything: no token is fetched until a request (or [`Live::start`]'s keepers) asks.
-fn build(
+pub(crate) fn build(
     config: &Config,
     local: SocketAddr,
     metrics: &Arc<Metrics>,

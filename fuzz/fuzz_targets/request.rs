@@ -11,10 +11,10 @@
 use std::sync::{Arc, OnceLock};
 
 use azure_costs_proxy::config;
-use azure_costs_proxy::parts::headers::{self, RequestIds};
-use azure_costs_proxy::parts::parse_host;
 use azure_costs_proxy::metrics::Metrics;
 use azure_costs_proxy::parts::Proxy;
+use azure_costs_proxy::parts::headers::{self, RequestIds};
+use azure_costs_proxy::parts::parse_host;
 use azure_costs_proxy::parts::respond;
 use azure_costs_proxy::parts::routes::has_refused_segment;
 use http::header::{self, HeaderName, HeaderValue};
@@ -81,8 +81,8 @@ fn fixture() -> &'static Fixture {
         let local = "127.0.0.1:8080".parse().unwrap();
         let metrics = Arc::new(Metrics::new());
         Fixture {
-            open: azure_costs_proxy::live::build(&open, local, &metrics, None).unwrap(),
-            keyed: azure_costs_proxy::live::build(&keyed, local, &metrics, None).unwrap(),
+            open: azure_costs_proxy::parts::proxy(&open, local, &metrics).unwrap(),
+            keyed: azure_costs_proxy::parts::proxy(&keyed, local, &metrics).unwrap(),
             _runtime: runtime,
         }
     })
@@ -98,7 +98,9 @@ fn presented(value: &[u8]) -> Option<Vec<u8>> {
     match scheme.to_ascii_lowercase().as_str() {
         "bearer" => Some(rest.as_bytes().to_vec()),
         "basic" => {
-            let decoded = base64::engine::general_purpose::STANDARD.decode(rest).ok()?;
+            let decoded = base64::engine::general_purpose::STANDARD
+                .decode(rest)
+                .ok()?;
             let colon = decoded.iter().position(|b| *b == b':')?;
             Some(decoded[colon + 1..].to_vec())
         }
@@ -149,7 +151,11 @@ fuzz_target!(|data: &[u8]| {
     let Ok(uri) = uri.parse::<http::Uri>() else {
         return;
     };
-    let version = if h2 { Version::HTTP_2 } else { Version::HTTP_11 };
+    let version = if h2 {
+        Version::HTTP_2
+    } else {
+        Version::HTTP_11
+    };
     let Ok(request) = builder.uri(uri).version(version).body(()) else {
         return;
     };
@@ -173,7 +179,11 @@ fuzz_target!(|data: &[u8]| {
     // ASCII without a space, slash or `@`.
     for value in parts.headers.get_all(header::HOST) {
         if let Some(h) = parse_host(value.as_bytes()) {
-            assert!(h.host.bytes().all(|b| b.is_ascii_graphic() && !b"/@".contains(&b)));
+            assert!(
+                h.host
+                    .bytes()
+                    .all(|b| b.is_ascii_graphic() && !b"/@".contains(&b))
+            );
         }
     }
     let _ = has_refused_segment(target);
@@ -188,7 +198,10 @@ fuzz_target!(|data: &[u8]| {
                 Some(rule) => {
                     // The team, found without the code under test: the segment in the place
                     // of `{delegate}` in the configured prefix.
-                    let fixed = route.prefix.strip_suffix("{delegate}").expect("a team route");
+                    let fixed = route
+                        .prefix
+                        .strip_suffix("{delegate}")
+                        .expect("a team route");
                     let team = parts
                         .uri
                         .path()
@@ -204,7 +217,11 @@ fuzz_target!(|data: &[u8]| {
                     assert_eq!(key.credential, route.credential);
                 }
             }
-            assert!(!has_refused_segment(parts.uri.path()), "{}", parts.uri.path());
+            assert!(
+                !has_refused_segment(parts.uri.path()),
+                "{}",
+                parts.uri.path()
+            );
             let hosts: Vec<_> = parts.headers.get_all(header::HOST).iter().collect();
             assert!(hosts.len() <= 1);
             if !h2 {
@@ -217,21 +234,39 @@ fuzz_target!(|data: &[u8]| {
             assert_eq!(upstream.authority().map(|a| a.as_str()), Some(UPSTREAM));
             let path = upstream.path();
             assert!(path.starts_with("/base"), "{path}");
-            assert!(path.starts_with(&format!("/base{}", route.upstream_path)), "{path}");
+            assert!(
+                path.starts_with(&format!("/base{}", route.upstream_path)),
+                "{path}"
+            );
             assert!(!has_refused_segment(path), "{path}");
             assert_eq!(upstream.query(), query.as_deref());
             if keyed {
                 // Admitted with a key: exactly one Authorization header, and it presents KEY.
-                let auth: Vec<_> = parts.headers.get_all(header::AUTHORIZATION).iter().collect();
+                let auth: Vec<_> = parts
+                    .headers
+                    .get_all(header::AUTHORIZATION)
+                    .iter()
+                    .collect();
                 assert_eq!(auth.len(), 1);
-                assert_eq!(presented(auth[0].as_bytes()).as_deref(), Some(KEY.as_bytes()));
+                assert_eq!(
+                    presented(auth[0].as_bytes()).as_deref(),
+                    Some(KEY.as_bytes())
+                );
             }
 
             let bearer = headers::bearer_value("fuzz-token").unwrap();
             headers::rewrite_request(&mut parts.headers, &bearer, &request_id);
-            let auth: Vec<_> = parts.headers.get_all(header::AUTHORIZATION).iter().collect();
+            let auth: Vec<_> = parts
+                .headers
+                .get_all(header::AUTHORIZATION)
+                .iter()
+                .collect();
             assert_eq!(auth, [&bearer]);
-            let ids: Vec<_> = parts.headers.get_all(&headers::X_REQUEST_ID).iter().collect();
+            let ids: Vec<_> = parts
+                .headers
+                .get_all(&headers::X_REQUEST_ID)
+                .iter()
+                .collect();
             assert_eq!(ids, [&request_id]);
             for name in [
                 "connection",
@@ -261,7 +296,10 @@ fuzz_target!(|data: &[u8]| {
         }
         Err(e) => {
             let (status, code) = respond::status_and_code(&e);
-            assert!(status.is_client_error() || status.is_server_error(), "{status}");
+            assert!(
+                status.is_client_error() || status.is_server_error(),
+                "{status}"
+            );
             let response = respond::error_response(e, &request_id, None);
             assert_eq!(response.status(), status);
             assert!(!code.is_empty());
