@@ -160,18 +160,35 @@ pub(super) fn count(
     max: usize,
     unit: &str,
 ) -> Result<usize, ConfigError> {
+    number(ctx, value, key, default, 1..=max, unit)
+}
+
+/// A whole number within `range`; `default` when the key is absent. `unit` names what is
+/// counted in the hint (" of files").
+pub(super) fn number(
+    ctx: &Ctx<'_>,
+    value: &Option<Spanned<i64>>,
+    key: &str,
+    default: usize,
+    range: std::ops::RangeInclusive<usize>,
+    unit: &str,
+) -> Result<usize, ConfigError> {
     let Some(n) = value else {
         return Ok(default);
     };
     usize::try_from(*n.get_ref())
         .ok()
-        .filter(|n| (1..=max).contains(n))
+        .filter(|n| range.contains(n))
         .ok_or_else(|| {
             ctx.error(
                 Some(n.span()),
                 key,
                 format!("{} is out of range", n.get_ref()),
-                format!("write a number{unit} from 1 to {max}"),
+                format!(
+                    "write a number{unit} from {} to {}",
+                    range.start(),
+                    range.end()
+                ),
             )
         })
 }

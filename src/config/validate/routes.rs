@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use toml::Spanned;
 
-use super::fields::{duration, refresh_on, token_mode};
+use super::fields::{duration, number, refresh_on, token_mode};
 use crate::config::diagnostics::{ConfigError, Ctx};
 use crate::config::raw::RawRoute;
 use crate::config::{
@@ -129,14 +129,14 @@ fn route(
     })
 }
 
-/// Most `max_in_flight` and `queue` of a route.
-const MAX_ROUTE_LIMIT: usize = 100_000;
+/// What `max_in_flight` and `queue` of a route may be.
+const LIMITS: std::ops::RangeInclusive<usize> = 0..=100_000;
 
 /// `max_in_flight` (0 or absent: no limit), `queue` (default 256, 0: none wait) and
 /// `queue_timeout` (default 30 s).
 fn concurrency(ctx: &Ctx<'_>, r: &RawRoute) -> Result<Option<RouteConcurrency>, ConfigError> {
-    let max_in_flight = at_most(ctx, &r.max_in_flight, "routes.max_in_flight", 0)?;
-    let queue = at_most(ctx, &r.queue, "routes.queue", 256)?;
+    let max_in_flight = number(ctx, &r.max_in_flight, "routes.max_in_flight", 0, LIMITS, "")?;
+    let queue = number(ctx, &r.queue, "routes.queue", 256, LIMITS, "")?;
     let queue_timeout = duration(
         ctx,
         &r.queue_timeout,
@@ -148,27 +148,6 @@ fn concurrency(ctx: &Ctx<'_>, r: &RawRoute) -> Result<Option<RouteConcurrency>, 
         queue,
         queue_timeout,
     }))
-}
-
-/// A number from 0 to [`MAX_ROUTE_LIMIT`]; `default` when absent.
-fn at_most(
-    ctx: &Ctx<'_>,
-    value: &Option<Spanned<i64>>,
-    key: &str,
-    default: usize,
-) -> Result<usize, ConfigError> {
-    let Some(n) = value else { return Ok(default) };
-    usize::try_from(*n.get_ref())
-        .ok()
-        .filter(|n| *n <= MAX_ROUTE_LIMIT)
-        .ok_or_else(|| {
-            ctx.error(
-                Some(n.span()),
-                key,
-                format!("{} is out of range", n.get_ref()),
-                format!("write a number from 0 to {MAX_ROUTE_LIMIT}"),
-            )
-        })
 }
 
 /// `delegates`: required by a `{delegate}` prefix, refused elsewhere and next to `delegate`;
